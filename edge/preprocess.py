@@ -1,0 +1,190 @@
+"""The one definition of "model input", shared by training (train/) and the Pi (edge/).
+
+A model sees a square window of ``window_px`` frame pixels centred on the cell, with every
+pixel outside the cell's mask set to 0 (the training crops are masked that way), resized to
+``size`` x ``size``. train/ builds its tensors with these same functions, so what the model
+learned from and what the Pi feeds it cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+# Larger than any microscope camera frame (HQ camera: 12.3 MP) with room to spare, far below
+# what would exhaust a Pi's memory. Pillow's own guard is only a warning below 2x its limit.
+MAX_IMAGE_PIXELS = 64_000_000
+
+# Pre-masked crops (as in the training data) have a black background; below this fraction of
+# exact zeros an image is treated as unmasked.
+MASKED_BACKGROUND_MIN_FRACTION = 0.05
+
+
+class ImageError(ValueError):
+    """An input image that cannot be used; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model expects, as recorded in its model card."""
+
+    size: int  # model input side in pixels
+    channels: int = 1
+    window_px: int = 192  # side of the window around the cell, in pixels at training scale
+    masked_background: bool = True
+    pixel_size_um: float | None = None  # training scale, when known
+
+    def window_for(self, rig_pixel_size_um: float | None) -> int:
+        """Window side in the rig's pixels: the same physical field the model was trained on."""
+        if rig_pixel_size_um is None or self.pixel_size_um is None:
+            return self.window_px
+        return max(1, round(self.window_px * self.pixel_size_um / rig_pixel_size_um))
+
+
+def read_grayscale(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read any Pillow-readable image as a uint8 HxW grayscale array.
+
+    Raises ImageError with the file name and the reason for anything that is not a complete,
+    sensibly sized image: empty, not an image, truncated, too large, unreadable.
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise ImageError(f"{path}: empty file")
+        with warnings.catch_warnings():
+            # Pillow only warns between its limit and twice its limit; make it an error.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > MAX_IMAGE_PIXELS:
+                    raise ImageError(
+                        f"{path}: {width}x{height} pixels is over the {MAX_IMAGE_PIXELS:,} pixel "
+                        "limit (decompression bomb guard)"
+                    )
+                image.load()  # decodes now, so truncation is reported here
+                return to_grayscale(image)
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"{path}: too many pixels (decompression bomb guard): {exc}") from exc
+    except Image.UnidentifiedImageError as exc:
+        raise ImageError(f"{path}: not an image Pillow can read") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        # OSError covers truncated data, permissions and directories; SyntaxError and
+        # ValueError are what some Pillow decoders raise on corrupt headers.
+        raise ImageError(f"{path}: cannot read image: {exc}") from exc
+
+
+def to_grayscale(image: Image.Image) -> np.ndarray:
+    """Convert a Pillow image of any mode to uint8 grayscale.
+
+    8-bit modes use Pillow's ITU-R 601 luma (the same weights as the camera's Y plane).
+    16/32-bit integer images are mapped from 0..65535 to 0..255; float images from 0..1 when
+    their maximum is at most 1, else clipped to 0..255. Transparent pixels become 0, the value
+    of a masked background.
+    """
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        values = np.asarray(image, dtype=np.float64)
+        return np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8)
+    if mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        values = np.nan_to_num(values, nan=0.0, posinf=255.0, neginf=0.0)
+        if values.size and values.max() <= 1.0:
+            values = values * 255.0
+        return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+    if mode == "L":
+        return np.array(image, dtype=np.uint8)
+    has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        luma = np.asarray(rgba.convert("L"), dtype=np.uint16)
+        alpha = np.asarray(rgba.getchannel("A"), dtype=np.uint16)
+        return ((luma * alpha + 127) // 255).astype(np.uint8)
+    try:
+        return np.array(image.convert("L"), dtype=np.uint8)
+    except ValueError:
+        return np.array(image.convert("RGB").convert("L"), dtype=np.uint8)
+
+
+def cell_window(
+    gray: np.ndarray,
+    centre_yx: tuple[float, float],
+    window_px: int,
+    mask: np.ndarray | None = None,
+    mask_origin_yx: tuple[int, int] = (0, 0),
+) -> np.ndarray:
+    """Cut a window_px square centred on the cell; outside the frame and the mask is 0.
+
+    ``mask`` is the cell's boolean mask whose top-left pixel sits at ``mask_origin_yx`` in
+    frame coordinates (a detection's bbox-local mask, or a whole-frame mask at (0, 0)).
+    """
+    height, width = gray.shape
+    top = math.floor(centre_yx[0] + 0.5) - window_px // 2
+    left = math.floor(centre_yx[1] + 0.5) - window_px // 2
+    window = np.zeros((window_px, window_px), dtype=np.uint8)
+    y0, y1 = max(top, 0), min(top + window_px, height)
+    x0, x1 = max(left, 0), min(left + window_px, width)
+    if y0 < y1 and x0 < x1:
+        window[y0 - top : y1 - top, x0 - left : x1 - left] = gray[y0:y1, x0:x1]
+    if mask is None:
+        return window
+    keep = np.zeros((window_px, window_px), dtype=bool)
+    mask_top, mask_left = mask_origin_yx
+    y0, y1 = max(top, mask_top), min(top + window_px, mask_top + mask.shape[0])
+    x0, x1 = max(left, mask_left), min(left + window_px, mask_left + mask.shape[1])
+    if y0 < y1 and x0 < x1:
+        keep[y0 - top : y1 - top, x0 - left : x1 - left] = mask[
+            y0 - mask_top : y1 - mask_top, x0 - mask_left : x1 - mask_left
+        ]
+    window[~keep] = 0
+    return window
+
+
+def resize_window(window: np.ndarray, size: int) -> np.ndarray:
+    """Resize a square window to the model's input side (antialiased when shrinking)."""
+    if window.shape == (size, size):
+        return window
+    resized = Image.fromarray(window).resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(resized, dtype=np.uint8)
+
+
+def model_input(
+    gray: np.ndarray,
+    centre_yx: tuple[float, float],
+    spec: InputSpec,
+    mask: np.ndarray | None = None,
+    mask_origin_yx: tuple[int, int] = (0, 0),
+    window_px: int | None = None,
+) -> np.ndarray:
+    """One cell of a frame as the model's uint8 input (size x size)."""
+    side = spec.window_px if window_px is None else window_px
+    use_mask = mask if spec.masked_background else None
+    return resize_window(cell_window(gray, centre_yx, side, use_mask, mask_origin_yx), spec.size)
+
+
+def is_premasked(gray: np.ndarray) -> bool:
+    """True for a crop whose background was already set to 0, like the training crops."""
+    return bool(np.count_nonzero(gray == 0) >= MASKED_BACKGROUND_MIN_FRACTION * gray.size)
+
+
+def single_cell_input(gray: np.ndarray, spec: InputSpec, window_px: int | None = None) -> np.ndarray:
+    """Model input for an image that holds one cell, as in the training folders.
+
+    A pre-masked crop is centred on the centroid of its non-zero pixels, which are the mask.
+    An unmasked image (a plain single-cell photograph) is taken as one cell centred in the
+    image, without masking.
+    """
+    if is_premasked(gray):
+        mask = gray > 0
+        ys, xs = np.nonzero(mask)
+        if ys.size:
+            return model_input(gray, (ys.mean(), xs.mean()), spec, mask, window_px=window_px)
+    centre = ((gray.shape[0] - 1) / 2, (gray.shape[1] - 1) / 2)
+    return resize_window(cell_window(gray, centre, spec.window_px if window_px is None else window_px), spec.size)

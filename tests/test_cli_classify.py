@@ -1,0 +1,118 @@
+"""`metascope classify`: rows per image, bad files named on stderr, exit status 0/1/2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edge.cli import main
+from edge.synthetic import KINDS, synthetic_batch
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def cells_dir(tmp_path: Path) -> Path:
+    """Six good synthetic cells, three per kind, two levels deep; truth in the file name."""
+    crops, labels = synthetic_batch(6, seed=77)
+    for index, (crop, label) in enumerate(zip(crops, labels, strict=True)):
+        folder = tmp_path / "cells" / ("a" if index < 3 else "b/deeper")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(crop).save(folder / f"{index}_{KINDS[label]}.png")
+    return tmp_path / "cells"
+
+
+def add_bad_files(folder: Path) -> list[Path]:
+    text = folder / "notes.txt"
+    text.write_text("exposure 10 ms\n")
+    empty = folder / "empty.png"
+    empty.write_bytes(b"")
+    truncated = folder / "truncated.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)).save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    return [text, empty, truncated]
+
+
+def test_good_and_bad_files(cells_dir: Path, tiny_model, capsys) -> None:
+    bad = add_bad_files(cells_dir)
+    status = main(["classify", str(cells_dir), "--model", str(tiny_model[0])])
+    out, err = capsys.readouterr()
+    rows = [line.split("\t") for line in out.splitlines()[1:]]
+    assert status == 1
+    assert len(rows) == 6
+    for file, label, probability in rows:
+        assert Path(file).stem.endswith(label), f"{file} classified as {label} ({probability})"
+    for path in bad:
+        assert sum(str(path) in line for line in err.splitlines()) == 1, f"{path} not named once on stderr"
+    assert "6 classified (round 3, spindle 3; threshold 0.5), 3 failed" in err
+
+
+def test_all_good_exits_zero_with_json_lines(cells_dir: Path, tiny_model, capsys) -> None:
+    status = main(["classify", str(cells_dir), "--model", str(tiny_model[0]), "--json"])
+    out, _ = capsys.readouterr()
+    records = [json.loads(line) for line in out.splitlines()]
+    assert status == 0
+    assert len(records) == 6
+    assert all(set(r) == {"file", "label", "probability"} for r in records)
+
+
+def test_directories_are_read_recursively_in_sorted_order(cells_dir: Path, tiny_model, capsys) -> None:
+    (cells_dir / ".hidden.png").write_bytes(b"")  # hidden files are not inputs
+    main(["classify", str(cells_dir), "--model", str(tiny_model[0])])
+    files = [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert files == sorted(str(p) for p in cells_dir.rglob("*.png") if not p.name.startswith("."))
+
+
+def test_threshold_overrides_the_card(cells_dir: Path, tiny_model, capsys) -> None:
+    main(["classify", str(cells_dir), "--model", str(tiny_model[0]), "--json", "--threshold", "0.999"])
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert all((r["label"] == "spindle") == (r["probability"] >= 0.999) for r in records)
+
+
+def test_missing_input_file_is_named_and_the_rest_continue(cells_dir: Path, tiny_model, capsys) -> None:
+    missing = cells_dir / "gone.png"
+    status = main(["classify", str(missing), str(cells_dir), "--model", str(tiny_model[0])])
+    out, err = capsys.readouterr()
+    assert status == 1
+    assert str(missing) in err
+    assert len(out.splitlines()) == 7  # header + six cells
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["classify"],
+        ["classify", "x.png", "--threshold", "2"],
+        ["classify", "x.png", "--threshold", "abc"],
+        ["nonsense"],
+    ],
+    ids=["no-inputs", "threshold-range", "threshold-text", "unknown-command"],
+)
+def test_usage_errors_exit_2(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == 2
+
+
+def test_unusable_model_exits_2_naming_it(cells_dir: Path, tmp_path: Path, capsys) -> None:
+    status = main(["classify", str(cells_dir), "--model", str(tmp_path / "absent.tflite")])
+    assert status == 2
+    assert "absent.tflite: model file not found" in capsys.readouterr().err
+
+
+def test_console_script_and_module_entry_point(cells_dir: Path, tiny_model) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "edge", "classify", str(cells_dir), "--model", str(tiny_model[0])],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 7

@@ -1,0 +1,214 @@
+"""edge.model.Classifier against real int8 and float TFLite models."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.card import ModelCardError, ModelFileError, ModelIntegrityError
+from edge.model import MAX_BATCH, Classifier, InterpreterUnavailableError, ModelMismatchError
+from train.synthetic_model import synthetic_tensors
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    """Synthetic cells the tiny model never saw (seed differs from its training seed)."""
+    inputs, labels = synthetic_tensors(300, seed=1234)
+    return inputs[..., 0], labels
+
+
+def test_load_exposes_what_the_card_says(tiny_model) -> None:
+    classifier = Classifier.load(tiny_model[0])
+    assert classifier.labels == ("round", "spindle")
+    assert classifier.positive_label == "spindle"
+    assert classifier.threshold == 0.5
+    assert classifier.input_spec.size == 32
+    assert classifier.interpreter_name == "ai_edge_litert"
+    assert classifier.batching == "resize"
+    assert classifier.describe()["input_dtype"] == "int8"
+
+
+@pytest.mark.parametrize("form", ["stem", "json"])
+def test_load_accepts_the_stem_or_the_card_path(tiny_model, form: str) -> None:
+    path = Path(tiny_model[0])
+    given = path.with_suffix("") if form == "stem" else path.with_suffix(".json")
+    assert Classifier.load(given).path == path
+
+
+def test_int8_model_classifies_held_out_synthetic_cells(tiny_model, held_out) -> None:
+    inputs, labels = held_out
+    probabilities = Classifier.load(tiny_model[0]).predict(inputs)
+    assert probabilities.shape == (len(inputs),)
+    assert probabilities.dtype == np.float32
+    assert ((probabilities >= 0) & (probabilities <= 1)).all()
+    assert ((probabilities >= 0.5) == labels).mean() >= 0.95
+
+
+def test_int8_and_float_exports_agree(tiny_model, held_out) -> None:
+    inputs, _ = held_out
+    int8 = Classifier.load(tiny_model[0]).predict(inputs)
+    float_ = Classifier.load(tiny_model[1]).predict(inputs)
+    assert Classifier.load(tiny_model[1]).describe()["input_dtype"] == "float32"
+    assert ((int8 >= 0.5) == (float_ >= 0.5)).mean() >= 0.99
+    assert np.abs(int8 - float_).mean() < 0.05
+
+
+def test_batches_of_any_size_match_one_cell_at_a_time(tiny_model, held_out) -> None:
+    inputs = held_out[0][: MAX_BATCH + 7]  # forces a second chunk
+    classifier = Classifier.load(tiny_model[0])
+    batched = classifier.predict(inputs)
+    single = np.concatenate([classifier.predict(inputs[i : i + 1]) for i in range(len(inputs))])
+    np.testing.assert_allclose(batched, single, atol=1e-6)
+    assert classifier.predict(inputs[:0]).shape == (0,)
+
+
+def test_predict_rejects_wrong_shapes_and_dtypes(tiny_model) -> None:
+    classifier = Classifier.load(tiny_model[0])
+    with pytest.raises(ValueError, match=r"does not fit the model input \[N, 32, 32, 1\]"):
+        classifier.predict(np.zeros((2, 40, 40), dtype=np.uint8))
+    with pytest.raises(ValueError, match="expected uint8"):
+        classifier.predict(np.zeros((2, 32, 32), dtype=np.float32))
+
+
+def test_label_for_uses_card_or_given_threshold(tiny_model) -> None:
+    classifier = Classifier.load(tiny_model[0])
+    assert classifier.label_for(0.5) == "spindle"
+    assert classifier.label_for(0.49) == "round"
+    assert classifier.label_for(0.6, threshold=0.7) == "round"
+
+
+# ---------------------------------------------------------------- errors
+def test_missing_model_file(tmp_path: Path) -> None:
+    with pytest.raises(ModelFileError, match=r"nothing\.tflite: model file not found"):
+        Classifier.load(tmp_path / "nothing.tflite")
+
+
+def test_missing_card(model_copy: Path) -> None:
+    model_copy.with_suffix(".json").unlink()
+    with pytest.raises(ModelFileError, match="model card not found"):
+        Classifier.load(model_copy)
+
+
+def test_card_that_is_not_json(model_copy: Path) -> None:
+    model_copy.with_suffix(".json").write_text("{ not json")
+    with pytest.raises(ModelCardError, match="not valid JSON"):
+        Classifier.load(model_copy)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda card: card.pop("labels"), "missing required field 'labels'"),
+        (lambda card: card.update(labels=["a", "b", "c"]), "'labels' must be two"),
+        (lambda card: card.update(positive_label="other"), "'positive_label' 'other' is not one of"),
+        (lambda card: card.update(threshold=1.5), "'threshold' must be a number between 0 and 1"),
+        (lambda card: card["input"].pop("window_px"), "'input' lacks 'window_px'"),
+    ],
+    ids=["no-labels", "three-labels", "bad-positive", "bad-threshold", "no-window"],
+)
+def test_invalid_card_fields_are_named(model_copy: Path, change, message: str) -> None:
+    card_path = model_copy.with_suffix(".json")
+    card = json.loads(card_path.read_text())
+    change(card)
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ModelCardError, match=message) as caught:
+        Classifier.load(model_copy)
+    assert str(card_path) in str(caught.value)
+
+
+def test_sha256_mismatch(model_copy: Path) -> None:
+    content = bytearray(model_copy.read_bytes())
+    content[-1] ^= 0xFF
+    model_copy.write_bytes(bytes(content))
+    with pytest.raises(ModelIntegrityError, match="does not match") as caught:
+        Classifier.load(model_copy)
+    assert str(model_copy) in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda card: card["input"].update(size=48), "input tensor shape .* disagrees with the card"),
+        (lambda card: card["input"].update(channels=3), "input tensor shape .* disagrees with the card"),
+        (lambda card: card["quantization"]["input"].update(dtype="float32"), "input dtype is int8 but the card says"),
+    ],
+    ids=["size", "channels", "dtype"],
+)
+def test_card_that_disagrees_with_the_tensors(model_copy: Path, change, message: str) -> None:
+    card_path = model_copy.with_suffix(".json")
+    card = json.loads(card_path.read_text())
+    change(card)
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ModelMismatchError, match=message):
+        Classifier.load(model_copy)
+
+
+def test_three_class_model_is_refused(tiny_model, tmp_path: Path) -> None:
+    import keras
+
+    from train.export import convert_int8, write_model
+
+    inputs = keras.Input((32, 32, 1))
+    x = keras.layers.Flatten()(keras.layers.Conv2D(2, 3, strides=4)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    card = Classifier.load(tiny_model[0]).card
+    pixels = np.random.default_rng(0).integers(0, 255, (20, 32, 32, 1)).astype(np.uint8)
+    path = write_model(tmp_path / "three", convert_int8(model, pixels), card)
+    with pytest.raises(ModelMismatchError, match=r"not a binary classifier: output shape \[1, 3\]"):
+        Classifier.load(path)
+
+
+def test_not_a_tflite_file(model_copy: Path) -> None:
+    from dataclasses import replace
+
+    from edge.card import ModelCard, sha256_file
+
+    model_copy.write_bytes(b"this is not a flatbuffer" * 10)
+    card = ModelCard.load(model_copy.with_suffix(".json"))
+    replace(card, sha256=sha256_file(model_copy)).write(model_copy.with_suffix(".json"))
+    with pytest.raises(ModelFileError, match="cannot load it as a TFLite model"):
+        Classifier.load(model_copy)
+
+
+# ---------------------------------------------------------- interpreters
+def test_falls_back_to_tensorflow_lite_without_ai_edge_litert(tiny_model, held_out, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "ai_edge_litert", None)  # makes the import fail
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
+    classifier = Classifier.load(tiny_model[0])
+    assert classifier.interpreter_name == "tensorflow.lite"
+    reference = Classifier.load(tiny_model[0], interpreter="tensorflow.lite").predict(held_out[0][:16])
+    np.testing.assert_allclose(classifier.predict(held_out[0][:16]), reference)
+
+
+def test_no_interpreter_says_what_to_install(tiny_model, monkeypatch) -> None:
+    for module in (
+        "ai_edge_litert",
+        "ai_edge_litert.interpreter",
+        "tflite_runtime",
+        "tflite_runtime.interpreter",
+        "tensorflow",
+    ):
+        monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(InterpreterUnavailableError, match="pip install ai-edge-litert"):
+        Classifier.load(tiny_model[0])
+
+
+def test_edge_never_imports_tensorflow(tiny_model) -> None:
+    script = (
+        "import sys, numpy as np\n"
+        "import edge, edge.cli\n"
+        "assert 'tensorflow' not in sys.modules, 'import edge pulled in tensorflow'\n"
+        "from edge.model import Classifier\n"
+        f"c = Classifier.load({str(tiny_model[0])!r})\n"
+        "c.predict(np.zeros((3, 32, 32), dtype=np.uint8))\n"
+        "assert 'tensorflow' not in sys.modules, 'loading a model pulled in tensorflow'\n"
+        "assert 'train' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=REPO)

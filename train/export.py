@@ -1,0 +1,113 @@
+"""Keras model -> full-integer int8 TFLite (what the Pi runs) and a float TFLite (for comparison).
+
+Dense layers are quantised per-tensor, not per-channel: tflite-runtime 2.14 on aarch64 reads
+a null pointer in gemmlowp on a per-channel int8 FULLY_CONNECTED layer with fewer than 4
+outputs, which is exactly a binary head. ``export_int8`` checks the result and refuses to
+write a model whose dense weights came out per-channel anyway.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from edge.card import ModelCard, card_path_for, sha256_file
+from edge.interpreter import find_interpreter
+
+# Calibration samples: enough for stable min/max ranges, few enough to convert in seconds.
+REPRESENTATIVE_SAMPLES = 300
+
+
+class ExportError(RuntimeError):
+    """The converted model is not one the Pi can be trusted to run."""
+
+
+def _representative(images: np.ndarray, limit: int, seed: int) -> Iterator[list[np.ndarray]]:
+    order = np.random.default_rng(seed).permutation(len(images))[:limit]
+    for index in order:
+        yield [images[index : index + 1].astype(np.float32)]
+
+
+def convert_int8(model: Any, representative_images: np.ndarray, seed: int = 0) -> bytes:
+    """Full-integer int8 conversion with int8 input and output.
+
+    ``representative_images`` are uint8 (N, H, W, C) model inputs from the training split.
+    """
+    if representative_images.ndim == 3:
+        representative_images = representative_images[..., np.newaxis]
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: _representative(representative_images, REPRESENTATIVE_SAMPLES, seed)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    converter._experimental_disable_per_channel_quantization_for_dense_layers = True
+    content = converter.convert()
+    per_channel = [op for op in dense_weight_quantization(content) if op["scales"] > 1]
+    if per_channel:
+        raise ExportError(
+            f"dense layer weights came out per-channel ({per_channel}); tflite-runtime 2.14 "
+            "crashes on those, so the model was not written"
+        )
+    return content
+
+
+def convert_float(model: Any) -> bytes:
+    return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+
+
+def dense_weight_quantization(content: bytes) -> list[dict[str, Any]]:
+    """For each FULLY_CONNECTED op: its weight tensor's name, dtype and number of scales
+    (1 = per-tensor, >1 = per-channel)."""
+    interpreter = find_interpreter().interpreter_class(model_content=content)
+    tensors = {detail["index"]: detail for detail in interpreter.get_tensor_details()}
+    found = []
+    for op in interpreter._get_ops_details():  # the only API that maps ops to their tensors
+        if op["op_name"] != "FULLY_CONNECTED":
+            continue
+        weights = tensors[int(op["inputs"][1])]
+        scales = weights["quantization_parameters"]["scales"]
+        found.append({"tensor": weights["name"], "dtype": str(np.dtype(weights["dtype"])), "scales": len(scales)})
+    return found
+
+
+def tensor_quantization(content: bytes) -> dict[str, dict[str, Any]]:
+    """dtype, scale and zero point of the model's input and output, for the card."""
+    interpreter = find_interpreter().interpreter_class(model_content=content)
+
+    def describe(detail: dict[str, Any]) -> dict[str, Any]:
+        scale, zero_point = detail["quantization"]
+        return {"dtype": str(np.dtype(detail["dtype"])), "scale": float(scale), "zero_point": int(zero_point)}
+
+    return {
+        "input": describe(interpreter.get_input_details()[0]),
+        "output": describe(interpreter.get_output_details()[0]),
+    }
+
+
+def write_model(path: str | os.PathLike[str], content: bytes, card: ModelCard) -> Path:
+    """Write NAME.tflite and NAME.json atomically; the card gets the file's sha256."""
+    path = Path(path)
+    if path.suffix != ".tflite":
+        path = path.with_name(path.name + ".tflite")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(content)
+    os.replace(tmp, path)
+    extra = {**card.extra, "quantization": tensor_quantization(content)}
+    ModelCard(
+        name=card.name,
+        labels=card.labels,
+        positive_label=card.positive_label,
+        threshold=card.threshold,
+        input=card.input,
+        sha256=sha256_file(path),
+        version=card.version,
+        extra=extra,
+    ).write(card_path_for(path))
+    return path

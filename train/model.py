@@ -1,0 +1,63 @@
+"""The compact CNN: small enough for a Pi's CPU, exportable to full-integer int8 TFLite."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+from keras import layers
+
+
+def build_cnn(
+    input_size: int,
+    channels: int = 1,
+    widths: Sequence[int] = (16, 32, 64, 96),
+    convs_per_stage: int = 2,
+    dropout: float = 0.3,
+    seed: int = 0,
+) -> keras.Model:
+    """A plain VGG-style stack: each stage is ``convs_per_stage`` 3x3 convolutions (BatchNorm,
+    ReLU; the first of each stage strides by 2), then global average pooling and one sigmoid
+    unit: the probability of the positive label.
+
+    The input is raw pixel values 0..255 (float); scaling happens inside the model so the
+    exported int8 input quantises uint8 pixels with no extra step on the Pi. BatchNorm folds
+    into the convolutions at export, so it costs nothing at inference.
+    """
+    initializer = keras.initializers.HeNormal(seed=seed)
+    inputs = keras.Input(shape=(input_size, input_size, channels), name="cell")
+    x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale")(inputs)
+    for stage, width in enumerate(widths):
+        for conv in range(convs_per_stage):
+            stride = 2 if conv == 0 else 1
+            x = layers.Conv2D(
+                width,
+                3,
+                strides=stride,
+                padding="same",
+                use_bias=False,
+                kernel_initializer=initializer,
+                name=f"conv{stage}_{conv}",
+            )(x)
+            # momentum 0.9, not Keras' 0.99: small cell datasets give few steps per epoch, and
+            # the inference statistics must settle within a short run.
+            x = layers.BatchNormalization(momentum=0.9, name=f"bn{stage}_{conv}")(x)
+            x = layers.ReLU(name=f"relu{stage}_{conv}")(x)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    x = layers.Dropout(dropout, seed=seed, name="dropout")(x)
+    outputs = layers.Dense(1, activation="sigmoid", name="head")(x)
+    return keras.Model(inputs, outputs, name="metascope_cnn")
+
+
+def count_macs(model: keras.Model) -> int:
+    """Multiply-accumulates per cell of the conv and dense layers (what dominates on a CPU)."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, layers.Conv2D):
+            _, height, width, out_channels = layer.output.shape
+            in_channels = layer.input.shape[-1]
+            kh, kw = layer.kernel_size
+            total += height * width * out_channels * in_channels * kh * kw
+        elif isinstance(layer, layers.Dense):
+            total += layer.input.shape[-1] * layer.units
+    return int(total)
