@@ -1,6 +1,10 @@
 """Benchmarks: numbers that matter, measured here and on the Pi the same way.
 
 `metascope bench model` times the classifier alone: single-cell calls and batches of 32.
+`metascope bench pipeline` runs the real service loop (Service, SQLite store included) on
+synthetic frames and reports each stage and the end-to-end latency (frame ready -> its rows
+written into the store's open batch; the batched commit, at most once a second, is inside the
+store stage of the frame that triggers it), plus resident memory over the run.
 Results are JSON (stdout, and --out FILE) with medians and p99 in milliseconds, and the
 machine they were measured on.
 """
@@ -10,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -90,3 +95,88 @@ def write_json(result: dict[str, Any], out: str | os.PathLike[str] | None) -> st
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text + "\n")
     return text
+
+
+def resident_mb() -> float:
+    """This process's resident set size in MB (Linux /proc; 0 elsewhere)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0.0
+    return pages * os.sysconf("SC_PAGE_SIZE") / 1024 / 1024
+
+
+def bench_pipeline(
+    classifier: Classifier,
+    cells: int = 20,
+    frames: int = 2000,
+    width: int = 640,
+    height: int = 480,
+    warmup: int = 50,
+    rss_every: int = 500,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The service loop on ``frames`` synthetic frames (after ``warmup``), store in a temp dir."""
+    from edge.config import Config
+    from edge.notify import Notifier
+    from edge.pipeline import STAGES
+    from edge.service import Service
+    from edge.sources.synthetic import SyntheticSource
+
+    timings: dict[str, list[float]] = {stage: [] for stage in STAGES}
+    cell_counts: list[int] = []
+    rss: list[tuple[int, float]] = []
+    seen = 0
+
+    def observe(result: Any) -> None:
+        nonlocal seen
+        seen += 1
+        if seen <= warmup:
+            return
+        for stage in STAGES:
+            timings[stage].append(result.timings_ms[stage] / 1000.0)
+        cell_counts.append(len(result.cells))
+        measured = seen - warmup
+        if rss_every and (measured == 1 or measured % rss_every == 0):
+            rss.append((measured, round(resident_mb(), 1)))
+
+    with tempfile.TemporaryDirectory(prefix="metascope-bench-") as state_dir:
+        config = Config(state_dir=state_dir)
+        config = config.with_overrides("snapshots", every_n_frames=0)
+        config = config.with_overrides("service", summary_interval_s=86_400.0)
+        source = SyntheticSource(height=height, width=width, cells=cells, seed=seed, pool=32)
+        service = Service(
+            config, classifier, source, max_frames=frames + warmup, notifier=Notifier(address=""), observer=observe
+        )
+        started = time.perf_counter()
+        exit_code = service.run()
+        elapsed = time.perf_counter() - started
+        database_mb = round(Path(config.database_path).stat().st_size / 1024 / 1024, 2)
+    stages = {stage: summarise_ms(values) for stage, values in timings.items() if values}
+    result: dict[str, Any] = {
+        "benchmark": "pipeline",
+        "model": classifier.describe(),
+        "threads": 1,
+        "frame": {"width": width, "height": height, "cells_requested": cells},
+        "cells_per_frame": {
+            "mean": round(float(np.mean(cell_counts)), 2),
+            "min": int(np.min(cell_counts)),
+            "max": int(np.max(cell_counts)),
+        },
+        "frames": len(cell_counts),
+        "warmup_frames": warmup,
+        "frames_per_second": round((frames + warmup) / elapsed, 1),
+        "end_to_end": stages.pop("total"),
+        "stages": stages,
+        "exit_code": exit_code,
+        "database_mb": database_mb,
+        "machine": machine(),
+    }
+    if rss:
+        result["resident_mb"] = {
+            "start": rss[0][1],
+            "end": rss[-1][1],
+            "max": max(value for _, value in rss),
+            "samples": [{"frame": frame, "mb": value} for frame, value in rss],
+        }
+    return result

@@ -1,13 +1,16 @@
 """The `metascope` command.
 
-Exit status: 0 success; 1 some input failed (each named on stderr, the rest processed);
-2 usage or set-up error (bad arguments, no usable model).
+Exit status: 0 success; 1 some input failed (each named on stderr, the rest processed), or
+a command could not do its job (no database, a failed doctor check); 2 usage or set-up error
+(bad arguments, a bad config key, no usable model). `metascope run` adds 3 (the camera failed
+repeatedly) and 4 (frames kept failing), so systemd restarts it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -17,6 +20,11 @@ import numpy as np
 
 from edge import __version__
 from edge.card import ModelError
+from edge.commands import doctor as doctor_command
+from edge.commands import export as export_command
+from edge.commands import run as run_command
+from edge.commands import status as status_command
+from edge.commands.common import CommandError
 from edge.model import Classifier
 from edge.paths import default_model_path
 from edge.preprocess import ImageError, read_grayscale, single_cell_input
@@ -120,10 +128,16 @@ def classify(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------- bench
 def bench(args: argparse.Namespace) -> int:
-    from edge.bench import bench_model, write_json
+    from edge.bench import bench_model, bench_pipeline, write_json
 
     classifier = load_classifier(args.model, 1, args.interpreter)
-    print(write_json(bench_model(classifier, calls=args.calls, batch=args.batch), args.out))
+    if args.what == "model":
+        result = bench_model(classifier, calls=args.calls, batch=args.batch)
+    else:
+        result = bench_pipeline(
+            classifier, cells=args.cells, frames=args.frames, width=args.width, height=args.height, rss_every=500
+        )
+    print(write_json(result, args.out))
     return EXIT_OK
 
 
@@ -159,12 +173,24 @@ def build_parser() -> argparse.ArgumentParser:
     classify_parser.set_defaults(handler=classify)
 
     bench_parser = commands.add_parser("bench", help="benchmarks, JSON out (medians and p99 in ms)")
-    bench_parser.add_argument("what", choices=["model"], help="model: classifier latency per cell and per batch")
+    bench_parser.add_argument(
+        "what",
+        choices=["model", "pipeline"],
+        help="model: classifier latency per cell and per batch; pipeline: the service loop end to end "
+        "on synthetic frames (per-stage latency, resident memory)",
+    )
     add_model_args(bench_parser)
-    bench_parser.add_argument("--calls", type=positive_int, default=1000, help="single-cell calls to time")
-    bench_parser.add_argument("--batch", type=positive_int, default=32, help="cells per batched call")
+    bench_parser.add_argument("--calls", type=positive_int, default=1000, help="model: single-cell calls to time")
+    bench_parser.add_argument("--batch", type=positive_int, default=32, help="model: cells per batched call")
+    bench_parser.add_argument("--cells", type=positive_int, default=20, help="pipeline: cells per frame")
+    bench_parser.add_argument("--frames", type=positive_int, default=2000, help="pipeline: frames to time")
+    bench_parser.add_argument("--width", type=positive_int, default=640, help="pipeline: frame width")
+    bench_parser.add_argument("--height", type=positive_int, default=480, help="pipeline: frame height")
     bench_parser.add_argument("--out", help="also write the JSON here")
     bench_parser.set_defaults(handler=bench)
+
+    for command in (run_command, status_command, export_command, doctor_command):
+        command.add_parser(commands)
     return parser
 
 
@@ -176,9 +202,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"metascope {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except CommandError as exc:
+        print(f"metascope {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_SOME_FAILED
     except BrokenPipeError:
-        # `metascope classify ... | head` closed the pipe; not an error of ours.
-        sys.stderr.close()
+        # `metascope classify ... | head` closed the pipe; not an error of ours. Point stdout
+        # at /dev/null so the interpreter's final flush does not complain again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
 
 

@@ -1,0 +1,1 @@
+"""Handlers of the service-side `metascope` subcommands: run, status, export, doctor."""

@@ -1,0 +1,164 @@
+"""`metascope doctor`: check what the service needs, one line each: PASS, FAIL (with a fix), or SKIP."""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shutil
+import sys
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from edge.commands.common import add_config_args
+
+
+@dataclass
+class Check:
+    name: str
+    outcome: str  # PASS, FAIL or SKIP
+    detail: str
+    fix: str = ""
+
+    def line(self) -> str:
+        text = f"{self.outcome:4s}  {self.name}: {self.detail}"
+        return text + (f"\n      fix: {self.fix}" if self.outcome == "FAIL" and self.fix else "")
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("doctor", help="check the set-up: PASS/FAIL per item, with a fix", description=__doc__)
+    add_config_args(parser)
+    parser.add_argument("--model", help="check this model instead of the configured one")
+    parser.set_defaults(handler=doctor)
+
+
+def run_checks(args: argparse.Namespace, camera_probe: Callable[[], tuple[bool, str]] | None = None) -> list[Check]:
+    from edge.config import Config, ConfigError, load_config
+
+    checks = []
+    version = sys.version_info
+    checks.append(
+        Check("python", "PASS" if version >= (3, 11) else "FAIL", platform.python_version(), "use Python 3.11 or newer")
+    )
+    try:
+        config = load_config(args.config)
+        checks.append(Check("config", "PASS", config.origin))
+    except ConfigError as exc:
+        checks.append(Check("config", "FAIL", str(exc), "correct the key named above (see README, 'The service')"))
+        config = Config()
+    if getattr(args, "state_dir", None):
+        from dataclasses import replace
+
+        config = replace(config, state_dir=args.state_dir)
+
+    import numpy
+
+    numpy_ok = int(numpy.__version__.split(".")[0]) < 2
+    picamera2_detail = ""
+    try:
+        import picamera2  # noqa: F401  (only to see whether it imports against this numpy)
+
+        picamera2_detail = "; picamera2 imports with it"
+    except ImportError:
+        picamera2_detail = "; picamera2 not installed"
+    except Exception as exc:  # an ABI mismatch shows up as odd errors at import
+        numpy_ok = False
+        picamera2_detail = f"; picamera2 fails to import: {type(exc).__name__}: {exc}"
+    checks.append(
+        Check(
+            "numpy",
+            "PASS" if numpy_ok else "FAIL",
+            f"{numpy.__version__}{picamera2_detail}",
+            "apt's picamera2 is built against numpy 1.x: pip install 'numpy<2' in the venv",
+        )
+    )
+    try:
+        import scipy
+
+        checks.append(Check("scipy", "PASS", scipy.__version__))
+    except ImportError as exc:
+        checks.append(Check("scipy", "FAIL", str(exc), "sudo apt install python3-scipy, or pip install 'scipy>=1.10'"))
+
+    from edge.interpreter import find_interpreter
+    from edge.model import ModelError
+
+    interpreter = config.model.interpreter or None
+    try:
+        choice = find_interpreter(interpreter)
+        checks.append(Check("interpreter", "PASS", f"{choice.name} {choice.version}"))
+    except ModelError as exc:
+        checks.append(Check("interpreter", "FAIL", str(exc), "pip install ai-edge-litert (the [edge] extra)"))
+
+    from edge.cli import UsageError, load_classifier
+
+    try:
+        classifier = load_classifier(args.model or config.model.path or None, 1, interpreter)
+        checks.append(
+            Check(
+                "model",
+                "PASS",
+                f"{classifier.path} ({classifier.card.name}, sha256 {classifier.sha256[:12]}… verified)",
+            )
+        )
+    except UsageError as exc:
+        checks.append(
+            Check(
+                "model", "FAIL", str(exc), "install the model and its .json card (deploy/push.sh) or set [model] path"
+            )
+        )
+
+    if config.source.kind == "picamera2":
+        from edge.sources.picamera import camera_present
+
+        found, detail = (camera_probe or camera_present)()
+        checks.append(
+            Check(
+                "camera",
+                "PASS" if found else "FAIL",
+                detail,
+                "sudo apt install python3-picamera2 (venv made with --system-site-packages); check the ribbon "
+                "cable and `rpicam-hello --list-cameras`; the service user must be in the video group",
+            )
+        )
+    else:
+        checks.append(Check("camera", "SKIP", f"source.kind is {config.source.kind!r}"))
+
+    state = config.state_path
+    try:
+        state.mkdir(parents=True, exist_ok=True)
+        probe = state / f".doctor-{uuid.uuid4().hex}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+        checks.append(Check("state_dir", "PASS", f"{state.resolve()} is writable"))
+    except OSError as exc:
+        checks.append(
+            Check(
+                "state_dir", "FAIL", f"{state}: {exc}", "run as the service user, or set state_dir to a writable folder"
+            )
+        )
+    existing = state if state.exists() else state.resolve().parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    free_mb = shutil.disk_usage(existing).free / 1024 / 1024
+    need_mb = config.store.min_free_mb
+    detail = f"{free_mb:.0f} MB free under {existing}"
+    if free_mb < config.snapshots.min_free_mb:
+        detail += f" (below snapshots.min_free_mb {config.snapshots.min_free_mb:g}: no snapshots)"
+    checks.append(
+        Check(
+            "free space",
+            "PASS" if free_mb >= need_mb else "FAIL",
+            detail,
+            f"free space (store.min_free_mb is {need_mb:g}) or lower store.retention_days / store.max_db_mb",
+        )
+    )
+    return checks
+
+
+def doctor(args: argparse.Namespace) -> int:
+    checks = run_checks(args)
+    for check in checks:
+        print(check.line())
+    failed = sum(check.outcome == "FAIL" for check in checks)
+    print(f"{len(checks)} checks: {failed} failed" if failed else f"{len(checks)} checks: all passed or skipped")
+    return 1 if failed else 0

@@ -1,0 +1,71 @@
+"""`metascope export`: stream a table to stdout as CSV or JSON lines, ordered by id.
+
+The contract deploy/pull.sh relies on: CSV has a header whose first column is `id`; rows come
+in id order; `--after-id N` gives only rows newer than N (ids are never reused); times are ISO
+8601 UTC; no rows is just the header and exit 0; no database or an unreadable one is a
+message on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+
+from edge.commands.common import CommandError, add_config_args, config_from_args
+
+FETCH_ROWS = 1000
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "export",
+        help="stream results (cells, frames or runs) to stdout as CSV or JSON lines",
+        description="Stream one table of the results database to stdout, ordered by id. "
+        "Example: ssh pi metascope export --table cells --since 2025-01-31 > cells.csv",
+    )
+    add_config_args(parser)
+    parser.add_argument("--table", choices=["cells", "frames", "runs"], default="cells", help="default: cells")
+    parser.add_argument("--format", choices=["csv", "jsonl"], default="csv", help="default: csv")
+    parser.add_argument("--since", metavar="ISO8601", help="rows at or after this time (UTC unless a zone is given)")
+    parser.add_argument("--until", metavar="ISO8601", help="rows before this time")
+    parser.add_argument("--after-id", type=int, metavar="N", help="rows with id greater than N (incremental pulls)")
+    parser.set_defaults(handler=export)
+
+
+def export(args: argparse.Namespace) -> int:
+    from edge.cli import UsageError
+    from edge.store import StoreError, open_readonly, parse_time, select_rows
+
+    config = config_from_args(args)
+    try:
+        since = parse_time(args.since) if args.since else None
+        until = parse_time(args.until) if args.until else None
+    except ValueError as exc:
+        raise UsageError(f"--since/--until: {exc}") from None
+    try:
+        db = open_readonly(config.database_path)
+    except StoreError as exc:
+        raise CommandError(str(exc)) from None
+    try:
+        columns, rows = select_rows(db, args.table, since, until, args.after_id)
+        out = sys.stdout
+        if args.format == "csv":
+            writer = csv.writer(out, lineterminator="\n")
+            writer.writerow(columns)
+            for row in rows:
+                writer.writerow(row)
+        else:
+            for row in rows:
+                out.write(json.dumps(dict(zip(columns, row, strict=True))) + "\n")
+        out.flush()
+    except Exception as exc:
+        import sqlite3
+
+        if isinstance(exc, sqlite3.Error):
+            raise CommandError(f"{config.database_path}: cannot read the results database: {exc}") from None
+        raise
+    finally:
+        db.close()
+    return 0

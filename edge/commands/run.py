@@ -1,0 +1,48 @@
+"""`metascope run`: start the service (what systemd runs)."""
+
+from __future__ import annotations
+
+import argparse
+
+from edge.commands.common import add_config_args, config_from_args
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    from edge.cli import positive_int
+
+    parser = commands.add_parser(
+        "run",
+        help="run the service: capture, find cells, classify, log (what systemd starts)",
+        description="Capture frames, find and classify every cell, log results to the state directory's "
+        "database. Exit 0 on SIGTERM/SIGINT or when --max-frames is reached; 2 on a config or model "
+        "error; 3 when the camera fails source.max_failures times in a row; 4 when frames keep failing.",
+    )
+    add_config_args(parser)
+    parser.add_argument(
+        "--source", metavar="SOURCE", help="replay:DIR_OR_GLOB, synthetic or picamera2 (overrides [source] kind)"
+    )
+    parser.add_argument("--max-frames", type=positive_int, metavar="N", help="stop after N classified frames")
+    parser.add_argument("--model", help="NAME.tflite (overrides [model] path)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from edge.cli import UsageError, load_classifier
+    from edge.service import Service, setup_logging
+    from edge.sources import open_source, parse_source_arg
+
+    config = config_from_args(args)
+    if args.source:
+        try:
+            config = config.with_overrides("source", **parse_source_arg(args.source))
+        except ValueError as exc:
+            raise UsageError(f"--source: {exc}") from None
+    if args.model:
+        config = config.with_overrides("model", path=args.model)
+    if config.source.kind == "replay" and not config.source.replay_path:
+        raise UsageError('source.replay_path: a folder or glob is needed for kind = "replay"')
+    setup_logging()
+    model = config.model
+    classifier = load_classifier(model.path or None, model.threads, model.interpreter or None)
+    service = Service(config, classifier, open_source(config), max_frames=args.max_frames)
+    return service.run()

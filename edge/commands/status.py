@@ -1,0 +1,134 @@
+"""`metascope status`: the last run, totals, last frame time, rolling latency, disk use."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from edge.commands.common import CommandError, add_config_args, config_from_args
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("status", help="what the service is doing and has done", description=__doc__)
+    add_config_args(parser)
+    parser.add_argument("--json", action="store_true", help="one JSON object instead of text")
+    parser.set_defaults(handler=status)
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def gather(config: Any) -> dict[str, Any]:
+    from edge.store import StoreError, open_readonly
+
+    database = config.database_path
+    report: dict[str, Any] = {"state_dir": str(config.state_path), "database": str(database)}
+    live = None
+    try:
+        live = json.loads(config.status_path.read_text())
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError) as exc:
+        report["status_file_error"] = f"{config.status_path}: {exc}"
+    if not database.exists() and live is None:
+        raise CommandError(f"{database}: no results database (the service has not run with this state_dir)")
+    report["service"] = live
+    try:
+        db = open_readonly(database)
+    except StoreError as exc:
+        raise CommandError(str(exc)) from None
+    try:
+        run = db.execute("SELECT * FROM runs ORDER BY id DESC LIMIT 1")
+        columns = [d[0] for d in run.description]
+        row = run.fetchone()
+        last_run = dict(zip(columns, row, strict=True)) if row else None
+        if last_run is not None:
+            last_run.pop("config", None)
+        totals = db.execute(
+            "SELECT count(*), coalesce(sum(cells), 0), coalesce(sum(positives), 0), coalesce(sum(clusters), 0),"
+            " coalesce(sum(dropped_before), 0), coalesce(sum(over_budget), 0), min(captured_at), max(captured_at)"
+            " FROM frames"
+        ).fetchone()
+        runs = db.execute("SELECT count(*) FROM runs").fetchone()[0]
+    except sqlite3.Error as exc:
+        raise CommandError(f"{database}: cannot read the results database: {exc}") from None
+    finally:
+        db.close()
+    report["last_run"] = last_run
+    report["totals"] = dict(
+        zip(
+            ["frames", "cells", "positives", "clusters", "dropped", "over_budget", "first_frame_at", "last_frame_at"],
+            totals,
+            strict=True,
+        ),
+        runs=runs,
+    )
+    wal = Path(f"{database}-wal")
+    report["database_bytes"] = _file_size(database) + _file_size(wal)
+    snapshots = config.snapshot_dir
+    report["snapshots"] = {
+        "folder": str(snapshots),
+        "files": sum(1 for _ in snapshots.glob("*.jpg")) if snapshots.is_dir() else 0,
+        "bytes": sum(_file_size(p) for p in snapshots.glob("*.jpg")) if snapshots.is_dir() else 0,
+    }
+    usage = shutil.disk_usage(config.state_path)
+    report["disk"] = {"free_bytes": usage.free, "total_bytes": usage.total}
+    return report
+
+
+def _mb(value: int) -> str:
+    return f"{value / 1024 / 1024:.1f} MB"
+
+
+def format_text(report: dict[str, Any]) -> str:
+    lines = []
+    live = report.get("service")
+    run = report.get("last_run")
+    if run:
+        ended = run["ended_at"] or "not ended (running, or killed)"
+        lines.append(
+            f"last run:    {run['id']} started {run['started_at']}, ended {ended}"
+            + (f" ({run['exit_reason']})" if run.get("exit_reason") else "")
+        )
+        lines.append(f"             model {run['model_name']} ({run['interpreter']}), source {run['source']}")
+    if live:
+        counters = live.get("counters", {})
+        lines.append(
+            f"service:     {live['state']} (pid {live['pid']}, updated {live['updated_at']}), {live['fps']} fps, "
+            f"{counters.get('frames', 0)} frames this run, {counters.get('dropped', 0)} dropped, "
+            f"{counters.get('over_budget', 0)} over the {live['budget_ms']:g} ms budget, "
+            f"{counters.get('source_failures', 0)} capture failures, {counters.get('unsaved_frames', 0)} unsaved"
+        )
+        latency = live.get("latency_ms", {})
+        if latency:
+            lines.append(
+                "latency:     "
+                + ", ".join(f"{stage} {v['p50_ms']:.1f}/{v['p99_ms']:.1f}" for stage, v in latency.items())
+                + " ms (p50/p99, last frames)"
+            )
+    totals = report["totals"]
+    lines.append(
+        f"totals:      {totals['runs']} runs, {totals['frames']} frames, {totals['cells']} cells, "
+        f"{totals['positives']} positive, {totals['clusters']} in clusters"
+    )
+    lines.append(f"last frame:  {totals['last_frame_at'] or 'none'}")
+    lines.append(f"database:    {report['database']} ({_mb(report['database_bytes'])})")
+    snapshots = report["snapshots"]
+    lines.append(f"snapshots:   {snapshots['folder']} ({snapshots['files']} files, {_mb(snapshots['bytes'])})")
+    disk = report["disk"]
+    lines.append(f"disk:        {_mb(disk['free_bytes'])} free of {_mb(disk['total_bytes'])}")
+    return "\n".join(lines)
+
+
+def status(args: argparse.Namespace) -> int:
+    report = gather(config_from_args(args))
+    print(json.dumps(report, indent=2) if args.json else format_text(report))
+    return 0

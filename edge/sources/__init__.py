@@ -1,0 +1,56 @@
+"""Frame sources: the Pi camera, a folder of images, or synthetic frames with known cells."""
+
+from __future__ import annotations
+
+from edge.config import Config
+from edge.sources.base import BadFrame, CaptureTimeout, EndOfSource, Frame, FrameSource, SourceError, check_frame
+
+__all__ = [
+    "BadFrame",
+    "CaptureTimeout",
+    "EndOfSource",
+    "Frame",
+    "FrameSource",
+    "SourceError",
+    "check_frame",
+    "open_source",
+    "parse_source_arg",
+]
+
+
+def parse_source_arg(text: str) -> dict[str, str]:
+    """`--source replay:DIR|synthetic|picamera2` as overrides of the [source] section."""
+    kind, _, rest = text.partition(":")
+    if kind == "replay":
+        if not rest:
+            raise ValueError("replay needs a folder or glob: --source replay:DIR")
+        return {"kind": "replay", "replay_path": rest}
+    if kind in ("synthetic", "picamera2") and not rest:
+        return {"kind": kind}
+    raise ValueError(f"unknown source {text!r}; use replay:DIR, synthetic or picamera2")
+
+
+def open_source(config: Config, max_frames: int | None = None) -> FrameSource:
+    """Build (not yet open) the source the config names."""
+    source = config.source
+    if source.kind == "synthetic":
+        from edge.sources.synthetic import SyntheticSource
+
+        return SyntheticSource(
+            height=source.height,
+            width=source.width,
+            cells=source.synthetic_cells,
+            seed=source.synthetic_seed,
+            fps=source.fps,
+            max_frames=max_frames,
+        )
+    if source.kind == "replay":
+        from edge.sources.replay import ReplaySource
+
+        return ReplaySource(source.replay_path, fps=source.fps, loop=source.replay_loop, max_frames=max_frames)
+    from edge.sources.picamera import Picamera2Source
+
+    camera = config.camera
+    return Picamera2Source(
+        source.width, source.height, camera.exposure_us, camera.analogue_gain, camera.colour_gains, camera.frame_rate
+    )

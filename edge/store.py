@@ -1,0 +1,393 @@
+"""The results database: SQLite in WAL mode under the state directory.
+
+Tables ``runs``, ``frames`` and ``cells``, each keyed by ``id INTEGER PRIMARY KEY
+AUTOINCREMENT``, so ids are never reused, even after retention deletes the oldest rows:
+`metascope export --after-id N` (deploy/pull.sh) relies on that. Times are ISO 8601 UTC text
+with a fixed width ("2025-01-31T12:00:00.000000Z"), so they sort and compare as strings.
+
+Durability: WAL with synchronous=NORMAL. A crashed or killed process loses nothing that was
+committed, and a power cut never corrupts the database (WAL keeps it consistent); a power cut
+may lose the last commits not yet checkpointed, about a second of results. FULL would fsync
+on every commit: on an SD card that is tens of milliseconds inside the frame loop and extra
+wear, for that last second. Commits are batched (at most one per ``commit_interval_s``, and
+at shutdown).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from edge import __version__
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    started_at TEXT NOT NULL,
+    ended_at TEXT,
+    host TEXT NOT NULL,
+    software_version TEXT NOT NULL,
+    model_name TEXT,
+    model_sha256 TEXT,
+    interpreter TEXT,
+    source TEXT,
+    mode TEXT,
+    threshold REAL,
+    window_px INTEGER,
+    config TEXT,
+    frames INTEGER NOT NULL DEFAULT 0,
+    cells INTEGER NOT NULL DEFAULT 0,
+    exit_reason TEXT
+);
+CREATE TABLE IF NOT EXISTS frames (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id INTEGER NOT NULL,
+    captured_at TEXT NOT NULL,
+    frame_index INTEGER NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    cells INTEGER NOT NULL,
+    positives INTEGER NOT NULL,
+    clusters INTEGER NOT NULL,
+    dropped_before INTEGER NOT NULL,
+    capture_wait_ms REAL,
+    detect_ms REAL,
+    preprocess_ms REAL,
+    infer_ms REAL,
+    over_budget INTEGER NOT NULL,
+    snapshot TEXT
+);
+CREATE INDEX IF NOT EXISTS frames_captured_at ON frames (captured_at);
+CREATE TABLE IF NOT EXISTS cells (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    frame_id INTEGER NOT NULL,
+    run_id INTEGER NOT NULL,
+    captured_at TEXT NOT NULL,
+    label TEXT NOT NULL,
+    probability REAL NOT NULL,
+    cluster INTEGER NOT NULL,
+    area_px INTEGER NOT NULL,
+    centroid_x REAL NOT NULL,
+    centroid_y REAL NOT NULL,
+    bbox_x0 INTEGER NOT NULL,
+    bbox_y0 INTEGER NOT NULL,
+    bbox_x1 INTEGER NOT NULL,
+    bbox_y1 INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS cells_captured_at ON cells (captured_at);
+CREATE INDEX IF NOT EXISTS cells_frame_id ON cells (frame_id);
+"""
+TIME_COLUMN = {"runs": "started_at", "frames": "captured_at", "cells": "captured_at"}
+TABLES = tuple(TIME_COLUMN)
+RETENTION_BATCH_FRAMES = 5_000  # frames deleted per statement, so a big clean-up never stalls the loop long
+SIZE_TARGET_FRACTION = 0.9  # after a size clean-up the data fills at most 90% of max_db_mb
+
+
+class StoreError(Exception):
+    """The database cannot be opened or read; the message names the file."""
+
+
+def iso_utc(seconds: float) -> str:
+    """Epoch seconds as fixed-width ISO 8601 UTC: sorts and compares as text."""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(text: str) -> str:
+    """A user's ISO 8601 time (a date, or date and time; naive means UTC) in the stored form."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not an ISO 8601 time (e.g. 2025-01-31 or 2025-01-31T12:00:00Z)") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass
+class RunInfo:
+    model_name: str
+    model_sha256: str
+    interpreter: str
+    source: str
+    mode: str
+    threshold: float
+    window_px: int
+    config: dict[str, Any]
+
+
+class ResultStore:
+    """Writes results from the service loop (one thread). Rows are inserted at once and
+    committed in batches by ``maybe_commit``/``commit``."""
+
+    def __init__(self, path: str | os.PathLike[str], commit_interval_s: float = 1.0):
+        self.path = Path(path)
+        self.commit_interval_s = commit_interval_s
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            # isolation_level=None: transactions are begun and committed explicitly here.
+            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot open the results database: {exc}") from exc
+        self._in_transaction = False
+        self._last_commit = time.monotonic()
+        self.run_id: int | None = None
+        self.pending_frames = self.pending_cells = 0  # written but not yet committed
+        self.frames_written = 0
+        self.cells_written = 0
+
+    # ---------------------------------------------------------------- runs
+    def start_run(self, info: RunInfo, started_at: float | None = None) -> int:
+        cursor = self._db.execute(
+            "INSERT INTO runs (started_at, host, software_version, model_name, model_sha256, interpreter, source,"
+            " mode, threshold, window_px, config) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                iso_utc(time.time() if started_at is None else started_at),
+                socket.gethostname(),
+                __version__,
+                info.model_name,
+                info.model_sha256,
+                info.interpreter,
+                info.source,
+                info.mode,
+                info.threshold,
+                info.window_px,
+                json.dumps(info.config, sort_keys=True),
+            ),
+        )
+        self.run_id = int(cursor.lastrowid)
+        return self.run_id
+
+    def end_run(self, reason: str) -> None:
+        """Close the run row and commit everything (the last write of a run)."""
+        self._begin()
+        self._db.execute(
+            "UPDATE runs SET ended_at = ?, exit_reason = ?, frames = ?, cells = ? WHERE id = ?",
+            (iso_utc(time.time()), reason, self.frames_written, self.cells_written, self.run_id),
+        )
+        self.commit()
+
+    # -------------------------------------------------------------- frames
+    def add_frame(self, result: Any, snapshot: str | None = None) -> int:
+        """Insert one FrameResult and its cells (inside the current batch); returns the frame id."""
+        if self.run_id is None:
+            raise RuntimeError("start_run() first")
+        self._begin()
+        frame = result.frame
+        timings = result.timings_ms
+        captured_at = iso_utc(frame.captured_at)
+        height, width = frame.pixels.shape
+        cursor = self._db.execute(
+            "INSERT INTO frames (run_id, captured_at, frame_index, width, height, cells, positives, clusters,"
+            " dropped_before, capture_wait_ms, detect_ms, preprocess_ms, infer_ms, over_budget, snapshot)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                self.run_id,
+                captured_at,
+                frame.index,
+                width,
+                height,
+                len(result.cells),
+                result.positives,
+                result.clusters,
+                frame.dropped_before,
+                _rounded(timings.get("capture_wait")),
+                _rounded(timings.get("detect")),
+                _rounded(timings.get("preprocess")),
+                _rounded(timings.get("infer")),
+                int(result.over_budget),
+                snapshot,
+            ),
+        )
+        frame_id = int(cursor.lastrowid)
+        if result.cells:
+            self._db.executemany(
+                "INSERT INTO cells (frame_id, run_id, captured_at, label, probability, cluster, area_px, centroid_x,"
+                " centroid_y, bbox_x0, bbox_y0, bbox_x1, bbox_y1) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        frame_id,
+                        self.run_id,
+                        captured_at,
+                        cell.label,
+                        round(cell.probability, 6),
+                        int(cell.cluster),
+                        cell.area,
+                        round(cell.centroid_yx[1], 2),
+                        round(cell.centroid_yx[0], 2),
+                        cell.bbox[1],
+                        cell.bbox[0],
+                        cell.bbox[3],
+                        cell.bbox[2],
+                    )
+                    for cell in result.cells
+                ],
+            )
+        self.pending_frames += 1
+        self.pending_cells += len(result.cells)
+        self.frames_written += 1
+        self.cells_written += len(result.cells)
+        return frame_id
+
+    def mark_over_budget(self, frame_id: int) -> None:
+        """The store stage itself pushed this frame over budget (rare; known only after its insert)."""
+        self._begin()
+        self._db.execute("UPDATE frames SET over_budget = 1 WHERE id = ?", (frame_id,))
+
+    def set_snapshot(self, frame_id: int, name: str) -> None:
+        self._begin()
+        self._db.execute("UPDATE frames SET snapshot = ? WHERE id = ?", (name, frame_id))
+
+    # ------------------------------------------------------------- commits
+    def _begin(self) -> None:
+        if not self._in_transaction:
+            self._db.execute("BEGIN")
+            self._in_transaction = True
+
+    def maybe_commit(self, now: float | None = None) -> bool:
+        """Commit when the batch is at least ``commit_interval_s`` old; True when it committed."""
+        now = time.monotonic() if now is None else now
+        if self._in_transaction and now - self._last_commit >= self.commit_interval_s:
+            self.commit()
+            return True
+        return False
+
+    def commit(self) -> None:
+        if self._in_transaction:
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error:
+                self.rollback()
+                raise
+            self._in_transaction = False
+            self.pending_frames = self.pending_cells = 0
+        self._last_commit = time.monotonic()
+
+    def rollback(self) -> None:
+        """Drop the uncommitted batch (after a write error such as a full disk)."""
+        if self._in_transaction:
+            # SQLite may already have rolled back on its own (SQLITE_FULL can).
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            self._in_transaction = False
+        self.frames_written -= self.pending_frames
+        self.cells_written -= self.pending_cells
+        self.pending_frames = self.pending_cells = 0
+
+    def close(self) -> None:
+        try:
+            self.commit()
+        finally:
+            self._db.close()
+
+    # ----------------------------------------------------------- retention
+    def used_bytes(self) -> int:
+        """Bytes the data occupies (the file minus its free pages, which SQLite reuses)."""
+        page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
+        pages = self._db.execute("PRAGMA page_count").fetchone()[0]
+        free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
+        return int((pages - free) * page_size)
+
+    def apply_retention(self, retention_days: float, max_db_mb: float, now: float | None = None) -> int:
+        """Delete frames (and their cells) older than ``retention_days``, then the oldest frames
+        until the data fits ``max_db_mb``. Commits; returns the number of frames deleted.
+        Freed pages are reused by new rows, so the file stops growing at about the cap."""
+        self.commit()
+        deleted = 0
+        if retention_days > 0:
+            cutoff = iso_utc((time.time() if now is None else now) - retention_days * 86_400)
+            while True:
+                last = self._db.execute(
+                    "SELECT max(id) FROM (SELECT id FROM frames WHERE captured_at < ? ORDER BY id LIMIT ?)",
+                    (cutoff, RETENTION_BATCH_FRAMES),
+                ).fetchone()[0]
+                if last is None:
+                    break
+                deleted += self._delete_frames_through(last)
+            self._db.execute("DELETE FROM runs WHERE ended_at IS NOT NULL AND ended_at < ?", (cutoff,))
+        if max_db_mb > 0:
+            limit = max_db_mb * 1024 * 1024
+            while self.used_bytes() > limit:
+                total = self._db.execute("SELECT count(*) FROM frames").fetchone()[0]
+                if total == 0:
+                    break
+                share = 1.0 - SIZE_TARGET_FRACTION * limit / self.used_bytes()
+                count = min(max(1, int(total * share)), RETENTION_BATCH_FRAMES)
+                last = self._db.execute(
+                    "SELECT max(id) FROM (SELECT id FROM frames ORDER BY id LIMIT ?)", (count,)
+                ).fetchone()[0]
+                deleted += self._delete_frames_through(last)
+        return deleted
+
+    def _delete_frames_through(self, last_frame_id: int) -> int:
+        self._db.execute("BEGIN")
+        try:
+            self._db.execute("DELETE FROM cells WHERE frame_id <= ?", (last_frame_id,))
+            count = self._db.execute("DELETE FROM frames WHERE id <= ?", (last_frame_id,)).rowcount
+            self._db.execute("COMMIT")
+        except sqlite3.Error:
+            self._db.execute("ROLLBACK")
+            raise
+        return count
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+# --------------------------------------------------------------- reading
+def open_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
+    """Open the database for reading without ever creating or changing it."""
+    path = Path(path)
+    if not path.is_file():
+        raise StoreError(f"{path}: no results database (has `metascope run` run with this state_dir?)")
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10.0)
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: cannot read the results database: {exc}") from exc
+    missing = [table for table in TABLES if table not in tables]
+    if missing:
+        db.close()
+        raise StoreError(f"{path}: not a metascope results database (no {', '.join(missing)} table)")
+    return db
+
+
+def select_rows(
+    db: sqlite3.Connection,
+    table: str,
+    since: str | None = None,
+    until: str | None = None,
+    after_id: int | None = None,
+) -> tuple[list[str], Iterator[tuple[Any, ...]]]:
+    """Column names and a row iterator for one table, ordered by id (one read snapshot)."""
+    if table not in TIME_COLUMN:
+        raise ValueError(f"unknown table {table!r}")
+    clauses, params = [], []
+    if after_id is not None:
+        clauses.append("id > ?")
+        params.append(after_id)
+    if since is not None:
+        clauses.append(f"{TIME_COLUMN[table]} >= ?")
+        params.append(since)
+    if until is not None:
+        clauses.append(f"{TIME_COLUMN[table]} < ?")
+        params.append(until)
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    cursor = db.execute(f"SELECT * FROM {table}{where} ORDER BY id", params)
+    columns = [description[0] for description in cursor.description]
+    return columns, iter(cursor)
