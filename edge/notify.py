@@ -14,6 +14,10 @@ import time
 
 log = logging.getLogger("metascope")
 
+# Without a watchdog period from systemd, WATCHDOG=1 goes out at most this often: cheap, and
+# still shows liveness to anyone listening.
+DEFAULT_WATCHDOG_INTERVAL_S = 1.0
+
 
 class Notifier:
     def __init__(self, address: str | None = None, watchdog_usec: str | None = None):
@@ -25,7 +29,10 @@ class Notifier:
         usec = os.environ.get("WATCHDOG_USEC") if watchdog_usec is None else watchdog_usec
         watchdog_pid = os.environ.get("WATCHDOG_PID")
         enabled = bool(usec) and (not watchdog_pid or watchdog_pid == str(os.getpid()))
-        self.watchdog_interval_s = int(usec) / 2_000_000 if enabled and usec and usec.isdigit() else None
+        if enabled and usec and usec.isdigit():
+            self.watchdog_interval_s = int(usec) / 2_000_000
+        else:
+            self.watchdog_interval_s = DEFAULT_WATCHDOG_INTERVAL_S
         self._last_watchdog = float("-inf")
         self._warned = False
 
@@ -39,7 +46,8 @@ class Notifier:
         try:
             if self._socket is None:
                 self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-            self._socket.sendto(message.encode(), self.address)
+            # Never block the frame loop: if the listener's queue is full, this message is dropped.
+            self._socket.sendto(message.encode(), socket.MSG_DONTWAIT, self.address)
             return True
         except OSError as exc:
             if not self._warned:  # systemd went away or the socket is wrong: say so once, carry on
@@ -54,9 +62,9 @@ class Notifier:
         return self.send(f"STATUS={status}")
 
     def watchdog(self, now: float | None = None) -> bool:
-        """WATCHDOG=1, throttled to half the period systemd asked for (every call when unknown)."""
+        """WATCHDOG=1, throttled to half the period systemd asked for."""
         now = time.monotonic() if now is None else now
-        if self.watchdog_interval_s is not None and now - self._last_watchdog < self.watchdog_interval_s:
+        if now - self._last_watchdog < self.watchdog_interval_s:
             return False
         self._last_watchdog = now
         return self.send("WATCHDOG=1")

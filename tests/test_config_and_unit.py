@@ -1,0 +1,148 @@
+"""The service config (every bad key/value named, exit 2) and the systemd unit."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from edge.cli import main
+from edge.config import Config, config_from_dict, load_config
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "systemd" / "metascope.example.toml"
+UNIT = REPO / "systemd" / "metascope.service"
+
+
+def test_example_config_is_valid_and_spells_out_every_default() -> None:
+    example = load_config(EXAMPLE)
+    defaults = Config()
+    for section in ("source", "camera", "model", "pipeline", "detect", "store", "snapshots", "service"):
+        assert getattr(example, section) == getattr(defaults, section), f"[{section}] differs from the defaults"
+    assert example.state_dir == "/var/lib/metascope"
+    written = tomllib.loads(EXAMPLE.read_text())
+    for section, values in Config().as_dict().items():
+        if isinstance(values, dict):
+            assert set(written[section]) == set(values), f"[{section}] in the example lists every key"
+
+
+def test_no_file_means_defaults_and_state_dir_follows_systemd(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
+    assert Config().state_dir == str(tmp_path)
+    assert config_from_dict({}).source.kind == "picamera2"
+
+
+BAD = [
+    ({"nonsense": 1}, "nonsense: unknown key"),
+    ({"detect": {"min_area": 10}}, "detect.min_area: unknown key"),
+    ({"source": {"kind": "usb"}}, "source.kind: must be one of"),
+    ({"source": {"width": "640"}}, "source.width: must be a whole number"),
+    ({"source": {"width": 8}}, "source.width: must be at least 32"),
+    ({"source": {"timeout_s": 0}}, "source.timeout_s: must be at least 0.05"),
+    ({"source": {"replay_loop": "yes"}}, "source.replay_loop: must be true or false"),
+    ({"camera": {"colour_gains": [1.0]}}, "camera.colour_gains: must be a list of 2 numbers"),
+    ({"camera": {"exposure_us": 0}}, "camera.exposure_us: must be at least 1"),
+    ({"model": {"threshold": 1.5}}, "model.threshold: must be at most 1"),
+    ({"model": {"threshold": 1.0}}, "model.threshold: must be between 0 and 1"),
+    ({"pipeline": {"mode": "all"}}, "pipeline.mode: must be one of"),
+    ({"pipeline": {"budget_ms": -5}}, "pipeline.budget_ms: must be at least 1"),
+    ({"detect": {"min_area_px": 500, "max_area_px": 100}}, "detect.min_area_px: 500 is larger than"),
+    ({"detect": {"downscale": 3.5}}, "detect.downscale: must be a whole number"),
+    ({"store": {"retention_days": True}}, "store.retention_days: must be a number"),
+    ({"snapshots": {"quality": 100}}, "snapshots.quality: must be at most 95"),
+    ({"service": "fast"}, "[service]: must be a table"),
+    ({"state_dir": ""}, "state_dir: must be a non-empty path"),
+]
+
+
+@pytest.mark.parametrize(("data", "message"), BAD, ids=[m.split(":")[0] for _, m in BAD])
+def test_each_bad_key_or_value_is_named_and_exits_2(data, message, tmp_path: Path, capsys) -> None:
+    from fakes import toml_text
+
+    path = tmp_path / "bad.toml"
+    path.write_text(toml_text(data))
+    assert main(["run", "--config", str(path), "--max-frames", "1"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and str(path) in err
+
+
+def test_unreadable_config_files_exit_2(tmp_path: Path, capsys) -> None:
+    (tmp_path / "broken.toml").write_text("[source\nkind = 1")
+    assert main(["run", "--config", str(tmp_path / "broken.toml")]) == 2
+    assert "not valid TOML" in capsys.readouterr().err
+    assert main(["status", "--config", str(tmp_path / "missing.toml")]) == 2
+    assert "config file not found" in capsys.readouterr().err
+
+
+def test_bad_source_argument_exits_2(tmp_path: Path, capsys) -> None:
+    assert main(["run", "--state-dir", str(tmp_path), "--source", "webcam"]) == 2
+    assert "--source: unknown source 'webcam'" in capsys.readouterr().err
+
+
+def test_doctor_reports_each_check(tiny_model, tmp_path: Path, capsys) -> None:
+    config = tmp_path / "m.toml"
+    config.write_text(f'state_dir = "{tmp_path / "state"}"\n[source]\nkind = "synthetic"\n')
+    assert main(["doctor", "--config", str(config), "--model", str(tiny_model[0])]) == 0
+    out = capsys.readouterr().out
+    for name in ("python", "config", "numpy", "interpreter", "model", "state_dir", "free space"):
+        assert f"PASS  {name}:" in out
+    assert "SKIP  camera:" in out
+    assert main(["doctor", "--config", str(config), "--model", str(tmp_path / "none.tflite")]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  model:" in out and "fix:" in out
+
+
+# ------------------------------------------------------------------- the unit
+def unit_settings() -> dict[str, list[str]]:
+    settings: dict[str, list[str]] = {}
+    for line in UNIT.read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            settings.setdefault(key.strip(), []).append(value.strip())
+    return settings
+
+
+def test_unit_has_what_the_service_relies_on() -> None:
+    settings = unit_settings()
+    expected = {
+        "Type": "notify",
+        "Restart": "on-failure",
+        "User": "metascope",
+        "SupplementaryGroups": "video",
+        "StateDirectory": "metascope",
+        "ConfigurationDirectory": "metascope",
+        "NoNewPrivileges": "yes",
+        "ProtectSystem": "strict",
+        "ProtectHome": "yes",
+        "PrivateTmp": "yes",
+        "ExecStart": "/opt/metascope/venv/bin/metascope run",
+    }
+    for key, value in expected.items():
+        assert settings.get(key) == [value], key
+    assert "PrivateDevices" not in settings, "libcamera needs /dev/video*, /dev/media*, /dev/dma_heap"
+    assert int(settings["WatchdogSec"][0]) > 0 and "StartLimitBurst" in settings
+
+
+def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    """systemd-analyze verify needs ExecStart to exist: verify a copy whose ExecStart points at a
+    stand-in executable in a temp folder (the only line changed)."""
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed (apt install systemd)")
+    stand_in = tmp_path / "metascope"
+    stand_in.write_text("#!/bin/sh\nexit 0\n")
+    stand_in.chmod(0o755)
+    copy = tmp_path / "metascope.service"
+    copy.write_text(UNIT.read_text().replace("/opt/metascope/venv/bin/metascope", str(stand_in)))
+    result = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True)
+    problems = [
+        line
+        for line in (result.stdout + result.stderr).splitlines()
+        # A container without a running systemd cannot resolve the user or talk to the manager;
+        # those lines are about the machine, not the unit.
+        if line.strip() and "metascope.service" in line
+    ]
+    assert result.returncode == 0 and not problems, result.stdout + result.stderr

@@ -1,0 +1,278 @@
+"""The service loop in-process: failures, the disk filling, notify, whole mode, snapshots."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fakes import FakePicamera2, make_config
+
+import edge.sources.picamera as picamera_module
+from edge.model import Classifier
+from edge.notify import Notifier
+from edge.service import EXIT_OK, EXIT_PIPELINE_FAILED, EXIT_SOURCE_FAILED, Service
+from edge.sources import open_source
+from edge.sources.base import Frame, SourceError
+from edge.sources.synthetic import SyntheticSource
+
+
+@pytest.fixture(scope="module")
+def classifier(tiny_model) -> Classifier:
+    return Classifier.load(tiny_model[0])
+
+
+@pytest.fixture
+def fake_camera(monkeypatch):
+    FakePicamera2.behaviour = "ok"
+    FakePicamera2.instances = []
+    FakePicamera2.release = threading.Event()
+    monkeypatch.setattr(picamera_module, "import_picamera2", lambda: FakePicamera2)
+    yield FakePicamera2
+    FakePicamera2.release.set()
+
+
+def frames_in(database: Path) -> list[tuple]:
+    with sqlite3.connect(database) as db:
+        return db.execute("SELECT id, run_id, cells, snapshot FROM frames ORDER BY id").fetchall()
+
+
+def run_in_thread(service: Service, limit_s: float = 20.0) -> int:
+    """Run the service; fail (instead of hanging the suite) if it does not return."""
+    outcome: list[int] = []
+    thread = threading.Thread(target=lambda: outcome.append(service.run()), daemon=True)
+    thread.start()
+    thread.join(limit_s)
+    assert not thread.is_alive(), "the service did not return: it hung"
+    return outcome[0]
+
+
+def test_runs_for_max_frames_and_stores_every_frame(classifier, tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    service = Service(config, classifier, open_source(config), max_frames=5, notifier=Notifier(address=""))
+    assert service.run() == EXIT_OK
+    rows = frames_in(config.database_path)
+    assert len(rows) == 5 and all(cells > 0 for _, _, cells, _ in rows)
+    status = json.loads(config.status_path.read_text())
+    assert status["state"] == "stopped" and status["counters"]["frames"] == 5
+    assert {"detect", "preprocess", "infer", "store", "total"} <= set(status["latency_ms"])
+
+
+@pytest.mark.parametrize("behaviour", ["raise", "garbage", "hang"])
+def test_failing_camera_is_counted_and_ends_the_run_after_n_in_a_row(
+    behaviour, classifier, fake_camera, tmp_path: Path, caplog
+) -> None:
+    fake_camera.behaviour = behaviour
+    config = make_config(tmp_path, source={"kind": "picamera2", "width": 320, "height": 240, "max_failures": 3})
+    service = Service(config, classifier, open_source(config), notifier=Notifier(address=""))
+    assert run_in_thread(service) == EXIT_SOURCE_FAILED
+    assert service.counters.source_failures == 3
+    assert "3 failed captures in a row" in caplog.text
+    with sqlite3.connect(config.database_path) as db:
+        reason = db.execute("SELECT exit_reason FROM runs").fetchone()[0]
+    assert "source failed 3 times in a row" in reason
+
+
+class FlakySource:
+    """Frames from a synthetic source, with the listed captures failing."""
+
+    description = "flaky"
+
+    def __init__(self, failures: set[int]):
+        self.inner = SyntheticSource(cells=4, pool=2)
+        self.failures = failures
+        self.calls = 0
+
+    def open(self) -> None:
+        self.inner.open()
+
+    def next_frame(self, timeout_s, should_stop=None) -> Frame:
+        self.calls += 1
+        if self.calls in self.failures:
+            raise SourceError(f"capture {self.calls} failed")
+        return self.inner.next_frame(timeout_s, should_stop)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_failures_that_are_not_in_a_row_never_stop_it(classifier, tmp_path: Path) -> None:
+    config = make_config(tmp_path)  # max_failures 3
+    source = FlakySource({2, 3, 5, 6, 8, 9})
+    service = Service(config, classifier, source, max_frames=6, notifier=Notifier(address=""))
+    assert service.run() == EXIT_OK
+    assert service.counters.source_failures == 6 and service.counters.frames == 6
+
+
+def test_one_bad_frame_is_skipped_and_counted(classifier, tmp_path: Path, monkeypatch) -> None:
+    config = make_config(tmp_path)
+    service = Service(config, classifier, open_source(config), max_frames=4, notifier=Notifier(address=""))
+    real = service.pipeline.process
+    calls = iter(range(100))
+
+    def sometimes_broken(frame):
+        if next(calls) == 1:
+            raise ValueError("corrupt frame")
+        return real(frame)
+
+    monkeypatch.setattr(service.pipeline, "process", sometimes_broken)
+    assert service.run() == EXIT_OK
+    assert service.counters.bad_frames == 1 and service.counters.frames == 4
+    assert len(frames_in(config.database_path)) == 4
+
+
+def test_frames_that_keep_failing_end_the_run(classifier, tmp_path: Path, monkeypatch) -> None:
+    config = make_config(tmp_path)
+    service = Service(config, classifier, open_source(config), notifier=Notifier(address=""))
+
+    def broken(frame):
+        raise RuntimeError("interpreter fault")
+
+    monkeypatch.setattr(service.pipeline, "process", broken)
+    assert service.run() == EXIT_PIPELINE_FAILED
+    assert service.counters.bad_frames == 3
+
+
+def test_disk_filling_stops_snapshots_first_then_results_and_never_the_classification(
+    classifier, tmp_path: Path, caplog
+) -> None:
+    mb = 1024 * 1024
+    free = {"bytes": 5000 * mb}
+    config = make_config(
+        tmp_path,
+        snapshots={"every_n_frames": 1, "min_free_mb": 1000.0},
+        store={"min_free_mb": 100.0},
+    )
+    frame_count = {"n": 0}
+
+    def observe(result) -> None:
+        frame_count["n"] += 1
+        # 5 frames with room for everything, 5 too low for snapshots, 5 too low for results, 5 with room again
+        free["bytes"] = {5: 500 * mb, 10: 50 * mb, 15: 5000 * mb}.get(frame_count["n"], free["bytes"])
+
+    service = Service(
+        config,
+        classifier,
+        open_source(config),
+        max_frames=20,
+        notifier=Notifier(address=""),
+        free_space=lambda path: free["bytes"],
+        observer=observe,
+    )
+    import edge.service
+
+    edge.service.DISK_CHECK_INTERVAL_S, saved = 0.0, edge.service.DISK_CHECK_INTERVAL_S
+    try:
+        assert service.run() == EXIT_OK
+    finally:
+        edge.service.DISK_CHECK_INTERVAL_S = saved
+    counters = service.counters
+    assert counters.frames == 20, "classification went on throughout"
+    assert counters.unsaved_frames == 5
+    rows = frames_in(config.database_path)
+    assert len(rows) == 15
+    snapshots = [row[3] for row in rows]
+    assert all(snapshots[:5]) and not any(snapshots[5:10]) and all(snapshots[10:])
+    assert counters.snapshots_skipped == 5
+    assert len(list(config.snapshot_dir.glob("*.jpg"))) == 10
+    assert "results are not being written" in caplog.text
+
+
+def test_snapshots_respect_their_size_cap(classifier, tmp_path: Path) -> None:
+    config = make_config(tmp_path, snapshots={"every_n_frames": 1, "max_mb": 0.05, "min_free_mb": 0.0})
+    service = Service(config, classifier, open_source(config), max_frames=12, notifier=Notifier(address=""))
+    assert service.run() == EXIT_OK
+    files = list(config.snapshot_dir.glob("*.jpg"))
+    assert 0 < len(files) < 12
+    assert sum(f.stat().st_size for f in files) <= 0.05 * 1024 * 1024
+    from PIL import Image
+
+    with Image.open(files[0]) as image:
+        assert image.mode == "RGB" and image.size == (640, 480)
+
+
+def test_notify_protocol_ready_watchdog_stopping_in_order(classifier, tmp_path: Path) -> None:
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    address = str(tmp_path / "notify.sock")
+    listener.bind(address)
+    listener.settimeout(5)
+    config = make_config(tmp_path)
+    notifier = Notifier(address=address, watchdog_usec="1")  # a 1 us period: a ping from every loop
+    service = Service(config, classifier, open_source(config), max_frames=3, notifier=notifier)
+    assert service.run() == EXIT_OK
+    messages = []
+    listener.setblocking(False)
+    while True:
+        try:
+            messages.append(listener.recv(4096).decode())
+        except BlockingIOError:
+            break
+    listener.close()
+    kinds = [m.splitlines()[0] for m in messages]
+    assert kinds[0] == "READY=1"
+    assert kinds[-1] == "STOPPING=1"
+    assert kinds.count("WATCHDOG=1") == 3
+    assert kinds == ["READY=1", "WATCHDOG=1", "WATCHDOG=1", "WATCHDOG=1", "STOPPING=1"]
+
+
+def test_notify_abstract_socket_and_watchdog_throttle() -> None:
+    name = f"metascope-test-{threading.get_ident()}"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind("\0" + name)
+    listener.settimeout(2)
+    notifier = Notifier(address="@" + name, watchdog_usec="2000000")  # 2 s: ping at most every 1 s
+    assert notifier.watchdog(now=100.0)
+    assert not notifier.watchdog(now=100.5)
+    assert notifier.watchdog(now=101.1)
+    assert listener.recv(100) == b"WATCHDOG=1"
+    listener.close()
+    assert Notifier(address="").ready() is False  # outside systemd: nothing, no error
+
+
+def test_whole_mode_classifies_the_central_window_as_one_cell(classifier, tmp_path: Path) -> None:
+    config = make_config(tmp_path, pipeline={"mode": "whole"})
+    service = Service(config, classifier, open_source(config), max_frames=2, notifier=Notifier(address=""))
+    assert service.run() == EXIT_OK
+    with sqlite3.connect(config.database_path) as db:
+        boxes = db.execute("SELECT bbox_x0, bbox_y0, bbox_x1, bbox_y1 FROM cells").fetchall()
+    window = classifier.input_spec.window_px
+    assert boxes == [((640 - window) // 2, (480 - window) // 2, (640 + window) // 2, (480 + window) // 2)] * 2
+
+
+def test_rig_pixel_size_rescales_the_window(classifier, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from edge.pipeline import Pipeline
+
+    spec = replace(classifier.input_spec, pixel_size_um=0.5)
+    classifier.card = replace(classifier.card, input=spec)
+    try:
+        config = make_config(tmp_path, pipeline={"pixel_size_um": 1.0})
+        assert Pipeline(classifier, config).window_px == spec.window_px // 2
+    finally:
+        classifier.card = replace(classifier.card, input=replace(spec, pixel_size_um=None))
+
+
+def test_pipeline_results_use_the_shared_preprocessing(classifier, tmp_path: Path) -> None:
+    from edge.pipeline import Pipeline
+    from edge.preprocess import model_input
+
+    config = make_config(tmp_path)
+    source = open_source(config)
+    source.open()
+    frame = source.next_frame(1.0)
+    pipeline = Pipeline(classifier, config)
+    result = pipeline.process(frame)
+    from edge.detect import detect
+
+    detections = detect(frame.pixels, pipeline.settings)
+    expected = classifier.predict(
+        np.stack(
+            [model_input(frame.pixels, d.centroid_yx, classifier.input_spec, d.mask, d.origin_yx) for d in detections]
+        )
+    )
+    np.testing.assert_allclose([c.probability for c in result.cells], expected, atol=1e-6)

@@ -1,0 +1,227 @@
+"""Frame sources: synthetic, replay, and picamera2 against a fake camera."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fakes import FakePicamera2, make_config
+from PIL import Image
+
+import edge.sources.picamera as picamera_module
+from edge.sources import open_source, parse_source_arg
+from edge.sources.base import BadFrame, CaptureTimeout, EndOfSource, SourceError
+from edge.sources.capture import LatestFrameCapture
+from edge.sources.picamera import Picamera2Source, camera_present, y_plane
+from edge.sources.replay import ReplaySource
+from edge.sources.synthetic import SyntheticSource, render_frame
+
+
+@pytest.fixture
+def fake_camera(monkeypatch):
+    FakePicamera2.behaviour = "ok"
+    FakePicamera2.instances = []
+    FakePicamera2.release = threading.Event()
+    monkeypatch.setattr(picamera_module, "import_picamera2", lambda: FakePicamera2)
+    yield FakePicamera2
+    FakePicamera2.release.set()  # frees any capture thread a "hang" test left blocked
+
+
+def camera_source(**overrides) -> Picamera2Source:
+    settings = {
+        "width": 320,
+        "height": 240,
+        "exposure_us": 5000,
+        "analogue_gain": 2.0,
+        "colour_gains": [1.5, 1.25],
+        "frame_rate": 30.0,
+    }
+    settings.update(overrides)
+    return Picamera2Source(**settings)
+
+
+# ------------------------------------------------------------------ synthetic
+def test_synthetic_frames_are_deterministic_and_carry_truth() -> None:
+    first, second = SyntheticSource(cells=10, seed=3, pool=2), SyntheticSource(cells=10, seed=3, pool=2)
+    first.open()
+    second.open()
+    a, b = first.next_frame(1.0), second.next_frame(1.0)
+    assert np.array_equal(a.pixels, b.pixels)
+    assert a.pixels.shape == (480, 640) and a.pixels.dtype == np.uint8
+    assert sum(len(obj.kinds) for obj in a.truth) == 10
+    assert any(obj.cluster for obj in render_frame(np.random.default_rng(0), cells=40, cluster_fraction=0.5)[1])
+
+
+def test_paced_synthetic_source_drops_frames_it_could_not_deliver() -> None:
+    source = SyntheticSource(cells=2, fps=200.0, pool=1)
+    source.open()
+    source.next_frame(1.0)
+    time.sleep(0.1)  # the loop was busy for ~20 frame periods
+    frame = source.next_frame(1.0)
+    assert frame.dropped_before >= 5
+    assert frame.index >= 6
+
+
+def test_max_frames_ends_a_source() -> None:
+    source = SyntheticSource(cells=1, pool=1, max_frames=2)
+    source.open()
+    source.next_frame(1.0)
+    source.next_frame(1.0)
+    with pytest.raises(EndOfSource):
+        source.next_frame(1.0)
+
+
+# --------------------------------------------------------------------- replay
+def write_frames(folder: Path, count: int) -> list[np.ndarray]:
+    folder.mkdir(parents=True, exist_ok=True)
+    frames = []
+    for index in range(count):
+        pixels = np.full((48, 64), 10 * (index + 1), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"frame_{index:02d}.png")
+        frames.append(pixels)
+    return frames
+
+
+def test_replay_reads_a_folder_in_order_then_ends(tmp_path: Path) -> None:
+    expected = write_frames(tmp_path / "frames", 3)
+    source = ReplaySource(str(tmp_path / "frames"))
+    source.open()
+    for index, pixels in enumerate(expected):
+        frame = source.next_frame(1.0)
+        assert frame.index == index and np.array_equal(frame.pixels, pixels)
+    with pytest.raises(EndOfSource):
+        source.next_frame(1.0)
+
+
+def test_replay_glob_loop_and_a_bad_file(tmp_path: Path) -> None:
+    write_frames(tmp_path, 2)
+    (tmp_path / "frame_01.png").write_bytes(b"not a png")
+    source = ReplaySource(str(tmp_path / "*.png"), loop=True)
+    source.open()
+    assert source.next_frame(1.0).index == 0
+    with pytest.raises(BadFrame, match=r"frame_01\.png"):
+        source.next_frame(1.0)
+    assert source.next_frame(1.0).index == 2  # looped back to the first file
+
+
+def test_replay_without_images_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="no image files"):
+        ReplaySource(str(tmp_path / "nothing")).open()
+
+
+def test_source_argument_and_factory(tmp_path: Path) -> None:
+    assert parse_source_arg("replay:/data/x") == {"kind": "replay", "replay_path": "/data/x"}
+    assert parse_source_arg("synthetic") == {"kind": "synthetic"}
+    for bad in ("replay:", "usb", "synthetic:3"):
+        with pytest.raises(ValueError):
+            parse_source_arg(bad)
+    assert isinstance(open_source(make_config(tmp_path)), SyntheticSource)
+    config = make_config(tmp_path, source={"kind": "picamera2"})
+    assert isinstance(open_source(config), Picamera2Source)
+
+
+# ------------------------------------------------------------------ picamera2
+def test_picamera2_locks_exposure_and_reads_the_lores_y_plane(fake_camera) -> None:
+    source = camera_source()
+    source.open()
+    try:
+        frame = source.next_frame(2.0)
+    finally:
+        source.close()
+    camera = fake_camera.instances[0]
+    lores = camera.configured["lores"]
+    assert lores == {"size": (320, 240), "format": "YUV420"}
+    main_width, main_height = camera.configured["main"]["size"]
+    assert main_width >= 320 and main_height >= 240
+    controls = camera.configured["controls"]
+    assert controls["AeEnable"] is False and controls["AwbEnable"] is False
+    assert controls["ExposureTime"] == 5000 and controls["AnalogueGain"] == 2.0
+    assert controls["ColourGains"] == (1.5, 1.25)
+    assert controls["FrameDurationLimits"] == (33333, 33333)
+    assert frame.pixels.shape == (240, 320) and frame.pixels.dtype == np.uint8
+    assert frame.pixels.max() < 255, "stride padding (255) leaked into the frame"
+    assert camera.started and camera.stopped and camera.closed
+
+
+def test_y_plane_rejects_buffers_that_are_not_yuv420() -> None:
+    with pytest.raises(BadFrame, match="does not hold a 64x48"):
+        y_plane(np.zeros((48, 64), dtype=np.uint8), 48, 64)
+    with pytest.raises(BadFrame, match="not a 2-D uint8"):
+        y_plane(np.zeros((72, 64, 3), dtype=np.uint8), 48, 64)
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "error", "message"),
+    [
+        ("raise", SourceError, "camera frontend timeout"),
+        ("garbage", BadFrame, "does not hold"),
+        ("hang", CaptureTimeout, "within 0.2 s"),
+    ],
+)
+def test_picamera2_failures_surface_as_source_errors(fake_camera, behaviour, error, message) -> None:
+    fake_camera.behaviour = behaviour
+    source = camera_source()
+    source.open()
+    try:
+        with pytest.raises(error, match=message):
+            source.next_frame(0.2)
+    finally:
+        source.close()
+
+
+def test_no_camera_or_no_picamera2_is_a_clear_error(monkeypatch) -> None:
+    def broken():
+        raise IndexError("list index out of range")
+
+    monkeypatch.setattr(picamera_module, "import_picamera2", lambda: broken)
+    with pytest.raises(SourceError, match="no camera found"):
+        camera_source().open()
+
+    def missing():
+        raise ImportError("No module named 'picamera2'")
+
+    monkeypatch.setattr(picamera_module, "import_picamera2", missing)
+    with pytest.raises(SourceError, match="apt install python3-picamera2"):
+        camera_source().open()
+    assert camera_present()[0] is False
+
+
+def test_camera_present_lists_cameras(fake_camera) -> None:
+    assert camera_present() == (True, "imx477")
+    fake_camera.cameras = []
+    try:
+        assert camera_present()[0] is False
+    finally:
+        fake_camera.cameras = [{"Model": "imx477", "Num": 0}]
+
+
+def test_capture_thread_keeps_only_the_newest_frame() -> None:
+    counter = iter(range(10**6))
+
+    def grab():
+        time.sleep(0.002)
+        return np.full((8, 8), next(counter) % 256, dtype=np.uint8)
+
+    capture = LatestFrameCapture(grab).start()
+    try:
+        first = capture.next_frame(1.0)
+        time.sleep(0.05)
+        second = capture.next_frame(1.0)
+    finally:
+        capture.stop()
+    assert second.index > first.index + 1
+    assert second.dropped_before == second.index - first.index - 1
+
+
+def test_waiting_for_a_frame_returns_early_when_asked_to_stop() -> None:
+    blocked = threading.Event()
+    capture = LatestFrameCapture(lambda: blocked.wait() or np.zeros((8, 8), np.uint8)).start()
+    try:
+        with pytest.raises(CaptureTimeout, match="stopping"):
+            capture.next_frame(30.0, should_stop=lambda: True)
+    finally:
+        blocked.set()
+        capture.stop()
