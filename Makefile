@@ -16,8 +16,17 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-demo: $(STAMP)
-	$(PY) -m train.demo
+# The demo runs the service with the shipped model; until models/mda231-pc3.tflite exists it
+# trains the tiny synthetic model (seconds, needs tensorflow) and uses that instead.
+SHIPPED_MODEL := models/mda231-pc3.tflite
+DEMO_MODEL := $(if $(wildcard $(SHIPPED_MODEL)),$(SHIPPED_MODEL),var/demo/model/synthetic-demo.tflite)
+BENCH_MODEL := $(DEMO_MODEL)
+
+var/demo/model/synthetic-demo.tflite: | $(STAMP)
+	$(PY) -c 'from train.synthetic_model import train_synthetic_model as t; t("var/demo/model/synthetic-demo")'
+
+demo: $(STAMP) $(DEMO_MODEL)
+	$(PY) -m edge.demo --model $(DEMO_MODEL)
 
 test: $(STAMP)
 	$(PY) -m ruff check .
@@ -27,8 +36,11 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-bench: $(STAMP)
-	$(PY) -m edge bench model --out var/bench/model.json
+# All benchmarks, JSON in var/bench/ (one inference thread; 640x480 synthetic frames).
+bench: $(STAMP) $(BENCH_MODEL)
+	$(PY) -m edge bench model --model $(BENCH_MODEL) --out var/bench/model.json
+	$(PY) -m edge bench pipeline --model $(BENCH_MODEL) --cells 20 --frames 10000 --out var/bench/pipeline-20.json
+	$(PY) -m edge bench pipeline --model $(BENCH_MODEL) --cells 100 --frames 2000 --out var/bench/pipeline-100.json
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

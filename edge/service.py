@@ -404,7 +404,7 @@ class Service:
         latency = f"p50/p99 {total['p50_ms']:.1f}/{total['p99_ms']:.1f} ms" if total else "no latency yet"
         return (
             f"summary: run {self.run_id}, {c.frames} frames ({self.fps():.1f} fps), {c.cells} cells, "
-            f"{c.positives} positive, {c.clusters} in clusters, {c.dropped} dropped, {c.over_budget} over budget, "
+            f"{c.positives} positive, {c.clusters} clusters, {c.dropped} dropped, {c.over_budget} over budget, "
             f"{c.bad_frames} bad, {c.source_failures} capture failures, {c.unsaved_frames} unsaved; {latency}"
         )
 

@@ -146,3 +146,12 @@ def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
         if line.strip() and "metascope.service" in line
     ]
     assert result.returncode == 0 and not problems, result.stdout + result.stderr
+
+
+def test_readme_documents_every_config_key() -> None:
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## The service") :]
+    for name, values in Config().as_dict().items():
+        if isinstance(values, dict):
+            for key in values:
+                assert f"`{name}.{key}`" in section, f"{name}.{key} is not documented in README's service section"

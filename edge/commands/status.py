@@ -117,7 +117,7 @@ def format_text(report: dict[str, Any]) -> str:
     totals = report["totals"]
     lines.append(
         f"totals:      {totals['runs']} runs, {totals['frames']} frames, {totals['cells']} cells, "
-        f"{totals['positives']} positive, {totals['clusters']} in clusters"
+        f"{totals['positives']} positive, {totals['clusters']} clusters"
     )
     lines.append(f"last frame:  {totals['last_frame_at'] or 'none'}")
     lines.append(f"database:    {report['database']} ({_mb(report['database_bytes'])})")
