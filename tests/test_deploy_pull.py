@@ -1,0 +1,202 @@
+"""deploy/pull.sh against a real sshd on loopback and a results store filled by the real
+pipeline (`metascope run --source synthetic` with the tiny model)."""
+
+from __future__ import annotations
+
+import csv
+import shlex
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sshd_harness import ALIAS, DEAD_ALIAS, SECOND_ALIAS, SshServer, require_tools, running_sshd
+
+REPO = Path(__file__).resolve().parent.parent
+PULL = REPO / "deploy" / "pull.sh"
+# What the "remote" runs: this checkout's metascope, through the venv's python.
+REMOTE_METASCOPE = f"{shlex.quote(sys.executable)} -m edge"
+TABLES = ("cells", "frames", "runs")
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
+    require_tools("rsync")
+    with running_sshd(tmp_path_factory.mktemp("sshd")) as server:
+        yield server
+
+
+class Store:
+    """A results store under a private state dir, filled by `metascope run`."""
+
+    def __init__(self, folder: Path, model: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.state = folder / "state"
+        self.config = folder / "metascope.toml"
+        self.config.write_text(
+            f'state_dir = "{self.state}"\n'
+            f'[model]\npath = "{model}"\n'
+            '[source]\nkind = "synthetic"\n'
+            "[snapshots]\nevery_n_frames = 2\n"
+        )
+
+    def run(self, frames: int) -> None:
+        result = subprocess.run(
+            [sys.executable, "-m", "edge", "run", "--config", str(self.config), "--max-frames", str(frames)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr
+
+    def rows(self, table: str) -> list[list[str]]:
+        """The header and rows as CSV spells them (None is an empty field)."""
+        with sqlite3.connect(self.state / "metascope.db") as db:
+            cursor = db.execute(f"SELECT * FROM {table} ORDER BY id")
+            header = [column[0] for column in cursor.description]
+            return [header] + [["" if value is None else str(value) for value in row] for row in cursor]
+
+    def snapshots(self) -> set[str]:
+        return {path.name for path in (self.state / "snapshots").iterdir()}
+
+
+@pytest.fixture
+def store(tmp_path: Path, tiny_model) -> Store:
+    return Store(tmp_path / "pi", Path(tiny_model[0]))
+
+
+def pull(sshd: SshServer, store: Store | None, dest: Path, *extra: str, host: str = ALIAS):
+    args = ["bash", str(PULL), host, "-F", str(sshd.ssh_config), "--dest", str(dest)]
+    args += ["--remote-command", REMOTE_METASCOPE]
+    if store is not None:
+        args += ["--remote-config", str(store.config)]
+    return subprocess.run(args + list(extra), capture_output=True, text=True, timeout=120)
+
+
+def read_csv(path: Path) -> list[list[str]]:
+    with path.open(newline="") as handle:
+        return list(csv.reader(handle))
+
+
+def snapshot_of(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_pull_copies_the_store_then_only_new_rows(sshd: SshServer, store: Store, tmp_path: Path) -> None:
+    store.run(frames=3)
+    dest = tmp_path / "results"
+    first = pull(sshd, store, dest)
+    assert first.returncode == 0, first.stderr
+    pulled = dest / ALIAS
+    for table in TABLES:
+        assert read_csv(pulled / f"{table}.csv") == store.rows(table), table
+    assert len(store.rows("cells")) > 1, "the synthetic frames should hold cells"
+    assert {p.name for p in (pulled / "snapshots").iterdir()} == store.snapshots() != set()
+    before = {table: (pulled / f"{table}.csv").read_bytes() for table in TABLES}
+
+    again = pull(sshd, store, dest)
+    assert again.returncode == 0, again.stderr
+    assert {table: (pulled / f"{table}.csv").read_bytes() for table in TABLES} == before
+    assert "cells: no new rows" in again.stdout
+
+    store.run(frames=3)
+    old_cells = len(before["cells"].splitlines()) - 1
+    new_cells = len(store.rows("cells")) - 1 - old_cells
+    third = pull(sshd, store, dest)
+    assert third.returncode == 0, third.stderr
+    assert f"cells: {new_cells} new rows" in third.stdout
+    for table in ("cells", "frames"):
+        # appended after what was there, byte for byte
+        assert (pulled / f"{table}.csv").read_bytes().startswith(before[table])
+    for table in TABLES:
+        rows = read_csv(pulled / f"{table}.csv")
+        assert rows == store.rows(table), table
+        ids = [int(row[0]) for row in rows[1:]]
+        assert ids == sorted(set(ids)), f"{table}: duplicate or unordered ids"
+    # the first run's row now has its end time: runs are refreshed, not frozen at first sight
+    assert read_csv(pulled / "runs.csv")[1][2] != ""
+    assert {p.name for p in (pulled / "snapshots").iterdir()} == store.snapshots()
+
+
+def test_two_microscopes_pull_into_one_place(sshd: SshServer, store: Store, tiny_model, tmp_path: Path) -> None:
+    other = Store(tmp_path / "pi-b", Path(tiny_model[0]))
+    store.run(frames=2)
+    other.run(frames=1)
+    dest = tmp_path / "results"
+    assert pull(sshd, store, dest).returncode == 0
+    assert pull(sshd, other, dest, host=f"{sshd.user}@{SECOND_ALIAS}").returncode == 0
+    assert sorted(p.name for p in dest.iterdir()) == sorted([ALIAS, SECOND_ALIAS])
+    assert read_csv(dest / ALIAS / "cells.csv") == store.rows("cells")
+    assert read_csv(dest / SECOND_ALIAS / "cells.csv") == other.rows("cells")
+
+
+def test_since_limits_cells_and_frames_but_keeps_every_run(sshd: SshServer, store: Store, tmp_path: Path) -> None:
+    store.run(frames=2)
+    store.run(frames=2)
+    second_start = store.rows("runs")[2][1]
+    result = pull(sshd, store, tmp_path / "results", "--since", second_start, "--no-snapshots")
+    assert result.returncode == 0, result.stderr
+    cells = read_csv(tmp_path / "results" / ALIAS / "cells.csv")
+    run_column = cells[0].index("run_id")
+    assert cells[1:] and {row[run_column] for row in cells[1:]} == {"2"}
+    assert read_csv(tmp_path / "results" / ALIAS / "runs.csv") == store.rows("runs")
+    assert not (tmp_path / "results" / ALIAS / "snapshots").exists()
+
+
+def test_failed_pulls_say_why_and_leave_earlier_results_alone(sshd: SshServer, store: Store, tmp_path: Path) -> None:
+    store.run(frames=2)
+    dest = tmp_path / "results"
+    assert pull(sshd, store, dest).returncode == 0
+    store.run(frames=2)  # new rows are waiting, so a pull that went wrong would have something to write
+    held = snapshot_of(dest)
+
+    unreachable = pull(sshd, store, dest, host=DEAD_ALIAS)
+    assert unreachable.returncode == 3
+    assert f"cannot reach {DEAD_ALIAS} over ssh" in unreachable.stderr
+    assert not (dest / DEAD_ALIAS).exists(), "a failed first pull leaves no empty folder"
+
+    missing = pull(sshd, store, dest, "--remote-command", "/nonexistent/bin/metascope")
+    assert missing.returncode == 4
+    assert f"metascope is not installed on {ALIAS}" in missing.stderr
+
+    empty = tmp_path / "empty-state"
+    empty.mkdir()
+    no_database = tmp_path / "no-database.toml"
+    no_database.write_text(f'state_dir = "{empty}"\n')
+    failed = pull(sshd, None, dest, "--remote-config", str(no_database))
+    assert failed.returncode == 5
+    assert "exporting cells" in failed.stderr and "no results database" in failed.stderr
+
+    assert snapshot_of(dest) == held
+    assert not [p for p in (dest / ALIAS).iterdir() if p.name.startswith(".pull.") and p.is_dir()]
+
+
+def test_default_remote_command_reports_a_host_without_metascope(sshd: SshServer, tmp_path: Path) -> None:
+    probe = sshd.ssh("command -v metascope || test -e /opt/metascope/venv/bin/metascope")
+    if probe.returncode == 0:
+        pytest.skip("metascope is installed on this machine, so it is not a host without it")
+    args = ["bash", str(PULL), ALIAS, "-F", str(sshd.ssh_config), "--dest", str(tmp_path)]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 4
+    assert f"metascope is not installed on {ALIAS}" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "no HOST given"),
+        ([ALIAS, "--dest"], "--dest needs a value"),
+        ([ALIAS, "--bogus"], "unknown option --bogus"),
+        ([ALIAS, "other"], "only one HOST"),
+        (["../x"], "does not make a usable folder name"),
+    ],
+)
+def test_bad_arguments_are_named(args: list[str], message: str, tmp_path: Path) -> None:
+    result = subprocess.run(["bash", str(PULL), *args], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert not any(tmp_path.iterdir()), "bad arguments must not create anything"
