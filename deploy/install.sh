@@ -1,0 +1,207 @@
+#!/usr/bin/env bash
+# Install or upgrade metascope on a Raspberry Pi (Raspberry Pi OS Bookworm, 64-bit). Runs ON
+# the Pi, as root, from a copy of the project (deploy/push.sh makes one). Safe to run again:
+# every step either converges on the same state or is skipped when already done, and the
+# user's /etc/metascope/metascope.toml is never overwritten.
+set -euo pipefail
+
+usage() {
+    cat <<'EOF'
+Usage: sudo bash deploy/install.sh [--model PATH] [--no-start] [--dry-run]
+
+Installs metascope from this project folder as the systemd service `metascope`:
+  apt packages (python3-picamera2 and the rest of what edge/ needs), the system user
+  `metascope` (group video, for the camera), a venv at /opt/metascope/venv that sees apt's
+  packages, the project with its `edge` extra (numpy kept below 2), the model in
+  /opt/metascope/models, /etc/metascope/metascope.toml (only when absent; otherwise the new
+  default is written beside it as metascope.toml.new), the unit, enabled and (re)started.
+
+Options:
+  --model PATH   install this model (NAME.tflite with NAME.json beside it) instead of the
+                 default models/mda231-pc3.tflite, and make the service use it
+  --no-start     install and enable, but do not (re)start the service now
+  --dry-run      print every step, change nothing (root not needed)
+  -h, --help     this help
+
+Environment (for tests and image builds): METASCOPE_ROOT=DIR installs under DIR instead of /.
+EOF
+}
+
+die() {
+    printf 'install.sh: %s\n' "$*" >&2
+    exit 1
+}
+
+SOURCE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ROOT=${METASCOPE_ROOT:-}
+SERVICE=metascope
+SERVICE_USER=metascope # the unit runs as this user (User= in systemd/metascope.service)
+DEFAULT_MODEL=mda231-pc3
+PREFIX=/opt/metascope # paths as the running system sees them; $ROOT is prepended on writes
+VENV=$PREFIX/venv
+MODELS=$PREFIX/models
+CONFIG=/etc/metascope/metascope.toml
+UNIT_DIR=/etc/systemd/system
+DROP_IN=$UNIT_DIR/$SERVICE.service.d/model.conf
+APT_PACKAGES=(
+    python3-picamera2 # from apt only: it needs libcamera
+    python3-venv
+    python3-numpy # 1.24, what picamera2 is built against; pip keeps it (constraints-pi.txt)
+    python3-pil
+    python3-scipy # edge/detect labels objects with scipy.ndimage; apt's build saves a pip build
+    rsync         # deploy/push.sh and deploy/pull.sh copy with it
+)
+
+model="" dry_run=0 start=1
+while [ $# -gt 0 ]; do
+    case $1 in
+    -h | --help)
+        usage
+        exit 0
+        ;;
+    --model)
+        if [ $# -lt 2 ] || [ -z "$2" ]; then die "--model needs a path to a .tflite file"; fi
+        model=$2
+        shift 2
+        ;;
+    --no-start)
+        start=0
+        shift
+        ;;
+    --dry-run)
+        dry_run=1
+        shift
+        ;;
+    *) die "unknown argument $1 (see --help)" ;;
+    esac
+done
+
+step() {
+    printf '==> %s\n' "$*"
+}
+
+# Print a command, then run it unless this is a dry run.
+run() {
+    printf '  +'
+    printf ' %q' "$@"
+    printf '\n'
+    [ $dry_run -eq 1 ] || "$@"
+}
+
+# Write TEXT to FILE (printed the same way as run's commands).
+write_file() {
+    printf '  + write %q\n' "$1"
+    printf '%s\n' "$2" | sed 's/^/      /'
+    [ $dry_run -eq 1 ] || printf '%s\n' "$2" >"$1"
+}
+
+# --- check everything before changing anything --------------------------------------------
+if [ $dry_run -eq 0 ] && [ -z "$ROOT" ] && [ "$(id -u)" -ne 0 ]; then
+    die "must run as root: sudo bash deploy/install.sh (or --dry-run to see the steps)"
+fi
+for file in pyproject.toml README.md deploy/constraints-pi.txt systemd/$SERVICE.service systemd/$SERVICE.example.toml; do
+    [ -f "$SOURCE/$file" ] || die "$SOURCE/$file is missing: run this from a complete copy of the project"
+done
+if [ -z "$model" ]; then
+    model=$SOURCE/models/$DEFAULT_MODEL.tflite
+    [ -f "$model" ] || die "no default model at $model: pass --model PATH (a .tflite with its .json card)"
+fi
+case $model in
+*.tflite) ;;
+*) die "--model $model: expected a .tflite file" ;;
+esac
+[ -f "$model" ] || die "--model $model: no such file"
+model=$(cd "$(dirname "$model")" && pwd)/$(basename "$model")
+card=${model%.tflite}.json
+[ -f "$card" ] || die "$model has no model card beside it ($card)"
+command -v python3 >/dev/null || die "python3 is missing (Raspberry Pi OS ships it)"
+# The service would refuse a model whose sha256 is not its card's; say so before installing.
+python3 - "$model" "$card" <<'EOF' || exit 1
+import hashlib, json, sys
+model, card = sys.argv[1], sys.argv[2]
+try:
+    recorded = json.load(open(card, encoding="utf-8"))["sha256"]
+except (OSError, ValueError, KeyError, TypeError) as exc:
+    sys.exit(f"install.sh: {card} is not a usable model card ({exc})")
+actual = hashlib.sha256(open(model, "rb").read()).hexdigest()
+if actual != recorded:
+    sys.exit(f"install.sh: {model} does not match its card: sha256 {actual}, card says {recorded}")
+EOF
+model_name=$(basename "$model" .tflite)
+
+[ $dry_run -eq 0 ] || printf 'Dry run: these are the steps; nothing is changed.\n'
+
+step "apt packages"
+run apt-get update -q
+run env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${APT_PACKAGES[@]}"
+
+step "system user $SERVICE_USER (group video: the camera)"
+if getent passwd "$SERVICE_USER" >/dev/null; then
+    run usermod --append --groups video "$SERVICE_USER"
+else
+    run useradd --system --user-group --groups video --home-dir /var/lib/$SERVICE \
+        --no-create-home --shell /usr/sbin/nologin "$SERVICE_USER"
+fi
+
+step "folders"
+run install -d -m 0755 "$ROOT$PREFIX" "$ROOT$MODELS" "$ROOT/etc/metascope"
+run mkdir -p "$ROOT$UNIT_DIR" "$ROOT/usr/local/bin"
+
+step "virtualenv $VENV (sees apt's picamera2 and numpy)"
+if [ -x "$ROOT$VENV/bin/python" ]; then
+    printf '  (exists: reused)\n'
+else
+    run python3 -m venv --system-site-packages "$ROOT$VENV"
+fi
+
+step "metascope with the edge extra, numpy kept below 2"
+# A local folder is always rebuilt and reinstalled, so this is also the upgrade.
+run "$ROOT$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+    --constraint "$SOURCE/deploy/constraints-pi.txt" "${SOURCE}[edge]"
+# People who SSH in can type `metascope status`; pull.sh finds it on PATH.
+run ln -sfn "$VENV/bin/metascope" "$ROOT/usr/local/bin/metascope"
+# The unit's Documentation= points here.
+run install -m 0644 "$SOURCE/README.md" "$ROOT$PREFIX/README.md"
+
+step "model $model_name"
+run install -m 0644 "$model" "$ROOT$MODELS/$model_name.tflite"
+run install -m 0644 "$card" "$ROOT$MODELS/$model_name.json"
+if [ "$model_name" != "$DEFAULT_MODEL" ]; then
+    # The service finds the default name by itself; another one it is told through
+    # METASCOPE_MODEL (a model.path in metascope.toml still wins).
+    run mkdir -p "$ROOT$(dirname "$DROP_IN")"
+    write_file "$ROOT$DROP_IN" "# Written by deploy/install.sh --model: the model the service uses.
+[Service]
+Environment=METASCOPE_MODEL=$MODELS/$model_name.tflite"
+elif [ -e "$ROOT$DROP_IN" ]; then
+    run rm -f "$ROOT$DROP_IN"
+fi
+
+step "configuration $CONFIG"
+if [ ! -e "$ROOT$CONFIG" ]; then
+    run install -m 0644 "$SOURCE/systemd/$SERVICE.example.toml" "$ROOT$CONFIG"
+elif cmp -s "$SOURCE/systemd/$SERVICE.example.toml" "$ROOT$CONFIG"; then
+    printf '  (unchanged default: kept)\n'
+else
+    printf '  (yours: kept; the new default goes beside it, compare with diff)\n'
+    run install -m 0644 "$SOURCE/systemd/$SERVICE.example.toml" "$ROOT$CONFIG.new"
+fi
+
+step "systemd unit $SERVICE.service"
+run install -m 0644 "$SOURCE/systemd/$SERVICE.service" "$ROOT$UNIT_DIR/$SERVICE.service"
+run systemctl daemon-reload
+run systemctl enable "$SERVICE.service"
+if [ $start -eq 1 ]; then
+    # Type=notify: restart returns once the service says it is ready, or fails.
+    if ! run systemctl restart "$SERVICE.service"; then
+        die "the service did not start; see: journalctl -u $SERVICE -n 50 --no-pager"
+    fi
+fi
+
+cat <<EOF
+Done.
+  follow the log:   journalctl -u $SERVICE -f
+  service state:    systemctl status $SERVICE
+  what it sees:     metascope status
+  settings:         $CONFIG (then: sudo systemctl restart $SERVICE)
+EOF

@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Copy this project to a Pi and install or upgrade metascope there (deploy/install.sh).
+set -euo pipefail
+
+PROG=push.sh
+
+usage() {
+    cat <<'EOF'
+Usage: deploy/push.sh HOST [options]
+
+Copies this project to HOST (rsync over ssh, without venvs, caches, var/, data or .git), runs
+deploy/install.sh there with sudo, and prints the service's status.
+
+HOST is anything ssh accepts (a ~/.ssh/config alias, name, address, or user@host); user,
+port and key come from your ssh config or the options below. The user needs sudo on HOST
+(you are asked for the password when the Pi wants one).
+
+Options:
+  --model PATH       install this model (NAME.tflite with NAME.json beside it) instead of
+                     the default models/mda231-pc3.tflite
+  --remote-dir DIR   where the copy goes on HOST, relative to the login's home or absolute
+                     (default: metascope-deploy). It is a mirror: files not in the project
+                     are deleted there.
+  --dry-run          copy, then have install.sh print its steps without changing anything
+  -F FILE            ssh config file (passed to ssh)
+  -o OPTION          ssh option, e.g. -o Port=2222 (repeatable; passed to ssh)
+  -i FILE            ssh identity file (passed to ssh)
+  -p PORT            ssh port (passed to ssh)
+  -h, --help         this help
+
+Exit status: 0 installed and running; 1 the install or the service failed; 2 bad arguments;
+3 HOST unreachable over ssh.
+EOF
+}
+
+die() {
+    local code=$1
+    shift
+    printf '%s: %s\n' "$PROG" "$*" >&2
+    exit "$code"
+}
+
+sh_quote() {
+    printf "'%s'" "${1//\'/\'\\\'\'}"
+}
+
+rsync_quote() {
+    printf "'%s'" "${1//\'/\'\'}"
+}
+
+SOURCE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+host="" model="" remote_dir=metascope-deploy dry_run=0
+ssh_opts=()
+while [ $# -gt 0 ]; do
+    case $1 in
+    -h | --help)
+        usage
+        exit 0
+        ;;
+    --model | --remote-dir | -F | -o | -i | -p)
+        if [ $# -lt 2 ] || [ -z "$2" ]; then die 2 "$1 needs a value (see --help)"; fi
+        case $1 in
+        --model) model=$2 ;;
+        --remote-dir) remote_dir=$2 ;;
+        *) ssh_opts+=("$1" "$2") ;;
+        esac
+        shift 2
+        ;;
+    --dry-run)
+        dry_run=1
+        shift
+        ;;
+    -*) die 2 "unknown option $1 (see --help)" ;;
+    *)
+        [ -z "$host" ] || die 2 "only one HOST, got '$host' and '$1'"
+        host=$1
+        shift
+        ;;
+    esac
+done
+[ -n "$host" ] || die 2 "no HOST given (see --help)"
+# The copy is made with --delete: never let it mirror over a home or a system folder.
+trimmed=${remote_dir%/} refuse=0
+case $trimmed in "" | . | .. | "~" | ../*) refuse=1 ;; esac
+case $trimmed in /*/*) ;; /*) refuse=1 ;; esac
+case $trimmed in /home/*/* | /root/*) ;; /home/* | /root) refuse=1 ;; esac
+[ $refuse -eq 0 ] || die 2 "--remote-dir $remote_dir: refusing to mirror into that folder (files there would be deleted)"
+if [ -n "$model" ]; then
+    case $model in *.tflite) ;; *) die 2 "--model $model: expected a .tflite file" ;; esac
+    [ -f "$model" ] || die 2 "--model $model: no such file"
+    [ -f "${model%.tflite}.json" ] || die 2 "--model $model: its card ${model%.tflite}.json is missing"
+fi
+
+ssh_cmd=(ssh ${ssh_opts[@]+"${ssh_opts[@]}"} -o ConnectTimeout=15)
+rsh=""
+for word in "${ssh_cmd[@]}"; do rsh+="$(rsync_quote "$word") "; done
+
+printf '==> copying %s to %s:%s\n' "$SOURCE" "$host" "$remote_dir"
+status=0
+rsync -rlptz --delete -e "$rsh" \
+    --exclude=/.git/ --exclude=/.venv/ --exclude=/venv/ --exclude=/var/ --exclude=/data/ \
+    --exclude=/build/ --exclude=/dist/ --exclude=/results/ --exclude=/bench/results/ \
+    --exclude=__pycache__/ --exclude='*.pyc' --exclude=.pytest_cache/ --exclude=.ruff_cache/ \
+    --exclude=.mypy_cache/ --exclude=.hypothesis/ --exclude='*.egg-info/' \
+    "$SOURCE/" "$host:$remote_dir/" || status=$?
+case $status in
+0) ;;
+255) die 3 "cannot reach $host over ssh" ;;
+*) die 1 "copying the project to $host failed (rsync exit $status)" ;;
+esac
+
+install_args=()
+if [ -n "$model" ]; then
+    # Beside the project copy, inside the mirror: the next push removes it again.
+    rsync -t -e "$rsh" "$model" "${model%.tflite}.json" "$host:$remote_dir/.pushed-model/" ||
+        die 1 "copying $model to $host failed"
+    install_args+=(--model ".pushed-model/$(basename "$model")")
+fi
+[ $dry_run -eq 0 ] || install_args+=(--dry-run)
+quoted_args=""
+for word in ${install_args[@]+"${install_args[@]}"}; do quoted_args+=" $(sh_quote "$word")"; done
+
+# sudo may ask for a password: give it a terminal when we have one. A dry run needs no root.
+tty_opt=()
+[ ! -t 0 ] || tty_opt=(-t)
+# shellcheck disable=SC2016 # expanded by the shell on the host, not here
+sudo_cmd='if [ "$(id -u)" -eq 0 ]; then bash deploy/install.sh "$@"; else sudo bash deploy/install.sh "$@"; fi'
+# shellcheck disable=SC2016
+[ $dry_run -eq 0 ] || sudo_cmd='bash deploy/install.sh "$@"'
+printf '==> installing on %s\n' "$host"
+status=0
+"${ssh_cmd[@]}" ${tty_opt[@]+"${tty_opt[@]}"} "$host" \
+    "cd $(sh_quote "$remote_dir") && set --$quoted_args && $sudo_cmd" || status=$?
+case $status in
+0) ;;
+255) die 3 "lost the connection to $host during the install" ;;
+*) die 1 "install.sh failed on $host (exit $status); see its output above" ;;
+esac
+[ $dry_run -eq 0 ] || exit 0
+
+printf '==> service status on %s\n' "$host"
+"${ssh_cmd[@]}" "$host" "systemctl --no-pager --lines=15 status metascope" </dev/null ||
+    die 1 "the metascope service on $host is not running; see: ssh $host journalctl -u metascope -n 50"

@@ -1,0 +1,234 @@
+"""deploy/install.sh: the exact steps of a first install and of an upgrade (--dry-run), and a
+real run into a scratch root (METASCOPE_ROOT) where only apt, the user tools, systemctl and
+pip are stand-ins: those belong to a Pi, the file handling is what is tested."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+INSTALL = REPO / "deploy" / "install.sh"
+APT = ["python3-picamera2", "python3-venv", "python3-numpy", "python3-pil", "python3-scipy", "rsync"]
+DROP_IN = "etc/systemd/system/metascope.service.d/model.conf"
+
+
+def stub_commands(folder: Path, log: Path, **behaviour: str) -> Path:
+    """Scripts named like system commands that log their arguments; `behaviour` gives one its
+    own shell body (e.g. getent='exit 2')."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("apt-get", "useradd", "usermod", "getent", "systemctl"):
+        script = folder / name
+        body = behaviour.get(name, "exit 0")
+        script.write_text(f'#!/bin/sh\necho "{name} $*" >> "{log}"\n{body}\n')
+        script.chmod(0o755)
+    return folder
+
+
+def install(root: Path, stubs: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "METASCOPE_ROOT": str(root), "PATH": f"{stubs}:{os.environ['PATH']}"}
+    return subprocess.run(["bash", str(INSTALL), *args], capture_output=True, text=True, env=env, timeout=60)
+
+
+def steps(output: str) -> list[list[str]]:
+    """The commands install.sh printed (`  + cmd args`), as argument lists."""
+    return [shlex.split(line[4:]) for line in output.splitlines() if line.startswith("  + ")]
+
+
+@pytest.fixture
+def model(model_copy: Path) -> Path:
+    return model_copy  # tiny.tflite + tiny.json: not the default model's name
+
+
+@pytest.fixture
+def default_named_model(model_copy: Path) -> Path:
+    target = model_copy.with_name("mda231-pc3.tflite")
+    model_copy.rename(target)
+    model_copy.with_suffix(".json").rename(target.with_suffix(".json"))
+    return target
+
+
+def test_dry_run_of_a_first_install(tmp_path: Path, model: Path) -> None:
+    root = tmp_path / "root"
+    stubs = stub_commands(tmp_path / "bin", tmp_path / "log", getent="exit 2")
+    result = install(root, stubs, "--dry-run", "--model", str(model))
+    assert result.returncode == 0, result.stderr
+    r, src = str(root), str(REPO)
+    assert steps(result.stdout) == [
+        ["apt-get", "update", "-q"],
+        ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q", "--no-install-recommends", *APT],
+        [
+            "useradd",
+            "--system",
+            "--user-group",
+            "--groups",
+            "video",
+            "--home-dir",
+            "/var/lib/metascope",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            "metascope",
+        ],
+        ["install", "-d", "-m", "0755", f"{r}/opt/metascope", f"{r}/opt/metascope/models", f"{r}/etc/metascope"],
+        ["mkdir", "-p", f"{r}/etc/systemd/system", f"{r}/usr/local/bin"],
+        ["python3", "-m", "venv", "--system-site-packages", f"{r}/opt/metascope/venv"],
+        [
+            f"{r}/opt/metascope/venv/bin/python",
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--constraint",
+            f"{src}/deploy/constraints-pi.txt",
+            f"{src}[edge]",
+        ],
+        ["ln", "-sfn", "/opt/metascope/venv/bin/metascope", f"{r}/usr/local/bin/metascope"],
+        ["install", "-m", "0644", f"{src}/README.md", f"{r}/opt/metascope/README.md"],
+        ["install", "-m", "0644", str(model), f"{r}/opt/metascope/models/tiny.tflite"],
+        ["install", "-m", "0644", str(model.with_suffix(".json")), f"{r}/opt/metascope/models/tiny.json"],
+        ["mkdir", "-p", f"{r}/etc/systemd/system/metascope.service.d"],
+        ["write", f"{r}/{DROP_IN}"],
+        ["install", "-m", "0644", f"{src}/systemd/metascope.example.toml", f"{r}/etc/metascope/metascope.toml"],
+        ["install", "-m", "0644", f"{src}/systemd/metascope.service", f"{r}/etc/systemd/system/metascope.service"],
+        ["systemctl", "daemon-reload"],
+        ["systemctl", "enable", "metascope.service"],
+        ["systemctl", "restart", "metascope.service"],
+    ]
+    assert "Environment=METASCOPE_MODEL=/opt/metascope/models/tiny.tflite" in result.stdout
+    assert "journalctl -u metascope -f" in result.stdout
+    assert not root.exists(), "a dry run changes nothing"
+    assert (tmp_path / "log").read_text().split("\n")[0].startswith("getent passwd metascope")
+    assert "apt-get" not in (tmp_path / "log").read_text(), "a dry run runs nothing"
+
+
+def test_dry_run_of_an_upgrade_keeps_the_users_config(tmp_path: Path, default_named_model: Path) -> None:
+    root = tmp_path / "root"
+    (root / "opt/metascope/venv/bin").mkdir(parents=True)
+    (root / "opt/metascope/venv/bin/python").write_text("")
+    (root / "opt/metascope/venv/bin/python").chmod(0o755)
+    (root / "etc/metascope").mkdir(parents=True)
+    (root / "etc/metascope/metascope.toml").write_text('state_dir = "/data/metascope"\n')
+    (root / DROP_IN).parent.mkdir(parents=True)
+    (root / DROP_IN).write_text("[Service]\nEnvironment=METASCOPE_MODEL=/opt/metascope/models/old.tflite\n")
+    stubs = stub_commands(tmp_path / "bin", tmp_path / "log", getent="echo metascope:x:999:999::/:/bin/false")
+    result = install(root, stubs, "--dry-run", "--no-start", "--model", str(default_named_model))
+    assert result.returncode == 0, result.stderr
+    r, src = str(root), str(REPO)
+    assert "(exists: reused)" in result.stdout
+    assert steps(result.stdout) == [
+        ["apt-get", "update", "-q"],
+        ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q", "--no-install-recommends", *APT],
+        ["usermod", "--append", "--groups", "video", "metascope"],
+        ["install", "-d", "-m", "0755", f"{r}/opt/metascope", f"{r}/opt/metascope/models", f"{r}/etc/metascope"],
+        ["mkdir", "-p", f"{r}/etc/systemd/system", f"{r}/usr/local/bin"],
+        [
+            f"{r}/opt/metascope/venv/bin/python",
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--constraint",
+            f"{src}/deploy/constraints-pi.txt",
+            f"{src}[edge]",
+        ],
+        ["ln", "-sfn", "/opt/metascope/venv/bin/metascope", f"{r}/usr/local/bin/metascope"],
+        ["install", "-m", "0644", f"{src}/README.md", f"{r}/opt/metascope/README.md"],
+        ["install", "-m", "0644", str(default_named_model), f"{r}/opt/metascope/models/mda231-pc3.tflite"],
+        [
+            "install",
+            "-m",
+            "0644",
+            str(default_named_model.with_suffix(".json")),
+            f"{r}/opt/metascope/models/mda231-pc3.json",
+        ],
+        ["rm", "-f", f"{r}/{DROP_IN}"],
+        ["install", "-m", "0644", f"{src}/systemd/metascope.example.toml", f"{r}/etc/metascope/metascope.toml.new"],
+        ["install", "-m", "0644", f"{src}/systemd/metascope.service", f"{r}/etc/systemd/system/metascope.service"],
+        ["systemctl", "daemon-reload"],
+        ["systemctl", "enable", "metascope.service"],
+    ]
+
+
+def test_install_into_a_scratch_root_then_upgrade(tmp_path: Path, model: Path) -> None:
+    root, log = tmp_path / "root", tmp_path / "log"
+    venv_python = root / "opt/metascope/venv/bin/python"
+    venv_python.parent.mkdir(parents=True)
+    venv_python.write_text(f'#!/bin/sh\necho "pip $*" >> "{log}"\n')  # pip would need the network
+    venv_python.chmod(0o755)
+    stubs = stub_commands(tmp_path / "bin", log, getent="exit 2")
+
+    first = install(root, stubs, "--model", str(model))
+    assert first.returncode == 0, first.stderr
+    installed = root / "opt/metascope/models/tiny.tflite"
+    assert installed.read_bytes() == model.read_bytes()
+    assert installed.with_suffix(".json").read_text() == model.with_suffix(".json").read_text()
+    config = root / "etc/metascope/metascope.toml"
+    assert config.read_text() == (REPO / "systemd/metascope.example.toml").read_text()
+    unit = root / "etc/systemd/system/metascope.service"
+    assert unit.read_text() == (REPO / "systemd/metascope.service").read_text()
+    assert "METASCOPE_MODEL=/opt/metascope/models/tiny.tflite" in (root / DROP_IN).read_text()
+    assert os.readlink(root / "usr/local/bin/metascope") == "/opt/metascope/venv/bin/metascope"
+    calls = log.read_text().splitlines()
+    assert calls[1].startswith("apt-get install -y -q --no-install-recommends python3-picamera2")
+    assert any(call.startswith("useradd --system") for call in calls)
+    assert f"--constraint {REPO}/deploy/constraints-pi.txt {REPO}[edge]" in log.read_text()
+    assert calls[-3:] == [
+        "systemctl daemon-reload",
+        "systemctl enable metascope.service",
+        "systemctl restart metascope.service",
+    ]
+
+    unchanged = install(root, stubs, "--model", str(model))
+    assert unchanged.returncode == 0, unchanged.stderr
+    assert "(unchanged default: kept)" in unchanged.stdout
+    assert not config.with_name("metascope.toml.new").exists()
+
+    config.write_text('state_dir = "/data/metascope"  # the user\'s own\n')
+    again = install(root, stubs, "--model", str(model))
+    assert again.returncode == 0, again.stderr
+    assert config.read_text() == 'state_dir = "/data/metascope"  # the user\'s own\n'
+    assert config.with_name("metascope.toml.new").read_text() == (REPO / "systemd/metascope.example.toml").read_text()
+
+
+def test_a_service_that_does_not_start_fails_the_install(tmp_path: Path, model: Path) -> None:
+    root = tmp_path / "root"
+    venv_python = root / "opt/metascope/venv/bin/python"
+    venv_python.parent.mkdir(parents=True)
+    venv_python.write_text("#!/bin/sh\n")
+    venv_python.chmod(0o755)
+    failing = 'case "$1" in restart) exit 1 ;; esac'
+    stubs = stub_commands(tmp_path / "bin", tmp_path / "log", getent="exit 2", systemctl=failing)
+    result = install(root, stubs, "--model", str(model))
+    assert result.returncode == 1
+    assert "the service did not start; see: journalctl -u metascope" in result.stderr
+
+
+def test_bad_models_are_refused_before_anything_changes(tmp_path: Path, model: Path) -> None:
+    stubs = stub_commands(tmp_path / "bin", tmp_path / "log")
+    root = tmp_path / "root"
+    cases = {
+        "--model needs a path": ["--model"],
+        "expected a .tflite file": ["--model", str(model.with_suffix(".json"))],
+        "no such file": ["--model", str(tmp_path / "missing.tflite")],
+        "unknown argument --fast": ["--fast"],
+    }
+    lone = tmp_path / "lone.tflite"
+    lone.write_bytes(model.read_bytes())
+    cases["has no model card beside it"] = ["--model", str(lone)]
+    tampered = tmp_path / "tampered.tflite"
+    tampered.write_bytes(model.read_bytes() + b"\0")
+    tampered.with_suffix(".json").write_text(model.with_suffix(".json").read_text())
+    cases["does not match its card"] = ["--model", str(tampered)]
+    for message, args in cases.items():
+        result = install(root, stubs, *args)
+        assert result.returncode == 1, message
+        assert message in result.stderr, (message, result.stderr)
+    assert not root.exists()
+    assert not (tmp_path / "log").exists(), "nothing was run"

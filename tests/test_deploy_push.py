@@ -1,0 +1,87 @@
+"""deploy/push.sh against a real sshd on loopback. The install on the far side runs as
+--dry-run: a real one would install a service on the machine running the tests."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sshd_harness import ALIAS, DEAD_ALIAS, SshServer, require_tools, running_sshd
+
+REPO = Path(__file__).resolve().parent.parent
+PUSH = REPO / "deploy" / "push.sh"
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
+    require_tools("rsync")
+    with running_sshd(tmp_path_factory.mktemp("sshd")) as server:
+        yield server
+
+
+def push(sshd: SshServer, *args: str, host: str = ALIAS) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(PUSH), host, "-F", str(sshd.ssh_config), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_push_copies_the_project_and_runs_the_installer(sshd: SshServer, model_copy: Path, tmp_path: Path) -> None:
+    remote = tmp_path / "pi-home" / "metascope-deploy"
+    stale = remote / "edge" / "removed_module.py"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("# deleted from the project since the last push\n")
+
+    result = push(sshd, "--dry-run", "--model", str(model_copy), "--remote-dir", str(remote))
+    assert result.returncode == 0, result.stderr + result.stdout
+    for needed in ("pyproject.toml", "README.md", "deploy/install.sh", "edge/cli.py", "systemd/metascope.service"):
+        assert (remote / needed).is_file(), needed
+    assert (remote / "edge/cli.py").read_bytes() == (REPO / "edge/cli.py").read_bytes()
+    for left_out in (".git", ".venv", "var", "__pycache__", ".pytest_cache", ".ruff_cache"):
+        assert not list(remote.rglob(left_out)), left_out
+    assert not stale.exists(), "the copy mirrors the project"
+    assert (remote / ".pushed-model/tiny.tflite").read_bytes() == model_copy.read_bytes()
+    assert (remote / ".pushed-model/tiny.json").is_file()
+    # install.sh ran there, from the copy, with the pushed model
+    assert "Dry run: these are the steps" in result.stdout
+    assert f"{remote}/.pushed-model/tiny.tflite" in result.stdout
+    assert f"{remote}/deploy/constraints-pi.txt" in result.stdout
+
+
+def test_push_reports_an_unreachable_host(sshd: SshServer, tmp_path: Path) -> None:
+    result = push(sshd, "--dry-run", "--remote-dir", str(tmp_path / "x"), host=DEAD_ALIAS)
+    assert result.returncode == 3
+    assert f"cannot reach {DEAD_ALIAS} over ssh" in result.stderr
+
+
+def test_push_reports_a_failed_install(sshd: SshServer, tmp_path: Path) -> None:
+    tflite = tmp_path / "broken.tflite"
+    tflite.write_bytes(b"not a model")
+    tflite.with_suffix(".json").write_text('{"sha256": "' + "0" * 64 + '"}')
+    result = push(sshd, "--dry-run", "--model", str(tflite), "--remote-dir", str(tmp_path / "copy"))
+    assert result.returncode == 1
+    assert "does not match its card" in result.stderr
+    assert f"install.sh failed on {ALIAS}" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "no HOST given"),
+        ([ALIAS, "--model", "model.onnx"], "expected a .tflite file"),
+        ([ALIAS, "--model", "missing.tflite"], "no such file"),
+        ([ALIAS, "--remote-dir", "."], "refusing to mirror into that folder"),
+        ([ALIAS, "--remote-dir", "/home/someone"], "refusing to mirror into that folder"),
+        ([ALIAS, "--remote-dir", "/opt"], "refusing to mirror into that folder"),
+        ([ALIAS, "--wat"], "unknown option --wat"),
+    ],
+)
+def test_bad_arguments_are_named(args: list[str], message: str, tmp_path: Path) -> None:
+    result = subprocess.run(["bash", str(PUSH), *args], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr
