@@ -354,10 +354,20 @@ def open_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
     path = Path(path)
     if not path.is_file():
         raise StoreError(f"{path}: no results database (has `metascope run` run with this state_dir?)")
+    uri = path.resolve().as_uri()
     try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10.0)
-        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        try:
+            db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=10.0)
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.OperationalError:
+            # A WAL database whose writer has closed cleanly has no -wal/-shm files, and a
+            # reader who may not create them (another user than the service's, e.g. over ssh)
+            # cannot open it read-only. With no -wal there is nothing unmerged and no writer:
+            # the file can be read as immutable.
+            if Path(f"{path}-wal").exists():
+                raise
+            db = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, timeout=10.0)
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.Error as exc:
         raise StoreError(f"{path}: cannot read the results database: {exc}") from exc
     missing = [table for table in TABLES if table not in tables]

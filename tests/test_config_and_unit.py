@@ -155,3 +155,18 @@ def test_readme_documents_every_config_key() -> None:
         if isinstance(values, dict):
             for key in values:
                 assert f"`{name}.{key}`" in section, f"{name}.{key} is not documented in README's service section"
+
+
+def test_no_edge_module_imports_tensorflow_or_train() -> None:
+    import sys
+
+    script = (
+        "import sys, pkgutil, importlib, edge\n"
+        "names = [m.name for m in pkgutil.walk_packages(edge.__path__, 'edge.') if m.name != 'edge.__main__']\n"
+        "for name in names:\n"
+        "    importlib.import_module(name)\n"
+        "assert 'edge.service' in names and 'edge.sources.picamera' in names\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'train', 'picamera2', 'keras')]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=REPO)

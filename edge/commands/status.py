@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sqlite3
 from pathlib import Path
@@ -17,6 +18,19 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     add_config_args(parser)
     parser.add_argument("--json", action="store_true", help="one JSON object instead of text")
     parser.set_defaults(handler=status)
+
+
+def _pid_alive(pid: Any) -> bool:
+    """Whether the process that wrote status.json still runs (a killed service leaves "running")."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user (the service's)
+    return True
 
 
 def _file_size(path: Path) -> int:
@@ -40,6 +54,8 @@ def gather(config: Any) -> dict[str, Any]:
         report["status_file_error"] = f"{config.status_path}: {exc}"
     if not database.exists() and live is None:
         raise CommandError(f"{database}: no results database (the service has not run with this state_dir)")
+    if live is not None:
+        live["alive"] = live.get("state") == "running" and _pid_alive(live.get("pid"))
     report["service"] = live
     try:
         db = open_readonly(database)
@@ -101,8 +117,11 @@ def format_text(report: dict[str, Any]) -> str:
         lines.append(f"             model {run['model_name']} ({run['interpreter']}), source {run['source']}")
     if live:
         counters = live.get("counters", {})
+        state = live["state"]
+        if state == "running" and not live.get("alive"):
+            state = "not running (the last status says running: killed or crashed?)"
         lines.append(
-            f"service:     {live['state']} (pid {live['pid']}, updated {live['updated_at']}), {live['fps']} fps, "
+            f"service:     {state} (pid {live['pid']}, updated {live['updated_at']}), {live['fps']} fps, "
             f"{counters.get('frames', 0)} frames this run, {counters.get('dropped', 0)} dropped, "
             f"{counters.get('over_budget', 0)} over the {live['budget_ms']:g} ms budget, "
             f"{counters.get('source_failures', 0)} capture failures, {counters.get('unsaved_frames', 0)} unsaved"
