@@ -155,6 +155,9 @@ else
 fi
 
 step "metascope with the edge extra, numpy kept below 2"
+# pip builds in the project folder; setuptools would pack modules left in an old build/lib
+# (deleted from the project since) into the new wheel.
+run rm -rf "$SOURCE/build"
 # A local folder is always rebuilt and reinstalled, so this is also the upgrade.
 run "$ROOT$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
     --constraint "$SOURCE/deploy/constraints-pi.txt" "${SOURCE}[edge]"
@@ -192,6 +195,8 @@ run install -m 0644 "$SOURCE/systemd/$SERVICE.service" "$ROOT$UNIT_DIR/$SERVICE.
 run systemctl daemon-reload
 run systemctl enable "$SERVICE.service"
 if [ $start -eq 1 ]; then
+    # Repeated installs must not trip the unit's start limit (StartLimitBurst).
+    run systemctl reset-failed "$SERVICE.service" || true
     # Type=notify: restart returns once the service says it is ready, or fails.
     if ! run systemctl restart "$SERVICE.service"; then
         die "the service did not start; see: journalctl -u $SERVICE -n 50 --no-pager"

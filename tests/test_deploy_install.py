@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-INSTALL = REPO / "deploy" / "install.sh"
 APT = ["python3-picamera2", "python3-venv", "python3-numpy", "python3-pil", "python3-scipy", "rsync"]
 DROP_IN = "etc/systemd/system/metascope.service.d/model.conf"
 
@@ -29,9 +29,24 @@ def stub_commands(folder: Path, log: Path, **behaviour: str) -> Path:
     return folder
 
 
-def install(root: Path, stubs: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def install(root: Path, stubs: Path, *args: str, project: Path = REPO) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "METASCOPE_ROOT": str(root), "PATH": f"{stubs}:{os.environ['PATH']}"}
-    return subprocess.run(["bash", str(INSTALL), *args], capture_output=True, text=True, env=env, timeout=60)
+    script = project / "deploy" / "install.sh"
+    return subprocess.run(["bash", str(script), *args], capture_output=True, text=True, env=env, timeout=60)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """What install.sh reads of the project, copied: a real run cleans the project's build/,
+    which must not be this checkout's."""
+    copy = tmp_path / "project"
+    for folder in ("deploy", "systemd"):
+        shutil.copytree(REPO / folder, copy / folder)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, copy / name)
+    (copy / "build" / "lib" / "edge").mkdir(parents=True)
+    (copy / "build" / "lib" / "edge" / "removed.py").write_text("# built before it was deleted\n")
+    return copy
 
 
 def steps(output: str) -> list[list[str]]:
@@ -77,6 +92,7 @@ def test_dry_run_of_a_first_install(tmp_path: Path, model: Path) -> None:
         ["install", "-d", "-m", "0755", f"{r}/opt/metascope", f"{r}/opt/metascope/models", f"{r}/etc/metascope"],
         ["mkdir", "-p", f"{r}/etc/systemd/system", f"{r}/usr/local/bin"],
         ["python3", "-m", "venv", "--system-site-packages", f"{r}/opt/metascope/venv"],
+        ["rm", "-rf", f"{src}/build"],
         [
             f"{r}/opt/metascope/venv/bin/python",
             "-m",
@@ -98,6 +114,7 @@ def test_dry_run_of_a_first_install(tmp_path: Path, model: Path) -> None:
         ["install", "-m", "0644", f"{src}/systemd/metascope.service", f"{r}/etc/systemd/system/metascope.service"],
         ["systemctl", "daemon-reload"],
         ["systemctl", "enable", "metascope.service"],
+        ["systemctl", "reset-failed", "metascope.service"],
         ["systemctl", "restart", "metascope.service"],
     ]
     assert "Environment=METASCOPE_MODEL=/opt/metascope/models/tiny.tflite" in result.stdout
@@ -127,6 +144,7 @@ def test_dry_run_of_an_upgrade_keeps_the_users_config(tmp_path: Path, default_na
         ["usermod", "--append", "--groups", "video", "metascope"],
         ["install", "-d", "-m", "0755", f"{r}/opt/metascope", f"{r}/opt/metascope/models", f"{r}/etc/metascope"],
         ["mkdir", "-p", f"{r}/etc/systemd/system", f"{r}/usr/local/bin"],
+        ["rm", "-rf", f"{src}/build"],
         [
             f"{r}/opt/metascope/venv/bin/python",
             "-m",
@@ -156,7 +174,7 @@ def test_dry_run_of_an_upgrade_keeps_the_users_config(tmp_path: Path, default_na
     ]
 
 
-def test_install_into_a_scratch_root_then_upgrade(tmp_path: Path, model: Path) -> None:
+def test_install_into_a_scratch_root_then_upgrade(tmp_path: Path, model: Path, project: Path) -> None:
     root, log = tmp_path / "root", tmp_path / "log"
     venv_python = root / "opt/metascope/venv/bin/python"
     venv_python.parent.mkdir(parents=True)
@@ -164,7 +182,7 @@ def test_install_into_a_scratch_root_then_upgrade(tmp_path: Path, model: Path) -
     venv_python.chmod(0o755)
     stubs = stub_commands(tmp_path / "bin", log, getent="exit 2")
 
-    first = install(root, stubs, "--model", str(model))
+    first = install(root, stubs, "--model", str(model), project=project)
     assert first.returncode == 0, first.stderr
     installed = root / "opt/metascope/models/tiny.tflite"
     assert installed.read_bytes() == model.read_bytes()
@@ -178,26 +196,28 @@ def test_install_into_a_scratch_root_then_upgrade(tmp_path: Path, model: Path) -
     calls = log.read_text().splitlines()
     assert calls[1].startswith("apt-get install -y -q --no-install-recommends python3-picamera2")
     assert any(call.startswith("useradd --system") for call in calls)
-    assert f"--constraint {REPO}/deploy/constraints-pi.txt {REPO}[edge]" in log.read_text()
-    assert calls[-3:] == [
+    assert f"--constraint {project}/deploy/constraints-pi.txt {project}[edge]" in log.read_text()
+    assert not (project / "build").exists(), "a stale build/ would put deleted modules into the wheel"
+    assert calls[-4:] == [
         "systemctl daemon-reload",
         "systemctl enable metascope.service",
+        "systemctl reset-failed metascope.service",
         "systemctl restart metascope.service",
     ]
 
-    unchanged = install(root, stubs, "--model", str(model))
+    unchanged = install(root, stubs, "--model", str(model), project=project)
     assert unchanged.returncode == 0, unchanged.stderr
     assert "(unchanged default: kept)" in unchanged.stdout
     assert not config.with_name("metascope.toml.new").exists()
 
     config.write_text('state_dir = "/data/metascope"  # the user\'s own\n')
-    again = install(root, stubs, "--model", str(model))
+    again = install(root, stubs, "--model", str(model), project=project)
     assert again.returncode == 0, again.stderr
     assert config.read_text() == 'state_dir = "/data/metascope"  # the user\'s own\n'
     assert config.with_name("metascope.toml.new").read_text() == (REPO / "systemd/metascope.example.toml").read_text()
 
 
-def test_a_service_that_does_not_start_fails_the_install(tmp_path: Path, model: Path) -> None:
+def test_a_service_that_does_not_start_fails_the_install(tmp_path: Path, model: Path, project: Path) -> None:
     root = tmp_path / "root"
     venv_python = root / "opt/metascope/venv/bin/python"
     venv_python.parent.mkdir(parents=True)
@@ -205,7 +225,7 @@ def test_a_service_that_does_not_start_fails_the_install(tmp_path: Path, model: 
     venv_python.chmod(0o755)
     failing = 'case "$1" in restart) exit 1 ;; esac'
     stubs = stub_commands(tmp_path / "bin", tmp_path / "log", getent="exit 2", systemctl=failing)
-    result = install(root, stubs, "--model", str(model))
+    result = install(root, stubs, "--model", str(model), project=project)
     assert result.returncode == 1
     assert "the service did not start; see: journalctl -u metascope" in result.stderr
 
