@@ -252,3 +252,26 @@ def test_bad_models_are_refused_before_anything_changes(tmp_path: Path, model: P
         assert message in result.stderr, (message, result.stderr)
     assert not root.exists()
     assert not (tmp_path / "log").exists(), "nothing was run"
+
+
+def test_without_model_the_shipped_default_is_installed(tmp_path: Path, project: Path, model_copy: Path) -> None:
+    stubs = stub_commands(tmp_path / "bin", tmp_path / "log", getent="exit 2")
+    root = tmp_path / "root"
+    missing = install(root, stubs, "--dry-run", project=project)
+    assert missing.returncode == 1
+    assert f"no default model at {project}/models/mda231-pc3.tflite: pass --model PATH" in missing.stderr
+
+    (project / "models").mkdir()
+    shutil.copy2(model_copy, project / "models" / "mda231-pc3.tflite")
+    shutil.copy2(model_copy.with_suffix(".json"), project / "models" / "mda231-pc3.json")
+    shipped = install(root, stubs, "--dry-run", project=project)
+    assert shipped.returncode == 0, shipped.stderr
+    commands = steps(shipped.stdout)
+    assert [
+        "install",
+        "-m",
+        "0644",
+        f"{project}/models/mda231-pc3.tflite",
+        f"{root}/opt/metascope/models/mda231-pc3.tflite",
+    ] in commands
+    assert not [command for command in commands if command[0] == "write"], "the default model needs no drop-in"
