@@ -95,6 +95,12 @@ ssh_cmd=(ssh ${ssh_opts[@]+"${ssh_opts[@]}"} -o ConnectTimeout=15)
 rsh=""
 for word in "${ssh_cmd[@]}"; do rsh+="$(rsync_quote "$word") "; done
 
+# Ask ssh itself first: when ssh cannot connect, rsync reports either ssh's 255 or its own
+# protocol error (12), depending on timing.
+if ! reply=$("${ssh_cmd[@]}" "$host" true 2>&1 </dev/null); then
+    die 3 "cannot reach $host over ssh: ${reply:-no message}"
+fi
+
 printf '==> copying %s to %s:%s\n' "$SOURCE" "$host" "$remote_dir"
 status=0
 rsync -rlptz --delete -e "$rsh" \
