@@ -8,6 +8,8 @@ write a model whose dense weights came out per-channel anyway.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,7 +49,8 @@ def convert_int8(model: Any, representative_images: np.ndarray, seed: int = 0) -
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
     converter._experimental_disable_per_channel_quantization_for_dense_layers = True
-    content = converter.convert()
+    with contextlib.redirect_stdout(io.StringIO()):  # "Saved artifact at /tmp/..." is noise
+        content = converter.convert()
     per_channel = [op for op in dense_weight_quantization(content) if op["scales"] > 1]
     if per_channel:
         raise ExportError(
@@ -58,7 +61,8 @@ def convert_int8(model: Any, representative_images: np.ndarray, seed: int = 0) -
 
 
 def convert_float(model: Any) -> bytes:
-    return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    with contextlib.redirect_stdout(io.StringIO()):
+        return tf.lite.TFLiteConverter.from_keras_model(model).convert()
 
 
 def dense_weight_quantization(content: bytes) -> list[dict[str, Any]]:
@@ -111,3 +115,54 @@ def write_model(path: str | os.PathLike[str], content: bytes, card: ModelCard) -
         extra=extra,
     ).write(card_path_for(path))
     return path
+
+
+# The issue's bar: int8 and float Keras must call the same label on at least this share of
+# held-out cells, or the Pi would run a different classifier than the one evaluated.
+MIN_AGREEMENT = 0.99
+
+
+def int8_probabilities(content: bytes, images: np.ndarray) -> np.ndarray:
+    """P(positive) from an int8 .tflite (bytes) for uint8 model inputs (N, size, size)."""
+    interpreter = find_interpreter().interpreter_class(model_content=content)
+    input_detail = interpreter.get_input_details()[0]
+    output_detail = interpreter.get_output_details()[0]
+    batch = images[..., np.newaxis] if images.ndim == 3 else images
+    interpreter.resize_tensor_input(input_detail["index"], list(batch.shape))
+    interpreter.allocate_tensors()
+    scale, zero_point = input_detail["quantization"]
+    quantised = np.clip(np.rint(batch.astype(np.float64) / scale + zero_point), -128, 127).astype(np.int8)
+    interpreter.set_tensor(input_detail["index"], quantised)
+    interpreter.invoke()
+    raw = interpreter.get_tensor(output_detail["index"]).reshape(-1).astype(np.float32)
+    out_scale, out_zero = output_detail["quantization"]
+    return (raw - out_zero) * out_scale
+
+
+def fidelity(
+    float_probabilities: np.ndarray, int8_probs: np.ndarray, threshold: float, minimum: float = MIN_AGREEMENT
+) -> dict[str, Any]:
+    """Label agreement and probability differences between the float and int8 models.
+
+    Raises ExportError when agreement is below ``minimum``: such a model must not ship.
+    """
+    float_probabilities = np.asarray(float_probabilities, dtype=np.float64)
+    int8_probs = np.asarray(int8_probs, dtype=np.float64)
+    if len(float_probabilities) == 0:
+        raise ExportError("no cells to check int8 fidelity on")
+    agree = (float_probabilities >= threshold) == (int8_probs >= threshold)
+    difference = np.abs(float_probabilities - int8_probs)
+    result = {
+        "cells": len(agree),
+        "label_agreement": float(agree.mean()),
+        "mean_abs_probability_difference": float(difference.mean()),
+        "max_abs_probability_difference": float(difference.max()),
+        "minimum_agreement": minimum,
+    }
+    if result["label_agreement"] < minimum:
+        raise ExportError(
+            f"int8 model agrees with the float model on only {result['label_agreement']:.2%} of "
+            f"{len(agree)} held-out cells (minimum {minimum:.0%}; mean |dp| "
+            f"{result['mean_abs_probability_difference']:.3f}); the model was not written"
+        )
+    return result

@@ -15,6 +15,7 @@ def build_cnn(
     convs_per_stage: int = 2,
     dropout: float = 0.3,
     seed: int = 0,
+    pooling: str = "avg",
 ) -> keras.Model:
     """A plain VGG-style stack: each stage is ``convs_per_stage`` 3x3 convolutions (BatchNorm,
     ReLU; the first of each stage strides by 2), then global average pooling and one sigmoid
@@ -43,7 +44,16 @@ def build_cnn(
             # the inference statistics must settle within a short run.
             x = layers.BatchNormalization(momentum=0.9, name=f"bn{stage}_{conv}")(x)
             x = layers.ReLU(name=f"relu{stage}_{conv}")(x)
-    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    if pooling == "avg":
+        x = layers.GlobalAveragePooling2D(name="pool")(x)
+    elif pooling == "avg+max":
+        # The window is mostly masked background, so an average scales every feature by the
+        # cell's area; the maximum says whether a pattern occurs at all, whatever the size.
+        x = layers.Concatenate(name="pool")(
+            [layers.GlobalAveragePooling2D(name="avg_pool")(x), layers.GlobalMaxPooling2D(name="max_pool")(x)]
+        )
+    else:
+        raise ValueError(f"pooling must be 'avg' or 'avg+max', got {pooling!r}")
     x = layers.Dropout(dropout, seed=seed, name="dropout")(x)
     outputs = layers.Dense(1, activation="sigmoid", name="head")(x)
     return keras.Model(inputs, outputs, name="metascope_cnn")

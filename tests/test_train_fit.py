@@ -1,0 +1,170 @@
+"""metascope-train fit/evaluate end to end on synthetic cells a tiny CNN can separate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edge.card import ModelCard, sha256_file
+from edge.model import Classifier
+from edge.synthetic import write_synthetic_dataset
+from train.cli import EXIT_USAGE, main
+from train.export import dense_weight_quantization
+
+# Small and quick: 32 px inputs, two narrow stages, a few epochs.
+TINY = ["--size", "32", "--window-px", "128", "--widths", "8,16", "--epochs", "12", "--min-epochs", "3",
+        "--learning-rate", "0.005", "--quiet"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """round vs spindle, 5 groups of 24 crops per kind: ROOT/<kind>/<kind>_g<N>/cell_*.png."""
+    return write_synthetic_dataset(tmp_path_factory.mktemp("cells"), per_group=24, groups=5, seed=3)
+
+
+@pytest.fixture(scope="module")
+def fitted(synthetic_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("fit") / "cells"
+    assert main(["fit", str(synthetic_data), "--out", str(out), "--positive", "spindle", *TINY]) == 0
+    return out.with_suffix(".tflite")
+
+
+def test_fit_writes_model_card_float_model_and_report(fitted: Path) -> None:
+    for name in ("cells.tflite", "cells.json", "cells.float.tflite", "cells.report.md", "cells.heldout.png",
+                 "cells.curves.png"):  # fmt: skip
+        assert (fitted.parent / name).is_file(), f"{name} missing"
+    report = (fitted.parent / "cells.report.md").read_text()
+    for needed in ("balanced accuracy", "ROC AUC", "sensitivity", "specificity", "expected calibration error",
+                   "Per held-out group", "Split rule", "random split **by file**", "Training curves"):  # fmt: skip
+        assert needed in report, f"report lacks {needed!r}"
+
+
+def test_card_is_complete_and_matches_the_file(fitted: Path) -> None:
+    card = ModelCard.load(fitted.with_suffix(".json"))
+    data = card.to_dict()
+    assert card.sha256 == sha256_file(fitted)
+    assert card.labels == ("round", "spindle") and card.positive_label == "spindle"
+    assert card.input.size == 32 and card.input.window_px == 128 and card.input.masked_background
+    assert data["quantization"]["input"]["dtype"] == "int8" and data["quantization"]["output"]["dtype"] == "int8"
+    assert data["file_bytes"] == fitted.stat().st_size
+    training = data["training"]
+    assert training["command"].startswith("metascope-train fit")
+    assert training["architecture"]["macs_per_cell"] > 0 and training["architecture"]["parameters"] > 0
+    assert training["settings"]["seed"] == 0 and "tensorflow" in " ".join(training["software"])
+    evaluation = data["evaluation"]
+    split_groups = evaluation["split"]["groups"]
+    everything = split_groups["train"] + split_groups["validation"] + split_groups["test"]
+    assert len(everything) == len(set(everything)) == 10, "each of the 10 groups in exactly one part"
+    held_out = evaluation["held_out"]
+    assert held_out["roc_auc"] > 0.9, "round vs spindle is easy; a working fit separates them"
+    assert data["int8_fidelity"]["label_agreement"] >= 0.99
+    assert evaluation["file_level_split"]["roc_auc"] is not None
+    assert data["data"]["cells"] == {"round": 120, "spindle": 120}
+    # The float comparison model has its own card pointing at the int8 one.
+    float_card = ModelCard.load(fitted.with_name("cells.float.json"))
+    assert float_card.sha256 == sha256_file(fitted.with_name("cells.float.tflite"))
+
+
+def test_exported_dense_head_is_per_tensor(fitted: Path) -> None:
+    dense = dense_weight_quantization(fitted.read_bytes())
+    assert dense and all(entry["scales"] == 1 for entry in dense)
+
+
+def test_evaluate_reproduces_the_fit_test_metrics(fitted: Path, synthetic_data: Path, tmp_path: Path, capsys) -> None:
+    card = json.loads(fitted.with_suffix(".json").read_text())
+    test_groups = card["evaluation"]["split"]["groups"]["test"]
+    out = tmp_path / "eval"
+    code = main(["evaluate", str(fitted), str(synthetic_data), "--groups", ",".join(test_groups), "--out", str(out),
+                 "--quiet"])  # fmt: skip
+    assert code == 0
+    assert "balanced accuracy" in capsys.readouterr().out
+    measured = json.loads(out.with_name("eval.json").read_text())["metrics"]
+    recorded = card["evaluation"]["held_out"]
+    for key in ("n", "positives", "accuracy", "balanced_accuracy", "roc_auc", "sensitivity", "specificity", "ece"):
+        assert measured[key] == pytest.approx(recorded[key], abs=1e-9), key
+    assert measured["confusion"] == recorded["confusion"]
+    assert out.with_name("eval.png").is_file() and out.with_name("eval.md").is_file()
+
+
+@pytest.mark.slow
+def test_cross_validation_by_shared_groups(tmp_path: Path) -> None:
+    """--group-by regex makes groups that hold both labels: leave-one-group-out, an AUC per fold,
+    and the final model trained on everything for the folds' median epoch count."""
+    data = write_synthetic_dataset(tmp_path / "cells", per_group=16, groups=4, seed=5)
+    out = tmp_path / "cv"
+    code = main(["fit", str(data), "--out", str(out), "--group-by", r"_(g\d+)/", "--cv", "--no-leak-check", *TINY])
+    assert code == 0
+    card = json.loads(out.with_suffix(".json").read_text())
+    cv = card["evaluation"]["cross_validation"]
+    assert cv["rule"].startswith("leave-one-group-out")
+    assert [fold["held_out"] for fold in cv["folds"]] == ["g0", "g1", "g2", "g3"]
+    assert all(fold["roc_auc"] is not None for fold in cv["folds"])
+    assert cv["summary"]["roc_auc"]["mean"] == pytest.approx(np.mean([f["roc_auc"] for f in cv["folds"]]))
+    assert card["evaluation"]["final_model"]["epochs"] == cv["chosen_epochs"]
+    assert "file_level_split" not in card["evaluation"]
+    assert Classifier.load(out.with_suffix(".tflite")).labels == ("round", "spindle")
+
+
+# ----------------------------------------------------------------- bad input
+def make_folder(root: Path, layout: dict[str, int]) -> Path:
+    rng = np.random.default_rng(0)
+    for label, count in layout.items():
+        folder = root / label / "batch1"
+        folder.mkdir(parents=True)
+        for index in range(count):
+            image = np.zeros((64, 64), np.uint8)
+            image[20:40, 20:40] = rng.integers(50, 200, (20, 20))
+            Image.fromarray(image).save(folder / f"{index}.png")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("layout", "message"),
+    [
+        ({"a": 3}, "expected exactly two label folders"),
+        ({"a": 3, "b": 3, "c": 3}, "expected exactly two label folders"),
+        ({"a": 3, "b": 0}, "has no images"),
+    ],
+)
+def test_wrong_number_of_labels_or_an_empty_class_is_a_clear_error(
+    tmp_path: Path, capsys, layout: dict[str, int], message: str
+) -> None:
+    root = make_folder(tmp_path / "data", layout)
+    assert main(["fit", str(root), "--out", str(tmp_path / "m"), "--quiet"]) == EXIT_USAGE
+    assert message in capsys.readouterr().err
+
+
+def test_too_many_unreadable_files_stop_the_run_and_name_them(tmp_path: Path, capsys) -> None:
+    root = make_folder(tmp_path / "data", {"a": 4, "b": 4})
+    (root / "a" / "batch1" / "broken.png").write_bytes(b"not a png")
+    (root / "b" / "batch1" / "empty.png").write_bytes(b"")
+    assert main(["fit", str(root), "--out", str(tmp_path / "m"), "--quiet"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "broken.png" in err and "empty.png" in err and "2 of 10 images could not be read" in err
+
+
+def test_unknown_positive_label_and_bad_group_pattern_are_named(tmp_path: Path, capsys) -> None:
+    root = make_folder(tmp_path / "data", {"a": 2, "b": 2})
+    assert main(["fit", str(root), "--out", str(tmp_path / "m"), "--positive", "c", "--quiet"]) == EXIT_USAGE
+    assert "--positive 'c'" in capsys.readouterr().err
+    assert main(["fit", str(root), "--out", str(tmp_path / "m"), "--group-by", "([", "--quiet"]) == EXIT_USAGE
+    assert "not a valid regular expression" in capsys.readouterr().err
+    assert main(["fit", str(root), "--out", str(tmp_path / "m"), "--group-by", "(zzz)", "--quiet"]) == EXIT_USAGE
+    assert "have no group" in capsys.readouterr().err
+
+
+def test_bad_numbers_are_usage_errors(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", str(tmp_path), "--out", str(tmp_path / "m"), "--epochs", "0"])
+    assert exit_info.value.code == EXIT_USAGE
+    assert "--epochs" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_a_folder_with_other_labels(fitted: Path, tmp_path: Path, capsys) -> None:
+    root = make_folder(tmp_path / "data", {"cats": 2, "dogs": 2})
+    assert main(["evaluate", str(fitted), str(root), "--quiet"]) == EXIT_USAGE
+    assert "not the model's labels" in capsys.readouterr().err

@@ -1,0 +1,246 @@
+"""A labelled folder of single-cell images -> model-input tensors, labels and groups.
+
+Layout: ``ROOT/<label>/.../<image>``, exactly two label folders, any depth below them. Every
+image becomes a model input through ``edge.preprocess.single_cell_input``: the same window,
+mask and resize the Pi uses, so there is no second preprocessing path to drift.
+
+The *group* of a file is the unit that splits never cut through (near-duplicate crops of the
+same culture must not land on both sides of a split). By default it is the first folder below
+the label folder; ``group_by`` picks another folder level or a regular expression on the path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from edge.preprocess import ImageError, InputSpec, read_grayscale, single_cell_input
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"})
+
+# A few unreadable files are a fact of life in exported microscopy folders; more than this
+# fraction means the folder is not what the user thinks it is.
+DEFAULT_MAX_BAD_FRACTION = 0.05
+
+
+class DatasetError(ValueError):
+    """The data folder cannot be used as given; the message says why."""
+
+
+@dataclass(frozen=True)
+class LabelledFile:
+    path: Path
+    label: str
+    group: str
+
+
+@dataclass
+class Dataset:
+    """Model inputs (uint8, N x size x size), ``y`` (1 = positive label) and groups per cell."""
+
+    images: np.ndarray
+    y: np.ndarray
+    groups: np.ndarray  # str per cell
+    paths: list[Path]
+    labels: tuple[str, str]  # (negative, positive): the model's output order
+    spec: InputSpec
+    root: Path
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    @property
+    def positive_label(self) -> str:
+        return self.labels[1]
+
+    def subset(self, index: np.ndarray) -> Dataset:
+        index = np.asarray(index)
+        return Dataset(
+            images=self.images[index],
+            y=self.y[index],
+            groups=self.groups[index],
+            paths=[self.paths[i] for i in index],
+            labels=self.labels,
+            spec=self.spec,
+            root=self.root,
+            skipped=self.skipped,
+        )
+
+    def class_counts(self) -> dict[str, int]:
+        return {label: int(np.sum(self.y == value)) for value, label in enumerate(self.labels)}
+
+    def group_summary(self) -> dict[str, dict[str, int]]:
+        """Cells per label in each group, groups sorted by name."""
+        summary: dict[str, dict[str, int]] = {}
+        for group in sorted(set(self.groups.tolist())):
+            members = self.y[self.groups == group]
+            summary[group] = {label: int(np.sum(members == value)) for value, label in enumerate(self.labels)}
+        return summary
+
+
+def is_hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def label_folders(root: Path) -> list[Path]:
+    if not root.is_dir():
+        raise DatasetError(f"{root}: not a folder (expected DATA_DIR/<label>/.../<image>)")
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(folders) != 2:
+        names = ", ".join(p.name for p in folders) or "none"
+        raise DatasetError(
+            f"{root}: expected exactly two label folders (one per cell line), found {len(folders)}: {names}"
+        )
+    return folders
+
+
+def resolve_labels(folders: Sequence[Path], positive: str | None) -> tuple[str, str]:
+    """(negative, positive). Default positive: the second label folder in sorted order."""
+    names = [p.name for p in folders]
+    if positive is None:
+        return names[0], names[1]
+    if positive not in names:
+        raise DatasetError(f"--positive {positive!r} is not one of the label folders: {', '.join(names)}")
+    negative = names[0] if names[1] == positive else names[1]
+    return negative, positive
+
+
+def group_function(group_by: str | int | None):
+    """Turn ``group_by`` into path-relative-to-label-folder -> group name.
+
+    None or an integer N: the N-th folder below the label folder (1 = the immediate one).
+    Anything else: a regular expression searched in the path relative to DATA_DIR (the label
+    folder included); its first capture group, or the whole match without one, is the group.
+    """
+    if group_by is None or (isinstance(group_by, str) and group_by.isdigit()) or isinstance(group_by, int):
+        level = 1 if group_by is None else int(group_by)
+        if level < 1:
+            raise DatasetError(f"--group-by level must be 1 or more (1 = the folder below the label), got {level}")
+
+        def by_level(relative: Path) -> str | None:
+            folders = relative.parts[1:-1]  # drop the label folder and the file name
+            return folders[level - 1] if len(folders) >= level else None
+
+        return by_level
+    try:
+        pattern = re.compile(group_by)
+    except re.error as exc:
+        raise DatasetError(f"--group-by {group_by!r} is not a valid regular expression: {exc}") from exc
+
+    def by_pattern(relative: Path) -> str | None:
+        match = pattern.search(relative.as_posix())
+        if match is None:
+            return None
+        return match.group(1) if pattern.groups else match.group(0)
+
+    return by_pattern
+
+
+def discover(
+    root: str | os.PathLike[str], group_by: str | int | None = None, positive: str | None = None
+) -> tuple[list[LabelledFile], tuple[str, str]]:
+    """Every image file under the two label folders with its label and group, sorted by path."""
+    root = Path(root)
+    folders = label_folders(root)
+    labels = resolve_labels(folders, positive)
+    to_group = group_function(group_by)
+    found: list[LabelledFile] = []
+    ungrouped: list[Path] = []
+    for folder in folders:
+        files = sorted(
+            p
+            for p in folder.rglob("*")
+            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not is_hidden(p, root)
+        )
+        if not files:
+            raise DatasetError(f"{folder}: label {folder.name!r} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        for path in files:
+            relative = path.relative_to(root)
+            group = to_group(relative)
+            if group is None:
+                ungrouped.append(relative)
+            else:
+                found.append(LabelledFile(path, folder.name, group))
+    if ungrouped:
+        examples = ", ".join(str(p) for p in ungrouped[:3])
+        raise DatasetError(
+            f"{len(ungrouped)} file(s) have no group under --group-by {group_by!r} (e.g. {examples}); "
+            "every file must belong to a group so that splits never cut one"
+        )
+    return found, labels
+
+
+def load(
+    files: Sequence[LabelledFile],
+    labels: tuple[str, str],
+    spec: InputSpec,
+    root: str | os.PathLike[str],
+    max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION,
+    progress: bool = True,
+) -> Dataset:
+    """Read and preprocess every file; unreadable ones are skipped and listed in ``skipped``."""
+    images: list[np.ndarray] = []
+    kept: list[LabelledFile] = []
+    skipped: list[tuple[Path, str]] = []
+    bar = tqdm(files, desc="loading images", unit="img", disable=not progress, file=sys.stderr, leave=False)
+    for item in bar:
+        try:
+            gray = read_grayscale(item.path)
+        except ImageError as exc:
+            skipped.append((item.path, str(exc)))
+            continue
+        images.append(single_cell_input(gray, spec))
+        kept.append(item)
+    bar.close()
+    for path, reason in skipped:
+        print(f"skipped {reason}" if str(path) in reason else f"skipped {path}: {reason}", file=sys.stderr)
+    if files and len(skipped) > max_bad_fraction * len(files):
+        raise DatasetError(
+            f"{len(skipped)} of {len(files)} images could not be read (more than {max_bad_fraction:.0%}); "
+            "see the files listed above"
+        )
+    present = Counter(item.label for item in kept)
+    for label in labels:
+        if present[label] == 0:
+            raise DatasetError(f"label {label!r} has no readable images")
+    size = spec.size
+    return Dataset(
+        images=np.stack(images) if images else np.zeros((0, size, size), np.uint8),
+        y=np.array([labels.index(item.label) for item in kept], dtype=np.int64),
+        groups=np.array([item.group for item in kept], dtype=object),
+        paths=[item.path for item in kept],
+        labels=labels,
+        spec=spec,
+        root=Path(root),
+        skipped=skipped,
+    )
+
+
+def load_folder(
+    root: str | os.PathLike[str],
+    spec: InputSpec,
+    group_by: str | int | None = None,
+    positive: str | None = None,
+    max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION,
+    progress: bool = True,
+) -> Dataset:
+    files, labels = discover(root, group_by, positive)
+    return load(files, labels, spec, root, max_bad_fraction, progress)
+
+
+def select_groups(dataset: Dataset, groups: Iterable[str]) -> Dataset:
+    wanted = list(groups)
+    unknown = sorted(set(wanted) - set(dataset.groups.tolist()))
+    if unknown:
+        known = ", ".join(sorted(set(dataset.groups.tolist())))
+        raise DatasetError(f"unknown group(s) {', '.join(unknown)}; the groups are: {known}")
+    return dataset.subset(np.flatnonzero(np.isin(dataset.groups, wanted)))

@@ -1,0 +1,254 @@
+"""`metascope-train fit`: a labelled folder in; NAME.tflite (int8), NAME.json (card),
+NAME.float.tflite, NAME.report.md and its figures out."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge.card import ModelCard
+from edge.preprocess import InputSpec
+from train.dataset import Dataset, load_folder
+from train.export import MIN_AGREEMENT, convert_float, write_model
+from train.fit import FitResult, FitSettings, fit_model
+from train.model import build_cnn, count_macs
+from train.plots import evaluation_figure, training_curves_figure
+from train.provenance import command_line, data_provenance, software_versions
+from train.report import write_report
+from train.split import cross_validation_folds, grouped_split
+from train.workflow import artifact_metrics, cross_validate, export_checked, leak_check, log, run_split
+
+
+@dataclass(frozen=True)
+class FitRequest:
+    data_dir: Path
+    out: Path  # NAME or NAME.tflite
+    spec: InputSpec
+    settings: FitSettings
+    positive: str | None = None
+    group_by: str | None = None
+    cv: bool = False
+    cv_folds: int | None = None
+    test_fraction: float = 0.2
+    validation_fraction: float = 0.15
+    leak_check: bool = True
+    threshold: float = 0.5
+    min_agreement: float = MIN_AGREEMENT
+    max_bad_fraction: float = 0.05
+    progress: bool = True
+    argv: list[str] | None = None
+
+    @property
+    def model_path(self) -> Path:
+        return self.out if self.out.suffix == ".tflite" else self.out.with_name(self.out.name + ".tflite")
+
+    @property
+    def name(self) -> str:
+        return self.model_path.stem
+
+
+def architecture(spec: InputSpec, settings: FitSettings) -> dict[str, Any]:
+    model = build_cnn(
+        spec.size,
+        spec.channels,
+        settings.widths,
+        settings.convs_per_stage,
+        settings.dropout,
+        settings.seed,
+        settings.pooling,
+    )
+    stages = ", ".join(str(w) for w in settings.widths)
+    return {
+        "description": (
+            f"{len(settings.widths)} stages of {settings.convs_per_stage} 3x3 conv (widths {stages}; the first of "
+            f"each stage strides 2) + BatchNorm + ReLU, global {settings.pooling} pooling, dropout "
+            f"{settings.dropout}, one sigmoid unit; raw 0..255 input scaled inside the model"
+        ),
+        "macs_per_cell": count_macs(model),
+        "parameters": int(model.count_params()),
+    }
+
+
+def base_card(request: FitRequest, dataset: Dataset) -> ModelCard:
+    """The card fields the Pi needs; metrics and provenance are added as they are known."""
+    negative, positive = dataset.labels
+    return ModelCard(
+        name=request.name,
+        labels=(negative, positive),
+        positive_label=positive,
+        threshold=request.threshold,
+        input=request.spec,
+        sha256="0" * 64,  # write_model fills it in
+    )
+
+
+def with_extra(card: ModelCard, extra: dict[str, Any]) -> ModelCard:
+    return ModelCard(
+        card.name,
+        card.labels,
+        card.positive_label,
+        card.threshold,
+        card.input,
+        card.sha256,
+        card.version,
+        {**card.extra, **extra},
+    )
+
+
+def data_section(request: FitRequest, dataset: Dataset) -> dict[str, Any]:
+    provenance, licence = data_provenance(request.data_dir)
+    return {
+        "root": str(request.data_dir),
+        "group_rule": (
+            f"regular expression {request.group_by!r} on the path"
+            if request.group_by and not str(request.group_by).isdigit()
+            else f"folder level {request.group_by or 1} below the label folder"
+        ),
+        "cells": dataset.class_counts(),
+        "groups": dataset.group_summary(),
+        "skipped_files": len(dataset.skipped),
+        "skipped_examples": [reason for _, reason in dataset.skipped[:5]],
+        "provenance": provenance,
+        "licence": licence,
+    }
+
+
+def history_for_plot(fits: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, list[float]]]:
+    return {name: history for name, history in fits.items() if "loss" in history}
+
+
+def run_fit(request: FitRequest) -> ModelCard:
+    started = time.monotonic()
+    dataset = load_folder(
+        request.data_dir, request.spec, request.group_by, request.positive, request.max_bad_fraction, request.progress
+    )
+    counts = ", ".join(f"{k} {v}" for k, v in dataset.class_counts().items())
+    log(
+        f"loaded {len(dataset)} cells ({counts}) in {len(dataset.group_summary())} groups; "
+        f"{len(dataset.skipped)} unreadable file(s) skipped"
+    )
+    settings, spec = request.settings, request.spec
+    card = base_card(request, dataset)
+    evaluation: dict[str, Any] = {}
+    histories: dict[str, dict[str, list[float]]] = {}
+
+    if request.cv:
+        folds, rule = cross_validation_folds(dataset.groups, dataset.y, request.cv_folds, settings.seed)
+        cv = cross_validate(dataset, folds, rule, settings, card, request.progress)
+        evaluation["cross_validation"] = cv.to_dict()
+        held_out = cv.pooled
+        held_out_y, held_out_p = cv.pooled_y, cv.pooled_p
+        histories.update({f"fold {fold.name}": fold.history for fold in cv.folds})
+        epochs = max(cv.chosen_epochs, 1)
+        log(f"final fit on all {len(dataset)} cells for {epochs} epochs (the folds' median best epoch)")
+        final_fit: FitResult = fit_model(
+            dataset, None, settings, epochs=epochs, label="final", progress=request.progress
+        )
+        # No cell is held out from the final fit; fidelity is checked on every cell, and the
+        # folds' int8 models were each checked on their held-out group above.
+        exported = export_checked(final_fit, dataset, dataset, request.threshold, settings.seed, request.min_agreement)
+        fidelity_cells = (
+            "cells (all of them: the final fit holds none out; every fold model was also checked on its held-out group)"
+        )
+        final_description = (
+            f"Trained on all {len(dataset)} cells of all {len(dataset.group_summary())} groups for {epochs} epochs "
+            "(the median of the folds' early-stopped best epochs); its held-out performance is the "
+            "cross-validation above."
+        )
+        final_data = dataset
+    else:
+        split = grouped_split(
+            dataset.groups, dataset.y, request.test_fraction, request.validation_fraction, settings.seed
+        )
+        groups = split.groups_of(dataset.groups)
+        log(
+            f"split by group: train {', '.join(groups['train'])} | validation {', '.join(groups['validation'])} "
+            f"| test {', '.join(groups['test'])}"
+        )
+        final_fit, exported, outcome = run_split(
+            dataset, split, settings, card, "fit", request.progress, request.min_agreement
+        )
+        evaluation["split"] = {"rule": split.rule, "groups": groups}
+        held_out = outcome.metrics
+        held_out_y, held_out_p = dataset.y[split.test], outcome.probabilities
+        epochs = final_fit.epochs_run
+        fidelity_cells = "held-out test cells"
+        final_description = (
+            f"Trained on the train groups with early stopping on the validation groups (best epoch "
+            f"{final_fit.best_epoch} of {final_fit.epochs_run} run); the held-out figures above are its own."
+        )
+        final_data = dataset.subset(split.test)
+    histories["final"] = final_fit.history
+
+    if request.leak_check:
+        evaluation["file_level_split"] = leak_check(dataset, settings, request.threshold, request.progress)
+
+    extra: dict[str, Any] = {
+        "created": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+        "training": {
+            "command": command_line(request.argv),
+            "settings": settings.to_dict(),
+            "architecture": architecture(spec, settings),
+            "software": software_versions(),
+            "wall_seconds": 0.0,  # filled in below, once everything has run
+        },
+        "data": data_section(request, dataset),
+        "evaluation": evaluation,
+        "int8_fidelity": {**exported.fidelity, "cells_are": fidelity_cells},
+    }
+    final_metrics, _ = artifact_metrics(exported.content, with_extra(card, extra), final_data)
+    evaluation["held_out"] = {k: v for k, v in held_out.items() if k not in ("calibration", "per_group")}
+    evaluation["held_out"]["per_group"] = {
+        group: {k: m[k] for k in ("n", "positives", "accuracy", "balanced_accuracy", "roc_auc")}
+        for group, m in held_out.get("per_group", {}).items()
+    }
+    evaluation["final_model"] = {
+        "description": final_description,
+        "epochs": epochs,
+        "seconds": round(final_fit.seconds, 1),
+        "per_group": {
+            group: {k: m[k] for k in ("n", "positives", "accuracy", "balanced_accuracy", "roc_auc")}
+            for group, m in final_metrics.get("per_group", {}).items()
+        },
+    }
+    extra["file_bytes"] = len(exported.content)
+    extra["training"]["wall_seconds"] = round(time.monotonic() - started, 1)
+    card = with_extra(card, extra)
+
+    model_path = write_model(request.model_path, exported.content, card)
+    float_path = model_path.with_name(f"{request.name}.float.tflite")
+    float_card = ModelCard(
+        f"{request.name}.float",
+        card.labels,
+        card.positive_label,
+        card.threshold,
+        card.input,
+        card.sha256,
+        card.version,
+        {"float_version_of": model_path.name},
+    )
+    write_model(float_path, convert_float(final_fit.model), float_card)
+
+    written = ModelCard.load(model_path.with_suffix(".json")).to_dict()
+    figures = {
+        "Held-out ROC, confusion matrix and reliability diagram": f"{request.name}.heldout.png",
+        "Training curves": f"{request.name}.curves.png",
+    }
+    evaluation_figure(
+        model_path.with_name(figures["Held-out ROC, confusion matrix and reliability diagram"]),
+        held_out_y,
+        held_out_p,
+        held_out,
+        list(card.labels),
+        f"{request.name}: held-out cells ({'cross-validation' if request.cv else 'test split'}, int8)",
+    )
+    training_curves_figure(model_path.with_name(figures["Training curves"]), history_for_plot(histories))
+    write_report(model_path.with_name(f"{request.name}.report.md"), written, held_out, figures)
+    log(
+        f"wrote {model_path} ({len(exported.content):,} bytes), {model_path.with_suffix('.json').name}, "
+        f"{float_path.name}, {request.name}.report.md in {time.monotonic() - started:.0f} s"
+    )
+    return ModelCard.load(model_path.with_suffix(".json"))

@@ -1,0 +1,189 @@
+"""NAME.report.md beside the model: every figure a user needs to judge it, from its card."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+
+def _f(value: Any, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _pct(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def metrics_table(metrics: dict[str, Any], labels: list[str]) -> list[str]:
+    c = metrics["confusion"]
+    negative, positive = labels
+    return [
+        "| metric | value |",
+        "| --- | --- |",
+        f"| cells (of which {positive}) | {metrics['n']} ({metrics['positives']}) |",
+        f"| accuracy | {_f(metrics['accuracy'])} |",
+        f"| balanced accuracy | {_f(metrics['balanced_accuracy'])} |",
+        f"| ROC AUC | {_f(metrics['roc_auc'])} |",
+        f"| sensitivity ({positive} called {positive}) at {metrics['threshold']:.2f} | {_f(metrics['sensitivity'])} |",
+        f"| specificity ({negative} called {negative}) at {metrics['threshold']:.2f} | {_f(metrics['specificity'])} |",
+        f"| expected calibration error (10 bins) | {_f(metrics.get('ece'))} |",
+        "",
+        f"Confusion matrix at threshold {metrics['threshold']:.2f} (rows: true, columns: called):",
+        "",
+        f"| | called {negative} | called {positive} |",
+        "| --- | --- | --- |",
+        f"| **{negative}** | {c['tn']} | {c['fp']} |",
+        f"| **{positive}** | {c['fn']} | {c['tp']} |",
+    ]
+
+
+def per_group_table(per_group: dict[str, dict[str, Any]], labels: list[str]) -> list[str]:
+    lines = [
+        f"| group | cells | {labels[1]} | accuracy | balanced accuracy | ROC AUC |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for group, m in per_group.items():
+        lines.append(
+            f"| {group} | {m['n']} | {m['positives']} | {_f(m['accuracy'])} | {_f(m['balanced_accuracy'])} "
+            f"| {_f(m['roc_auc'])} |"
+        )
+    return lines
+
+
+def write_report(
+    path: str | os.PathLike[str],
+    card: dict[str, Any],
+    held_out: dict[str, Any],
+    figures: dict[str, str],
+) -> Path:
+    """``card``: the model card as written; ``held_out``: full metrics (with calibration and
+    per-group) of the held-out predictions the headline numbers come from; ``figures``:
+    caption -> PNG file name beside the report."""
+    labels = card["labels"]
+    training, data, evaluation = card["training"], card["data"], card["evaluation"]
+    cv = evaluation.get("cross_validation")
+    lines = [
+        f"# Model report: {card['name']}",
+        "",
+        f"Tells **{labels[0]}** from **{labels[1]}** (positive: {card['positive_label']}, threshold "
+        f"{card['threshold']:.2f}) in single-cell images: a {card['input']['window_px']} px window around "
+        f"the cell, background masked to 0, resized to {card['input']['size']}x{card['input']['size']}. "
+        "A research instrument trained on a few cultures of two cell lines, not a diagnostic.",
+        "",
+        f"Created {card['created']} by `{training['command']}`.",
+        "",
+    ]
+    if cv:
+        s = cv["summary"]
+        lines += [
+            "## Held-out performance (cross-validation: the numbers to quote)",
+            "",
+            f"Split rule: {cv['rule']}. Each fold trains a fresh model on the other groups (early stopping on "
+            "one further group held back as validation), exports it to int8 and evaluates that int8 model on "
+            "the held-out group through edge's Classifier. No cell is ever scored by a model that saw its group.",
+            "",
+            f"**ROC AUC {_f(s['roc_auc']['mean'])} ± {_f(s['roc_auc']['sd'])}, balanced accuracy "
+            f"{_f(s['balanced_accuracy']['mean'])} ± {_f(s['balanced_accuracy']['sd'])}** "
+            f"(mean ± sd over {s['roc_auc']['folds']} folds; AUC range {_f(s['roc_auc']['min'])}-"
+            f"{_f(s['roc_auc']['max'])}).",
+            "",
+            "| held out | validation | cells | " + labels[1] + " | ROC AUC | balanced acc. | accuracy | sensitivity "
+            "| specificity | ECE | best epoch | int8 agreement |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for fold in cv["folds"]:
+            lines.append(
+                f"| {fold['held_out']} | {', '.join(fold['groups']['validation'])} | {fold['n']} | {fold['positives']} "
+                f"| {_f(fold['roc_auc'])} | {_f(fold['balanced_accuracy'])} | {_f(fold['accuracy'])} "
+                f"| {_f(fold['sensitivity'])} | {_f(fold['specificity'])} | {_f(fold['ece'])} | {fold['best_epoch']} "
+                f"| {_pct(fold['int8_label_agreement'])} |"
+            )
+        lines += [
+            "",
+            "All held-out cells pooled (each scored by the fold model that had not seen its group):",
+            "",
+            *metrics_table(held_out, labels),
+            "",
+        ]
+    else:
+        split = evaluation["split"]
+        lines += [
+            "## Held-out performance (test split)",
+            "",
+            f"Split rule: {split['rule']}. Groups: train {', '.join(split['groups']['train'])}; validation "
+            f"{', '.join(split['groups']['validation'])}; test {', '.join(split['groups']['test'])}. Measured "
+            "on the exported int8 model through edge's Classifier.",
+            "",
+            *metrics_table(held_out, labels),
+            "",
+        ]
+    if "per_group" in held_out:
+        lines += ["Per held-out group:", "", *per_group_table(held_out["per_group"], labels), ""]
+    for caption, name in figures.items():
+        lines += [f"![{caption}]({name})", ""]
+    leak = evaluation.get("file_level_split")
+    if leak:
+        lines += [
+            "## What a leaky split would have claimed",
+            "",
+            f"The same training with a random split **by file** ({leak['test_cells']} test cells) reports ROC AUC "
+            f"{_f(leak['roc_auc'])}, balanced accuracy {_f(leak['balanced_accuracy'])}, accuracy "
+            f"{_f(leak['accuracy'])}. Crops of one culture are near-duplicates, so that figure measures "
+            "recognising cultures already seen, not cells from a new one; it is shown only for comparison "
+            "and was never used to choose anything.",
+            "",
+        ]
+    final = evaluation["final_model"]
+    fidelity = card["int8_fidelity"]
+    lines += [
+        "## The shipped model",
+        "",
+        f"{final['description']} Training took {final['seconds']:.0f} s ({final['epochs']} epochs); the whole "
+        f"command {training['wall_seconds']:.0f} s.",
+        "",
+        f"int8 vs float Keras on {fidelity['cells']} {fidelity['cells_are']}: same label for "
+        f"{_pct(fidelity['label_agreement'])} (bar {_pct(fidelity['minimum_agreement'])}), mean |Δp| "
+        f"{fidelity['mean_abs_probability_difference']:.4f}, "
+        f"max |Δp| {fidelity['max_abs_probability_difference']:.4f}.",
+        "",
+    ]
+    if final.get("per_group"):
+        lines += [
+            "Its own figures per group (on cells it was trained on when the fit used every group: a check that "
+            "the artifact works, not an estimate of performance):",
+            "",
+            *per_group_table(final["per_group"], labels),
+            "",
+        ]
+    arch = training["architecture"]
+    lines += [
+        "## How it was made",
+        "",
+        f"- Command: `{training['command']}`",
+        f"- Architecture: {arch['description']}; {arch['macs_per_cell']:,} multiply-accumulates per cell, "
+        f"{arch['parameters']:,} parameters; int8 file {card['file_bytes']:,} bytes.",
+        f"- Settings: `{training['settings']}`",
+        f"- Seed {training['settings']['seed']}; software: "
+        + ", ".join(f"{k} {v}" for k, v in training["software"].items()),
+        "",
+        "## Data",
+        "",
+        f"- Folder: `{data['root']}`; group rule: {data['group_rule']}",
+        "- Cells: " + ", ".join(f"{k} {v}" for k, v in data["cells"].items()),
+        f"- Unreadable files skipped: {data['skipped_files']}"
+        + (" (" + "; ".join(data["skipped_examples"]) + ")" if data["skipped_examples"] else ""),
+        f"- Provenance: {data['provenance'] or 'not given (no SOURCE.txt in the data folder)'}",
+        f"- Licence of the images: {data['licence'] or 'not stated'}",
+        "",
+        "| group | " + " | ".join(labels) + " |",
+        "| --- | --- | --- |",
+        *[
+            f"| {group} | " + " | ".join(str(counts[label]) for label in labels) + " |"
+            for group, counts in data["groups"].items()
+        ],
+        "",
+    ]
+    path = Path(path)
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path

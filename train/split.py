@@ -1,0 +1,131 @@
+"""Splits by group, never by file.
+
+Crops of one culture are near-duplicates of each other (and the shared data set still holds
+rotated or blurred copies), so a file-level split puts the same cell on both sides and
+reports a figure no new culture will reproduce. Every split here assigns whole groups.
+``file_level_split`` exists only to show, in the report, how much such a leak inflates.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold, train_test_split
+
+
+class SplitError(ValueError):
+    """The groups cannot be split as asked; the message says what is missing."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """Indices of the cells in each part, and the groups each part holds."""
+
+    train: np.ndarray
+    validation: np.ndarray
+    test: np.ndarray
+    rule: str
+
+    def groups_of(self, groups: np.ndarray) -> dict[str, list[str]]:
+        return {
+            part: sorted(set(groups[index].tolist()))
+            for part, index in (("train", self.train), ("validation", self.validation), ("test", self.test))
+        }
+
+
+def _both_classes(y: np.ndarray) -> bool:
+    return len(np.unique(y)) == 2
+
+
+def hold_out_groups(
+    groups: np.ndarray, y: np.ndarray, fraction: float, seed: int, what: str = "held-out"
+) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held out) positions: about ``fraction`` of the cells, as whole groups, with
+    both labels on each side when the groups allow it (stratified grouped folds)."""
+    unique = np.unique(groups)
+    if len(unique) < 2:
+        raise SplitError(f"only {len(unique)} group(s): a {what} part needs at least one group of its own")
+    folds = int(np.clip(round(1.0 / fraction), 2, len(unique)))
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        # "least populated class has fewer members than n_splits": expected with few groups;
+        # folds without both labels are rejected below instead.
+        warnings.simplefilter("ignore", UserWarning)
+        candidates = list(splitter.split(np.zeros(len(y)), y, groups))
+    # Prefer a fold whose both sides hold both labels (a test part with one label has no AUC).
+    for kept, held in candidates:
+        if _both_classes(y[kept]) and _both_classes(y[held]):
+            return kept, held
+    raise SplitError(
+        f"cannot make a {what} part that holds both labels from {len(unique)} groups; each label needs "
+        "groups on both sides (add groups, or choose coarser ones with --group-by)"
+    )
+
+
+def grouped_split(
+    groups: np.ndarray, y: np.ndarray, test_fraction: float = 0.2, validation_fraction: float = 0.15, seed: int = 0
+) -> Split:
+    """Train / validation / test by whole groups, each part holding both labels."""
+    groups, y = np.asarray(groups), np.asarray(y)
+    rest, test = hold_out_groups(groups, y, test_fraction, seed, "test")
+    inner_fraction = validation_fraction / (1.0 - test_fraction)
+    train, validation = hold_out_groups(groups[rest], y[rest], inner_fraction, seed + 1, "validation")
+    return Split(
+        train=np.sort(rest[train]),
+        validation=np.sort(rest[validation]),
+        test=np.sort(test),
+        rule=f"by group: about {test_fraction:.0%} test, {validation_fraction:.0%} validation, whole groups",
+    )
+
+
+@dataclass(frozen=True)
+class Fold:
+    name: str  # the held-out group(s)
+    split: Split
+
+
+def cross_validation_folds(
+    groups: np.ndarray, y: np.ndarray, folds: int | None = None, seed: int = 0
+) -> tuple[list[Fold], str]:
+    """Leave-one-group-out when every group holds both labels (each fold gets its own ROC AUC),
+    else ``folds`` (default 5) stratified grouped folds. Inside each fold, whole groups of the
+    training part are held back as the validation split for early stopping."""
+    groups, y = np.asarray(groups), np.asarray(y)
+    unique = np.unique(groups)
+    every_group_mixed = all(_both_classes(y[groups == group]) for group in unique)
+    if folds is None and every_group_mixed:
+        if len(unique) < 3:
+            raise SplitError(f"leave-one-group-out needs at least 3 groups, found {len(unique)}")
+        parts = [(str(group), np.flatnonzero(groups != group), np.flatnonzero(groups == group)) for group in unique]
+        rule = f"leave-one-group-out over {len(unique)} groups"
+    else:
+        count = folds or 5
+        if len(unique) < count:
+            raise SplitError(f"{count} grouped folds need at least {count} groups, found {len(unique)}")
+        splitter = StratifiedGroupKFold(n_splits=count, shuffle=True, random_state=seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            parts = [
+                ("+".join(sorted(set(groups[test].tolist()))), rest, test)
+                for rest, test in splitter.split(np.zeros(len(y)), y, groups)
+            ]
+        rule = f"{count} stratified folds by group"
+    result = []
+    for index, (name, rest, test) in enumerate(parts):
+        train, validation = hold_out_groups(groups[rest], y[rest], 1.0 / 6.0, seed + index, "validation")
+        split = Split(np.sort(rest[train]), np.sort(rest[validation]), np.sort(test), rule)
+        result.append(Fold(name, split))
+    return result, rule
+
+
+def file_level_split(
+    y: np.ndarray, seed: int = 0, test_fraction: float = 0.2, validation_fraction: float = 0.15
+) -> Split:
+    """A random split by file, stratified by label: the leaky split, for comparison only."""
+    index = np.arange(len(y))
+    rest, test = train_test_split(index, test_size=test_fraction, stratify=y, random_state=seed)
+    inner = validation_fraction / (1.0 - test_fraction)
+    train, validation = train_test_split(rest, test_size=inner, stratify=y[rest], random_state=seed + 1)
+    return Split(np.sort(train), np.sort(validation), np.sort(test), "by file (random, stratified): leaky")

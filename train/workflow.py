@@ -1,0 +1,202 @@
+"""The steps of `metascope-train fit`: grouped hold-out or cross-validation, the final fit,
+the leaky file-level comparison, int8 export with its fidelity check, and evaluation of the
+exported artifact itself."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.card import ModelCard
+from edge.model import Classifier
+from train.dataset import Dataset
+from train.evaluate import evaluate_classifier
+from train.export import convert_int8, fidelity, int8_probabilities, write_model
+from train.fit import FitResult, FitSettings, fit_model, predict
+from train.metrics import binary_metrics, summarise_folds
+from train.split import Fold, Split, file_level_split
+
+FOLD_KEYS = ("roc_auc", "balanced_accuracy", "accuracy", "sensitivity", "specificity", "ece")
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass
+class Exported:
+    """An int8 model checked against its float original on held-out cells."""
+
+    content: bytes
+    fidelity: dict[str, Any]
+
+
+def export_checked(
+    fit: FitResult, train: Dataset, held_out: Dataset, threshold: float, seed: int, minimum: float | None = None
+) -> Exported:
+    """int8 conversion (calibrated on training cells) + agreement with the float model on
+    ``held_out``; raises ExportError below the bar."""
+    content = convert_int8(fit.model, train.images, seed)
+    float_p = predict(fit.model, held_out.images)
+    int8_p = int8_probabilities(content, held_out.images)
+    kwargs = {} if minimum is None else {"minimum": minimum}
+    return Exported(content, fidelity(float_p, int8_p, threshold, **kwargs))
+
+
+def artifact_metrics(content: bytes, card: ModelCard, dataset: Dataset) -> tuple[dict[str, Any], np.ndarray]:
+    """Metrics of the int8 model as the Pi runs it: written with its card, loaded through
+    edge's Classifier (the code path of `metascope-train evaluate`)."""
+    with tempfile.TemporaryDirectory(prefix="metascope-eval-") as folder:
+        path = write_model(Path(folder) / card.name, content, card)
+        classifier = Classifier.load(path)
+        p = classifier.predict(dataset.images) if len(dataset) else np.zeros(0, np.float32)
+        return evaluate_classifier(classifier, dataset), p
+
+
+@dataclass
+class FoldOutcome:
+    name: str
+    split_groups: dict[str, list[str]]
+    metrics: dict[str, Any]  # of the int8 model on the held-out part
+    float_metrics: dict[str, Any]
+    fidelity: dict[str, Any]
+    best_epoch: int
+    epochs_run: int
+    seconds: float
+    history: dict[str, list[float]]
+    held_out_index: np.ndarray
+    probabilities: np.ndarray  # int8 model, held-out cells
+
+    def summary(self) -> dict[str, Any]:
+        m = self.metrics
+        return {
+            "held_out": self.name,
+            "groups": self.split_groups,
+            "n": m["n"],
+            "positives": m["positives"],
+            **{key: m.get(key) for key in FOLD_KEYS},
+            "float_roc_auc": self.float_metrics.get("roc_auc"),
+            "int8_label_agreement": self.fidelity["label_agreement"],
+            "best_epoch": self.best_epoch,
+            "epochs_run": self.epochs_run,
+            "seconds": round(self.seconds, 1),
+        }
+
+
+def run_split(
+    dataset: Dataset,
+    split: Split,
+    settings: FitSettings,
+    card: ModelCard,
+    label: str,
+    progress: bool = True,
+    min_agreement: float | None = None,
+) -> tuple[FitResult, Exported, FoldOutcome]:
+    """Fit on the split's training part (early stopping on its validation part), export to
+    int8 and measure the artifact on the test part.
+
+    ``min_agreement`` None: the default bar; 0: record agreement without enforcing it (a
+    cross-validation fold's model is measured, never shipped)."""
+    train, validation, test = (
+        dataset.subset(split.train),
+        dataset.subset(split.validation),
+        dataset.subset(split.test),
+    )
+    fit = fit_model(train, validation, settings, label=label, progress=progress)
+    exported = export_checked(fit, train, test, card.threshold, settings.seed, min_agreement)
+    metrics, p = artifact_metrics(exported.content, card, test)
+    float_metrics = binary_metrics(test.y, predict(fit.model, test.images), card.threshold)
+    outcome = FoldOutcome(
+        name=label,
+        split_groups=split.groups_of(dataset.groups),
+        metrics=metrics,
+        float_metrics=float_metrics,
+        fidelity=exported.fidelity,
+        best_epoch=fit.best_epoch,
+        epochs_run=fit.epochs_run,
+        seconds=fit.seconds,
+        history=fit.history,
+        held_out_index=split.test,
+        probabilities=p,
+    )
+    return fit, exported, outcome
+
+
+@dataclass
+class CrossValidation:
+    rule: str
+    folds: list[FoldOutcome]
+    pooled: dict[str, Any]  # all held-out cells together (each predicted by the fold that held it out)
+    summary: dict[str, dict[str, float | None]]
+    pooled_y: np.ndarray = field(repr=False)
+    pooled_p: np.ndarray = field(repr=False)
+    seconds: float = 0.0
+
+    @property
+    def chosen_epochs(self) -> int:
+        """The final fit's epoch count: the median of the folds' early-stopped best epochs."""
+        return int(np.ceil(np.median([fold.best_epoch for fold in self.folds])))
+
+    def to_dict(self) -> dict[str, Any]:
+        fidelity_cells = sum(f.fidelity["cells"] for f in self.folds)
+        agreeing = sum(f.fidelity["label_agreement"] * f.fidelity["cells"] for f in self.folds)
+        return {
+            "rule": self.rule,
+            "folds": [fold.summary() for fold in self.folds],
+            "summary": self.summary,
+            "pooled": {k: v for k, v in self.pooled.items() if k not in ("calibration", "per_group")},
+            "int8_label_agreement": agreeing / fidelity_cells,
+            "chosen_epochs": self.chosen_epochs,
+            "seconds": round(self.seconds, 1),
+        }
+
+
+def cross_validate(
+    dataset: Dataset, folds: list[Fold], rule: str, settings: FitSettings, card: ModelCard, progress: bool = True
+) -> CrossValidation:
+    started = time.monotonic()
+    outcomes = []
+    for number, fold in enumerate(folds, 1):
+        groups = fold.split.groups_of(dataset.groups)
+        log(
+            f"cross-validation fold {number}/{len(folds)}: held out {fold.name} "
+            f"(validation {', '.join(groups['validation'])})"
+        )
+        _, _, outcome = run_split(dataset, fold.split, settings, card, f"fold {number}/{len(folds)}", progress, 0.0)
+        outcome.name = fold.name
+        m = outcome.metrics
+        auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.3f}"
+        bal = "n/a" if m["balanced_accuracy"] is None else f"{m['balanced_accuracy']:.3f}"
+        log(
+            f"fold {number}/{len(folds)} {fold.name}: ROC AUC {auc}, balanced accuracy {bal}, "
+            f"best epoch {outcome.best_epoch}"
+        )
+        outcomes.append(outcome)
+    index = np.concatenate([o.held_out_index for o in outcomes])
+    p = np.concatenate([o.probabilities for o in outcomes])
+    pooled = binary_metrics(dataset.y[index], p, card.threshold, dataset.groups[index])
+    summary = summarise_folds([o.metrics for o in outcomes], FOLD_KEYS)
+    return CrossValidation(rule, outcomes, pooled, summary, dataset.y[index], p, time.monotonic() - started)
+
+
+def leak_check(dataset: Dataset, settings: FitSettings, threshold: float, progress: bool = True) -> dict[str, Any]:
+    """The same training on a random file-level split: what a leaky evaluation would claim."""
+    split = file_level_split(dataset.y, settings.seed)
+    log("file-level split (for comparison only: it leaks near-duplicates across the split)")
+    fit = fit_model(
+        dataset.subset(split.train), dataset.subset(split.validation), settings, label="file-level", progress=progress
+    )
+    test = dataset.subset(split.test)
+    metrics = binary_metrics(test.y, predict(fit.model, test.images), threshold)
+    return {
+        "rule": split.rule,
+        "test_cells": metrics["n"],
+        **{key: metrics.get(key) for key in ("roc_auc", "balanced_accuracy", "accuracy")},
+        "note": "float Keras model; the same settings and seed as the shipped fit",
+    }
