@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint bench model clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,13 @@ bench: $(STAMP) $(BENCH_MODEL)
 	$(PY) -m edge bench model --model $(BENCH_MODEL) --out var/bench/model.json
 	$(PY) -m edge bench pipeline --model $(BENCH_MODEL) --cells 20 --frames 10000 --out var/bench/pipeline-20.json
 	$(PY) -m edge bench pipeline --model $(BENCH_MODEL) --cells 100 --frames 2000 --out var/bench/pipeline-100.json
+
+# Reproduces the shipped default model (models/mda231-pc3.*) from the shared data set: leave-one-
+# condition-out cross-validation (7 folds), the final fit on all 7 conditions, the file-level
+# comparison, int8 export, card and report. About 10 minutes on 2 CPU cores.
+MODEL_DATA ?= ../shared/data/fayyaz-mda231-pc3
+model: $(STAMP)
+	$(PY) -m train fit $(MODEL_DATA) --out models/mda231-pc3 --positive PC3 --group-by '(\d+kD\d)' --cv
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

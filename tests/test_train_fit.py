@@ -15,9 +15,11 @@ from edge.synthetic import write_synthetic_dataset
 from train.cli import EXIT_USAGE, main
 from train.export import dense_weight_quantization
 
-# Small and quick: 32 px inputs, two narrow stages, a few epochs.
+# Small and quick: 32 px inputs, two narrow stages, a few epochs. With only ~50 test cells one
+# label flipped by int8 rounding is 2%, so the bar is 95% here; test_train_export.py shows the
+# bar (99% by default) stops an export.
 TINY = ["--size", "32", "--window-px", "128", "--widths", "8,16", "--epochs", "12", "--min-epochs", "3",
-        "--learning-rate", "0.005", "--quiet"]  # fmt: skip
+        "--learning-rate", "0.005", "--min-agreement", "0.95", "--quiet"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +63,9 @@ def test_card_is_complete_and_matches_the_file(fitted: Path) -> None:
     assert len(everything) == len(set(everything)) == 10, "each of the 10 groups in exactly one part"
     held_out = evaluation["held_out"]
     assert held_out["roc_auc"] > 0.9, "round vs spindle is easy; a working fit separates them"
-    assert data["int8_fidelity"]["label_agreement"] >= 0.99
+    fidelity = data["int8_fidelity"]
+    assert fidelity["minimum_agreement"] == 0.95 and fidelity["label_agreement"] >= 0.95
+    assert 0 <= fidelity["mean_abs_probability_difference"] < 0.05
     assert evaluation["file_level_split"]["roc_auc"] is not None
     assert data["data"]["cells"] == {"round": 120, "spindle": 120}
     # The float comparison model has its own card pointing at the int8 one.

@@ -102,6 +102,7 @@ def data_section(request: FitRequest, dataset: Dataset) -> dict[str, Any]:
     provenance, licence = data_provenance(request.data_dir)
     return {
         "root": str(request.data_dir),
+        "group_by": request.group_by,
         "group_rule": (
             f"regular expression {request.group_by!r} on the path"
             if request.group_by and not str(request.group_by).isdigit()
