@@ -69,9 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--size", type=_positive_int, default=64, help="model input side, pixels (64)")
     fit.add_argument("--widths", type=_widths, default=(16, 32, 64, 96), help="conv stage widths (16,32,64,96)")
     fit.add_argument("--convs-per-stage", type=_positive_int, default=1)
-    fit.add_argument(
-        "--pooling", choices=("avg", "avg+max", "masked", "masked-multiscale"), default="masked-multiscale"
-    )
+    fit.add_argument("--pooling", choices=("avg", "avg+max"), default="avg+max")
     fit.add_argument("--epochs", type=_positive_int, default=40, help="most epochs per fit (40)")
     fit.add_argument("--patience", type=_positive_int, default=12, help="early-stopping patience, epochs (12)")
     fit.add_argument("--min-epochs", type=int, default=10, help="epochs before early stopping may act (10)")

@@ -20,7 +20,7 @@ from train.model import build_cnn
 class FitSettings:
     widths: tuple[int, ...] = (16, 32, 64, 96)
     convs_per_stage: int = 1
-    pooling: str = "masked-multiscale"
+    pooling: str = "avg+max"
     dropout: float = 0.3
     max_epochs: int = 60
     patience: int = 12  # epochs without a better validation AUC before stopping
