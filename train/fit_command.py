@@ -64,8 +64,14 @@ def architecture(spec: InputSpec, settings: FitSettings) -> dict[str, Any]:
     return {
         "description": (
             f"{len(settings.widths)} stages of {settings.convs_per_stage} 3x3 conv (widths {stages}; the first of "
-            f"each stage strides 2) + BatchNorm + ReLU, global {settings.pooling} pooling, dropout "
-            f"{settings.dropout}, one sigmoid unit; raw 0..255 input scaled inside the model"
+            f"each stage strides 2) + BatchNorm + ReLU6; "
+            + (
+                "global average pooling, dropout, one sigmoid unit"
+                if settings.pooling == "avg"
+                else "global average and global max pooling, each with dropout and its own linear unit, summed "
+                "into one sigmoid"
+            )
+            + f" (dropout {settings.dropout}); raw 0..255 input scaled inside the model"
         ),
         "macs_per_cell": count_macs(model),
         "parameters": int(model.count_params()),
