@@ -53,7 +53,10 @@ def hold_out_groups(
         # "least populated class has fewer members than n_splits": expected with few groups;
         # folds without both labels are rejected below instead.
         warnings.simplefilter("ignore", UserWarning)
-        candidates = list(splitter.split(np.zeros(len(y)), y, groups))
+        try:
+            candidates = list(splitter.split(np.zeros(len(y)), y, groups))
+        except ValueError as exc:  # fewer cells of a label than folds
+            raise SplitError(f"cannot make a {what} part from {len(unique)} groups: {exc}") from exc
     # Prefer a fold whose both sides hold both labels (a test part with one label has no AUC).
     for kept, held in candidates:
         if _both_classes(y[kept]) and _both_classes(y[held]):
@@ -107,10 +110,13 @@ def cross_validation_folds(
         splitter = StratifiedGroupKFold(n_splits=count, shuffle=True, random_state=seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            parts = [
-                ("+".join(sorted(set(groups[test].tolist()))), rest, test)
-                for rest, test in splitter.split(np.zeros(len(y)), y, groups)
-            ]
+            try:
+                parts = [
+                    ("+".join(sorted(set(groups[test].tolist()))), rest, test)
+                    for rest, test in splitter.split(np.zeros(len(y)), y, groups)
+                ]
+            except ValueError as exc:  # fewer cells of a label than folds
+                raise SplitError(f"cannot make {count} grouped folds: {exc}") from exc
         rule = f"{count} stratified folds by group"
     result = []
     for index, (name, rest, test) in enumerate(parts):
