@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge.preprocess import InputSpec
+from edge.preprocess import INTENSITY_MODES, InputSpec
 
 CARD_FORMAT = "metascope-model-card/1"
 
@@ -115,6 +115,7 @@ class ModelCard:
                 window_px=window,
                 masked_background=bool(spec.get("masked_background", True)),
                 pixel_size_um=None if pixel_size is None else float(pixel_size),
+                intensity=str(spec.get("intensity", "raw")),
             )
         except KeyError as exc:
             raise fail(f"'input' lacks {exc.args[0]!r}") from exc
@@ -122,6 +123,8 @@ class ModelCard:
             raise fail(f"'input' has a bad value: {exc}") from exc
         if size < 1 or window < 1 or channels not in (1, 3):
             raise fail(f"'input' size/window_px must be positive and channels 1 or 3, got {spec}")
+        if input_spec.intensity not in INTENSITY_MODES:
+            raise fail(f"'input' intensity must be one of {INTENSITY_MODES}, got {input_spec.intensity!r}")
         known = {"name", "version", "labels", "positive_label", "threshold", "input", "sha256"}
         return cls(
             name=str(data["name"]),
@@ -149,6 +152,7 @@ class ModelCard:
                 "window_px": spec.window_px,
                 "pixel_size_um": spec.pixel_size_um,
                 "masked_background": spec.masked_background,
+                "intensity": spec.intensity,
                 "pixel_range": [0, 255],
             },
             **{k: v for k, v in self.extra.items() if k != "format"},

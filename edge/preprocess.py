@@ -25,6 +25,13 @@ MAX_IMAGE_PIXELS = 64_000_000
 # exact zeros an image is treated as unmasked.
 MASKED_BACKGROUND_MIN_FRACTION = 0.05
 
+# intensity="standardised": a cell's own pixels are mapped to this mean and spread (grey levels),
+# so exposure, lamp and culture-medium brightness, which differ between rigs and cultures more
+# than between cell lines, do not reach the model. 1..255 keeps cells apart from the 0 background.
+STANDARD_CELL_MEAN = 128.0
+STANDARD_CELL_STD = 32.0
+INTENSITY_MODES = ("raw", "standardised")
+
 
 class ImageError(ValueError):
     """An input image that cannot be used; the message names the file and the problem."""
@@ -39,6 +46,7 @@ class InputSpec:
     window_px: int = 192  # side of the window around the cell, in pixels at training scale
     masked_background: bool = True
     pixel_size_um: float | None = None  # training scale, when known
+    intensity: str = "raw"  # "raw" grey levels, or "standardised" per cell (see standardise_cell)
 
     def window_for(self, rig_pixel_size_um: float | None) -> int:
         """Window side in the rig's pixels: the same physical field the model was trained on."""
@@ -148,11 +156,39 @@ def cell_window(
 
 
 def resize_window(window: np.ndarray, size: int) -> np.ndarray:
-    """Resize a square window to the model's input side (antialiased when shrinking)."""
+    """Resize a square window to the model's input side (antialiased when shrinking).
+
+    Whole-number shrink factors go through Pillow's box reduce() first (reducing_gap=1), the
+    rest through bilinear: 5x faster than bilinear alone at 192 -> 96 (20 vs 100 us a cell), which
+    matters at 100 cells a frame on a Pi.
+    """
     if window.shape == (size, size):
         return window
-    resized = Image.fromarray(window).resize((size, size), Image.Resampling.BILINEAR)
+    resized = Image.fromarray(window).resize((size, size), Image.Resampling.BILINEAR, reducing_gap=1.0)
     return np.asarray(resized, dtype=np.uint8)
+
+
+def standardise_cell(cell: np.ndarray, masked_background: bool) -> np.ndarray:
+    """Map a cell's pixels (the non-zero ones when the background is masked) to the standard
+    mean and spread; the masked background stays 0. A flat cell is only shifted."""
+    values = cell.astype(np.float32)
+    inside = cell > 0 if masked_background else np.ones(cell.shape, dtype=bool)
+    if not inside.any():
+        return cell
+    mean = float(values[inside].mean())
+    spread = max(float(values[inside].std()), 1.0)
+    scaled = (values - mean) * (STANDARD_CELL_STD / spread) + STANDARD_CELL_MEAN
+    result = np.clip(np.rint(scaled), 1, 255).astype(np.uint8)
+    result[~inside] = 0
+    return result
+
+
+def finish_input(window: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """A cut window as model input: resized, then standardised when the model wants that."""
+    resized = resize_window(window, spec.size)
+    if spec.intensity == "standardised":
+        return standardise_cell(resized, spec.masked_background)
+    return resized
 
 
 def model_input(
@@ -166,7 +202,7 @@ def model_input(
     """One cell of a frame as the model's uint8 input (size x size)."""
     side = spec.window_px if window_px is None else window_px
     use_mask = mask if spec.masked_background else None
-    return resize_window(cell_window(gray, centre_yx, side, use_mask, mask_origin_yx), spec.size)
+    return finish_input(cell_window(gray, centre_yx, side, use_mask, mask_origin_yx), spec)
 
 
 def is_premasked(gray: np.ndarray) -> bool:
@@ -187,4 +223,4 @@ def single_cell_input(gray: np.ndarray, spec: InputSpec, window_px: int | None =
         if ys.size:
             return model_input(gray, (ys.mean(), xs.mean()), spec, mask, window_px=window_px)
     centre = ((gray.shape[0] - 1) / 2, (gray.shape[1] - 1) / 2)
-    return resize_window(cell_window(gray, centre, spec.window_px if window_px is None else window_px), spec.size)
+    return finish_input(cell_window(gray, centre, spec.window_px if window_px is None else window_px), spec)

@@ -110,8 +110,9 @@ def test_card_that_is_not_json(model_copy: Path) -> None:
         (lambda card: card.update(positive_label="other"), "'positive_label' 'other' is not one of"),
         (lambda card: card.update(threshold=1.5), "'threshold' must be a number between 0 and 1"),
         (lambda card: card["input"].pop("window_px"), "'input' lacks 'window_px'"),
+        (lambda card: card["input"].update(intensity="auto"), "'input' intensity must be one of"),
     ],
-    ids=["no-labels", "three-labels", "bad-positive", "bad-threshold", "no-window"],
+    ids=["no-labels", "three-labels", "bad-positive", "bad-threshold", "no-window", "bad-intensity"],
 )
 def test_invalid_card_fields_are_named(model_copy: Path, change, message: str) -> None:
     card_path = model_copy.with_suffix(".json")

@@ -10,11 +10,14 @@ from PIL import Image
 
 from edge.preprocess import (
     MAX_IMAGE_PIXELS,
+    STANDARD_CELL_MEAN,
+    STANDARD_CELL_STD,
     ImageError,
     InputSpec,
     cell_window,
     model_input,
     read_grayscale,
+    resize_window,
     single_cell_input,
 )
 from edge.synthetic import render_cell
@@ -144,3 +147,36 @@ def test_unmasked_image_is_taken_whole_around_its_centre() -> None:
     photo[30:34, 30:34] = 200
     spec = InputSpec(size=64, window_px=64)
     assert np.array_equal(single_cell_input(photo, spec), photo)
+
+
+def test_shrinking_by_a_whole_factor_averages_blocks() -> None:
+    window = RNG.integers(0, 256, (192, 192), dtype=np.uint8)
+    expected = window.reshape(96, 2, 96, 2).astype(np.float64).mean(axis=(1, 3))
+    assert np.abs(resize_window(window, 96).astype(np.float64) - expected).max() <= 1.0
+
+
+def _masked_cell(seed: int) -> np.ndarray:
+    patch, mask = render_cell(np.random.default_rng(seed), "round")
+    canvas = np.zeros((200, 200), dtype=np.uint8)
+    canvas[50 : 50 + patch.shape[0], 60 : 60 + patch.shape[1]] = np.where(mask, np.clip(patch, 1, 255), 0)
+    return canvas
+
+
+def test_standardised_cells_have_the_standard_mean_and_spread() -> None:
+    spec = InputSpec(size=48, window_px=160, intensity="standardised")
+    cell = single_cell_input(_masked_cell(5), spec)
+    inside = cell[cell > 0].astype(np.float64)
+    assert abs(inside.mean() - STANDARD_CELL_MEAN) < 2
+    assert abs(inside.std() - STANDARD_CELL_STD) < 2
+    raw = single_cell_input(_masked_cell(5), InputSpec(size=48, window_px=160))
+    assert np.array_equal(cell > 0, raw > 0)  # the masked background stays 0, the cell stays non-zero
+
+
+def test_standardised_input_ignores_exposure_and_offset() -> None:
+    """A brighter lamp or longer exposure (gain and offset) must not change what the model sees."""
+    spec = InputSpec(size=48, window_px=160, intensity="standardised")
+    cell = _masked_cell(6)
+    brighter = np.where(cell > 0, np.clip(cell.astype(np.float64) * 1.4 + 15, 1, 255), 0).astype(np.uint8)
+    assert not np.array_equal(cell, brighter)
+    difference = single_cell_input(cell, spec).astype(int) - single_cell_input(brighter, spec).astype(int)
+    assert np.abs(difference).max() <= 3

@@ -69,6 +69,11 @@ def test_card_is_complete_and_matches_the_file(fitted: Path) -> None:
     assert 0 <= fidelity["mean_abs_probability_difference"] < 0.05
     assert evaluation["file_level_split"]["roc_auc"] is not None
     assert data["data"]["cells"] == {"round": 120, "spindle": 120}
+    # Standardised input (the default): a 20% dimmer or 25% brighter lamp changes almost no call.
+    exposure = evaluation["exposure"]
+    assert card.input.intensity == exposure["intensity"] == "standardised"
+    assert set(exposure["label_changed_at_gain"]) == {"0.8", "0.9", "1.1", "1.25"}
+    assert max(exposure["label_changed_at_gain"].values()) <= 0.02
     # The float comparison model has its own card pointing at the int8 one.
     float_card = ModelCard.load(fitted.with_name("cells.float.json"))
     assert float_card.sha256 == sha256_file(fitted.with_name("cells.float.tflite"))

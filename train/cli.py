@@ -67,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--cv-folds", type=_positive_int, help="K grouped folds instead of leave-one-group-out")
     fit.add_argument("--window-px", type=_positive_int, default=192, help="window around the cell, pixels (192)")
     fit.add_argument("--size", type=_positive_int, default=96, help="model input side, pixels (96)")
+    fit.add_argument(
+        "--intensity",
+        choices=("standardised", "raw"),
+        default="standardised",
+        help="map each cell to a standard mean and spread, so lamp and exposure do not matter "
+        "(standardised, the default), or keep grey levels as they are (raw)",
+    )
     fit.add_argument("--widths", type=_widths, default=(16, 32, 64, 96), help="conv stage widths (16,32,64,96)")
     fit.add_argument("--convs-per-stage", type=_positive_int, default=1)
     fit.add_argument("--pooling", choices=("avg", "avg+max"), default="avg+max")
@@ -130,7 +137,9 @@ def run_fit_command(args: argparse.Namespace, argv: Sequence[str] | None) -> int
     request = FitRequest(
         data_dir=args.data_dir,
         out=args.out,
-        spec=InputSpec(size=args.size, channels=1, window_px=args.window_px, masked_background=True),
+        spec=InputSpec(
+            size=args.size, channels=1, window_px=args.window_px, masked_background=True, intensity=args.intensity
+        ),
         settings=settings,
         positive=args.positive,
         group_by=args.group_by,

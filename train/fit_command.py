@@ -18,8 +18,17 @@ from train.model import build_cnn, count_macs
 from train.plots import evaluation_figure, training_curves_figure
 from train.provenance import command_line, data_provenance, software_versions
 from train.report import write_report
+from train.robustness import exposure_sensitivity
 from train.split import cross_validation_folds, grouped_split
-from train.workflow import artifact_metrics, cross_validate, export_checked, leak_check, log, run_split
+from train.workflow import (
+    artifact_classifier,
+    artifact_metrics,
+    cross_validate,
+    export_checked,
+    leak_check,
+    log,
+    run_split,
+)
 
 
 @dataclass(frozen=True)
@@ -207,6 +216,8 @@ def run_fit(request: FitRequest) -> ModelCard:
         "int8_fidelity": {**exported.fidelity, "cells_are": fidelity_cells},
     }
     final_metrics, _ = artifact_metrics(exported.content, with_extra(card, extra), final_data)
+    with artifact_classifier(exported.content, with_extra(card, extra)) as classifier:
+        evaluation["exposure"] = exposure_sensitivity(classifier, final_data)
     evaluation["held_out"] = {k: v for k, v in held_out.items() if k not in ("calibration", "per_group")}
     evaluation["held_out"]["per_group"] = {
         group: {k: m[k] for k in ("n", "positives", "accuracy", "balanced_accuracy", "roc_auc")}

@@ -68,8 +68,13 @@ def write_report(
         "",
         f"Tells **{labels[0]}** from **{labels[1]}** (positive: {card['positive_label']}, threshold "
         f"{card['threshold']:.2f}) in single-cell images: a {card['input']['window_px']} px window around "
-        f"the cell, background masked to 0, resized to {card['input']['size']}x{card['input']['size']}. "
-        "A research instrument trained on a few cultures of two cell lines, not a diagnostic.",
+        f"the cell, background masked to 0, resized to {card['input']['size']}x{card['input']['size']}"
+        + (
+            ", each cell's grey levels standardised (mean and spread), so lamp and exposure do not matter. "
+            if card["input"].get("intensity") == "standardised"
+            else ". "
+        )
+        + "A research instrument trained on a few cultures of two cell lines, not a diagnostic.",
         "",
         f"Created {card['created']} by `{training['command']}`.",
         "",
@@ -132,6 +137,18 @@ def write_report(
             f"{_f(leak['accuracy'])}. Crops of one culture are near-duplicates, so that figure measures "
             "recognising cultures already seen, not cells from a new one; it is shown only for comparison "
             "and was never used to choose anything.",
+            "",
+        ]
+    exposure = evaluation.get("exposure")
+    if exposure:
+        changed = ", ".join(
+            f"{float(gain):.0%} lamp: {share:.1%}" for gain, share in exposure["label_changed_at_gain"].items()
+        )
+        lines += [
+            "## Lamp and exposure",
+            "",
+            f"Share of the {exposure['cells']} cells whose label changes when their grey levels are scaled, as a "
+            f"dimmer or brighter lamp would (input intensity: {exposure['intensity']}): {changed}.",
             "",
         ]
     final = evaluation["final_model"]

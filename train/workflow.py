@@ -7,6 +7,8 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,12 +69,17 @@ def export_checked(
     raise failure
 
 
-def artifact_metrics(content: bytes, card: ModelCard, dataset: Dataset) -> tuple[dict[str, Any], np.ndarray]:
-    """Metrics of the int8 model as the Pi runs it: written with its card, loaded through
-    edge's Classifier (the code path of `metascope-train evaluate`)."""
+@contextmanager
+def artifact_classifier(content: bytes, card: ModelCard) -> Iterator[Classifier]:
+    """The int8 model as the Pi runs it: written with its card, loaded through edge's Classifier
+    (the code path of `metascope-train evaluate`)."""
     with tempfile.TemporaryDirectory(prefix="metascope-eval-") as folder:
-        path = write_model(Path(folder) / card.name, content, card)
-        classifier = Classifier.load(path)
+        yield Classifier.load(write_model(Path(folder) / card.name, content, card))
+
+
+def artifact_metrics(content: bytes, card: ModelCard, dataset: Dataset) -> tuple[dict[str, Any], np.ndarray]:
+    """Metrics and probabilities of the int8 artifact on ``dataset``."""
+    with artifact_classifier(content, card) as classifier:
         p = classifier.predict(dataset.images) if len(dataset) else np.zeros(0, np.float32)
         return evaluate_classifier(classifier, dataset), p
 
