@@ -47,7 +47,7 @@ bench: $(STAMP) $(BENCH_MODEL)
 # comparison, int8 export, card and report. About 15 minutes on 2 CPU cores.
 MODEL_DATA ?= ../shared/data/fayyaz-mda231-pc3
 model: $(STAMP)
-	$(PY) -m train fit $(MODEL_DATA) --out models/mda231-pc3 --positive PC3 --group-by '(\d+kD\d)' --intensity standardised --cv
+	$(PY) -m train fit $(MODEL_DATA) --out models/mda231-pc3 --positive PC3 --group-by '(\d+kD\d)' --intensity standardised --size 64 --cv
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

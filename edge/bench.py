@@ -88,6 +88,24 @@ def bench_model(classifier: Classifier, calls: int = 1000, batch: int = 32, seed
     }
 
 
+def cpu_times() -> list[int]:
+    """The machine's aggregate CPU time counters (Linux /proc/stat; empty elsewhere)."""
+    try:
+        return [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return []
+
+
+def steal_percent(before: list[int], after: list[int]) -> float | None:
+    """Share of CPU time the hypervisor gave to other guests between two cpu_times() readings:
+    on a shared VM the p99 latency depends on it more than on the code."""
+    if len(before) < 8 or len(after) < 8:
+        return None
+    spent = [b - a for a, b in zip(before, after, strict=False)]
+    total = sum(spent[:8])  # user nice system idle iowait irq softirq steal (guest is inside user)
+    return round(100.0 * spent[7] / total, 2) if total > 0 else None
+
+
 def write_json(result: dict[str, Any], out: str | os.PathLike[str] | None) -> str:
     text = json.dumps(result, indent=2)
     if out:
@@ -149,9 +167,9 @@ def bench_pipeline(
         service = Service(
             config, classifier, source, max_frames=frames + warmup, notifier=Notifier(address=""), observer=observe
         )
-        started = time.perf_counter()
+        started, cpu_before = time.perf_counter(), cpu_times()
         exit_code = service.run()
-        elapsed = time.perf_counter() - started
+        elapsed, cpu_after = time.perf_counter() - started, cpu_times()
         database_mb = round(Path(config.database_path).stat().st_size / 1024 / 1024, 2)
     stages = {stage: summarise_ms(list(timings[row])) for row, stage in enumerate(STAGES)}
     result: dict[str, Any] = {
@@ -172,6 +190,7 @@ def bench_pipeline(
         "exit_code": exit_code,
         "database_mb": database_mb,
         "machine": machine(),
+        "cpu_steal_percent": steal_percent(cpu_before, cpu_after),
     }
     if rss:
         result["resident_mb"] = {

@@ -116,7 +116,9 @@ def count_cores(mask: np.ndarray, min_dip_px: float = 1.5) -> int:
     swallows the candidates inside it, and a candidate outside every disc becomes a new core
     only when the distance dips between it and each core already found.
     """
-    distance = ndimage.distance_transform_edt(np.pad(mask, 1))
+    padded = np.zeros((mask.shape[0] + 2, mask.shape[1] + 2), dtype=bool)  # np.pad costs 10x more
+    padded[1:-1, 1:-1] = mask
+    distance = ndimage.distance_transform_edt(padded)
     peak = float(distance.max())
     if peak < 2:  # a sliver: nothing to split
         return 1

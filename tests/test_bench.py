@@ -1,0 +1,43 @@
+"""`metascope bench`: the JSON the README's speed figures come from (structure, not speed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from edge.bench import steal_percent
+from edge.cli import main
+
+
+def test_pipeline_bench_writes_stage_percentiles_and_memory(tiny_model, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "bench" / "pipeline.json"
+    status = main(
+        ["bench", "pipeline", "--model", str(tiny_model[0]), "--cells", "5", "--frames", "60", "--out", str(out)]
+    )
+    capsys.readouterr()
+    assert status == 0
+    result = json.loads(out.read_text())
+    assert result["frames"] == 60 and result["exit_code"] == 0
+    assert result["cells_per_frame"]["mean"] > 0
+    for stage in ("detect", "preprocess", "infer", "store"):
+        timing = result["stages"][stage]
+        assert timing["n"] == 60 and 0 < timing["p50_ms"] <= timing["p99_ms"] <= timing["max_ms"]
+    assert result["end_to_end"]["p50_ms"] >= result["stages"]["infer"]["p50_ms"]
+    assert result["resident_mb"]["max"] > 0 and result["machine"]["cpus"] >= 1
+
+
+def test_model_bench_reports_single_cell_and_batch(tiny_model, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "model.json"
+    assert (
+        main(["bench", "model", "--model", str(tiny_model[0]), "--calls", "50", "--batch", "8", "--out", str(out)]) == 0
+    )
+    capsys.readouterr()
+    result = json.loads(out.read_text())
+    assert result["single_cell"]["n"] == 50 and result["batch_8"]["per_cell_p50_ms"] > 0
+
+
+def test_steal_is_the_share_of_cpu_time_taken_by_other_guests() -> None:
+    before = [100, 0, 50, 800, 0, 0, 0, 50, 0, 0]
+    after = [200, 0, 100, 1600, 0, 0, 0, 100, 0, 0]  # +1000 jiffies in all, 50 of them stolen
+    assert steal_percent(before, after) == 5.0
+    assert steal_percent([], after) is None
