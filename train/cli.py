@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--cv", action="store_true", help="cross-validate by group first; the card's numbers come from it")
     fit.add_argument("--cv-folds", type=_positive_int, help="K grouped folds instead of leave-one-group-out")
     fit.add_argument("--window-px", type=_positive_int, default=192, help="window around the cell, pixels (192)")
-    fit.add_argument("--size", type=_positive_int, default=96, help="model input side, pixels (96)")
+    fit.add_argument("--size", type=_positive_int, default=64, help="model input side, pixels (64)")
     fit.add_argument(
         "--intensity",
         choices=("standardised", "raw"),
