@@ -70,7 +70,7 @@ def write_report(
         f"{card['threshold']:.2f}) in single-cell images: a {card['input']['window_px']} px window around "
         f"the cell, background masked to 0, resized to {card['input']['size']}x{card['input']['size']}"
         + (
-            ", each cell's grey levels standardised (mean and spread), so lamp and exposure do not matter. "
+            ", each cell's grey levels standardised (mean and spread) so that lamp and exposure barely matter. "
             if card["input"].get("intensity") == "standardised"
             else ". "
         )
