@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--intensity",
         choices=("standardised", "raw"),
         default="standardised",
-        help="map each cell to a standard mean and spread, so lamp and exposure do not matter "
+        help="map each cell to a standard mean and spread, so lamp and exposure barely matter "
         "(standardised, the default), or keep grey levels as they are (raw)",
     )
     fit.add_argument("--widths", type=_widths, default=(16, 32, 64, 96), help="conv stage widths (16,32,64,96)")

@@ -12,6 +12,7 @@ from typing import Any
 from edge.card import ModelCard
 from edge.preprocess import InputSpec
 from train.dataset import Dataset, load_folder
+from train.evaluate import evaluate_classifier
 from train.export import MIN_AGREEMENT, convert_float, write_model
 from train.fit import FitResult, FitSettings, fit_model
 from train.model import build_cnn, count_macs
@@ -22,7 +23,6 @@ from train.robustness import exposure_sensitivity
 from train.split import cross_validation_folds, grouped_split
 from train.workflow import (
     artifact_classifier,
-    artifact_metrics,
     cross_validate,
     export_checked,
     leak_check,
@@ -215,8 +215,8 @@ def run_fit(request: FitRequest) -> ModelCard:
         "evaluation": evaluation,
         "int8_fidelity": {**exported.fidelity, "cells_are": fidelity_cells},
     }
-    final_metrics, _ = artifact_metrics(exported.content, with_extra(card, extra), final_data)
     with artifact_classifier(exported.content, with_extra(card, extra)) as classifier:
+        final_metrics = evaluate_classifier(classifier, final_data)
         evaluation["exposure"] = exposure_sensitivity(classifier, final_data)
     evaluation["held_out"] = {k: v for k, v in held_out.items() if k not in ("calibration", "per_group")}
     evaluation["held_out"]["per_group"] = {
