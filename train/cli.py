@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from edge.preprocess import INTENSITY_MODES
+
 EXIT_USAGE = 2
 EXIT_EXPORT_REFUSED = 3
 
@@ -69,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--size", type=_positive_int, default=64, help="model input side, pixels (64)")
     fit.add_argument(
         "--intensity",
-        choices=("standardised", "raw"),
+        choices=INTENSITY_MODES,
         default="standardised",
         help="map each cell to a standard mean and spread, so lamp and exposure barely matter "
         "(standardised, the default), or keep grey levels as they are (raw)",
