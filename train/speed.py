@@ -1,0 +1,53 @@
+"""What a model costs per cell: measured here through the Pi's own Classifier, and estimated
+for a Raspberry Pi 4 from public figures (no Pi has been measured by this project yet).
+
+The estimate scales one public figure by multiply-accumulates: EfficientNet-Lite0, int8, 224
+px, about 50 ms an image on a Pi 4 CPU (in line with XNNPACK's MobileNetV2 FP32, 300 M MACs,
+47 ms multi-threaded on a Pi 4). Small models do worse than MACs suggest (fixed per-call
+overhead), so treat a small estimate as a floor, and run `metascope bench` on the Pi itself.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from edge.bench import machine, summarise_ms, time_calls
+from edge.model import Classifier
+
+PI4_REFERENCE_MS = 50.0
+# count_macs(build_lite0_imagenet(224)): the reference network as this project counts MACs
+# (tests/test_lite0.py checks it), so the ratio compares like with like.
+PI4_REFERENCE_MACS = 385_187_552
+PI4_BASIS = (
+    "EfficientNet-Lite0 int8 at 224 px is about 50 ms per image on a Raspberry Pi 4 CPU (public figures); "
+    "scaled by this model's multiply-accumulates"
+)
+CALLS = 200
+
+
+def pi4_estimate_ms(macs_per_cell: int) -> float:
+    return round(PI4_REFERENCE_MS * macs_per_cell / PI4_REFERENCE_MACS, 2)
+
+
+def measured_speed(classifier: Classifier, macs_per_cell: int, calls: int = CALLS) -> dict[str, Any]:
+    """One cell per call at 1 thread and at every core of this machine (median and p99), and
+    the Pi 4 estimate."""
+    spec = classifier.input_spec
+    cell = np.random.default_rng(0).integers(0, 256, (1, spec.size, spec.size), dtype=np.uint8)
+    cores = os.cpu_count() or 1
+    measured = {}
+    for threads in sorted({1, cores}):
+        timed = Classifier.load(classifier.path, num_threads=threads, interpreter=classifier.interpreter_name)
+        summary = summarise_ms(time_calls(lambda timed=timed: timed.predict(cell), calls))
+        measured[str(threads)] = {"p50_ms": summary["p50_ms"], "p99_ms": summary["p99_ms"]}
+    return {
+        "ms_per_cell": measured,
+        "calls": calls,
+        "interpreter": f"{classifier.interpreter_name} {classifier.interpreter_version}",
+        "machine": machine(),
+        "pi4_estimate_ms_per_cell": pi4_estimate_ms(macs_per_cell),
+        "pi4_estimate_basis": PI4_BASIS,
+    }
