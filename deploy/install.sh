@@ -12,13 +12,14 @@ Usage: sudo bash deploy/install.sh [--model PATH] [--no-start] [--dry-run]
 Installs metascope from this project folder as the systemd service `metascope`:
   apt packages (python3-picamera2 and the rest of what edge/ needs), the system user
   `metascope` (group video, for the camera), a venv at /opt/metascope/venv that sees apt's
-  packages, the project with its `edge` extra (numpy kept below 2), the model in
-  /opt/metascope/models, /etc/metascope/metascope.toml (only when absent; otherwise the new
+  packages, the project with its `edge` extra (numpy kept below 2), the models in
+  /opt/metascope/models (both shipped ones: the accurate default and the fast one that
+  model.path = "mda231-pc3-fast" picks), /etc/metascope/metascope.toml (only when absent; otherwise the new
   default is written beside it as metascope.toml.new), the unit, enabled and (re)started.
 
 Options:
   --model PATH   install this model (NAME.tflite with NAME.json beside it) instead of the
-                 default models/mda231-pc3.tflite, and make the service use it
+                 shipped models/mda231-pc3*.tflite, and make the service use it
   --no-start     install and enable, but do not (re)start the service now
   --dry-run      print every step, change nothing (root not needed)
   -h, --help     this help
@@ -36,7 +37,8 @@ SOURCE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ROOT=${METASCOPE_ROOT:-}
 SERVICE=metascope
 SERVICE_USER=metascope # the unit runs as this user (User= in systemd/metascope.service)
-DEFAULT_MODEL=mda231-pc3
+DEFAULT_MODEL=mda231-pc3   # accurate (edge/paths.py DEFAULT_MODEL_NAME): the service's default
+FAST_MODEL=mda231-pc3-fast # fast (FAST_MODEL_NAME): model.path = "mda231-pc3-fast" chooses it
 PREFIX=/opt/metascope # paths as the running system sees them; $ROOT is prepended on writes
 VENV=$PREFIX/venv
 MODELS=$PREFIX/models
@@ -103,20 +105,26 @@ for file in pyproject.toml README.md deploy/constraints-pi.txt systemd/$SERVICE.
     [ -f "$SOURCE/$file" ] || die "$SOURCE/$file is missing: run this from a complete copy of the project"
 done
 if [ -z "$model" ]; then
-    model=$SOURCE/models/$DEFAULT_MODEL.tflite
-    [ -f "$model" ] || die "no default model at $model: pass --model PATH (a .tflite with its .json card)"
+    models=("$SOURCE/models/$DEFAULT_MODEL.tflite" "$SOURCE/models/$FAST_MODEL.tflite")
+    [ -f "${models[0]}" ] || die "no default model at ${models[0]}: pass --model PATH (a .tflite with its .json card)"
+    [ -f "${models[1]}" ] || die "no fast model at ${models[1]}: pass --model PATH (a .tflite with its .json card)"
+else
+    models=("$model")
 fi
-case $model in
-*.tflite) ;;
-*) die "--model $model: expected a .tflite file" ;;
-esac
-[ -f "$model" ] || die "--model $model: no such file"
-model=$(cd "$(dirname "$model")" && pwd)/$(basename "$model")
-card=${model%.tflite}.json
-[ -f "$card" ] || die "$model has no model card beside it ($card)"
 command -v python3 >/dev/null || die "python3 is missing (Raspberry Pi OS ships it)"
-# The service would refuse a model whose sha256 is not its card's; say so before installing.
-python3 - "$model" "$card" <<'EOF' || exit 1
+for index in "${!models[@]}"; do
+    model=${models[$index]}
+    case $model in
+    *.tflite) ;;
+    *) die "--model $model: expected a .tflite file" ;;
+    esac
+    [ -f "$model" ] || die "--model $model: no such file"
+    model=$(cd "$(dirname "$model")" && pwd)/$(basename "$model")
+    models[index]=$model
+    card=${model%.tflite}.json
+    [ -f "$card" ] || die "$model has no model card beside it ($card)"
+    # The service would refuse a model whose sha256 is not its card's; say so before installing.
+    python3 - "$model" "$card" <<'EOF' || exit 1
 import hashlib, json, sys
 model, card = sys.argv[1], sys.argv[2]
 try:
@@ -127,7 +135,9 @@ actual = hashlib.sha256(open(model, "rb").read()).hexdigest()
 if actual != recorded:
     sys.exit(f"install.sh: {model} does not match its card: sha256 {actual}, card says {recorded}")
 EOF
-model_name=$(basename "$model" .tflite)
+done
+# The model the service runs: the default, or the one --model named.
+model_name=$(basename "${models[0]}" .tflite)
 
 [ $dry_run -eq 0 ] || printf 'Dry run: these are the steps; nothing is changed.\n'
 
@@ -166,9 +176,12 @@ run ln -sfn "$VENV/bin/metascope" "$ROOT/usr/local/bin/metascope"
 # The unit's Documentation= points here.
 run install -m 0644 "$SOURCE/README.md" "$ROOT$PREFIX/README.md"
 
-step "model $model_name"
-run install -m 0644 "$model" "$ROOT$MODELS/$model_name.tflite"
-run install -m 0644 "$card" "$ROOT$MODELS/$model_name.json"
+for model in "${models[@]}"; do
+    name=$(basename "$model" .tflite)
+    step "model $name"
+    run install -m 0644 "$model" "$ROOT$MODELS/$name.tflite"
+    run install -m 0644 "${model%.tflite}.json" "$ROOT$MODELS/$name.json"
+done
 if [ "$model_name" != "$DEFAULT_MODEL" ]; then
     # The service finds the default name by itself; another one it is told through
     # METASCOPE_MODEL (a model.path in metascope.toml still wins).

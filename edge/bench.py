@@ -1,6 +1,7 @@
 """Benchmarks: numbers that matter, measured here and on the Pi the same way.
 
-`metascope bench model` times the classifier alone: single-cell calls and batches of 32.
+`metascope bench model` times the classifier alone: single-cell calls and batches of 32, at
+one interpreter thread and at every core (or at --threads N).
 `metascope bench pipeline` runs the real service loop (Service, SQLite store included) on
 synthetic frames and reports each stage and the end-to-end latency (frame ready -> its rows
 written into the store's open batch; the batched commit, at most once a second, is inside the
@@ -68,6 +69,21 @@ def time_calls(call: Callable[[], object], repeats: int, warmup: int = 20) -> li
     return samples
 
 
+def thread_counts(threads: int) -> list[int]:
+    """``threads`` 0: one thread and every core (what a service with the default config uses);
+    else just that count."""
+    return [threads] if threads else sorted({1, os.cpu_count() or 1})
+
+
+def bench_model_threads(
+    load: Callable[[int], Classifier], threads: int = 0, calls: int = 1000, batch: int = 32
+) -> dict[str, Any]:
+    """``bench_model`` at each of ``thread_counts(threads)``; ``load(n)`` opens the classifier
+    with n interpreter threads."""
+    runs = [bench_model(load(count), calls=calls, batch=batch) for count in thread_counts(threads)]
+    return {"benchmark": "model", "model": runs[0]["model"], "runs": runs, "machine": machine()}
+
+
 def bench_model(classifier: Classifier, calls: int = 1000, batch: int = 32, seed: int = 0) -> dict[str, Any]:
     """Latency of predict() for one cell and for a batch, on random uint8 cells."""
     spec = classifier.input_spec
@@ -81,7 +97,7 @@ def bench_model(classifier: Classifier, calls: int = 1000, batch: int = 32, seed
     return {
         "benchmark": "model",
         "model": classifier.describe(),
-        "threads": 1,
+        "threads": classifier.threads,
         "single_cell": single,
         f"batch_{batch}": batched,
         "machine": machine(),
@@ -175,7 +191,7 @@ def bench_pipeline(
     result: dict[str, Any] = {
         "benchmark": "pipeline",
         "model": classifier.describe(),
-        "threads": 1,
+        "threads": classifier.threads,
         "frame": {"width": width, "height": height, "cells_requested": cells},
         "cells_per_frame": {
             "mean": round(float(np.mean(cell_counts)), 2),

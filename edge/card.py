@@ -16,7 +16,10 @@ from typing import Any
 
 from edge.preprocess import INTENSITY_MODES, InputSpec
 
-CARD_FORMAT = "metascope-model-card/1"
+# /2 added the backbone, its pretrained weights (source, sha256, licence), MACs and measured
+# speed (training.architecture, speed). Cards of format /1 still load: the Pi needs no new field.
+CARD_FORMAT = "metascope-model-card/2"
+READABLE_FORMATS = ("metascope-model-card/1", CARD_FORMAT)
 
 
 class ModelError(Exception):
@@ -84,6 +87,11 @@ class ModelCard:
 
         if not isinstance(data, dict):
             raise fail("top level must be a JSON object")
+        if data.get("format", READABLE_FORMATS[0]) not in READABLE_FORMATS:
+            raise fail(
+                f"card format {data['format']!r} is not one this metascope reads ({', '.join(READABLE_FORMATS)}); "
+                "upgrade metascope"
+            )
         for key in ("name", "labels", "positive_label", "threshold", "input", "sha256"):
             if key not in data:
                 raise fail(f"missing required field '{key}'")

@@ -26,7 +26,7 @@ from edge.commands import run as run_command
 from edge.commands import status as status_command
 from edge.commands.common import CommandError
 from edge.model import Classifier
-from edge.paths import default_model_path
+from edge.paths import default_model_path, find_model
 from edge.preprocess import ImageError, read_grayscale, single_cell_input
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
@@ -47,8 +47,10 @@ def probability_arg(text: str) -> float:
     return value
 
 
-def load_classifier(model: str | None, threads: int = 1, interpreter: str | None = None) -> Classifier:
-    path = Path(model) if model else default_model_path()
+def load_classifier(model: str | None, threads: int = 0, interpreter: str | None = None) -> Classifier:
+    """``model``: a path, a bare NAME of an installed model, or None for the default model;
+    ``threads`` 0: every core."""
+    path = find_model(model) if model else default_model_path()
     if path is None:
         raise UsageError("no model found: pass --model PATH or set METASCOPE_MODEL")
     try:
@@ -59,7 +61,9 @@ def load_classifier(model: str | None, threads: int = 1, interpreter: str | None
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="NAME.tflite with NAME.json beside it (default: the shipped model)")
-    parser.add_argument("--threads", type=positive_int, default=1, help="interpreter threads (default 1)")
+    parser.add_argument(
+        "--threads", type=non_negative_int, default=0, help="interpreter threads (default 0: every core)"
+    )
     parser.add_argument(
         "--interpreter",
         choices=["ai_edge_litert", "tflite_runtime", "tensorflow.lite"],
@@ -128,12 +132,17 @@ def classify(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------- bench
 def bench(args: argparse.Namespace) -> int:
-    from edge.bench import bench_model, bench_pipeline, write_json
+    from edge.bench import bench_model_threads, bench_pipeline, write_json
 
-    classifier = load_classifier(args.model, 1, args.interpreter)
     if args.what == "model":
-        result = bench_model(classifier, calls=args.calls, batch=args.batch)
+        result = bench_model_threads(
+            lambda threads: load_classifier(args.model, threads, args.interpreter),
+            args.threads,
+            calls=args.calls,
+            batch=args.batch,
+        )
     else:
+        classifier = load_classifier(args.model, args.threads, args.interpreter)
         result = bench_pipeline(
             classifier, cells=args.cells, frames=args.frames, width=args.width, height=args.height, rss_every=500
         )
@@ -141,14 +150,22 @@ def bench(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def positive_int(text: str) -> int:
+def _whole_number(text: str, minimum: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{text} must be at least {minimum}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _whole_number(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    return _whole_number(text, 0)
 
 
 # ---------------------------------------------------------------------- main

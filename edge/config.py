@@ -67,8 +67,10 @@ class CameraConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    path: str = option("")  # "" = the default model (METASCOPE_MODEL, models/, /opt/metascope/models)
-    threads: int = option(1, 1, 16)
+    # "" = the default model (METASCOPE_MODEL, models/, /opt/metascope/models); a bare NAME is
+    # looked up there too (e.g. "mda231-pc3-fast"); else a path to NAME.tflite.
+    path: str = option("")
+    threads: int = option(0, 0, 64)  # 0 = every core
     threshold: float = option(0.0, 0.0, 1.0)  # 0 = the model card's threshold
     interpreter: str = option("", choices=("", "ai_edge_litert", "tflite_runtime", "tensorflow.lite"))
 
@@ -76,7 +78,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class PipelineConfig:
     mode: str = option("cells", choices=("cells", "whole"))
-    budget_ms: float = option(100.0, 1.0, 60_000.0)
+    budget_ms: float = option(0.0, 0.0, 60_000.0)  # 0 = from the model's card (edge.pipeline.budget_ms)
     pixel_size_um: float = option(0.0, 0.0, 1000.0)  # the rig's um per pixel; 0 = the model's scale
     whole_window_px: int = option(0, 0, 8192)  # mode "whole": window side; 0 = the model's window
 

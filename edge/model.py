@@ -30,6 +30,16 @@ __all__ = [
     "ModelMismatchError",
 ]
 
+
+def resolve_threads(threads: int | None) -> int:
+    """Interpreter threads: None or 0 means every core of this machine (a Pi 4 or 5 has 4)."""
+    if threads is None or threads == 0:
+        return os.cpu_count() or 1
+    if threads < 0:
+        raise ValueError(f"threads must be 0 (every core) or more, got {threads}")
+    return threads
+
+
 # Largest batch handed to the interpreter at once: bounds activation memory on a Pi while
 # keeping per-call overhead negligible.
 MAX_BATCH = 64
@@ -54,8 +64,17 @@ def resolve_model_path(path: str | os.PathLike[str]) -> Path:
 class Classifier:
     """One interpreter, allocated at load, that turns preprocessed cells into probabilities."""
 
-    def __init__(self, path: Path, card: ModelCard, interpreter: Any, interpreter_name: str, interpreter_version: str):
+    def __init__(
+        self,
+        path: Path,
+        card: ModelCard,
+        interpreter: Any,
+        interpreter_name: str,
+        interpreter_version: str,
+        threads: int = 1,
+    ):
         self.path = path
+        self.threads = threads
         self.card = card
         self.interpreter_name = interpreter_name
         self.interpreter_version = interpreter_version
@@ -69,10 +88,12 @@ class Classifier:
         cls,
         path: str | os.PathLike[str],
         *,
-        num_threads: int = 1,
+        num_threads: int | None = None,
         interpreter: str | None = None,
     ) -> Classifier:
         """Open NAME.tflite and NAME.json, verify the sha256, allocate the interpreter once.
+
+        ``num_threads``: interpreter threads; None or 0 = every core (``resolve_threads``).
 
         ``interpreter`` restricts the search to one of ai_edge_litert, tflite_runtime,
         tensorflow.lite; by default the first importable one in that order is used.
@@ -94,12 +115,13 @@ class Classifier:
                 f"{card_path_for(model_path)}; the model file was changed or the card belongs to another model"
             )
         choice = find_interpreter(interpreter)
+        threads = resolve_threads(num_threads)
         try:
-            tflite = choice.interpreter_class(model_content=content, num_threads=num_threads)
+            tflite = choice.interpreter_class(model_content=content, num_threads=threads)
             tflite.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelFileError(f"{model_path}: {choice.name} cannot load it as a TFLite model: {exc}") from exc
-        return cls(model_path, card, tflite, choice.name, choice.version)
+        return cls(model_path, card, tflite, choice.name, choice.version, threads)
 
     def _check_tensors(self) -> None:
         inputs = self._interpreter.get_input_details()
@@ -175,6 +197,7 @@ class Classifier:
             "sha256": self.card.sha256,
             "interpreter": self.interpreter_name,
             "interpreter_version": self.interpreter_version,
+            "threads": self.threads,
             "input_dtype": str(np.dtype(self._input["dtype"])),
             "batching": self.batching,
             "labels": list(self.labels),

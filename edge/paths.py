@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-DEFAULT_MODEL_NAME = "mda231-pc3"
+DEFAULT_MODEL_NAME = "mda231-pc3"  # accurate: ImageNet-pretrained EfficientNet-Lite0
+FAST_MODEL_NAME = "mda231-pc3-fast"  # a compact CNN taught by it: for many cells a frame
 # A checkout (or editable install) ships the default model in models/ beside edge/;
 # deploy/install.sh puts it in /opt/metascope/models on a Pi.
 MODEL_DIRS = (Path(__file__).resolve().parent.parent / "models", Path("/opt/metascope/models"))
@@ -21,3 +22,16 @@ def default_model_path() -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+def find_model(model: str | os.PathLike[str]) -> Path:
+    """A path as given; a bare NAME (no folder, no suffix) that is not a model in the current
+    folder is the first NAME.tflite in MODEL_DIRS (so the config can say
+    ``path = "mda231-pc3-fast"``), or the name as a path if none exists."""
+    path = Path(model)
+    if path.parent == Path(".") and not path.suffix and not path.with_name(path.name + ".tflite").is_file():
+        for folder in MODEL_DIRS:
+            candidate = folder / f"{path.name}.tflite"
+            if candidate.is_file():
+                return candidate
+    return path

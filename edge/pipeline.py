@@ -7,6 +7,7 @@ rescaled when the rig's pixel size differs from the model's training scale.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -19,6 +20,24 @@ from edge.preprocess import model_input
 from edge.sources.base import Frame
 
 STAGES = ("capture_wait", "detect", "preprocess", "infer", "store", "total")
+
+# pipeline.budget_ms = 0 (the default) derives the budget from the model: this many cells at
+# the card's Raspberry Pi 4 estimate per cell, plus detection, preprocessing and storage (about
+# 4x this project's x86 dev VM figure for a 20-cell frame, 12 ms), never below the floor.
+BUDGET_CELLS = 20
+BUDGET_FRAME_OVERHEAD_MS = 50.0
+BUDGET_FLOOR_MS = 100.0
+
+
+def budget_ms(configured_ms: float, classifier: Classifier) -> float:
+    """The per-frame latency budget: the configured one, or (0) one that follows the model."""
+    if configured_ms > 0:
+        return configured_ms
+    per_cell = (classifier.card.extra.get("speed") or {}).get("pi4_estimate_ms_per_cell")
+    if not isinstance(per_cell, (int, float)) or per_cell <= 0:
+        return BUDGET_FLOOR_MS
+    estimate = BUDGET_CELLS * per_cell + BUDGET_FRAME_OVERHEAD_MS
+    return max(BUDGET_FLOOR_MS, 10.0 * math.ceil(estimate / 10.0))
 
 
 @dataclass(frozen=True)
@@ -58,6 +77,7 @@ class Pipeline:
         self.window_px = self.spec.window_for(rig_pixel_size)
         self.whole_window_px = config.pipeline.whole_window_px or self.window_px
         self.threshold = config.model.threshold or classifier.threshold
+        self.budget_ms = budget_ms(config.pipeline.budget_ms, classifier)
         self._positive = classifier.positive_label
         self._negative = classifier.card.negative_label
 

@@ -210,17 +210,25 @@ def is_premasked(gray: np.ndarray) -> bool:
     return bool(np.count_nonzero(gray == 0) >= MASKED_BACKGROUND_MIN_FRACTION * gray.size)
 
 
-def single_cell_input(gray: np.ndarray, spec: InputSpec, window_px: int | None = None) -> np.ndarray:
-    """Model input for an image that holds one cell, as in the training folders.
+def single_cell_window(gray: np.ndarray, spec: InputSpec, window_px: int | None = None) -> np.ndarray:
+    """The window (before resizing) around the one cell of an image, as in the training folders.
 
     A pre-masked crop is centred on the centroid of its non-zero pixels, which are the mask.
     An unmasked image (a plain single-cell photograph) is taken as one cell centred in the
-    image, without masking.
+    image, without masking. Training augments these windows (rotation, scale, grey levels at
+    the full resolution, as a camera would vary them) and then finishes them like the Pi.
     """
+    side = spec.window_px if window_px is None else window_px
     if is_premasked(gray):
         mask = gray > 0
         ys, xs = np.nonzero(mask)
         if ys.size:
-            return model_input(gray, (ys.mean(), xs.mean()), spec, mask, window_px=window_px)
+            use_mask = mask if spec.masked_background else None
+            return cell_window(gray, (ys.mean(), xs.mean()), side, use_mask)
     centre = ((gray.shape[0] - 1) / 2, (gray.shape[1] - 1) / 2)
-    return finish_input(cell_window(gray, centre, spec.window_px if window_px is None else window_px), spec)
+    return cell_window(gray, centre, side)
+
+
+def single_cell_input(gray: np.ndarray, spec: InputSpec, window_px: int | None = None) -> np.ndarray:
+    """Model input for an image that holds one cell (see ``single_cell_window``)."""
+    return finish_input(single_cell_window(gray, spec, window_px), spec)

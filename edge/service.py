@@ -191,14 +191,17 @@ class Service:
                 self.exit_reason = f"source failed to open: {exc}"
                 return EXIT_SOURCE_FAILED
             log.info(
-                "started run %s: metascope %s, source %s, model %s (%s, sha256 %s…), mode %s, database %s",
+                "started run %s: metascope %s, source %s, model %s (%s, %d threads, sha256 %s…), mode %s, "
+                "budget %.0f ms a frame, database %s",
                 self.run_id,
                 __version__,
                 self.source.description,
                 self.classifier.card.name,
                 self.classifier.interpreter_name,
+                self.classifier.threads,
                 self.classifier.sha256[:12],
                 config.pipeline.mode,
+                self.pipeline.budget_ms,
                 config.database_path,
             )
             self.notifier.ready(f"run {self.run_id}: classifying")
@@ -230,7 +233,7 @@ class Service:
     def _loop(self, store: ResultStore, snapshots: SnapshotWriter) -> int:
         config = self.config
         source_failures = pipeline_failures = 0
-        budget_ms = config.pipeline.budget_ms
+        budget_ms = self.pipeline.budget_ms
         max_failures = config.source.max_failures
         now = time.monotonic()
         next_status = now
@@ -419,7 +422,7 @@ class Service:
             "model": self.classifier.card.name,
             "model_sha256": self.classifier.sha256,
             "mode": self.config.pipeline.mode,
-            "budget_ms": self.config.pipeline.budget_ms,
+            "budget_ms": self.pipeline.budget_ms,
             "fps": round(self.fps(), 2),
             "counters": self.counters.as_dict(),
             "latency_ms": self.latency.summary(),

@@ -26,14 +26,24 @@ def test_pipeline_bench_writes_stage_percentiles_and_memory(tiny_model, tmp_path
     assert result["resident_mb"]["max"] > 0 and result["machine"]["cpus"] >= 1
 
 
-def test_model_bench_reports_single_cell_and_batch(tiny_model, tmp_path: Path, capsys) -> None:
+def test_model_bench_reports_single_cell_and_batch_at_one_thread_and_every_core(
+    tiny_model, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 4)  # as on a Pi 4 or 5
     out = tmp_path / "model.json"
     assert (
         main(["bench", "model", "--model", str(tiny_model[0]), "--calls", "50", "--batch", "8", "--out", str(out)]) == 0
     )
     capsys.readouterr()
     result = json.loads(out.read_text())
-    assert result["single_cell"]["n"] == 50 and result["batch_8"]["per_cell_p50_ms"] > 0
+    assert [run["threads"] for run in result["runs"]] == [1, 4]
+    for run in result["runs"]:
+        assert run["model"]["threads"] == run["threads"]
+        assert run["single_cell"]["n"] == 50 and run["batch_8"]["per_cell_p50_ms"] > 0
+    two_threads = ["bench", "model", "--model", str(tiny_model[0]), "--calls", "5", "--threads", "2", "--out", str(out)]
+    assert main(two_threads) == 0
+    capsys.readouterr()
+    assert [run["threads"] for run in json.loads(out.read_text())["runs"]] == [2]
 
 
 def test_steal_is_the_share_of_cpu_time_taken_by_other_guests() -> None:

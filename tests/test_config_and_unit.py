@@ -48,7 +48,7 @@ BAD = [
     ({"model": {"threshold": 1.5}}, "model.threshold: must be at most 1"),
     ({"model": {"threshold": 1.0}}, "model.threshold: must be between 0 and 1"),
     ({"pipeline": {"mode": "all"}}, "pipeline.mode: must be one of"),
-    ({"pipeline": {"budget_ms": -5}}, "pipeline.budget_ms: must be at least 1"),
+    ({"pipeline": {"budget_ms": -5}}, "pipeline.budget_ms: must be at least 0"),
     ({"detect": {"min_area_px": 500, "max_area_px": 100}}, "detect.min_area_px: 500 is larger than"),
     ({"detect": {"downscale": 3.5}}, "detect.downscale: must be a whole number"),
     ({"store": {"retention_days": True}}, "store.retention_days: must be a number"),

@@ -254,7 +254,7 @@ def test_bad_models_are_refused_before_anything_changes(tmp_path: Path, model: P
     assert not (tmp_path / "log").exists(), "nothing was run"
 
 
-def test_without_model_the_shipped_default_is_installed(tmp_path: Path, project: Path, model_copy: Path) -> None:
+def test_without_model_both_shipped_models_are_installed(tmp_path: Path, project: Path, model_copy: Path) -> None:
     stubs = stub_commands(tmp_path / "bin", tmp_path / "log", getent="exit 2")
     root = tmp_path / "root"
     missing = install(root, stubs, "--dry-run", project=project)
@@ -264,14 +264,21 @@ def test_without_model_the_shipped_default_is_installed(tmp_path: Path, project:
     (project / "models").mkdir()
     shutil.copy2(model_copy, project / "models" / "mda231-pc3.tflite")
     shutil.copy2(model_copy.with_suffix(".json"), project / "models" / "mda231-pc3.json")
+    no_fast = install(root, stubs, "--dry-run", project=project)
+    assert no_fast.returncode == 1
+    assert f"no fast model at {project}/models/mda231-pc3-fast.tflite" in no_fast.stderr
+
+    shutil.copy2(model_copy, project / "models" / "mda231-pc3-fast.tflite")
+    shutil.copy2(model_copy.with_suffix(".json"), project / "models" / "mda231-pc3-fast.json")
     shipped = install(root, stubs, "--dry-run", project=project)
     assert shipped.returncode == 0, shipped.stderr
     commands = steps(shipped.stdout)
-    assert [
-        "install",
-        "-m",
-        "0644",
-        f"{project}/models/mda231-pc3.tflite",
-        f"{root}/opt/metascope/models/mda231-pc3.tflite",
-    ] in commands
+    for name in ("mda231-pc3", "mda231-pc3-fast"):
+        for suffix in (".tflite", ".json"):
+            source, target = f"{project}/models/{name}{suffix}", f"{root}/opt/metascope/models/{name}{suffix}"
+            assert ["install", "-m", "0644", source, target] in commands
     assert not [command for command in commands if command[0] == "write"], "the default model needs no drop-in"
+
+    (project / "models" / "mda231-pc3-fast.tflite").write_bytes(b"tampered")
+    tampered = install(root, stubs, "--dry-run", project=project)
+    assert tampered.returncode == 1 and "mda231-pc3-fast.tflite does not match its card" in tampered.stderr

@@ -111,8 +111,9 @@ def test_card_that_is_not_json(model_copy: Path) -> None:
         (lambda card: card.update(threshold=1.5), "'threshold' must be a number between 0 and 1"),
         (lambda card: card["input"].pop("window_px"), "'input' lacks 'window_px'"),
         (lambda card: card["input"].update(intensity="auto"), "'input' intensity must be one of"),
+        (lambda card: card.update(format="metascope-model-card/3"), "upgrade metascope"),
     ],
-    ids=["no-labels", "three-labels", "bad-positive", "bad-threshold", "no-window", "bad-intensity"],
+    ids=["no-labels", "three-labels", "bad-positive", "bad-threshold", "no-window", "bad-intensity", "newer-format"],
 )
 def test_invalid_card_fields_are_named(model_copy: Path, change, message: str) -> None:
     card_path = model_copy.with_suffix(".json")
@@ -122,6 +123,28 @@ def test_invalid_card_fields_are_named(model_copy: Path, change, message: str) -
     with pytest.raises(ModelCardError, match=message) as caught:
         Classifier.load(model_copy)
     assert str(card_path) in str(caught.value)
+
+
+def test_a_card_of_the_first_format_still_loads(model_copy: Path) -> None:
+    card_path = model_copy.with_suffix(".json")
+    card = json.loads(card_path.read_text())
+    card["format"] = "metascope-model-card/1"
+    for newer in ("speed", "training"):
+        card.pop(newer, None)
+    card_path.write_text(json.dumps(card))
+    assert Classifier.load(model_copy).labels == tuple(card["labels"])
+
+
+def test_threads_default_to_every_core(tiny_model, monkeypatch) -> None:
+    """A Pi 4 or 5 has four cores: the default config (model.threads = 0) uses all of them."""
+    from edge.cli import load_classifier
+    from edge.config import Config
+
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    assert Config().model.threads == 0
+    assert load_classifier(str(tiny_model[0]), Config().model.threads).threads == 4
+    assert Classifier.load(tiny_model[0]).describe()["threads"] == 4
+    assert Classifier.load(tiny_model[0], num_threads=1).threads == 1
 
 
 def test_sha256_mismatch(model_copy: Path) -> None:

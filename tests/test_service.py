@@ -257,6 +257,28 @@ def test_rig_pixel_size_rescales_the_window(classifier, tmp_path: Path) -> None:
         classifier.card = replace(classifier.card, input=replace(spec, pixel_size_um=None))
 
 
+def test_the_default_budget_follows_the_model(classifier, tmp_path: Path) -> None:
+    """budget_ms = 0 (the default): 20 cells at the card's Pi 4 estimate plus the frame's own
+    work, at least 100 ms; a configured budget wins."""
+    from dataclasses import replace
+
+    from edge.pipeline import Pipeline
+
+    original = classifier.card
+    try:
+        for estimate, expected in ((9.0, 230.0), (1.5, 100.0), (None, 100.0)):
+            speed = {} if estimate is None else {"speed": {"pi4_estimate_ms_per_cell": estimate}}
+            classifier.card = replace(original, extra={**original.extra, **speed})
+            service = Service(make_config(tmp_path), classifier, open_source(make_config(tmp_path)), max_frames=1,
+                              notifier=Notifier(address=""))  # fmt: skip
+            assert service.pipeline.budget_ms == expected, estimate
+        assert Pipeline(classifier, make_config(tmp_path, pipeline={"budget_ms": 40.0})).budget_ms == 40.0
+        assert service.run() == EXIT_OK
+        assert json.loads(service.config.status_path.read_text())["budget_ms"] == 100.0
+    finally:
+        classifier.card = original
+
+
 def test_pipeline_results_use_the_shared_preprocessing(classifier, tmp_path: Path) -> None:
     from edge.pipeline import Pipeline
     from edge.preprocess import model_input
