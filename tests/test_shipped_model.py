@@ -1,5 +1,6 @@
-"""The default model in models/: its card matches the file, and on real cells it does what the
-card says (needs ../shared/data; skipped with the reason when it is absent)."""
+"""The shipped models in models/ (the accurate default and the fast one): each card matches its
+file and its limits, and on real cells each does what its card says (needs ../shared/data;
+skipped with the reason when it is absent)."""
 
 from __future__ import annotations
 
@@ -10,38 +11,56 @@ import pytest
 
 from edge.card import ModelCard, sha256_file
 from edge.model import Classifier
-from edge.paths import DEFAULT_MODEL_NAME
+from edge.paths import DEFAULT_MODEL_NAME, FAST_MODEL_NAME
 from train.evaluate import evaluate_classifier, load_for_model
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("METASCOPE_SHARED_DATA", REPO.parent / "shared" / "data"))  # as conftest.py
-MODEL = REPO / "models" / f"{DEFAULT_MODEL_NAME}.tflite"
 DATA = SHARED_DATA / "fayyaz-mda231-pc3"
+# name: (backbone, most bytes, most multiply-accumulates per cell)
+LIMITS = {
+    DEFAULT_MODEL_NAME: ("lite0", 6_000_000, 450_000_000),
+    FAST_MODEL_NAME: ("compact", 1_000_000, 20_000_000),
+}
+SHIPPED = sorted(LIMITS)
 # The smallest culture condition: enough cells for an AUC, quick to load.
 CONDITION = "10kD2"
 
 
-def test_shipped_card_matches_the_model_file() -> None:
-    assert MODEL.is_file(), f"{MODEL} is missing: the shipped default model (make model)"
-    card = ModelCard.load(MODEL.with_suffix(".json"))
-    assert card.sha256 == sha256_file(MODEL)
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_card_matches_the_model_file(name: str) -> None:
+    model = REPO / "models" / f"{name}.tflite"
+    assert model.is_file(), f"{model} is missing: a shipped model (make model)"
+    card = ModelCard.load(model.with_suffix(".json"))
+    assert card.sha256 == sha256_file(model)
     data = card.to_dict()
+    backbone, most_bytes, most_macs = LIMITS[name]
     assert card.labels == ("MDA-MB-231", "PC3") and card.positive_label == "PC3"
-    assert data["file_bytes"] == MODEL.stat().st_size < 1_000_000
-    assert data["training"]["architecture"]["macs_per_cell"] <= 20_000_000
+    assert data["file_bytes"] == model.stat().st_size < most_bytes
+    architecture = data["training"]["architecture"]
+    assert architecture["backbone"] == backbone and architecture["macs_per_cell"] <= most_macs
     assert "GPL" in data["data"]["licence"]
     cv = data["evaluation"]["cross_validation"]
     assert len(cv["folds"]) == 7 and cv["rule"].startswith("leave-one-group-out")
     assert data["int8_fidelity"]["label_agreement"] >= 0.99
-    classifier = Classifier.load(MODEL)
+    assert data["speed"]["pi4_estimate_ms_per_cell"] > 0
+    classifier = Classifier.load(model)
     assert classifier.input_spec == card.input
-    report = MODEL.with_name(f"{DEFAULT_MODEL_NAME}.report.md")
+    report = model.with_name(f"{name}.report.md")
     assert report.is_file() and f"{cv['summary']['roc_auc']['mean']:.3f}" in report.read_text()
 
 
+def test_the_fast_model_was_taught_by_the_shipped_default() -> None:
+    fast = ModelCard.load(REPO / "models" / f"{FAST_MODEL_NAME}.json").to_dict()
+    default = ModelCard.load(REPO / "models" / f"{DEFAULT_MODEL_NAME}.json")
+    assert fast["training"]["teacher"]["model"] == DEFAULT_MODEL_NAME
+    assert fast["training"]["teacher"]["sha256"] == default.sha256
+
+
 @pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data set not present at {DATA}")
-def test_shipped_model_on_one_real_condition_matches_its_card() -> None:
-    classifier = Classifier.load(MODEL)
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_model_on_one_real_condition_matches_its_card(name: str) -> None:
+    classifier = Classifier.load(REPO / "models" / f"{name}.tflite")
     card = classifier.card.to_dict()
     dataset = load_for_model(classifier, DATA, card["data"]["group_by"], [CONDITION], progress=False)
     measured = evaluate_classifier(classifier, dataset)

@@ -68,3 +68,42 @@ def test_fit_exits_3_and_writes_nothing_when_int8_disagrees(tmp_path: Path, monk
     assert main(args) == EXIT_EXPORT_REFUSED
     assert "export refused" in capsys.readouterr().err
     assert not list(tmp_path.glob("refused*")), "nothing may be written when the export is refused"
+
+
+@pytest.mark.slow
+def test_lite0_fit_exports_a_full_int8_model_with_a_per_tensor_head(tmp_path: Path) -> None:
+    """The ImageNet-pretrained default: fine-tuned briefly on synthetic cells, exported to full
+    int8 (uint8 pixels map exactly onto its int8 input), its card saying what it is and costs."""
+    import os
+
+    from edge.card import CARD_FORMAT, ModelCard
+    from edge.interpreter import find_interpreter
+    from edge.model import Classifier
+    from train.export import dense_weight_quantization
+    from train.lite0 import WEIGHTS_SHA256
+
+    data = write_synthetic_dataset(tmp_path / "cells", per_group=20, groups=4, seed=2)
+    out = tmp_path / "lite"
+    # Enough steps for BatchNorm's statistics to leave ImageNet's behind (momentum 0.9).
+    args = ["fit", str(data), "--out", str(out), "--size", "32", "--window-px", "128", "--epochs", "6",
+            "--batch-size", "16", "--no-leak-check", "--min-agreement", "0.9", "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    model = out.with_suffix(".tflite")
+    card = ModelCard.load(out.with_suffix(".json")).to_dict()
+    assert card["format"] == CARD_FORMAT == "metascope-model-card/2"
+    architecture = card["training"]["architecture"]
+    assert architecture["backbone"] == "lite0" and architecture["weights"]["sha256"] == WEIGHTS_SHA256
+    assert architecture["weights"]["licence"] == "Apache-2.0"
+    assert 0 < architecture["macs_per_cell"] < 20_000_000  # Lite0 at 32 px
+    assert card["quantization"]["input"] == {"dtype": "int8", "scale": 1.0, "zero_point": -128}
+    assert card["quantization"]["output"]["dtype"] == "int8"
+    speed = card["speed"]
+    assert set(speed["ms_per_cell"]) == {"1", str(os.cpu_count())} and speed["pi4_estimate_ms_per_cell"] > 0
+    assert card["int8_fidelity"]["label_agreement"] >= 0.9
+    dense = dense_weight_quantization(model.read_bytes())
+    assert len(dense) == 1 and dense[0]["scales"] == 1 and dense[0]["dtype"] == "int8"
+    interpreter = find_interpreter().interpreter_class(model_content=model.read_bytes())
+    ops = {op["op_name"] for op in interpreter._get_ops_details()}
+    assert not ops & {"QUANTIZE", "DEQUANTIZE"}, f"not full-integer: {sorted(ops)}"
+    classifier = Classifier.load(model)
+    assert classifier.input_spec.size == 32 and len(classifier.predict(np.zeros((3, 32, 32), np.uint8))) == 3

@@ -15,12 +15,14 @@ from edge.synthetic import write_synthetic_dataset
 from train.cli import EXIT_USAGE, main
 from train.export import dense_weight_quantization
 
-# Small and quick: 32 px inputs, two narrow stages, a few epochs, plain average pooling (the
-# two-head avg+max default learns too slowly for 12 epochs of 32 px synthetic cells). With only ~50 test cells one
-# label flipped by int8 rounding is 2%, so the bar is 95% here; test_train_export.py shows the
-# bar (99% by default) stops an export.
-TINY = ["--size", "32", "--window-px", "128", "--widths", "8,16", "--epochs", "12", "--min-epochs", "3",
-        "--learning-rate", "0.005", "--min-agreement", "0.95", "--pooling", "avg", "--quiet"]  # fmt: skip
+# Small and quick: the compact CNN at 32 px, two narrow stages, a few epochs, plain average
+# pooling (the two-head avg+max default learns too slowly for 12 epochs of 32 px synthetic
+# cells). With only ~50 test cells one label flipped by int8 rounding is 2%, so the bar is 95%
+# here; test_train_export.py shows the bar (99% by default) stops an export. The lite0
+# backbone's own fit and export are in test_train_export.py.
+TINY = ["--backbone", "compact", "--size", "32", "--window-px", "128", "--widths", "8,16", "--epochs", "12",
+        "--learning-rate", "0.005", "--min-agreement", "0.95", "--pooling", "avg", "--intensity", "standardised",
+        "--quiet"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +64,7 @@ def test_card_is_complete_and_matches_the_file(fitted: Path) -> None:
     split_groups = evaluation["split"]["groups"]
     everything = split_groups["train"] + split_groups["validation"] + split_groups["test"]
     assert len(everything) == len(set(everything)) == 10, "each of the 10 groups in exactly one part"
+    assert split_groups["validation"] == [], "without early stopping no group is held back to validate on"
     held_out = evaluation["held_out"]
     assert held_out["roc_auc"] > 0.9, "round vs spindle is easy; a working fit separates them"
     fidelity = data["int8_fidelity"]
@@ -69,7 +72,7 @@ def test_card_is_complete_and_matches_the_file(fitted: Path) -> None:
     assert 0 <= fidelity["mean_abs_probability_difference"] < 0.05
     assert evaluation["file_level_split"]["roc_auc"] is not None
     assert data["data"]["cells"] == {"round": 120, "spindle": 120}
-    # Standardised input (the default): a 20% dimmer or 25% brighter lamp changes almost no call.
+    # Standardised input: a 20% dimmer or 25% brighter lamp changes almost no call.
     exposure = evaluation["exposure"]
     assert card.input.intensity == exposure["intensity"] == "standardised"
     assert set(exposure["label_changed_at_gain"]) == {"0.8", "0.9", "1.1", "1.25"}
@@ -114,9 +117,24 @@ def test_cross_validation_by_shared_groups(tmp_path: Path) -> None:
     assert [fold["held_out"] for fold in cv["folds"]] == ["g0", "g1", "g2", "g3"]
     assert all(fold["roc_auc"] is not None for fold in cv["folds"])
     assert cv["summary"]["roc_auc"]["mean"] == pytest.approx(np.mean([f["roc_auc"] for f in cv["folds"]]))
-    assert card["evaluation"]["final_model"]["epochs"] == cv["chosen_epochs"]
+    # Fixed epochs (no --patience): every fold trains exactly like the final fit, on every group
+    # it does not test on.
+    assert all(fold["epochs_run"] == fold["best_epoch"] == 12 for fold in cv["folds"])
+    assert all(fold["groups"]["validation"] == [] and len(fold["groups"]["train"]) == 3 for fold in cv["folds"])
+    assert card["evaluation"]["final_model"]["epochs"] == cv["chosen_epochs"] == 12
     assert "file_level_split" not in card["evaluation"]
     assert Classifier.load(out.with_suffix(".tflite")).labels == ("round", "spindle")
+
+
+def test_early_stopping_holds_back_validation_groups(synthetic_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "stopped"
+    args = ["--patience", "3", "--min-epochs", "3", "--no-leak-check", "--min-agreement", "0.8"]
+    assert main(["fit", str(synthetic_data), "--out", str(out), *TINY, *args]) == 0
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["evaluation"]["split"]["groups"]["validation"], "early stopping needs validation groups"
+    assert card["training"]["settings"]["patience"] == 3
+    history_epochs = card["evaluation"]["final_model"]["epochs"]
+    assert 3 < history_epochs <= 12
 
 
 # ----------------------------------------------------------------- bad input

@@ -4,8 +4,8 @@ A cell has no preferred orientation on the slide, so any rotation and mirror ima
 real as the original; illumination, focus and camera noise vary between sessions. Its size
 does not: the crops are at one fixed scale, and size is part of what tells the lines apart,
 so scale is only jittered slightly (focus and segmentation make the outline a few percent
-uncertain). Everything works on uint8 model inputs with the masked background (0) kept at 0,
-as the Pi will see it.
+uncertain). Everything works on the uint8 windows around the cells (before resizing) with the masked
+background (0) kept at 0, and ends in edge.preprocess.finish_input, as the Pi's cells do.
 """
 
 from __future__ import annotations
@@ -15,22 +15,32 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage
 
+from edge.preprocess import InputSpec, finish_input
+
 
 @dataclass(frozen=True)
 class AugmentSettings:
+    """Distances are in window pixels (before resizing), grey levels in 0..255."""
+
     rotate_any_angle: bool = True  # besides the exact 90-degree turns and flips
-    scale_jitter: float = 0.08  # +- fraction of size
-    shift_px: float = 2.0  # +- pixels of centring error (input pixels)
-    # Mild on purpose: the cell's grey-level distribution (halo, nucleus) is part of what
-    # tells the lines apart; +-40 levels / +-30% contrast was no better in cross-validation.
-    brightness: float = 10.0  # +- grey levels added to the cell
-    contrast: float = 0.1  # +- fraction of contrast about the cell's mean
+    scale_jitter: float = 0.15  # +- fraction of size
+    shift_px: float = 4.0  # +- pixels of centring error
+    # A camera's limited-range Y plane maps grey levels to 16 + 219/255 x Y, a lamp or exposure
+    # scales them; per-cell standardisation does not cancel that once resizing has blended the
+    # 0 background into the edge pixels. So offset and gain are drawn per cell, on the window.
+    brightness: float = 16.0  # +- grey levels added to the cell
+    gain: float = 0.15  # +- fraction the cell's grey levels are multiplied by
+    contrast: float = 0.15  # +- fraction of contrast about the cell's mean
     blur_probability: float = 0.25
-    blur_sigma_max: float = 1.0  # input pixels
+    blur_sigma_max: float = 2.0
     noise_sigma_max: float = 4.0  # grey levels
 
     def to_dict(self) -> dict[str, float | bool]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, float | bool]) -> AugmentSettings:
+        return cls(**{key: data[key] for key in cls.__dataclass_fields__})
 
 
 NO_AUGMENTATION = AugmentSettings(
@@ -38,6 +48,7 @@ NO_AUGMENTATION = AugmentSettings(
     scale_jitter=0.0,
     shift_px=0.0,
     brightness=0.0,
+    gain=0.0,
     contrast=0.0,
     blur_probability=0.0,
     noise_sigma_max=0.0,
@@ -78,15 +89,20 @@ def _photometric(image: np.ndarray, rng: np.random.Generator, settings: AugmentS
         values = ndimage.gaussian_filter(values, sigma) / np.maximum(weight, 1e-3)
     mean = values[mask].mean()
     contrast = 1.0 + rng.uniform(-settings.contrast, settings.contrast)
-    values = (values - mean) * contrast + mean + rng.uniform(-settings.brightness, settings.brightness)
+    gain = 1.0 + rng.uniform(-settings.gain, settings.gain)
+    values = ((values - mean) * contrast + mean) * gain + rng.uniform(-settings.brightness, settings.brightness)
     if settings.noise_sigma_max:
         values = values + rng.normal(0.0, rng.uniform(0.0, settings.noise_sigma_max), values.shape)
     return np.where(mask, np.clip(np.rint(values), 1, 255), 0).astype(np.uint8)
 
 
-def augment_batch(images: np.ndarray, rng: np.random.Generator, settings: AugmentSettings) -> np.ndarray:
-    """A new augmented copy of a uint8 batch (N, size, size)."""
-    out = np.empty_like(images)
-    for index, image in enumerate(images):
-        out[index] = _photometric(_geometric(image, rng, settings), rng, settings)
-    return out
+def augment_window(window: np.ndarray, rng: np.random.Generator, settings: AugmentSettings) -> np.ndarray:
+    """A new augmented copy of one uint8 window (before resizing)."""
+    return _photometric(_geometric(window, rng, settings), rng, settings)
+
+
+def augment_windows(
+    windows: np.ndarray, rng: np.random.Generator, settings: AugmentSettings, spec: InputSpec
+) -> np.ndarray:
+    """Augmented model inputs (N, size, size) from uint8 windows, finished as the Pi finishes a cell."""
+    return np.stack([finish_input(augment_window(window, rng, settings), spec) for window in windows])

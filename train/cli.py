@@ -10,10 +10,12 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from edge.preprocess import INTENSITY_MODES
+from train.recipe import BACKBONES
 
 EXIT_USAGE = 2
 EXIT_EXPORT_REFUSED = 3
@@ -67,30 +69,60 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit.add_argument("--cv", action="store_true", help="cross-validate by group first; the card's numbers come from it")
     fit.add_argument("--cv-folds", type=_positive_int, help="K grouped folds instead of leave-one-group-out")
+    fit.add_argument(
+        "--backbone",
+        choices=BACKBONES,
+        default="lite0",
+        help="lite0: EfficientNet-Lite0 fine-tuned from ImageNet (the default; accurate, ~70 M MACs at 96 px); "
+        "compact: a small CNN from scratch or taught by --teacher (fast, a few M MACs)",
+    )
     fit.add_argument("--window-px", type=_positive_int, default=192, help="window around the cell, pixels (192)")
-    fit.add_argument("--size", type=_positive_int, default=64, help="model input side, pixels (64)")
+    fit.add_argument("--size", type=_positive_int, default=96, help="model input side, pixels (96)")
     fit.add_argument(
         "--intensity",
         choices=INTENSITY_MODES,
-        default="standardised",
-        help="map each cell to a standard mean and spread, so lamp and exposure barely matter "
-        "(standardised, the default), or keep grey levels as they are (raw)",
+        default="raw",
+        help="keep each cell's grey levels (raw, the default; training varies offset, gain and contrast so that "
+        "lamp and camera matter little) or map each cell to a standard mean and spread (standardised)",
     )
-    fit.add_argument("--widths", type=_widths, default=(16, 32, 64, 96), help="conv stage widths (16,32,64,96)")
-    fit.add_argument("--convs-per-stage", type=_positive_int, default=1)
-    fit.add_argument("--pooling", choices=("avg", "avg+max"), default="avg+max")
-    fit.add_argument("--epochs", type=_positive_int, default=40, help="most epochs per fit (40)")
-    fit.add_argument("--patience", type=_positive_int, default=12, help="early-stopping patience, epochs (12)")
-    fit.add_argument("--min-epochs", type=int, default=10, help="epochs before early stopping may act (10)")
-    fit.add_argument("--batch-size", type=_positive_int, default=32)
-    fit.add_argument("--learning-rate", type=float, default=2e-3)
-    fit.add_argument("--dropout", type=float, default=0.3)
-    fit.add_argument("--label-smoothing", type=float, default=0.05)
+    fit.add_argument(
+        "--teacher",
+        type=Path,
+        metavar="MODEL",
+        help="learn from this model's answers as well as the labels (its NAME.distill.npz, written by a fit with "
+        "--distill-views; needs --cv and the same data: each fold learns from the same fold's teacher)",
+    )
+    fit.add_argument(
+        "--distill-views",
+        type=_positive_int,
+        metavar="K",
+        help="also score K fixed augmented views of every cell with every model trained (folds and final) into "
+        "NAME.distill.npz, for a later --teacher NAME (needs --cv)",
+    )
+    recipe_note = "default: the backbone's recipe"
+    fit.add_argument("--widths", type=_widths, help=f"compact: conv stage widths, e.g. 16,32,64,96 ({recipe_note})")
+    fit.add_argument("--convs-per-stage", type=_positive_int, help=f"compact: convolutions per stage ({recipe_note})")
+    fit.add_argument("--pooling", choices=("avg", "avg+max"), help=f"compact: global pooling ({recipe_note})")
+    fit.add_argument("--epochs", type=_positive_int, help=f"epochs per fit; the most with --patience ({recipe_note})")
+    fit.add_argument(
+        "--patience",
+        type=int,
+        help="0: train exactly --epochs, folds exactly like the final fit; N: stop after N epochs without a better "
+        f"validation AUC, on validation groups held back ({recipe_note})",
+    )
+    fit.add_argument("--min-epochs", type=int, help=f"with --patience: epochs before stopping may act ({recipe_note})")
+    fit.add_argument("--batch-size", type=_positive_int, help=recipe_note)
+    fit.add_argument("--learning-rate", type=float, help=f"peak learning rate ({recipe_note})")
+    fit.add_argument("--dropout", type=float, help=recipe_note)
+    fit.add_argument("--label-smoothing", type=float, help=recipe_note)
+    fit.add_argument("--teacher-weight", type=_fraction, help=f"with --teacher: the teacher's share ({recipe_note})")
     fit.add_argument("--no-class-weights", action="store_true", help="do not weight classes by inverse frequency")
     fit.add_argument("--no-augment", action="store_true", help="train on the images as they are")
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--test-fraction", type=_fraction, default=0.2, help="without --cv: test groups' share")
-    fit.add_argument("--validation-fraction", type=_fraction, default=0.15)
+    fit.add_argument(
+        "--validation-fraction", type=_fraction, default=0.15, help="with --patience: validation groups' share"
+    )
     fit.add_argument("--threshold", type=_fraction, default=0.5, help="positive at or above this probability")
     fit.add_argument("--min-agreement", type=_fraction, default=0.99, help="int8 vs float label agreement bar")
     fit.add_argument("--max-bad-fraction", type=float, default=0.05, help="share of unreadable files tolerated")
@@ -113,36 +145,52 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_fit_command(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
-    from edge.preprocess import InputSpec
-    from train.augment import NO_AUGMENTATION, AugmentSettings
-    from train.fit import FitSettings
-    from train.fit_command import FitRequest, run_fit
+def fit_settings(args: argparse.Namespace) -> Any:
+    """The backbone's recipe with what the command line set explicitly."""
+    from train.augment import NO_AUGMENTATION
+    from train.recipe import recipe
 
-    settings = FitSettings(
+    settings = recipe(
+        args.backbone,
         widths=args.widths,
         convs_per_stage=args.convs_per_stage,
         pooling=args.pooling,
         dropout=args.dropout,
-        max_epochs=args.epochs,
+        epochs=args.epochs,
         patience=args.patience,
-        min_epochs=min(args.min_epochs, args.epochs - 1),
+        min_epochs=args.min_epochs,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         label_smoothing=args.label_smoothing,
-        class_weighting=not args.no_class_weights,
+        teacher_weight=args.teacher_weight,
+        class_weighting=False if args.no_class_weights else None,
         seed=args.seed,
-        augment=NO_AUGMENTATION if args.no_augment else AugmentSettings(),
+        augment=NO_AUGMENTATION if args.no_augment else None,
     )
-    if args.size < 2 ** len(args.widths):
-        raise ValueError(f"--size {args.size} is too small for {len(args.widths)} stride-2 stages")
+    if settings.patience < 0:
+        raise ValueError(f"--patience must be 0 (fixed epochs) or more, got {settings.patience}")
+    if settings.early_stopping and settings.min_epochs >= settings.epochs:
+        settings = replace(settings, min_epochs=settings.epochs - 1)
+    if settings.backbone == "compact" and args.size < 2 ** len(settings.widths):
+        raise ValueError(f"--size {args.size} is too small for {len(settings.widths)} stride-2 stages")
+    if settings.backbone == "lite0" and args.size < 32:
+        raise ValueError(f"--size {args.size} is too small for lite0 (5 stride-2 stages; at least 32)")
+    return settings
+
+
+def run_fit_command(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
+    from edge.preprocess import InputSpec
+    from train.fit_command import FitRequest, run_fit
+
+    if (args.teacher or args.distill_views) and not (args.cv or args.cv_folds):
+        raise ValueError("--teacher and --distill-views need --cv: each fold's student learns from its own teacher")
     request = FitRequest(
         data_dir=args.data_dir,
         out=args.out,
         spec=InputSpec(
             size=args.size, channels=1, window_px=args.window_px, masked_background=True, intensity=args.intensity
         ),
-        settings=settings,
+        settings=fit_settings(args),
         positive=args.positive,
         group_by=args.group_by,
         cv=args.cv or args.cv_folds is not None,
@@ -153,6 +201,8 @@ def run_fit_command(args: argparse.Namespace, argv: Sequence[str] | None) -> int
         threshold=args.threshold,
         min_agreement=args.min_agreement,
         max_bad_fraction=args.max_bad_fraction,
+        teacher=args.teacher,
+        distill_views=args.distill_views,
         progress=not args.quiet,
         argv=None if argv is None else list(argv),
     )

@@ -1,8 +1,9 @@
 """A labelled folder of single-cell images -> model-input tensors, labels and groups.
 
 Layout: ``ROOT/<label>/.../<image>``, exactly two label folders, any depth below them. Every
-image becomes a model input through ``edge.preprocess.single_cell_input``: the same window,
-mask and resize the Pi uses, so there is no second preprocessing path to drift.
+image becomes a model input through ``edge.preprocess``: the same window, mask and resize the
+Pi uses, so there is no second preprocessing path to drift. The windows are kept too (before
+resizing), because training augments at that resolution and then finishes them the same way.
 
 The *group* of a file is the unit that splits never cut through (near-duplicate crops of the
 same culture must not land on both sides of a split). By default it is the first folder below
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from edge.preprocess import ImageError, InputSpec, read_grayscale, single_cell_input
+from edge.preprocess import ImageError, InputSpec, finish_input, read_grayscale, single_cell_window
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"})
 
@@ -44,7 +45,8 @@ class LabelledFile:
 
 @dataclass
 class Dataset:
-    """Model inputs (uint8, N x size x size), ``y`` (1 = positive label) and groups per cell."""
+    """Model inputs (uint8, N x size x size), ``y`` (1 = positive label) and groups per cell;
+    ``windows`` (uint8, N x window_px x window_px) are the same cells before resizing."""
 
     images: np.ndarray
     y: np.ndarray
@@ -54,6 +56,7 @@ class Dataset:
     spec: InputSpec
     root: Path
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    windows: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.y)
@@ -73,7 +76,12 @@ class Dataset:
             spec=self.spec,
             root=self.root,
             skipped=self.skipped,
+            windows=None if self.windows is None else self.windows[index],
         )
+
+    def relative_paths(self) -> list[str]:
+        """Each cell's file, relative to the data folder (how a distillation file names cells)."""
+        return [path.relative_to(self.root).as_posix() for path in self.paths]
 
     def class_counts(self) -> dict[str, int]:
         return {label: int(np.sum(self.y == value)) for value, label in enumerate(self.labels)}
@@ -188,7 +196,7 @@ def load(
     progress: bool = True,
 ) -> Dataset:
     """Read and preprocess every file; unreadable ones are skipped and listed in ``skipped``."""
-    images: list[np.ndarray] = []
+    windows: list[np.ndarray] = []
     kept: list[LabelledFile] = []
     skipped: list[tuple[Path, str]] = []
     bar = tqdm(files, desc="loading images", unit="img", disable=not progress, file=sys.stderr, leave=False)
@@ -198,7 +206,7 @@ def load(
         except ImageError as exc:
             skipped.append((item.path, str(exc)))
             continue
-        images.append(single_cell_input(gray, spec))
+        windows.append(single_cell_window(gray, spec))
         kept.append(item)
     bar.close()
     for path, reason in skipped:
@@ -212,9 +220,9 @@ def load(
     for label in labels:
         if present[label] == 0:
             raise DatasetError(f"label {label!r} has no readable images")
-    size = spec.size
+    size, side = spec.size, spec.window_px
     return Dataset(
-        images=np.stack(images) if images else np.zeros((0, size, size), np.uint8),
+        images=np.stack([finish_input(w, spec) for w in windows]) if windows else np.zeros((0, size, size), np.uint8),
         y=np.array([labels.index(item.label) for item in kept], dtype=np.int64),
         groups=np.array([item.group for item in kept], dtype=object),
         paths=[item.path for item in kept],
@@ -222,6 +230,7 @@ def load(
         spec=spec,
         root=Path(root),
         skipped=skipped,
+        windows=np.stack(windows) if windows else np.zeros((0, side, side), np.uint8),
     )
 
 

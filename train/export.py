@@ -31,8 +31,14 @@ class ExportError(RuntimeError):
 
 def _representative(images: np.ndarray, limit: int, seed: int) -> Iterator[list[np.ndarray]]:
     order = np.random.default_rng(seed).permutation(len(images))[:limit]
-    for index in order:
-        yield [images[index : index + 1].astype(np.float32)]
+    for position, index in enumerate(order):
+        sample = images[index : index + 1].astype(np.float32)
+        if position == 0:
+            # The input's int8 range is the calibration data's min and max: one white and one
+            # black pixel make it exactly 0..255 (scale 1, zero point -128), so no pixel of a
+            # brighter cell than any calibration cell is ever clipped on the Pi.
+            sample[0, 0, 0], sample[0, -1, -1] = 255.0, 0.0
+        yield [sample]
 
 
 def convert_int8(model: Any, representative_images: np.ndarray, seed: int = 0) -> bytes:

@@ -1,43 +1,21 @@
-"""Training one model: augmented batches, class weighting, early stopping on a validation split."""
+"""Training one model: augmented batches (or a teacher's fixed views), class weighting, a
+warm-up then cosine learning-rate schedule, a fixed number of epochs or early stopping."""
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import keras
 import numpy as np
 
-from train.augment import AugmentSettings, augment_batch
+from train.augment import augment_windows
 from train.dataset import Dataset
 from train.model import build_cnn
-
-
-@dataclass(frozen=True)
-class FitSettings:
-    widths: tuple[int, ...] = (16, 32, 64, 96)
-    convs_per_stage: int = 1
-    pooling: str = "avg+max"
-    dropout: float = 0.3
-    max_epochs: int = 60
-    patience: int = 12  # epochs without a better validation AUC before stopping
-    min_epochs: int = 10  # the first epochs' validation AUC is noise; never stop or keep them
-    batch_size: int = 32
-    learning_rate: float = 2e-3
-    weight_decay: float = 1e-4
-    label_smoothing: float = 0.05
-    class_weighting: bool = True
-    seed: int = 0
-    augment: AugmentSettings = field(default_factory=AugmentSettings)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["widths"] = list(self.widths)
-        data["augment"] = self.augment.to_dict()
-        return data
+from train.recipe import BACKBONES, FitSettings
 
 
 @dataclass
@@ -49,6 +27,15 @@ class FitResult:
     seconds: float
 
 
+@dataclass(frozen=True)
+class SoftTargets:
+    """A teacher's view of the training cells: fixed augmented views (N, K, size, size) and
+    its probability for each (N, K). The student learns from the same views."""
+
+    views: np.ndarray
+    probabilities: np.ndarray
+
+
 def as_model_input(images: np.ndarray) -> np.ndarray:
     """uint8 (N, size, size) -> float32 (N, size, size, 1): the Keras model's raw 0..255 input."""
     return images.astype(np.float32)[..., np.newaxis]
@@ -57,64 +44,107 @@ def as_model_input(images: np.ndarray) -> np.ndarray:
 def class_weights(y: np.ndarray) -> dict[int, float]:
     """Inverse class frequency, normalised so the mean weight per cell is 1."""
     counts = np.bincount(y, minlength=2).astype(np.float64)
-    return {label: float(len(y) / (2 * counts[label])) for label in (0, 1)}
+    return {label: float(len(y) / (2 * counts[label])) if counts[label] else 1.0 for label in (0, 1)}
 
 
-class AugmentedBatches(keras.utils.PyDataset):
-    """Shuffled, freshly augmented batches every epoch, with per-cell class weights."""
+class TrainingBatches(keras.utils.PyDataset):
+    """Shuffled batches every epoch with per-cell class weights: freshly augmented windows, or,
+    with a teacher, one of each cell's fixed views and a target mixing label and teacher."""
 
-    def __init__(self, images: np.ndarray, y: np.ndarray, settings: FitSettings, seed: int):
+    def __init__(self, train: Dataset, settings: FitSettings, teacher: SoftTargets | None = None):
         super().__init__()
-        self.images, self.y, self.settings = images, y, settings
-        weights = class_weights(y) if settings.class_weighting else {0: 1.0, 1: 1.0}
-        self.sample_weights = np.array([weights[int(label)] for label in y], dtype=np.float32)
-        self.rng = np.random.default_rng(seed)
-        self.order = self.rng.permutation(len(y))
+        if teacher is None and train.windows is None:
+            raise ValueError("training needs the cells' windows (train.dataset.load keeps them)")
+        self.train, self.settings, self.teacher = train, settings, teacher
+        weights = class_weights(train.y) if settings.class_weighting else {0: 1.0, 1: 1.0}
+        self.sample_weights = np.array([weights[int(label)] for label in train.y], dtype=np.float32)
+        self.rng = np.random.default_rng(settings.seed)
+        self.order = self.rng.permutation(len(train))
 
     def __len__(self) -> int:
-        return math.ceil(len(self.y) / self.settings.batch_size)
+        return math.ceil(len(self.train) / self.settings.batch_size)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         size = self.settings.batch_size
         members = self.order[index * size : (index + 1) * size]
-        batch = augment_batch(self.images[members], self.rng, self.settings.augment)
-        return as_model_input(batch), self.y[members].astype(np.float32), self.sample_weights[members]
+        y = self.train.y[members].astype(np.float32)
+        if self.teacher is None:
+            batch = augment_windows(self.train.windows[members], self.rng, self.settings.augment, self.train.spec)
+            return as_model_input(batch), y, self.sample_weights[members]
+        view = self.rng.integers(self.teacher.views.shape[1], size=len(members))
+        batch = self.teacher.views[members, view]
+        share = self.settings.teacher_weight
+        target = (1.0 - share) * y + share * self.teacher.probabilities[members, view].astype(np.float32)
+        return as_model_input(batch), target, self.sample_weights[members]
 
     def on_epoch_end(self) -> None:
-        self.order = self.rng.permutation(len(self.y))
+        self.order = self.rng.permutation(len(self.train))
 
 
 class EpochLine(keras.callbacks.Callback):
     """One short line per epoch on stderr: the progress display of a fit."""
 
-    def __init__(self, label: str, max_epochs: int):
+    def __init__(self, label: str, epochs: int):
         super().__init__()
-        self.label, self.max_epochs = label, max_epochs
+        self.label, self.epochs = label, epochs
         self.started = time.monotonic()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         logs = logs or {}
         shown = "  ".join(f"{key} {value:.3f}" for key, value in logs.items() if key != "learning_rate")
         elapsed = time.monotonic() - self.started
-        print(f"{self.label} epoch {epoch + 1:3d}/{self.max_epochs}  {shown}  [{elapsed:5.0f} s]", file=sys.stderr)
+        print(f"{self.label} epoch {epoch + 1:3d}/{self.epochs}  {shown}  [{elapsed:5.0f} s]", file=sys.stderr)
 
 
-def build_model(size: int, settings: FitSettings, decay_steps: int) -> keras.Model:
-    # Cosine decay over the planned epochs: the last epochs take small steps, so the weights
-    # kept do not depend on where in a noisy step the run happened to stop.
-    schedule = keras.optimizers.schedules.CosineDecay(settings.learning_rate, decay_steps=decay_steps, alpha=0.05)
-    model = build_cnn(
-        size,
-        widths=settings.widths,
-        convs_per_stage=settings.convs_per_stage,
-        dropout=settings.dropout,
-        seed=settings.seed,
-        pooling=settings.pooling,
+@functools.cache
+def _imagenet_weights() -> dict[str, np.ndarray]:
+    from train.lite0 import imagenet_weights
+
+    return imagenet_weights()
+
+
+def build_network(size: int, settings: FitSettings) -> keras.Model:
+    """The untrained network of ``settings.backbone`` (lite0 with its ImageNet weights)."""
+    if settings.backbone == "lite0":
+        from train.lite0 import build_lite0
+
+        return build_lite0(size, settings.dropout, settings.seed, weights=_imagenet_weights())
+    if settings.backbone == "compact":
+        return build_cnn(
+            size,
+            widths=settings.widths,
+            convs_per_stage=settings.convs_per_stage,
+            dropout=settings.dropout,
+            seed=settings.seed,
+            pooling=settings.pooling,
+        )
+    raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, got {settings.backbone!r}")
+
+
+def learning_rate_schedule(settings: FitSettings, total_steps: int) -> keras.optimizers.schedules.LearningRateSchedule:
+    """Linear warm-up from learning_rate/25 to learning_rate, then cosine decay to nearly 0:
+    the last epochs take small steps, so the weights kept do not depend on where in a noisy
+    step the run happened to stop."""
+    warmup = round(settings.warmup_fraction * total_steps)
+    start = settings.learning_rate / 25.0 if warmup else settings.learning_rate
+    return keras.optimizers.schedules.CosineDecay(
+        start,
+        decay_steps=max(total_steps - warmup, 1),
+        alpha=1e-3,
+        warmup_target=settings.learning_rate if warmup else None,
+        warmup_steps=warmup,
     )
+
+
+def build_model(size: int, settings: FitSettings, total_steps: int, track_auc: bool) -> keras.Model:
+    model = build_network(size, settings)
     model.compile(
-        optimizer=keras.optimizers.AdamW(schedule, weight_decay=settings.weight_decay),
+        optimizer=keras.optimizers.AdamW(
+            learning_rate_schedule(settings, total_steps), weight_decay=settings.weight_decay
+        ),
         loss=keras.losses.BinaryCrossentropy(label_smoothing=settings.label_smoothing),
-        metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")],
+        # Not on a teacher's soft targets: AUC needs yes/no labels.
+        metrics=[keras.metrics.AUC(name="auc")] if track_auc else None,
     )
     return model
 
@@ -126,26 +156,26 @@ def fit_model(
     epochs: int | None = None,
     label: str = "fit",
     progress: bool = True,
-    extra_callbacks: list[keras.callbacks.Callback] | None = None,
+    teacher: SoftTargets | None = None,
 ) -> FitResult:
-    """Train from scratch.
+    """Train from the backbone's starting weights.
 
-    With ``validation``: early stopping on validation ROC AUC, keeping the best epoch's weights.
-    Without (the final fit on all data): exactly ``epochs`` epochs (chosen by cross-validation).
+    With early stopping (``settings.patience`` > 0) and a ``validation`` part: stop on
+    validation ROC AUC, keeping the best epoch's weights. Otherwise exactly ``epochs`` epochs
+    (default ``settings.epochs``). ``teacher``: learn from its fixed views and probabilities.
     """
-    if validation is None and epochs is None:
-        raise ValueError("a fit without a validation split needs a fixed number of epochs")
+    stopping = settings.early_stopping and validation is not None and len(validation) > 0
     keras.utils.set_random_seed(settings.seed)
-    max_epochs = settings.max_epochs if epochs is None else epochs
-    # The schedule always spans max_epochs, so a final fit stopped at the epoch that
+    run_epochs = settings.epochs if epochs is None else epochs
+    # The schedule always spans settings.epochs, so a final fit stopped at the epoch that
     # cross-validation chose follows the same learning-rate path as the folds did.
-    model = build_model(train.spec.size, settings, settings.max_epochs * math.ceil(len(train) / settings.batch_size))
+    steps = settings.epochs * math.ceil(len(train) / settings.batch_size)
+    model = build_model(train.spec.size, settings, steps, track_auc=teacher is None or stopping)
     callbacks: list[keras.callbacks.Callback] = []
     if progress:
-        callbacks.append(EpochLine(label, max_epochs))
-    callbacks.extend(extra_callbacks or [])
+        callbacks.append(EpochLine(label, run_epochs))
     validation_data = None
-    if validation is not None:
+    if stopping:
         validation_data = (as_model_input(validation.images), validation.y.astype(np.float32))
         callbacks.append(
             keras.callbacks.EarlyStopping(
@@ -158,24 +188,25 @@ def fit_model(
         )
     started = time.monotonic()
     history = model.fit(
-        AugmentedBatches(train.images, train.y, settings, settings.seed),
+        TrainingBatches(train, settings, teacher),
         validation_data=validation_data,
-        epochs=max_epochs,
+        epochs=run_epochs,
         callbacks=callbacks,
         verbose=0,
     ).history
     seconds = time.monotonic() - started
     epochs_run = len(history["loss"])
-    if validation is not None:
+    best_epoch = epochs_run
+    if stopping:
         scores = history["val_auc"][settings.min_epochs :]
         best_epoch = settings.min_epochs + int(np.argmax(scores)) + 1 if scores else epochs_run
-    else:
-        best_epoch = epochs_run
     return FitResult(
         model, {k: [float(v) for v in vals] for k, vals in history.items()}, best_epoch, epochs_run, seconds
     )
 
 
-def predict(model: keras.Model, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+def predict(model: keras.Model, images: np.ndarray, batch_size: int = 128) -> np.ndarray:
     """Float probabilities of the positive label from the Keras model."""
+    if len(images) == 0:
+        return np.zeros(0, np.float32)
     return model.predict(as_model_input(images), batch_size=batch_size, verbose=0).reshape(-1)

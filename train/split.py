@@ -68,11 +68,19 @@ def hold_out_groups(
 
 
 def grouped_split(
-    groups: np.ndarray, y: np.ndarray, test_fraction: float = 0.2, validation_fraction: float = 0.15, seed: int = 0
+    groups: np.ndarray,
+    y: np.ndarray,
+    test_fraction: float = 0.2,
+    validation_fraction: float | None = 0.15,
+    seed: int = 0,
 ) -> Split:
-    """Train / validation / test by whole groups, each part holding both labels."""
+    """Train / validation / test by whole groups, each part holding both labels. Without
+    ``validation_fraction`` (no early stopping) there is no validation part."""
     groups, y = np.asarray(groups), np.asarray(y)
     rest, test = hold_out_groups(groups, y, test_fraction, seed, "test")
+    if validation_fraction is None:
+        rule = f"by group: about {test_fraction:.0%} test, whole groups"
+        return Split(np.sort(rest), np.zeros(0, dtype=np.int64), np.sort(test), rule)
     inner_fraction = validation_fraction / (1.0 - test_fraction)
     train, validation = hold_out_groups(groups[rest], y[rest], inner_fraction, seed + 1, "validation")
     return Split(
@@ -90,11 +98,16 @@ class Fold:
 
 
 def cross_validation_folds(
-    groups: np.ndarray, y: np.ndarray, folds: int | None = None, seed: int = 0
+    groups: np.ndarray,
+    y: np.ndarray,
+    folds: int | None = None,
+    seed: int = 0,
+    validation_fraction: float | None = None,
 ) -> tuple[list[Fold], str]:
     """Leave-one-group-out when every group holds both labels (each fold gets its own ROC AUC),
-    else ``folds`` (default 5) stratified grouped folds. Inside each fold, whole groups of the
-    training part are held back as the validation split for early stopping."""
+    else ``folds`` (default 5) stratified grouped folds. With ``validation_fraction`` (early
+    stopping), whole groups of each fold's training part are held back as its validation
+    split; without, the fold trains on every group it does not test on."""
     groups, y = np.asarray(groups), np.asarray(y)
     unique = np.unique(groups)
     every_group_mixed = all(_both_classes(y[groups == group]) for group in unique)
@@ -120,8 +133,11 @@ def cross_validation_folds(
         rule = f"{count} stratified folds by group"
     result = []
     for index, (name, rest, test) in enumerate(parts):
-        train, validation = hold_out_groups(groups[rest], y[rest], 1.0 / 6.0, seed + index, "validation")
-        split = Split(np.sort(rest[train]), np.sort(rest[validation]), np.sort(test), rule)
+        if validation_fraction is None:
+            split = Split(np.sort(rest), np.zeros(0, dtype=np.int64), np.sort(test), rule)
+        else:
+            train, validation = hold_out_groups(groups[rest], y[rest], validation_fraction, seed + index, "validation")
+            split = Split(np.sort(rest[train]), np.sort(rest[validation]), np.sort(test), rule)
         result.append(Fold(name, split))
     return result, rule
 

@@ -18,9 +18,10 @@ import numpy as np
 from edge.card import ModelCard
 from edge.model import Classifier
 from train.dataset import Dataset
+from train.distill import Teacher, TeacherRecorder
 from train.evaluate import evaluate_classifier
 from train.export import ExportError, convert_int8, fidelity, int8_probabilities, write_model
-from train.fit import FitResult, FitSettings, fit_model, predict
+from train.fit import FitResult, FitSettings, SoftTargets, fit_model, predict
 from train.metrics import binary_metrics, summarise_folds
 from train.split import Fold, Split, file_level_split
 
@@ -122,9 +123,10 @@ def run_split(
     label: str,
     progress: bool = True,
     min_agreement: float | None = None,
+    teacher: SoftTargets | None = None,
 ) -> tuple[FitResult, Exported, FoldOutcome]:
-    """Fit on the split's training part (early stopping on its validation part), export to
-    int8 and measure the artifact on the test part.
+    """Fit on the split's training part (early stopping on its validation part, if it has
+    one and the settings ask for it), export to int8 and measure the artifact on the test part.
 
     ``min_agreement`` None: the default bar; 0: record agreement without enforcing it (a
     cross-validation fold's model is measured, never shipped)."""
@@ -133,7 +135,7 @@ def run_split(
         dataset.subset(split.validation),
         dataset.subset(split.test),
     )
-    fit = fit_model(train, validation, settings, label=label, progress=progress)
+    fit = fit_model(train, validation, settings, label=label, progress=progress, teacher=teacher)
     exported = export_checked(fit, train, test, card.threshold, settings.seed, min_agreement)
     metrics, p = artifact_metrics(exported.content, card, test)
     float_metrics = binary_metrics(test.y, predict(fit.model, test.images), card.threshold)
@@ -165,7 +167,8 @@ class CrossValidation:
 
     @property
     def chosen_epochs(self) -> int:
-        """The final fit's epoch count: the median of the folds' early-stopped best epochs."""
+        """The final fit's epoch count: the median of the folds' best epochs (with a fixed
+        epoch count, every fold's best epoch is its last, so this is that count)."""
         return int(np.ceil(np.median([fold.best_epoch for fold in self.folds])))
 
     def to_dict(self) -> dict[str, Any]:
@@ -183,17 +186,30 @@ class CrossValidation:
 
 
 def cross_validate(
-    dataset: Dataset, folds: list[Fold], rule: str, settings: FitSettings, card: ModelCard, progress: bool = True
+    dataset: Dataset,
+    folds: list[Fold],
+    rule: str,
+    settings: FitSettings,
+    card: ModelCard,
+    progress: bool = True,
+    teacher: Teacher | None = None,
+    recorder: TeacherRecorder | None = None,
 ) -> CrossValidation:
+    """Every fold: fit, export, score the held-out group with the int8 model. ``teacher``: each
+    fold's student learns from the same fold's teacher; ``recorder``: each fold's model scores
+    the fixed views of its own training cells, for a later student."""
     started = time.monotonic()
     outcomes = []
     for number, fold in enumerate(folds, 1):
         groups = fold.split.groups_of(dataset.groups)
-        log(
-            f"cross-validation fold {number}/{len(folds)}: held out {fold.name} "
-            f"(validation {', '.join(groups['validation'])})"
+        validation = f" (validation {', '.join(groups['validation'])})" if groups["validation"] else ""
+        log(f"cross-validation fold {number}/{len(folds)}: held out {fold.name}{validation}")
+        targets = None if teacher is None else teacher.targets(fold.name, fold.split.train)
+        fit, _, outcome = run_split(
+            dataset, fold.split, settings, card, f"fold {number}/{len(folds)}", progress, 0.0, targets
         )
-        _, _, outcome = run_split(dataset, fold.split, settings, card, f"fold {number}/{len(folds)}", progress, 0.0)
+        if recorder is not None:
+            recorder.record(fold.name, fold.split.train, lambda images, model=fit.model: predict(model, images))
         outcome.name = fold.name
         m = outcome.metrics
         auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.3f}"

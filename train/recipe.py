@@ -1,0 +1,75 @@
+"""How a model is trained: the settings of one fit, and each backbone's recipe.
+
+Kept apart from train/fit.py (which imports Keras) so the command line can name the choices
+and defaults without loading TensorFlow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from train.augment import AugmentSettings
+
+BACKBONES = ("lite0", "compact")
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """How one model is trained. ``recipe(backbone)`` gives each backbone's defaults."""
+
+    backbone: str = "lite0"
+    # The compact CNN's shape (ignored by lite0, whose shape is fixed by its weights).
+    widths: tuple[int, ...] = (16, 32, 64, 96)
+    convs_per_stage: int = 1
+    pooling: str = "avg+max"
+    dropout: float = 0.2
+    epochs: int = 15
+    # 0: train exactly ``epochs`` (cross-validation folds then train exactly like the final
+    # fit); N > 0: stop after N epochs without a better validation AUC (needs a validation part).
+    patience: int = 0
+    min_epochs: int = 5  # with early stopping: the first epochs' validation AUC is noise
+    batch_size: int = 64
+    learning_rate: float = 5e-4
+    warmup_fraction: float = 0.3  # of all steps, rising from learning_rate/25 ("one cycle")
+    weight_decay: float = 1e-2
+    label_smoothing: float = 0.0
+    class_weighting: bool = True
+    teacher_weight: float = 0.7  # with a teacher: its probability's share of the target
+    seed: int = 0
+    augment: AugmentSettings = field(default_factory=AugmentSettings)
+
+    @property
+    def early_stopping(self) -> bool:
+        return self.patience > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["widths"] = list(self.widths)
+        data["augment"] = self.augment.to_dict()
+        return data
+
+
+# Each backbone's recipe, measured in leave-one-condition-out CV on the shared data (README).
+RECIPES: dict[str, FitSettings] = {
+    # Fine-tuning every layer of the ImageNet weights: short, gentle, warm-up first so the new
+    # head's first large gradients do not wreck the pretrained features.
+    "lite0": FitSettings(backbone="lite0"),
+    # From scratch (or distilled): many more, cheaper epochs at a higher rate.
+    "compact": FitSettings(
+        backbone="compact",
+        dropout=0.1,
+        epochs=60,
+        batch_size=32,
+        learning_rate=2e-3,
+        warmup_fraction=0.05,
+        weight_decay=1e-4,
+    ),
+}
+
+
+def recipe(backbone: str, **overrides: Any) -> FitSettings:
+    """The backbone's recipe with the given fields replaced (None values are ignored)."""
+    if backbone not in RECIPES:
+        raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, got {backbone!r}")
+    return replace(RECIPES[backbone], **{key: value for key, value in overrides.items() if value is not None})
