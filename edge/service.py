@@ -1,130 +1,47 @@
 """`metascope run`: the loop the systemd unit starts.
 
-capture (newest frame first) -> detect -> preprocess -> classify -> store, once per frame,
-with per-stage timings against a latency budget. Frames the loop could not take are dropped
-at the source and counted, never queued. One bad frame is logged, counted and skipped;
-``source.max_failures`` failed captures (errors, garbage, or timeouts: a stalled camera) in a
-row end the process with EXIT_SOURCE_FAILED so systemd restarts it. SIGTERM/SIGINT: STOPPING=1,
-flush the database, exit 0.
+Each turn: take the newest frame, classify its cells, record the result, and tick the
+periodic work (status, summary, retention, watchdog). Frames the loop could not take are
+dropped at the source and counted, never queued. One bad frame is logged, counted and
+skipped; ``source.max_failures`` failed captures (errors, garbage, or timeouts: a stalled
+camera) in a row end the process with EXIT_SOURCE_FAILED so systemd restarts it, as do as many
+failed frames in a row (EXIT_PIPELINE_FAILED). SIGTERM/SIGINT: STOPPING=1, flush, exit 0.
+The decisions themselves live in edge/policies.py and the bookkeeping in edge/run_stats.py.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import os
 import signal
 import sqlite3
-import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edge import __version__
 from edge.config import Config
+from edge.logs import RateLimitedWarning, log, setup_logging
 from edge.model import Classifier
 from edge.notify import Notifier
-from edge.pipeline import STAGES, FrameResult, Pipeline
+from edge.pipeline import FrameResult, Pipeline
+from edge.policies import DiskGuard, Every, FailureStreak, Retention
+from edge.run_stats import Counters, RunStats, write_json_atomic
 from edge.snapshots import SnapshotWriter, free_bytes
 from edge.sources.base import CaptureTimeout, EndOfSource, FrameSource, SourceError, check_frame
-from edge.store import ResultStore, RunInfo, iso_utc
+from edge.store import ResultStore, RunInfo
+
+__all__ = ["EXIT_OK", "EXIT_PIPELINE_FAILED", "EXIT_SOURCE_FAILED", "Service", "setup_logging"]
 
 EXIT_OK, EXIT_SOURCE_FAILED, EXIT_PIPELINE_FAILED = 0, 3, 4
-ROLLING_SAMPLES = 1000  # the rolling p50/p99 cover the last this many frames
-RETENTION_INTERVAL_S = 600.0
-DISK_CHECK_INTERVAL_S = 1.0
-WARNING_INTERVAL_S = 60.0  # repeated warnings (disk low, store errors) at most this often
-
-log = logging.getLogger("metascope")
 
 
-def setup_logging(level: int = logging.INFO) -> None:
-    """One line per event on stderr. Under systemd (JOURNAL_STREAM set) each line starts with
-    the syslog priority as <N>, which journald turns into the entry's priority, and carries no
-    time stamp (the journal adds one)."""
-    handler = logging.StreamHandler(sys.stderr)
-    if os.environ.get("JOURNAL_STREAM"):
-        handler.setFormatter(_JournalFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    log.handlers[:] = [handler]
-    log.setLevel(level)
-    log.propagate = False
+class StopRun(Exception):
+    """Ends the loop: ``code`` is the process's exit status, ``reason`` what the run records."""
 
-
-SYSLOG_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
-
-
-class _JournalFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return f"<{SYSLOG_PRIORITY.get(record.levelno, 6)}>{record.getMessage()}"
-
-
-class RollingLatency:
-    """The last ROLLING_SAMPLES values of each stage, in ms."""
-
-    def __init__(self, samples: int = ROLLING_SAMPLES):
-        self._values = {stage: deque(maxlen=samples) for stage in STAGES}
-
-    def add(self, timings_ms: dict[str, float]) -> None:
-        for stage, value in timings_ms.items():
-            if stage in self._values:
-                self._values[stage].append(value)
-
-    def summary(self) -> dict[str, dict[str, float]]:
-        result = {}
-        for stage, values in self._values.items():
-            if values:
-                p50, p99 = np.percentile(np.fromiter(values, dtype=np.float64), (50, 99))
-                result[stage] = {"p50_ms": round(float(p50), 3), "p99_ms": round(float(p99), 3), "n": len(values)}
-        return result
-
-
-@dataclass
-class Counters:
-    frames: int = 0  # classified
-    cells: int = 0
-    positives: int = 0
-    clusters: int = 0
-    dropped: int = 0  # frames the source produced that the loop could not take
-    over_budget: int = 0
-    bad_frames: int = 0  # frames that failed in detect/preprocess/classify
-    source_failures: int = 0  # failed or timed-out captures
-    unsaved_frames: int = 0  # classified but not written (disk low or a store error)
-    store_errors: int = 0
-    snapshots: int = 0
-    snapshots_skipped: int = 0  # wanted, but the disk was too full for snapshots
-
-    def as_dict(self) -> dict[str, int]:
-        return dict(self.__dict__)
-
-
-class RateLimitedWarning:
-    def __init__(self, interval_s: float = WARNING_INTERVAL_S):
-        self.interval_s = interval_s
-        self._last = float("-inf")
-        self.suppressed = 0
-
-    def __call__(self, message: str, *args: Any) -> None:
-        now = time.monotonic()
-        if now - self._last >= self.interval_s:
-            suffix = f" ({self.suppressed} more since the last such warning)" if self.suppressed else ""
-            log.warning(message + suffix, *args)
-            self._last, self.suppressed = now, 0
-        else:
-            self.suppressed += 1
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(temporary, path)
+    def __init__(self, code: int, reason: str):
+        super().__init__(reason)
+        self.code, self.reason = code, reason
 
 
 class Service:
@@ -147,17 +64,20 @@ class Service:
         self.free_space = free_space
         self.observer = observer
         self.pipeline = Pipeline(classifier, config)
-        self.counters = Counters()
-        self.latency = RollingLatency()
+        self.stats = RunStats()
         self.stop_reason: str | None = None
         self.exit_reason = ""
         self.run_id: int | None = None
-        self.started_at = time.time()
-        self._fps_window: deque[float] = deque(maxlen=200)
+        self.capture_failures = FailureStreak(config.source.max_failures)
+        self.frame_failures = FailureStreak(config.source.max_failures)
         self._store_warning = RateLimitedWarning()
         self._disk_warning = RateLimitedWarning()
         self._budget_warning = RateLimitedWarning(10.0)
         self._frame_warning = RateLimitedWarning(10.0)
+
+    @property
+    def counters(self) -> Counters:
+        return self.stats.counters
 
     # --------------------------------------------------------------- signals
     def request_stop(self, reason: str) -> None:
@@ -174,8 +94,7 @@ class Service:
     # ------------------------------------------------------------------- run
     def run(self) -> int:
         config = self.config
-        state = config.state_path
-        state.mkdir(parents=True, exist_ok=True)
+        config.state_path.mkdir(parents=True, exist_ok=True)
         store = ResultStore(config.database_path, config.store.commit_interval_s)
         snapshots = SnapshotWriter(config.snapshot_dir, config.snapshots, self.free_space)
         self.run_id = store.start_run(self._run_info())
@@ -183,27 +102,13 @@ class Service:
         previous_handlers = self._install_signal_handlers()
         exit_code = EXIT_OK
         try:
-            self._apply_retention(store)
             try:
                 self.source.open()
             except SourceError as exc:
                 log.error("source: %s", exc)
                 self.exit_reason = f"source failed to open: {exc}"
                 return EXIT_SOURCE_FAILED
-            log.info(
-                "started run %s: metascope %s, source %s, model %s (%s, %d threads, sha256 %s…), mode %s, "
-                "budget %.0f ms a frame, database %s",
-                self.run_id,
-                __version__,
-                self.source.description,
-                self.classifier.card.name,
-                self.classifier.interpreter_name,
-                self.classifier.threads,
-                self.classifier.sha256[:12],
-                config.pipeline.mode,
-                self.pipeline.budget_ms,
-                config.database_path,
-            )
+            self._log_start()
             self.notifier.ready(f"run {self.run_id}: classifying")
             exit_code = self._loop(store, snapshots)
         finally:
@@ -216,6 +121,23 @@ class Service:
             for signum, handler in previous_handlers.items():
                 signal.signal(signum, handler)
         return exit_code
+
+    def _log_start(self) -> None:
+        classifier = self.classifier
+        log.info(
+            "started run %s: metascope %s, source %s, model %s (%s, %d threads, sha256 %s…), mode %s, "
+            "budget %.0f ms a frame, database %s",
+            self.run_id,
+            __version__,
+            self.source.description,
+            classifier.card.name,
+            classifier.interpreter_name,
+            classifier.threads,
+            classifier.sha256[:12],
+            self.config.pipeline.mode,
+            self.pipeline.budget_ms,
+            self.config.database_path,
+        )
 
     def _run_info(self) -> RunInfo:
         classifier = self.classifier
@@ -231,133 +153,122 @@ class Service:
         )
 
     def _loop(self, store: ResultStore, snapshots: SnapshotWriter) -> int:
-        config = self.config
-        source_failures = pipeline_failures = 0
-        budget_ms = self.pipeline.budget_ms
-        max_failures = config.source.max_failures
-        now = time.monotonic()
-        next_status = now
-        next_summary = now + config.service.summary_interval_s
-        next_retention = now + RETENTION_INTERVAL_S
-        next_disk_check = now
-        disk_ok = True
-        while self.stop_reason is None:
-            if self.max_frames is not None and self.counters.frames >= self.max_frames:
-                self.exit_reason = f"--max-frames {self.max_frames} reached"
-                break
-            waiting = time.perf_counter()
-            try:
-                frame = self.source.next_frame(config.source.timeout_s, lambda: self.stop_reason is not None)
-                check_frame(frame.pixels)
-            except EndOfSource as exc:
-                self.exit_reason = str(exc)
-                break
-            except SourceError as exc:
-                if self.stop_reason is not None and isinstance(exc, CaptureTimeout):
-                    break
-                source_failures += 1
-                self.counters.source_failures += 1
-                log.warning("source: %s (%d in a row, limit %d)", exc, source_failures, max_failures)
-                if source_failures >= max_failures:
-                    log.error(
-                        "source: %d failed captures in a row; exiting so systemd restarts the service", source_failures
-                    )
-                    self.exit_reason = f"source failed {source_failures} times in a row: {exc}"
-                    return EXIT_SOURCE_FAILED
-                continue
-            source_failures = 0
-            ready = time.perf_counter()
-            self.counters.dropped += frame.dropped_before
-            try:
-                result = self.pipeline.process(frame)
-            except Exception as exc:  # one bad frame never stops the service
-                pipeline_failures += 1
-                self.counters.bad_frames += 1
-                self._frame_warning("frame %d: not classified: %s: %s", frame.index, type(exc).__name__, exc)
-                if pipeline_failures >= max_failures:
-                    log.error("pipeline: %d frames failed in a row; exiting", pipeline_failures)
-                    self.exit_reason = f"{pipeline_failures} frames failed in a row: {type(exc).__name__}: {exc}"
-                    return EXIT_PIPELINE_FAILED
-                continue
-            pipeline_failures = 0
-            timings = result.timings_ms
-            timings["capture_wait"] = (ready - waiting) * 1000.0
-            result.over_budget = (time.perf_counter() - ready) * 1000.0 > budget_ms
-
-            # ------------------------------------------------------- store
-            stored_at = time.perf_counter()
-            mono = time.monotonic()
-            if mono >= next_disk_check:
-                disk_ok = self._disk_ok(store)
-                next_disk_check = mono + DISK_CHECK_INTERVAL_S
-            frame_id = None
-            if disk_ok:
-                try:
-                    frame_id = store.add_frame(result)
-                    store.maybe_commit()
-                except sqlite3.Error as exc:
-                    lost = store.pending_frames
-                    store.rollback()
-                    self.counters.store_errors += 1
-                    self.counters.unsaved_frames += max(lost, 1)
-                    frame_id = None
-                    self._store_warning(
-                        "store: write failed (%s); %d uncommitted frames lost, classification goes on", exc, lost
-                    )
-            else:
-                self.counters.unsaved_frames += 1
-            done = time.perf_counter()
-            timings["store"] = (done - stored_at) * 1000.0
-            timings["total"] = (done - ready) * 1000.0
-            if timings["total"] > budget_ms:
-                self.counters.over_budget += 1
-                self._budget_warning(
-                    "frame %d over budget: %.1f ms > %.0f ms (%s)",
-                    frame.index,
-                    timings["total"],
-                    budget_ms,
-                    ", ".join(f"{stage} {timings[stage]:.1f}" for stage in ("detect", "preprocess", "infer", "store")),
-                )
-                if frame_id is not None and not result.over_budget:
-                    result.over_budget = True
-                    store.mark_over_budget(frame_id)
-
-            # --------------------------------------------------- snapshots
-            counters = self.counters
-            counters.frames += 1
-            counters.cells += len(result.cells)
-            counters.positives += result.positives
-            counters.clusters += result.clusters
-            if frame_id is not None and snapshots.wanted(result, counters.frames):
-                started = time.perf_counter()
-                name = snapshots.write(result, self.run_id)
-                if name is not None:
-                    store.set_snapshot(frame_id, name)
-                timings["snapshot"] = (time.perf_counter() - started) * 1000.0
-            counters.snapshots, counters.snapshots_skipped = snapshots.written, snapshots.skipped_low_disk
-
-            self.latency.add(timings)
-            self._fps_window.append(mono)
-            if self.observer is not None:
-                self.observer(result)
-            self.notifier.watchdog()
-            if mono >= next_status:
-                self.write_status("running")
-                next_status = mono + config.service.status_interval_s
-            if mono >= next_summary:
-                log.info("%s", self.summary_line())
-                next_summary = mono + config.service.summary_interval_s
-            if mono >= next_retention:
-                self._apply_retention(store)
-                next_retention = mono + RETENTION_INTERVAL_S
+        """Take a frame, classify it, record it, tick: until stopped or something gives up."""
+        ticks = _Ticks(self, store)
+        try:
+            while self.stop_reason is None and not self._reached_max_frames():
+                frame, waited_ms = self._take_frame()
+                result = None if frame is None else self._classify(frame)
+                if result is not None:
+                    result.timings_ms["capture_wait"] = waited_ms
+                    self._record(result, store, snapshots, ticks.disk.allows_writing(time.monotonic()))
+                ticks.tick(time.monotonic())
+        except StopRun as stop:
+            self.exit_reason = stop.reason
+            return stop.code
         if self.stop_reason is not None and not self.exit_reason:
             self.exit_reason = f"{self.stop_reason} received"
         return EXIT_OK
 
-    def _disk_ok(self, store: ResultStore) -> bool:
-        free = self.free_space(self.config.state_path)
-        if free >= self.config.store.min_free_mb * 1024 * 1024:
+    def _reached_max_frames(self) -> bool:
+        if self.max_frames is not None and self.counters.frames >= self.max_frames:
+            self.exit_reason = f"--max-frames {self.max_frames} reached"
             return True
+        return False
+
+    def _take_frame(self) -> tuple[Any, float]:
+        """(the newest frame, ms waited for it), or (None, ms) after a counted failed capture."""
+        waiting = time.perf_counter()
+        try:
+            frame = self.source.next_frame(self.config.source.timeout_s, lambda: self.stop_reason is not None)
+            check_frame(frame.pixels)
+        except EndOfSource as exc:
+            raise StopRun(EXIT_OK, str(exc)) from None
+        except SourceError as exc:
+            waited_ms = (time.perf_counter() - waiting) * 1000.0
+            if self.stop_reason is not None and isinstance(exc, CaptureTimeout):
+                return None, waited_ms
+            self.counters.source_failures += 1
+            streak = self.capture_failures
+            given_up = streak.failed()
+            log.warning("source: %s (%d in a row, limit %d)", exc, streak.count, streak.limit)
+            if given_up:
+                log.error("source: %d failed captures in a row; exiting so systemd restarts the service", streak.count)
+                raise StopRun(EXIT_SOURCE_FAILED, f"source failed {streak.count} times in a row: {exc}") from None
+            return None, waited_ms
+        self.capture_failures.succeeded()
+        self.counters.dropped += frame.dropped_before
+        return frame, (time.perf_counter() - waiting) * 1000.0
+
+    def _classify(self, frame: Any) -> FrameResult | None:
+        """The frame's result, or None for a frame that failed (counted; too many in a row stop)."""
+        try:
+            result = self.pipeline.process(frame)
+        except Exception as exc:  # one bad frame never stops the service
+            self.counters.bad_frames += 1
+            self._frame_warning("frame %d: not classified: %s: %s", frame.index, type(exc).__name__, exc)
+            if self.frame_failures.failed():
+                failures = self.frame_failures.count
+                log.error("pipeline: %d frames failed in a row; exiting", failures)
+                reason = f"{failures} frames failed in a row: {type(exc).__name__}: {exc}"
+                raise StopRun(EXIT_PIPELINE_FAILED, reason) from None
+            return None
+        self.frame_failures.succeeded()
+        return result
+
+    def _record(self, result: FrameResult, store: ResultStore, snapshots: SnapshotWriter, disk_ok: bool) -> None:
+        """Store the frame (when the disk allows), check the budget, count it, snapshot it."""
+        timings = result.timings_ms
+        started = time.perf_counter()
+        processed_ms = timings["detect"] + timings["preprocess"] + timings["infer"]
+        result.over_budget = processed_ms > self.pipeline.budget_ms
+        frame_id = self._store(result, store) if disk_ok else None
+        if not disk_ok:
+            self.counters.unsaved_frames += 1
+        timings["store"] = (time.perf_counter() - started) * 1000.0
+        timings["total"] = processed_ms + timings["store"]
+        if timings["total"] > self.pipeline.budget_ms:
+            self._over_budget(result, store, frame_id)
+        self.stats.add_frame(result, time.monotonic())
+        if frame_id is not None and snapshots.wanted(result, self.counters.frames):
+            name = snapshots.write(result, self.run_id)
+            if name is not None:
+                store.set_snapshot(frame_id, name)
+        self.counters.snapshots, self.counters.snapshots_skipped = snapshots.written, snapshots.skipped_low_disk
+        if self.observer is not None:
+            self.observer(result)
+
+    def _store(self, result: FrameResult, store: ResultStore) -> int | None:
+        try:
+            frame_id = store.add_frame(result)
+            store.maybe_commit()
+            return frame_id
+        except sqlite3.Error as exc:
+            lost = store.pending_frames
+            store.rollback()
+            self.counters.store_errors += 1
+            self.counters.unsaved_frames += max(lost, 1)
+            self._store_warning(
+                "store: write failed (%s); %d uncommitted frames lost, classification goes on", exc, lost
+            )
+            return None
+
+    def _over_budget(self, result: FrameResult, store: ResultStore, frame_id: int | None) -> None:
+        timings = result.timings_ms
+        self.counters.over_budget += 1
+        self._budget_warning(
+            "frame %d over budget: %.1f ms > %.0f ms (%s)",
+            result.frame.index,
+            timings["total"],
+            self.pipeline.budget_ms,
+            ", ".join(f"{stage} {timings[stage]:.1f}" for stage in ("detect", "preprocess", "infer", "store")),
+        )
+        if frame_id is not None and not result.over_budget:
+            result.over_budget = True
+            store.mark_over_budget(frame_id)
+
+    # ------------------------------------------------------- periodic work
+    def disk_low(self, store: ResultStore, free: int) -> None:
         try:
             store.commit()  # whatever is already batched goes in while there is room
         except sqlite3.Error:
@@ -369,17 +280,9 @@ class Service:
             self.config.state_path,
             self.config.store.min_free_mb,
         )
-        return False
 
-    def _apply_retention(self, store: ResultStore) -> None:
-        config = self.config.store
-        try:
-            deleted = store.apply_retention(config.retention_days, config.max_db_mb)
-        except sqlite3.Error as exc:
-            self._store_warning("store: retention failed: %s", exc)
-            return
-        if deleted:
-            log.info("retention: deleted the %d oldest frames and their cells", deleted)
+    def retention_failed(self, exc: sqlite3.Error) -> None:
+        self._store_warning("store: retention failed: %s", exc)
 
     def _finish(self, store: ResultStore, snapshots: SnapshotWriter) -> None:
         try:
@@ -396,39 +299,49 @@ class Service:
 
     # ---------------------------------------------------------------- status
     def fps(self) -> float:
-        window = self._fps_window
-        if len(window) < 2 or window[-1] == window[0]:
-            return 0.0
-        return (len(window) - 1) / (window[-1] - window[0])
+        return self.stats.fps()
 
     def summary_line(self) -> str:
-        c = self.counters
-        total = self.latency.summary().get("total", {})
-        latency = f"p50/p99 {total['p50_ms']:.1f}/{total['p99_ms']:.1f} ms" if total else "no latency yet"
-        return (
-            f"summary: run {self.run_id}, {c.frames} frames ({self.fps():.1f} fps), {c.cells} cells, "
-            f"{c.positives} positive, {c.clusters} clusters, {c.dropped} dropped, {c.over_budget} over budget, "
-            f"{c.bad_frames} bad, {c.source_failures} capture failures, {c.unsaved_frames} unsaved; {latency}"
-        )
+        return self.stats.summary_line(self.run_id)
 
     def write_status(self, state: str) -> None:
-        status = {
-            "state": state,
-            "pid": os.getpid(),
-            "run_id": self.run_id,
-            "started_at": iso_utc(self.started_at),
-            "updated_at": iso_utc(time.time()),
-            "source": getattr(self.source, "description", ""),
-            "model": self.classifier.card.name,
-            "model_sha256": self.classifier.sha256,
-            "mode": self.config.pipeline.mode,
-            "budget_ms": self.pipeline.budget_ms,
-            "fps": round(self.fps(), 2),
-            "counters": self.counters.as_dict(),
-            "latency_ms": self.latency.summary(),
-            "exit_reason": self.exit_reason or None,
-        }
+        status = self.stats.status(
+            state,
+            run_id=self.run_id,
+            source=getattr(self.source, "description", ""),
+            model=self.classifier.card.name,
+            model_sha256=self.classifier.sha256,
+            mode=self.config.pipeline.mode,
+            budget_ms=self.pipeline.budget_ms,
+            exit_reason=self.exit_reason or None,
+        )
         try:
             write_json_atomic(self.config.status_path, status)
         except OSError as exc:
             self._store_warning("status: cannot write %s: %s", self.config.status_path, exc)
+
+
+class _Ticks:
+    """The loop's periodic work, done at the end of every turn: the watchdog, status.json, the
+    summary line and a bounded step of retention; the disk guard is asked before each store."""
+
+    def __init__(self, service: Service, store: ResultStore):
+        config = service.config
+        self.service, self.store = service, store
+        self.status = Every(config.service.status_interval_s)
+        self.summary = Every(config.service.summary_interval_s, first_after_s=config.service.summary_interval_s)
+        self.retention = Retention(config.store.retention_days, config.store.max_db_mb, service.retention_failed)
+        self.disk = DiskGuard(
+            config.state_path, config.store.min_free_mb, service.free_space, lambda free: service.disk_low(store, free)
+        )
+
+    def tick(self, now: float) -> None:
+        service = self.service
+        service.notifier.watchdog()
+        if self.status.due(now):
+            service.write_status("running")
+        if self.summary.due(now):
+            log.info("%s", service.summary_line())
+        deleted = self.retention.step(self.store, now)
+        if deleted:
+            log.info("retention: deleted the %d oldest frames and their cells", deleted)

@@ -305,32 +305,39 @@ class ResultStore:
         """Delete frames (and their cells) older than ``retention_days``, then the oldest frames
         until the data fits ``max_db_mb``. Commits; returns the number of frames deleted.
         Freed pages are reused by new rows, so the file stops growing at about the cap."""
-        self.commit()
         deleted = 0
+        while True:
+            step, done = self.retention_step(retention_days, max_db_mb, now)
+            deleted += step
+            if done:
+                return deleted
+
+    def retention_step(self, retention_days: float, max_db_mb: float, now: float | None = None) -> tuple[int, bool]:
+        """One bounded piece of ``apply_retention`` (at most RETENTION_BATCH_FRAMES frames), so
+        the service loop can spread a big clean-up over many frames. Returns (frames deleted,
+        whether nothing is left to delete)."""
+        self.commit()
         if retention_days > 0:
             cutoff = iso_utc((time.time() if now is None else now) - retention_days * 86_400)
-            while True:
-                last = self._db.execute(
-                    "SELECT max(id) FROM (SELECT id FROM frames WHERE captured_at < ? ORDER BY id LIMIT ?)",
-                    (cutoff, RETENTION_BATCH_FRAMES),
-                ).fetchone()[0]
-                if last is None:
-                    break
-                deleted += self._delete_frames_through(last)
+            last = self._db.execute(
+                "SELECT max(id) FROM (SELECT id FROM frames WHERE captured_at < ? ORDER BY id LIMIT ?)",
+                (cutoff, RETENTION_BATCH_FRAMES),
+            ).fetchone()[0]
+            if last is not None:
+                return self._delete_frames_through(last), False
             self._db.execute("DELETE FROM runs WHERE ended_at IS NOT NULL AND ended_at < ?", (cutoff,))
         if max_db_mb > 0:
             limit = max_db_mb * 1024 * 1024
-            while self.used_bytes() > limit:
-                total = self._db.execute("SELECT count(*) FROM frames").fetchone()[0]
-                if total == 0:
-                    break
-                share = 1.0 - SIZE_TARGET_FRACTION * limit / self.used_bytes()
+            used = self.used_bytes()
+            total = self._db.execute("SELECT count(*) FROM frames").fetchone()[0] if used > limit else 0
+            if total:
+                share = 1.0 - SIZE_TARGET_FRACTION * limit / used
                 count = min(max(1, int(total * share)), RETENTION_BATCH_FRAMES)
                 last = self._db.execute(
                     "SELECT max(id) FROM (SELECT id FROM frames ORDER BY id LIMIT ?)", (count,)
                 ).fetchone()[0]
-                deleted += self._delete_frames_through(last)
-        return deleted
+                return self._delete_frames_through(last), False
+        return 0, True
 
     def _delete_frames_through(self, last_frame_id: int) -> int:
         self._db.execute("BEGIN")

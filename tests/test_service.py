@@ -163,13 +163,13 @@ def test_disk_filling_stops_snapshots_first_then_results_and_never_the_classific
         free_space=lambda path: free["bytes"],
         observer=observe,
     )
-    import edge.service
+    import edge.policies
 
-    edge.service.DISK_CHECK_INTERVAL_S, saved = 0.0, edge.service.DISK_CHECK_INTERVAL_S
+    edge.policies.DISK_CHECK_INTERVAL_S, saved = 0.0, edge.policies.DISK_CHECK_INTERVAL_S
     try:
         assert service.run() == EXIT_OK
     finally:
-        edge.service.DISK_CHECK_INTERVAL_S = saved
+        edge.policies.DISK_CHECK_INTERVAL_S = saved
     counters = service.counters
     assert counters.frames == 20, "classification went on throughout"
     assert counters.unsaved_frames == 5

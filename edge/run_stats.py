@@ -1,0 +1,114 @@
+"""What a run has done so far: counters, rolling per-stage latency, frames per second, the
+summary line in the log and the status.json that `metascope status` reads."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.pipeline import STAGES, FrameResult
+from edge.store import iso_utc
+
+ROLLING_SAMPLES = 1000  # the rolling p50/p99 cover the last this many frames
+FPS_WINDOW = 200  # frames per second over the last this many frames
+
+
+@dataclass
+class Counters:
+    frames: int = 0  # classified
+    cells: int = 0
+    positives: int = 0
+    clusters: int = 0
+    dropped: int = 0  # frames the source produced that the loop could not take
+    over_budget: int = 0
+    bad_frames: int = 0  # frames that failed in detect/preprocess/classify
+    source_failures: int = 0  # failed or timed-out captures
+    unsaved_frames: int = 0  # classified but not written (disk low or a store error)
+    store_errors: int = 0
+    snapshots: int = 0
+    snapshots_skipped: int = 0  # wanted, but the disk was too full for snapshots
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+class RollingLatency:
+    """The last ROLLING_SAMPLES values of each stage, in ms."""
+
+    def __init__(self, samples: int = ROLLING_SAMPLES):
+        self._values = {stage: deque(maxlen=samples) for stage in STAGES}
+
+    def add(self, timings_ms: dict[str, float]) -> None:
+        for stage, value in timings_ms.items():
+            if stage in self._values:
+                self._values[stage].append(value)
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        result = {}
+        for stage, values in self._values.items():
+            if values:
+                p50, p99 = np.percentile(np.fromiter(values, dtype=np.float64), (50, 99))
+                result[stage] = {"p50_ms": round(float(p50), 3), "p99_ms": round(float(p99), 3), "n": len(values)}
+        return result
+
+
+class RunStats:
+    """Counters and latency of one run, and the two ways they are reported."""
+
+    def __init__(self) -> None:
+        self.counters = Counters()
+        self.latency = RollingLatency()
+        self.started_at = time.time()
+        self._frame_times: deque[float] = deque(maxlen=FPS_WINDOW)
+
+    def add_frame(self, result: FrameResult, now: float) -> None:
+        counters = self.counters
+        counters.frames += 1
+        counters.cells += len(result.cells)
+        counters.positives += result.positives
+        counters.clusters += result.clusters
+        self.latency.add(result.timings_ms)
+        self._frame_times.append(now)
+
+    def fps(self) -> float:
+        window = self._frame_times
+        if len(window) < 2 or window[-1] == window[0]:
+            return 0.0
+        return (len(window) - 1) / (window[-1] - window[0])
+
+    def summary_line(self, run_id: int | None) -> str:
+        c = self.counters
+        total = self.latency.summary().get("total", {})
+        latency = f"p50/p99 {total['p50_ms']:.1f}/{total['p99_ms']:.1f} ms" if total else "no latency yet"
+        return (
+            f"summary: run {run_id}, {c.frames} frames ({self.fps():.1f} fps), {c.cells} cells, "
+            f"{c.positives} positive, {c.clusters} clusters, {c.dropped} dropped, {c.over_budget} over budget, "
+            f"{c.bad_frames} bad, {c.source_failures} capture failures, {c.unsaved_frames} unsaved; {latency}"
+        )
+
+    def status(self, state: str, **facts: Any) -> dict[str, Any]:
+        """status.json's content: ``facts`` (run, model, source...) plus the live figures."""
+        return {
+            "state": state,
+            "pid": os.getpid(),
+            **facts,
+            "started_at": iso_utc(self.started_at),
+            "updated_at": iso_utc(time.time()),
+            "fps": round(self.fps(), 2),
+            "counters": self.counters.as_dict(),
+            "latency_ms": self.latency.summary(),
+        }
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Readers see the old file or the new one, never half of one."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(temporary, path)
