@@ -14,16 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge.errors import ModelError
 from edge.preprocess import INTENSITY_MODES, InputSpec
+
+__all__ = ["ModelCard", "ModelCardError", "ModelError", "ModelFileError", "ModelIntegrityError"]
 
 # /2 added the backbone, its pretrained weights (source, sha256, licence), MACs and measured
 # speed (training.architecture, speed). Cards of format /1 still load: the Pi needs no new field.
 CARD_FORMAT = "metascope-model-card/2"
 READABLE_FORMATS = ("metascope-model-card/1", CARD_FORMAT)
-
-
-class ModelError(Exception):
-    """Base class for every problem with a model or its card."""
 
 
 class ModelFileError(ModelError):
@@ -95,53 +94,18 @@ class ModelCard:
         for key in ("name", "labels", "positive_label", "threshold", "input", "sha256"):
             if key not in data:
                 raise fail(f"missing required field '{key}'")
-        labels = data["labels"]
-        if (
-            not isinstance(labels, list)
-            or len(labels) != 2
-            or not all(isinstance(label, str) and label for label in labels)
-            or labels[0] == labels[1]
-        ):
-            raise fail(f"'labels' must be two different non-empty strings, got {labels!r}")
-        if data["positive_label"] not in labels:
-            raise fail(f"'positive_label' {data['positive_label']!r} is not one of {labels}")
-        threshold = data["threshold"]
-        if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not 0 < threshold < 1:
-            raise fail(f"'threshold' must be a number between 0 and 1, got {threshold!r}")
-        sha = data["sha256"]
-        if not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
-            raise fail("'sha256' must be 64 lowercase hex digits")
-        spec = data["input"]
-        if not isinstance(spec, dict):
-            raise fail("'input' must be an object")
-        try:
-            size, channels, window = int(spec["size"]), int(spec.get("channels", 1)), int(spec["window_px"])
-            pixel_size = spec.get("pixel_size_um")
-            input_spec = InputSpec(
-                size=size,
-                channels=channels,
-                window_px=window,
-                masked_background=bool(spec.get("masked_background", True)),
-                pixel_size_um=None if pixel_size is None else float(pixel_size),
-                intensity=str(spec.get("intensity", "raw")),
-            )
-        except KeyError as exc:
-            raise fail(f"'input' lacks {exc.args[0]!r}") from exc
-        except (TypeError, ValueError) as exc:
-            raise fail(f"'input' has a bad value: {exc}") from exc
-        if size < 1 or window < 1 or channels not in (1, 3):
-            raise fail(f"'input' size/window_px must be positive and channels 1 or 3, got {spec}")
-        if input_spec.intensity not in INTENSITY_MODES:
-            raise fail(f"'input' intensity must be one of {INTENSITY_MODES}, got {input_spec.intensity!r}")
+        problem = _identity_problem(data)
+        if problem:
+            raise fail(problem)
         known = {"name", "version", "labels", "positive_label", "threshold", "input", "sha256"}
         return cls(
             name=str(data["name"]),
             version=str(data.get("version", "1")),
-            labels=(labels[0], labels[1]),
+            labels=(data["labels"][0], data["labels"][1]),
             positive_label=data["positive_label"],
-            threshold=float(threshold),
-            input=input_spec,
-            sha256=sha,
+            threshold=float(data["threshold"]),
+            input=_input_spec(data["input"], fail),
+            sha256=data["sha256"],
             extra={k: v for k, v in data.items() if k not in known},
         )
 
@@ -173,3 +137,49 @@ class ModelCard:
         tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
         os.replace(tmp, path)
         return path
+
+
+def _identity_problem(data: dict[str, Any]) -> str | None:
+    """What is wrong with the card's labels, threshold or sha256, if anything."""
+    labels = data["labels"]
+    if (
+        not isinstance(labels, list)
+        or len(labels) != 2
+        or not all(isinstance(label, str) and label for label in labels)
+        or labels[0] == labels[1]
+    ):
+        return f"'labels' must be two different non-empty strings, got {labels!r}"
+    if data["positive_label"] not in labels:
+        return f"'positive_label' {data['positive_label']!r} is not one of {labels}"
+    threshold = data["threshold"]
+    if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not 0 < threshold < 1:
+        return f"'threshold' must be a number between 0 and 1, got {threshold!r}"
+    sha = data["sha256"]
+    if not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        return "'sha256' must be 64 lowercase hex digits"
+    return None
+
+
+def _input_spec(spec: Any, fail) -> InputSpec:
+    """The card's ``input`` object as an InputSpec; ``fail(problem)`` makes the error to raise."""
+    if not isinstance(spec, dict):
+        raise fail("'input' must be an object")
+    try:
+        pixel_size = spec.get("pixel_size_um")
+        input_spec = InputSpec(
+            size=int(spec["size"]),
+            channels=int(spec.get("channels", 1)),
+            window_px=int(spec["window_px"]),
+            masked_background=bool(spec.get("masked_background", True)),
+            pixel_size_um=None if pixel_size is None else float(pixel_size),
+            intensity=str(spec.get("intensity", "raw")),
+        )
+    except KeyError as exc:
+        raise fail(f"'input' lacks {exc.args[0]!r}") from exc
+    except (TypeError, ValueError) as exc:
+        raise fail(f"'input' has a bad value: {exc}") from exc
+    if input_spec.size < 1 or input_spec.window_px < 1 or input_spec.channels not in (1, 3):
+        raise fail(f"'input' size/window_px must be positive and channels 1 or 3, got {spec}")
+    if input_spec.intensity not in INTENSITY_MODES:
+        raise fail(f"'input' intensity must be one of {INTENSITY_MODES}, got {input_spec.intensity!r}")
+    return input_spec

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from edge.detect import DetectSettings
+from edge.detect_settings import DetectSettings
+from edge.errors import UsageError
+from edge.interpreter import INTERPRETER_NAMES
 
 SYSTEM_CONFIG = Path("/etc/metascope/metascope.toml")
 SYSTEM_STATE_DIR = Path("/var/lib/metascope")
@@ -21,8 +23,8 @@ STATUS_NAME = "status.json"
 SNAPSHOT_DIR_NAME = "snapshots"
 
 
-class ConfigError(ValueError):
-    """A configuration problem; the message names the key."""
+class ConfigError(UsageError, ValueError):
+    """A configuration problem; the message names the key (exit 2: never retried)."""
 
 
 def default_state_dir() -> str:
@@ -72,7 +74,7 @@ class ModelConfig:
     path: str = option("")
     threads: int = option(0, 0, 64)  # 0 = every core
     threshold: float = option(0.0, 0.0, 1.0)  # 0 = the model card's threshold
-    interpreter: str = option("", choices=("", "ai_edge_litert", "tflite_runtime", "tensorflow.lite"))
+    interpreter: str = option("", choices=("", *INTERPRETER_NAMES))
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
-from edge.card import ModelError
+from edge.errors import ModelError
 
 # (name reported, module to import, pip package that provides it)
 CANDIDATES: tuple[tuple[str, str, str], ...] = (
@@ -19,6 +19,7 @@ CANDIDATES: tuple[tuple[str, str, str], ...] = (
     ("tflite_runtime", "tflite_runtime.interpreter", "tflite-runtime"),
     ("tensorflow.lite", "tensorflow", "tensorflow"),
 )
+INTERPRETER_NAMES = tuple(name for name, _, _ in CANDIDATES)
 
 
 class InterpreterUnavailableError(ModelError):

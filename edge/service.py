@@ -21,6 +21,7 @@ from typing import Any
 
 from edge import __version__
 from edge.config import Config
+from edge.errors import EnvironmentProblem, ExitCode
 from edge.logs import RateLimitedWarning, log, setup_logging
 from edge.model import Classifier
 from edge.notify import Notifier
@@ -29,11 +30,11 @@ from edge.policies import DiskGuard, Every, FailureStreak, Retention
 from edge.run_stats import Counters, RunStats, write_json_atomic
 from edge.snapshots import SnapshotWriter, free_bytes
 from edge.sources.base import CaptureTimeout, EndOfSource, FrameSource, SourceError, check_frame
-from edge.store import ResultStore, RunInfo
+from edge.store import ResultStore, RunInfo, StoreError
 
 __all__ = ["EXIT_OK", "EXIT_PIPELINE_FAILED", "EXIT_SOURCE_FAILED", "Service", "setup_logging"]
 
-EXIT_OK, EXIT_SOURCE_FAILED, EXIT_PIPELINE_FAILED = 0, 3, 4
+EXIT_OK, EXIT_SOURCE_FAILED, EXIT_PIPELINE_FAILED = ExitCode.OK, ExitCode.SOURCE_FAILED, ExitCode.PIPELINE_FAILED
 
 
 class StopRun(Exception):
@@ -94,8 +95,11 @@ class Service:
     # ------------------------------------------------------------------- run
     def run(self) -> int:
         config = self.config
-        config.state_path.mkdir(parents=True, exist_ok=True)
-        store = ResultStore(config.database_path, config.store.commit_interval_s)
+        try:
+            config.state_path.mkdir(parents=True, exist_ok=True)
+            store = ResultStore(config.database_path, config.store.commit_interval_s)
+        except (OSError, StoreError) as exc:
+            raise EnvironmentProblem(f"state directory {config.state_path}: {exc}") from exc
         snapshots = SnapshotWriter(config.snapshot_dir, config.snapshots, self.free_space)
         self.run_id = store.start_run(self._run_info())
         store.commit()

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from edge import __version__
+from edge.errors import CommandError
 
 SCHEMA_VERSION = 1
 SCHEMA = """
@@ -93,7 +94,7 @@ RETENTION_BATCH_FRAMES = 5_000  # frames deleted per statement, so a big clean-u
 SIZE_TARGET_FRACTION = 0.9  # after a size clean-up the data fills at most 90% of max_db_mb
 
 
-class StoreError(Exception):
+class StoreError(CommandError):
     """The database cannot be opened or read; the message names the file."""
 
 

@@ -137,7 +137,7 @@ def test_a_card_of_the_first_format_still_loads(model_copy: Path) -> None:
 
 def test_threads_default_to_every_core(tiny_model, monkeypatch) -> None:
     """A Pi 4 or 5 has four cores: the default config (model.threads = 0) uses all of them."""
-    from edge.cli import load_classifier
+    from edge.commands.common import load_classifier
     from edge.config import Config
 
     monkeypatch.setattr("os.cpu_count", lambda: 4)

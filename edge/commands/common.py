@@ -1,15 +1,49 @@
-"""What the service-side commands share: --config/--state-dir and loading the config."""
+"""What the `metascope` commands share: argument types, --config/--state-dir and loading the
+config, --model/--threads/--interpreter and loading the classifier."""
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from edge.config import Config, ConfigError, load_config
+from edge.config import Config, load_config
+from edge.errors import CommandError, UsageError
+from edge.interpreter import INTERPRETER_NAMES
+from edge.paths import default_model_path, find_model
+
+if TYPE_CHECKING:  # edge.model imports numpy; status and export must not
+    from edge.model import Classifier
+
+__all__ = ["CommandError", "UsageError"]
 
 
-class CommandError(Exception):
-    """A command failed for a reason outside the user's arguments (exit 1), e.g. no database."""
+def _whole_number(text: str, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{text} must be at least {minimum}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    return _whole_number(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    return _whole_number(text, 0)
+
+
+def probability_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
+    return value
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -22,13 +56,32 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    """The config the arguments name; a ConfigError becomes a usage error (exit 2)."""
-    from edge.cli import UsageError
-
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
+    """The config the arguments name (a bad one is a ConfigError: a usage error, exit 2)."""
+    config = load_config(args.config)
     if getattr(args, "state_dir", None):
         config = replace(config, state_dir=args.state_dir)
     return config
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="NAME.tflite with NAME.json beside it, or an installed model's NAME "
+                        "(default: the shipped model)")  # fmt: skip
+    parser.add_argument(
+        "--threads", type=non_negative_int, default=0, help="interpreter threads (default 0: every core)"
+    )
+    parser.add_argument(
+        "--interpreter",
+        choices=INTERPRETER_NAMES,
+        help="use only this interpreter (default: the first installed, in this order)",
+    )
+
+
+def load_classifier(model: str | None, threads: int = 0, interpreter: str | None = None) -> Classifier:
+    """``model``: a path, a bare NAME of an installed model, or None for the default model;
+    ``threads`` 0: every core. An unusable model is a ModelError (a usage error, exit 2)."""
+    from edge.model import Classifier
+
+    path = find_model(model) if model else default_model_path()
+    if path is None:
+        raise UsageError("no model found: pass --model PATH or set METASCOPE_MODEL")
+    return Classifier.load(path, num_threads=threads, interpreter=interpreter)

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from edge.commands.common import add_config_args
+from edge.commands.common import UsageError, add_config_args, load_classifier
 
 
 @dataclass
@@ -88,8 +88,6 @@ def run_checks(args: argparse.Namespace, camera_probe: Callable[[], tuple[bool, 
         checks.append(Check("interpreter", "PASS", f"{choice.name} {choice.version}"))
     except ModelError as exc:
         checks.append(Check("interpreter", "FAIL", str(exc), "pip install ai-edge-litert (the [edge] extra)"))
-
-    from edge.cli import UsageError, load_classifier
 
     try:
         classifier = load_classifier(args.model or config.model.path or None, 1, interpreter)

@@ -13,7 +13,7 @@ import csv
 import json
 import sys
 
-from edge.commands.common import CommandError, add_config_args, config_from_args
+from edge.commands.common import CommandError, UsageError, add_config_args, config_from_args
 
 FETCH_ROWS = 1000
 
@@ -35,7 +35,6 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def export(args: argparse.Namespace) -> int:
-    from edge.cli import UsageError
     from edge.store import StoreError, open_readonly, parse_time, select_rows
 
     config = config_from_args(args)

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from edge.commands.common import add_config_args, config_from_args
+from edge.commands.common import UsageError, add_config_args, config_from_args, load_classifier, positive_int
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
-    from edge.cli import positive_int
-
     parser = commands.add_parser(
         "run",
         help="run the service: capture, find cells, classify, log (what systemd starts)",
         description="Capture frames, find and classify every cell, log results to the state directory's "
         "database. Exit 0 on SIGTERM/SIGINT or when --max-frames is reached; 2 on a config or model "
-        "error; 3 when the camera fails source.max_failures times in a row; 4 when frames keep failing.",
+        "error (systemd does not restart); 3 when the camera fails source.max_failures times in a row; "
+        "4 when frames keep failing; 5 when the state directory or its database cannot be used.",
     )
     add_config_args(parser)
     parser.add_argument(
@@ -27,7 +26,6 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge.cli import UsageError, load_classifier
     from edge.service import Service, setup_logging
     from edge.sources import open_source, parse_source_arg
 

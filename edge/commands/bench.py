@@ -1,0 +1,46 @@
+"""`metascope bench`: the classifier alone, or the service loop end to end, timed (JSON out)."""
+
+from __future__ import annotations
+
+import argparse
+
+from edge.commands.common import add_model_args, load_classifier, positive_int
+from edge.errors import ExitCode
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("bench", help="benchmarks, JSON out (medians and p99 in ms)")
+    parser.add_argument(
+        "what",
+        choices=["model", "pipeline"],
+        help="model: classifier latency per cell and per batch; pipeline: the service loop end to end "
+        "on synthetic frames (per-stage latency, resident memory)",
+    )
+    add_model_args(parser)
+    parser.add_argument("--calls", type=positive_int, default=1000, help="model: single-cell calls to time")
+    parser.add_argument("--batch", type=positive_int, default=32, help="model: cells per batched call")
+    parser.add_argument("--cells", type=positive_int, default=20, help="pipeline: cells per frame")
+    parser.add_argument("--frames", type=positive_int, default=2000, help="pipeline: frames to time")
+    parser.add_argument("--width", type=positive_int, default=640, help="pipeline: frame width")
+    parser.add_argument("--height", type=positive_int, default=480, help="pipeline: frame height")
+    parser.add_argument("--out", help="also write the JSON here")
+    parser.set_defaults(handler=bench)
+
+
+def bench(args: argparse.Namespace) -> int:
+    from edge.bench import bench_model_threads, bench_pipeline, write_json
+
+    if args.what == "model":
+        result = bench_model_threads(
+            lambda threads: load_classifier(args.model, threads, args.interpreter),
+            args.threads,
+            calls=args.calls,
+            batch=args.batch,
+        )
+    else:
+        classifier = load_classifier(args.model, args.threads, args.interpreter)
+        result = bench_pipeline(
+            classifier, cells=args.cells, frames=args.frames, width=args.width, height=args.height, rss_every=500
+        )
+    print(write_json(result, args.out))
+    return ExitCode.OK

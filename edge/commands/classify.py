@@ -1,0 +1,94 @@
+"""`metascope classify`: single-cell images in, one row per image out (tab-separated or JSON lines)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from edge.commands.common import add_model_args, load_classifier, probability_arg
+from edge.errors import ExitCode
+
+CLASSIFY_CHUNK = 32  # images decoded per predict call: one interpreter call, bounded memory
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "classify",
+        help="classify single-cell images (one cell per image)",
+        description="Classify single-cell images: one row per image, a summary on stderr.",
+    )
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="images or folders (recursive)")
+    add_model_args(parser)
+    parser.add_argument("--json", action="store_true", help="JSON lines instead of tab-separated rows")
+    parser.add_argument(
+        "--threshold",
+        type=probability_arg,
+        help="probability at or above which a cell is positive (default: the card's)",
+    )
+    parser.set_defaults(handler=classify)
+
+
+def iter_image_paths(inputs: Sequence[str]) -> Iterator[Path]:
+    """Files as given; directories recursively, sorted, skipping hidden entries."""
+    for name in inputs:
+        path = Path(name)
+        if path.is_dir():
+            for found in sorted(path.rglob("*")):
+                relative = found.relative_to(path).parts
+                if found.is_file() and not any(part.startswith(".") for part in relative):
+                    yield found
+        else:
+            yield path
+
+
+def classify(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from edge.preprocess import ImageError, read_grayscale, single_cell_input
+
+    classifier = load_classifier(args.model, args.threads, args.interpreter)
+    threshold = classifier.threshold if args.threshold is None else args.threshold
+    spec = classifier.input_spec
+    counts: Counter[str] = Counter()
+    failed = 0
+    if not args.json:
+        print("file\tlabel\tprobability")
+
+    def flush(paths: list[Path], cells: list[np.ndarray]) -> None:
+        if not paths:
+            return
+        for path, probability in zip(paths, classifier.predict(np.stack(cells)), strict=True):
+            label = classifier.label_for(float(probability), threshold)
+            counts[label] += 1
+            if args.json:
+                print(json.dumps({"file": str(path), "label": label, "probability": round(float(probability), 6)}))
+            else:
+                print(f"{path}\t{label}\t{probability:.4f}")
+        sys.stdout.flush()
+
+    paths: list[Path] = []
+    cells: list[np.ndarray] = []
+    for path in iter_image_paths(args.inputs):
+        try:
+            cells.append(single_cell_input(read_grayscale(path), spec))
+        except ImageError as exc:
+            failed += 1
+            print(f"metascope classify: skipped {exc}", file=sys.stderr)
+            continue
+        paths.append(path)
+        if len(paths) == CLASSIFY_CHUNK:
+            flush(paths, cells)
+            paths, cells = [], []
+    flush(paths, cells)
+
+    per_label = ", ".join(f"{label} {counts[label]}" for label in classifier.labels)
+    print(
+        f"metascope classify: {sum(counts.values())} classified ({per_label}; threshold {threshold:g}), "
+        f"{failed} failed; model {classifier.card.name} via {classifier.interpreter_name}",
+        file=sys.stderr,
+    )
+    return ExitCode.FAILED if failed else ExitCode.OK
