@@ -29,65 +29,8 @@ from typing import Any
 
 from edge import __version__
 from edge.errors import CommandError
+from edge.store_schema import migrate
 
-SCHEMA_VERSION = 1
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    started_at TEXT NOT NULL,
-    ended_at TEXT,
-    host TEXT NOT NULL,
-    software_version TEXT NOT NULL,
-    model_name TEXT,
-    model_sha256 TEXT,
-    interpreter TEXT,
-    source TEXT,
-    mode TEXT,
-    threshold REAL,
-    window_px INTEGER,
-    config TEXT,
-    frames INTEGER NOT NULL DEFAULT 0,
-    cells INTEGER NOT NULL DEFAULT 0,
-    exit_reason TEXT
-);
-CREATE TABLE IF NOT EXISTS frames (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    run_id INTEGER NOT NULL,
-    captured_at TEXT NOT NULL,
-    frame_index INTEGER NOT NULL,
-    width INTEGER NOT NULL,
-    height INTEGER NOT NULL,
-    cells INTEGER NOT NULL,
-    positives INTEGER NOT NULL,
-    clusters INTEGER NOT NULL,
-    dropped_before INTEGER NOT NULL,
-    capture_wait_ms REAL,
-    detect_ms REAL,
-    preprocess_ms REAL,
-    infer_ms REAL,
-    over_budget INTEGER NOT NULL,
-    snapshot TEXT
-);
-CREATE INDEX IF NOT EXISTS frames_captured_at ON frames (captured_at);
-CREATE TABLE IF NOT EXISTS cells (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    frame_id INTEGER NOT NULL,
-    run_id INTEGER NOT NULL,
-    captured_at TEXT NOT NULL,
-    label TEXT NOT NULL,
-    probability REAL NOT NULL,
-    cluster INTEGER NOT NULL,
-    area_px INTEGER NOT NULL,
-    centroid_x REAL NOT NULL,
-    centroid_y REAL NOT NULL,
-    bbox_x0 INTEGER NOT NULL,
-    bbox_y0 INTEGER NOT NULL,
-    bbox_x1 INTEGER NOT NULL,
-    bbox_y1 INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS cells_captured_at ON cells (captured_at);
-CREATE INDEX IF NOT EXISTS cells_frame_id ON cells (frame_id);
-"""
 TIME_COLUMN = {"runs": "started_at", "frames": "captured_at", "cells": "captured_at"}
 TABLES = tuple(TIME_COLUMN)
 RETENTION_BATCH_FRAMES = 5_000  # frames deleted per statement, so a big clean-up never stalls the loop long
@@ -139,9 +82,9 @@ class ResultStore:
             self._db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA)
-            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except sqlite3.Error as exc:
+            migrate(self._db)
+            self.database_id = self._db.execute("SELECT value FROM meta WHERE key = 'database_id'").fetchone()[0]
+        except (sqlite3.Error, ValueError) as exc:
             raise StoreError(f"{self.path}: cannot open the results database: {exc}") from exc
         self._in_transaction = False
         self._last_commit = time.monotonic()
