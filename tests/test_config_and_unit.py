@@ -69,6 +69,14 @@ def test_each_bad_key_or_value_is_named_and_exits_2(data, message, tmp_path: Pat
     assert message in err and str(path) in err
 
 
+def test_a_state_directory_that_cannot_be_made_exits_5_so_systemd_retries(tiny_model, tmp_path: Path, capsys) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the state directory should be")
+    args = ["run", "--source", "synthetic", "--max-frames", "1", "--model", str(tiny_model[0])]
+    assert main([*args, "--state-dir", str(blocker / "state")]) == 5
+    assert f"state directory {blocker / 'state'}" in capsys.readouterr().err
+
+
 def test_unreadable_config_files_exit_2(tmp_path: Path, capsys) -> None:
     (tmp_path / "broken.toml").write_text("[source\nkind = 1")
     assert main(["run", "--config", str(tmp_path / "broken.toml")]) == 2
@@ -124,6 +132,18 @@ def test_unit_has_what_the_service_relies_on() -> None:
         assert settings.get(key) == [value], key
     assert "PrivateDevices" not in settings, "libcamera needs /dev/video*, /dev/media*, /dev/dma_heap"
     assert int(settings["WatchdogSec"][0]) > 0 and "StartLimitBurst" in settings
+
+
+def test_unit_restarts_what_the_exit_code_table_says() -> None:
+    """A usage error (bad config, model) is never retried; camera, frames, state directory are."""
+    from edge.errors import ExitCode
+
+    prevented = {int(code) for value in unit_settings()["RestartPreventExitStatus"] for code in value.split()}
+    assert prevented == {ExitCode.USAGE}
+    table = (REPO / "README.md").read_text()
+    for code in ExitCode:
+        row = next(line for line in table.splitlines() if line.startswith(f"| {int(code)} |"))
+        assert ("not restarted" in row) == (code == ExitCode.USAGE), row
 
 
 def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
