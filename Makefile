@@ -1,12 +1,17 @@
-# One entry point. Every target creates or updates the local virtualenv by itself, so on a
-# fresh machine `make demo` and `make test` are the whole set-up.
+# One entry point. Every target creates or updates the local virtualenvs by itself, so on a
+# fresh machine `make demo` and `make test` are the whole set-up. Two of them, as on the two
+# kinds of machine: .venv-edge has only what a Pi installs (the `edge` extra: no TensorFlow),
+# .venv everything (training too).
 
 PYTHON ?= python3
 VENV ?= .venv
+EDGE_VENV ?= .venv-edge
 PY := $(VENV)/bin/python
+EDGE_PY := $(EDGE_VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+EDGE_STAMP := $(EDGE_VENV)/.installed-stamp
 
-.PHONY: venv demo test lint bench model clean
+.PHONY: venv demo test test-edge test-train lint bench model tiny-model clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,41 +19,54 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[edge,train,dev]'
 	touch $(STAMP)
 
-venv: $(STAMP)
+$(EDGE_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(EDGE_VENV)
+	$(EDGE_PY) -m pip install --quiet --upgrade pip
+	$(EDGE_PY) -m pip install --quiet -e '.[edge,dev]'
+	touch $(EDGE_STAMP)
 
-# The demo runs the service with the shipped model; until models/mda231-pc3.tflite exists it
-# trains the tiny synthetic model (seconds, needs tensorflow) and uses that instead.
+venv: $(STAMP) $(EDGE_STAMP)
+
+# The demo runs the service with the shipped model: the edge install alone, as on a Pi.
 SHIPPED_MODEL := models/mda231-pc3.tflite
-DEMO_MODEL := $(if $(wildcard $(SHIPPED_MODEL)),$(SHIPPED_MODEL),var/demo/model/synthetic-demo.tflite)
-BENCH_MODEL := $(DEMO_MODEL)
+DEMO_MODEL := $(SHIPPED_MODEL)
+BENCH_MODEL := $(SHIPPED_MODEL)
 
-var/demo/model/synthetic-demo.tflite: | $(STAMP)
-	$(PY) -c 'from train.synthetic_model import train_synthetic_model as t; t("var/demo/model/synthetic-demo")'
+demo: $(EDGE_STAMP)
+	$(EDGE_PY) -m edge.demo --model $(DEMO_MODEL)
 
-demo: $(STAMP) $(DEMO_MODEL)
-	$(PY) -m edge.demo --model $(DEMO_MODEL)
+# Lint, then the edge tests where a Pi's packages are all there is (no TensorFlow), then the
+# training tests (tests/train/) with everything. CI runs exactly this.
+test: lint test-edge test-train
 
-test: $(STAMP)
-	$(PY) -m ruff check .
-	$(PY) -m pytest -q
+test-edge: $(EDGE_STAMP)
+	$(EDGE_PY) -m pytest -q tests --ignore=tests/train
+
+test-train: $(STAMP)
+	$(PY) -m pytest -q tests/train
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
+# The tiny model the edge tests use (tests/models/tiny.*), from the project's own training and
+# export code; tests/train/test_tiny_model.py says when it is stale.
+tiny-model: $(STAMP)
+	$(PY) -m train.synthetic_model tests/models/tiny
+
 # All benchmarks, JSON in var/bench/ (640x480 synthetic frames): each shipped model alone at
 # one thread and every core, and the service end to end with 20 cells a frame at both; the
 # accurate default also at 100 cells a frame.
 FAST_MODEL := models/mda231-pc3-fast.tflite
-bench: $(STAMP) $(BENCH_MODEL)
-	$(PY) -m edge bench model --model $(BENCH_MODEL) --out var/bench/model.json
-	$(PY) -m edge bench pipeline --model $(BENCH_MODEL) --threads 1 --cells 20 --frames 2000 --out var/bench/pipeline-20-1thread.json
-	$(PY) -m edge bench pipeline --model $(BENCH_MODEL) --cells 20 --frames 2000 --out var/bench/pipeline-20.json
-	$(PY) -m edge bench pipeline --model $(BENCH_MODEL) --cells 100 --frames 500 --out var/bench/pipeline-100.json
+bench: $(EDGE_STAMP)
+	$(EDGE_PY) -m edge bench model --model $(BENCH_MODEL) --out var/bench/model.json
+	$(EDGE_PY) -m edge bench pipeline --model $(BENCH_MODEL) --threads 1 --cells 20 --frames 2000 --out var/bench/pipeline-20-1thread.json
+	$(EDGE_PY) -m edge bench pipeline --model $(BENCH_MODEL) --cells 20 --frames 2000 --out var/bench/pipeline-20.json
+	$(EDGE_PY) -m edge bench pipeline --model $(BENCH_MODEL) --cells 100 --frames 500 --out var/bench/pipeline-100.json
 	if [ -f $(FAST_MODEL) ]; then \
-	  $(PY) -m edge bench model --model $(FAST_MODEL) --out var/bench/model-fast.json && \
-	  $(PY) -m edge bench pipeline --model $(FAST_MODEL) --threads 1 --cells 20 --frames 2000 --out var/bench/pipeline-fast-20-1thread.json && \
-	  $(PY) -m edge bench pipeline --model $(FAST_MODEL) --cells 20 --frames 2000 --out var/bench/pipeline-fast-20.json; fi
+	  $(EDGE_PY) -m edge bench model --model $(FAST_MODEL) --out var/bench/model-fast.json && \
+	  $(EDGE_PY) -m edge bench pipeline --model $(FAST_MODEL) --threads 1 --cells 20 --frames 2000 --out var/bench/pipeline-fast-20-1thread.json && \
+	  $(EDGE_PY) -m edge bench pipeline --model $(FAST_MODEL) --cells 20 --frames 2000 --out var/bench/pipeline-fast-20.json; fi
 
 # Reproduces both shipped models from the shared data set, each with one recipe whose
 # cross-validation folds train exactly like its final fit (train/recipe.py):
@@ -66,4 +84,4 @@ model: $(STAMP)
 	  --teacher models/mda231-pc3 --no-leak-check
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(EDGE_VENV) var .pytest_cache .ruff_cache

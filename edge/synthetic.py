@@ -62,6 +62,15 @@ def synthetic_batch(count: int, seed: int = 0, canvas: int = 256) -> tuple[list[
     return [synthetic_crop(rng, KINDS[label], canvas) for label in labels], labels
 
 
+def synthetic_inputs(count: int, seed: int, spec) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` synthetic cells as model inputs for ``spec`` (an edge.preprocess.InputSpec):
+    uint8 (N, size, size), and their labels (0 = round, 1 = spindle)."""
+    from edge.preprocess import single_cell_input
+
+    crops, labels = synthetic_batch(count, seed=seed)
+    return np.stack([single_cell_input(crop, spec) for crop in crops]), labels
+
+
 def write_synthetic_dataset(
     root: str | os.PathLike[str], per_group: int = 20, groups: int = 3, seed: int = 0, canvas: int = 256
 ) -> Path:

@@ -1,5 +1,6 @@
-"""Shared fixtures. The tiny model is a real Keras model trained on synthetic cells and
-exported through train/export.py, so edge tests run a real TFLite interpreter."""
+"""Shared fixtures. The tiny model is a real model trained on synthetic cells and exported
+through train/export.py, committed in tests/models/ (`make tiny-model`), so the edge tests run
+a real TFLite interpreter without TensorFlow. Tests that need TensorFlow live in tests/train/."""
 
 from __future__ import annotations
 
@@ -12,12 +13,16 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("METASCOPE_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory):
-    """(int8 .tflite path, float .tflite path, keras model), trained once per test session."""
-    from train.synthetic_model import train_synthetic_model
+TINY_MODEL = REPO / "tests" / "models" / "tiny.tflite"
 
-    return train_synthetic_model(tmp_path_factory.mktemp("model") / "tiny")
+
+@pytest.fixture(scope="session")
+def tiny_model() -> tuple[Path, Path]:
+    """(int8 .tflite path, float .tflite path) of the committed tiny model."""
+    float_model = TINY_MODEL.with_name("tiny.float.tflite")
+    for path in (TINY_MODEL, float_model):
+        assert path.is_file() and path.with_suffix(".json").is_file(), f"{path} or its card is missing: make tiny-model"
+    return TINY_MODEL, float_model
 
 
 @pytest.fixture

@@ -12,16 +12,15 @@ import pytest
 
 from edge.card import ModelCardError, ModelFileError, ModelIntegrityError
 from edge.model import MAX_BATCH, Classifier, InterpreterUnavailableError, ModelMismatchError
-from train.synthetic_model import synthetic_tensors
+from edge.synthetic import synthetic_inputs
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def held_out():
+def held_out(tiny_model):
     """Synthetic cells the tiny model never saw (seed differs from its training seed)."""
-    inputs, labels = synthetic_tensors(300, seed=1234)
-    return inputs[..., 0], labels
+    return synthetic_inputs(300, 1234, Classifier.load(tiny_model[0]).input_spec)
 
 
 def test_load_exposes_what_the_card_says(tiny_model) -> None:
@@ -174,21 +173,6 @@ def test_card_that_disagrees_with_the_tensors(model_copy: Path, change, message:
         Classifier.load(model_copy)
 
 
-def test_three_class_model_is_refused(tiny_model, tmp_path: Path) -> None:
-    import keras
-
-    from train.export import convert_int8, write_model
-
-    inputs = keras.Input((32, 32, 1))
-    x = keras.layers.Flatten()(keras.layers.Conv2D(2, 3, strides=4)(inputs))
-    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
-    card = Classifier.load(tiny_model[0]).card
-    pixels = np.random.default_rng(0).integers(0, 255, (20, 32, 32, 1)).astype(np.uint8)
-    path = write_model(tmp_path / "three", convert_int8(model, pixels), card)
-    with pytest.raises(ModelMismatchError, match=r"not a binary classifier: output shape \[1, 3\]"):
-        Classifier.load(path)
-
-
 def test_not_a_tflite_file(model_copy: Path) -> None:
     from dataclasses import replace
 
@@ -202,15 +186,6 @@ def test_not_a_tflite_file(model_copy: Path) -> None:
 
 
 # ---------------------------------------------------------- interpreters
-def test_falls_back_to_tensorflow_lite_without_ai_edge_litert(tiny_model, held_out, monkeypatch) -> None:
-    monkeypatch.setitem(sys.modules, "ai_edge_litert", None)  # makes the import fail
-    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
-    classifier = Classifier.load(tiny_model[0])
-    assert classifier.interpreter_name == "tensorflow.lite"
-    reference = Classifier.load(tiny_model[0], interpreter="tensorflow.lite").predict(held_out[0][:16])
-    np.testing.assert_allclose(classifier.predict(held_out[0][:16]), reference)
-
-
 def test_no_interpreter_says_what_to_install(tiny_model, monkeypatch) -> None:
     for module in (
         "ai_edge_litert",

@@ -4,18 +4,14 @@ skipped with the reason when it is absent)."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
+from conftest import REPO, SHARED_DATA
 
 from edge.card import ModelCard, sha256_file
 from edge.model import Classifier
 from edge.paths import DEFAULT_MODEL_NAME, FAST_MODEL_NAME
 from train.evaluate import evaluate_classifier, load_for_model
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = Path(os.environ.get("METASCOPE_SHARED_DATA", REPO.parent / "shared" / "data"))  # as conftest.py
 DATA = SHARED_DATA / "fayyaz-mda231-pc3"
 # name: (backbone, most bytes, most multiply-accumulates per cell)
 LIMITS = {

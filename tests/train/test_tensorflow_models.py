@@ -1,0 +1,42 @@
+"""What edge does with models only TensorFlow can make or run: a three-class export, and the
+tensorflow.lite interpreter as the last fallback."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.model import Classifier, ModelMismatchError
+from edge.synthetic import synthetic_inputs
+
+
+@pytest.fixture(scope="module")
+def held_out(tiny_model):
+    return synthetic_inputs(300, 1234, Classifier.load(tiny_model[0]).input_spec)
+
+
+def test_three_class_model_is_refused(tiny_model, tmp_path: Path) -> None:
+    import keras
+
+    from train.export import convert_int8, write_model
+
+    inputs = keras.Input((32, 32, 1))
+    x = keras.layers.Flatten()(keras.layers.Conv2D(2, 3, strides=4)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    card = Classifier.load(tiny_model[0]).card
+    pixels = np.random.default_rng(0).integers(0, 255, (20, 32, 32, 1)).astype(np.uint8)
+    path = write_model(tmp_path / "three", convert_int8(model, pixels), card)
+    with pytest.raises(ModelMismatchError, match=r"not a binary classifier: output shape \[1, 3\]"):
+        Classifier.load(path)
+
+
+def test_falls_back_to_tensorflow_lite_without_ai_edge_litert(tiny_model, held_out, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "ai_edge_litert", None)  # makes the import fail
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
+    classifier = Classifier.load(tiny_model[0])
+    assert classifier.interpreter_name == "tensorflow.lite"
+    reference = Classifier.load(tiny_model[0], interpreter="tensorflow.lite").predict(held_out[0][:16])
+    np.testing.assert_allclose(classifier.predict(held_out[0][:16]), reference)
