@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from edge.cli import main
-from edge.synthetic import KINDS, synthetic_batch
+from edge.synthetic_cells import KINDS, synthetic_batch
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -12,7 +12,7 @@ import pytest
 
 from edge.card import ModelCardError, ModelFileError, ModelIntegrityError
 from edge.model import MAX_BATCH, Classifier, InterpreterUnavailableError, ModelMismatchError
-from edge.synthetic import synthetic_inputs
+from edge.synthetic_cells import synthetic_inputs
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -20,7 +20,7 @@ from edge.preprocess import (
     resize_window,
     single_cell_input,
 )
-from edge.synthetic import render_cell
+from edge.synthetic_cells import render_cell
 
 RNG = np.random.default_rng(7)
 GRADIENT = np.tile(np.arange(0, 256, 4, dtype=np.uint8), (16, 1))  # 16x64, values 0..252

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from edge.errors import UsageError
 from edge.preprocess import ImageError, InputSpec, finish_input, read_grayscale, single_cell_window
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"})
@@ -32,7 +33,7 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".
 DEFAULT_MAX_BAD_FRACTION = 0.05
 
 
-class DatasetError(ValueError):
+class DatasetError(UsageError, ValueError):
     """The data folder cannot be used as given; the message says why."""
 
 

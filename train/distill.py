@@ -25,7 +25,7 @@ import numpy as np
 from edge.preprocess import InputSpec, finish_input
 from train.augment import AugmentSettings, augment_window
 from train.dataset import Dataset, DatasetError
-from train.fit import SoftTargets
+from train.trainer import SoftTargets
 
 DISTILL_SUFFIX = ".distill.npz"
 FINAL = "final"  # the model trained on every cell; folds are named by their held-out group

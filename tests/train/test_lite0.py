@@ -20,8 +20,7 @@ from train.lite0 import (
     load_backbone_weights,
     weights_path,
 )
-from train.model import count_macs
-from train.speed import PI4_REFERENCE_MACS
+from train.speed import PI4_REFERENCE_MACS, count_macs
 from train.torch_checkpoint import LEGACY_MAGIC, LEGACY_PROTOCOL, CheckpointError, read_state_dict
 
 REFERENCE = SHARED_DATA / "lite0-reference" / "lite0-reference.npz"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edge.model import Classifier, ModelMismatchError
-from edge.synthetic import synthetic_inputs
+from edge.synthetic_cells import synthetic_inputs
 
 
 @pytest.fixture(scope="module")

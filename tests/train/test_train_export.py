@@ -7,14 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge.errors import EXIT_EXPORT_REFUSED
 from edge.preprocess import InputSpec
-from edge.synthetic import write_synthetic_dataset
-from train.cli import EXIT_EXPORT_REFUSED, main
+from edge.synthetic_cells import write_synthetic_dataset
+from train.cli import main
+from train.compact_cnn import build_cnn
 from train.dataset import Dataset
 from train.export import ExportError, fidelity
-from train.fit import FitResult
-from train.model import build_cnn
-from train.workflow import export_checked
+from train.trainer import FitResult
+from train.validation import export_checked
 
 
 def near_threshold_model(images: np.ndarray):
@@ -56,11 +57,11 @@ def test_fidelity_reports_agreement_and_probability_difference() -> None:
 
 
 def test_fit_exits_3_and_writes_nothing_when_int8_disagrees(tmp_path: Path, monkeypatch, capsys) -> None:
-    import train.workflow
+    import train.validation
 
     # The int8 model's answers, turned around: the check must stop the export.
-    real = train.workflow.int8_probabilities
-    monkeypatch.setattr(train.workflow, "int8_probabilities", lambda content, images: 1.0 - real(content, images))
+    real = train.validation.int8_probabilities
+    monkeypatch.setattr(train.validation, "int8_probabilities", lambda content, images: 1.0 - real(content, images))
     data = write_synthetic_dataset(tmp_path / "cells", per_group=10, groups=4, seed=1)
     out = tmp_path / "refused"
     args = ["fit", str(data), "--out", str(out), "--size", "32", "--window-px", "128", "--widths", "4,8",

@@ -10,10 +10,13 @@ import pytest
 from PIL import Image
 
 from edge.card import ModelCard, sha256_file
+from edge.errors import ExitCode
 from edge.model import Classifier
-from edge.synthetic import write_synthetic_dataset
-from train.cli import EXIT_USAGE, main
+from edge.synthetic_cells import write_synthetic_dataset
+from train.cli import main
 from train.export import dense_weight_quantization
+
+EXIT_USAGE = ExitCode.USAGE
 
 # Small and quick: the compact CNN at 32 px, two narrow stages, a few epochs, plain average
 # pooling (the two-head avg+max default learns too slowly for 12 epochs of 32 px synthetic

@@ -21,9 +21,9 @@ from train.dataset import Dataset
 from train.distill import Teacher, TeacherRecorder
 from train.evaluate import evaluate_classifier
 from train.export import ExportError, convert_int8, fidelity, int8_probabilities, write_model
-from train.fit import FitResult, FitSettings, SoftTargets, fit_model, predict
 from train.metrics import binary_metrics, summarise_folds
 from train.split import Fold, Split, file_level_split
+from train.trainer import FitResult, FitSettings, SoftTargets, fit_model, predict
 
 # Random draws of calibration cells tried before an export is refused.
 CALIBRATION_DRAWS = 3

@@ -17,15 +17,14 @@ from train.dataset import Dataset, load_folder
 from train.distill import FINAL, Teacher, TeacherOutputs, TeacherRecorder, distill_path_for
 from train.evaluate import evaluate_classifier
 from train.export import MIN_AGREEMENT, convert_float, write_model
-from train.fit import FitResult, FitSettings, build_network, fit_model, predict
-from train.model import count_macs
 from train.plots import evaluation_figure, training_curves_figure
 from train.provenance import command_line, data_provenance, software_versions
 from train.report import write_report
 from train.robustness import exposure_sensitivity
-from train.speed import measured_speed
+from train.speed import count_macs, measured_speed
 from train.split import cross_validation_folds, grouped_split
-from train.workflow import (
+from train.trainer import FitResult, FitSettings, build_network, fit_model, predict
+from train.validation import (
     artifact_classifier,
     cross_validate,
     export_checked,
@@ -169,7 +168,7 @@ def history_for_plot(fits: dict[str, dict[str, list[float]]]) -> dict[str, dict[
     return {name: history for name, history in fits.items() if "loss" in history}
 
 
-def run_fit(request: FitRequest) -> ModelCard:
+def make_model(request: FitRequest) -> ModelCard:
     started = time.monotonic()
     dataset = load_folder(
         request.data_dir, request.spec, request.group_by, request.positive, request.max_bad_fraction, request.progress

@@ -13,8 +13,8 @@ import keras
 import numpy as np
 
 from train.augment import augment_windows
+from train.compact_cnn import build_cnn
 from train.dataset import Dataset
-from train.model import build_cnn
 from train.recipe import BACKBONES, FitSettings
 
 

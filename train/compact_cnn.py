@@ -71,21 +71,3 @@ def build_cnn(
         logits.append(layers.Dense(1, name=f"head_{kind}")(pooled))
     outputs = layers.Activation("sigmoid", name="probability")(layers.Add(name="logit")(logits))
     return keras.Model(inputs, outputs, name="metascope_cnn")
-
-
-def count_macs(model: keras.Model) -> int:
-    """Multiply-accumulates per cell of the conv and dense layers (what dominates on a CPU)."""
-    total = 0
-    for layer in model.layers:
-        if isinstance(layer, layers.DepthwiseConv2D):  # one kernel per channel
-            _, height, width, channels = layer.output.shape
-            kh, kw = layer.kernel_size
-            total += height * width * channels * kh * kw
-        elif isinstance(layer, layers.Conv2D):
-            _, height, width, out_channels = layer.output.shape
-            in_channels = layer.input.shape[-1]
-            kh, kw = layer.kernel_size
-            total += height * width * out_channels * in_channels * kh * kw
-        elif isinstance(layer, layers.Dense):
-            total += layer.input.shape[-1] * layer.units
-    return int(total)

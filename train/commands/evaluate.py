@@ -1,0 +1,92 @@
+"""`metascope-train evaluate`: an exported int8 model through the Pi's own Classifier on a
+labelled folder: accuracy, balanced accuracy, ROC AUC, confusion, calibration, per group."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from edge.errors import ExitCode
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "evaluate",
+        help="evaluate an exported int8 model on a labelled folder",
+        description="Run MODEL.tflite through the Pi's own Classifier on every cell of DATA_DIR (label folders "
+        "named as the model's labels) and print accuracy, balanced accuracy, ROC AUC, sensitivity, "
+        "specificity, confusion matrix, calibration and per-group figures.",
+    )
+    parser.add_argument("model", type=Path, metavar="MODEL.tflite")
+    parser.add_argument("data_dir", type=Path, metavar="DATA_DIR")
+    parser.add_argument("--group-by", help="as for fit: folder level or regular expression")
+    parser.add_argument("--groups", help="evaluate only these groups (comma-separated)")
+    parser.add_argument("--out", type=Path, help="also write OUT.json, OUT.md and OUT.png")
+    parser.add_argument("--quiet", action="store_true", help="no progress display")
+    parser.set_defaults(handler=evaluate)
+
+
+def format_metrics(metrics: dict[str, Any], labels: tuple[str, str]) -> str:
+    def show(value: Any) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    c = metrics["confusion"]
+    lines = [
+        f"cells {metrics['n']} ({labels[1]} {metrics['positives']}), threshold {metrics['threshold']:.2f}",
+        f"accuracy {show(metrics['accuracy'])}  balanced accuracy {show(metrics['balanced_accuracy'])}  "
+        f"ROC AUC {show(metrics['roc_auc'])}",
+        f"sensitivity {show(metrics['sensitivity'])}  specificity {show(metrics['specificity'])}  "
+        f"ECE {show(metrics.get('ece'))}",
+        f"confusion (true -> called): {labels[0]}->{labels[0]} {c['tn']}  {labels[0]}->{labels[1]} {c['fp']}  "
+        f"{labels[1]}->{labels[0]} {c['fn']}  {labels[1]}->{labels[1]} {c['tp']}",
+    ]
+    for group, m in metrics.get("per_group", {}).items():
+        lines.append(
+            f"  {group}: cells {m['n']} ({labels[1]} {m['positives']}), accuracy {show(m['accuracy'])}, "
+            f"balanced accuracy {show(m['balanced_accuracy'])}, ROC AUC {show(m['roc_auc'])}"
+        )
+    return "\n".join(lines)
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    from edge.model import Classifier
+    from train.evaluate import evaluate_classifier, load_for_model
+
+    classifier = Classifier.load(args.model)
+    groups = [g.strip() for g in args.groups.split(",") if g.strip()] if args.groups else None
+    dataset = load_for_model(classifier, args.data_dir, args.group_by, groups, progress=not args.quiet)
+    metrics = evaluate_classifier(classifier, dataset)
+    print(f"{classifier.path} on {args.data_dir}" + (f" (groups {', '.join(groups)})" if groups else ""))
+    print(format_metrics(metrics, classifier.labels))
+    if dataset.skipped:
+        print(f"{len(dataset.skipped)} unreadable file(s) skipped (listed on stderr)")
+    if args.out:
+        write_evaluation(args.out, classifier, dataset, metrics)
+    return ExitCode.OK
+
+
+def write_evaluation(out: Path, classifier: Any, dataset: Any, metrics: dict[str, Any]) -> None:
+    from train.plots import evaluation_figure
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "model": str(classifier.path),
+        "sha256": classifier.sha256,
+        "data_dir": str(dataset.root),
+        "skipped_files": [reason for _, reason in dataset.skipped],
+        "metrics": metrics,
+    }
+    json_path = out.with_name(out.name + ".json")
+    json_path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    png = out.with_name(out.name + ".png")
+    p = classifier.predict(dataset.images)
+    evaluation_figure(png, dataset.y, p, metrics, classifier.labels, f"{classifier.card.name} on {dataset.root.name}")
+    md = out.with_name(out.name + ".md")
+    md.write_text(
+        f"# {classifier.card.name} on {dataset.root}\n\n```\n{format_metrics(metrics, classifier.labels)}\n```\n\n"
+        f"![ROC, confusion, reliability]({png.name})\n",
+        encoding="utf-8",
+    )
+    print(f"wrote {json_path}, {md}, {png}")

@@ -1,0 +1,196 @@
+"""`metascope-train fit`: a labelled folder in; NAME.tflite (int8), its card, NAME.float.tflite
+and a report out (train/make_model.py does the work)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from edge.commands.common import positive_int, probability_arg
+from edge.errors import ExitCode, UsageError
+from edge.preprocess import INTENSITY_MODES
+from train.recipe import BACKBONES
+
+
+def widths_arg(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be comma-separated whole numbers, e.g. 16,32,64, got {text!r}"
+        ) from None
+    if not widths or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"every width must be at least 1, got {text!r}")
+    return widths
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "fit",
+        help="train a model from DATA_DIR/<label>/.../<image> and export it",
+        description="Train from a folder with exactly two label folders; split by group (never by file); "
+        "export int8 + float TFLite, the model card and an evaluation report.",
+    )
+    parser.add_argument("data_dir", type=Path, metavar="DATA_DIR")
+    parser.add_argument("--out", type=Path, required=True, help="output NAME or NAME.tflite (e.g. models/mda231-pc3)")
+    parser.add_argument("--positive", help="the positive label (folder name); default: the second label folder")
+    parser.add_argument(
+        "--group-by",
+        help="the unit splits never cut: N = the N-th folder below the label folder (default 1), or a regular "
+        "expression on the path whose first group names the group, e.g. '(\\d+kD\\d)'",
+    )
+    parser.add_argument(
+        "--cv", action="store_true", help="cross-validate by group first; the card's numbers come from it"
+    )
+    parser.add_argument("--cv-folds", type=positive_int, help="K grouped folds instead of leave-one-group-out")
+    parser.add_argument(
+        "--backbone",
+        choices=BACKBONES,
+        default="lite0",
+        help="lite0: EfficientNet-Lite0 fine-tuned from ImageNet (the default; accurate, ~70 M MACs at 96 px); "
+        "compact: a small CNN from scratch or taught by --teacher (fast, a few M MACs)",
+    )
+    parser.add_argument("--window-px", type=positive_int, default=192, help="window around the cell, pixels (192)")
+    parser.add_argument("--size", type=positive_int, default=96, help="model input side, pixels (96)")
+    parser.add_argument(
+        "--intensity",
+        choices=INTENSITY_MODES,
+        default="raw",
+        help="keep each cell's grey levels (raw, the default; training varies offset, gain and contrast so that "
+        "lamp and camera matter little) or map each cell to a standard mean and spread (standardised)",
+    )
+    parser.add_argument(
+        "--teacher",
+        type=Path,
+        metavar="MODEL",
+        help="learn from this model's answers as well as the labels (its NAME.distill.npz, written by a fit with "
+        "--distill-views; needs --cv and the same data: each fold learns from the same fold's teacher)",
+    )
+    parser.add_argument(
+        "--distill-views",
+        type=positive_int,
+        metavar="K",
+        help="also score K fixed augmented views of every cell with every model trained (folds and final) into "
+        "NAME.distill.npz, for a later --teacher NAME (needs --cv)",
+    )
+    recipe_note = "default: the backbone's recipe"
+    parser.add_argument(
+        "--widths", type=widths_arg, help=f"compact: conv stage widths, e.g. 16,32,64,96 ({recipe_note})"
+    )
+    parser.add_argument("--convs-per-stage", type=positive_int, help=f"compact: convolutions per stage ({recipe_note})")
+    parser.add_argument("--pooling", choices=("avg", "avg+max"), help=f"compact: global pooling ({recipe_note})")
+    parser.add_argument("--epochs", type=positive_int, help=f"epochs per fit; the most with --patience ({recipe_note})")
+    parser.add_argument(
+        "--patience",
+        type=int,
+        help="0: train exactly --epochs, folds exactly like the final fit; N: stop after N epochs without a better "
+        f"validation AUC, on validation groups held back ({recipe_note})",
+    )
+    parser.add_argument(
+        "--min-epochs", type=int, help=f"with --patience: epochs before stopping may act ({recipe_note})"
+    )
+    parser.add_argument("--batch-size", type=positive_int, help=recipe_note)
+    parser.add_argument("--learning-rate", type=float, help=f"peak learning rate ({recipe_note})")
+    parser.add_argument("--dropout", type=float, help=recipe_note)
+    parser.add_argument("--label-smoothing", type=float, help=recipe_note)
+    parser.add_argument(
+        "--teacher-weight", type=probability_arg, help=f"with --teacher: the teacher's share ({recipe_note})"
+    )
+    parser.add_argument("--no-class-weights", action="store_true", help="do not weight classes by inverse frequency")
+    parser.add_argument("--no-augment", action="store_true", help="train on the images as they are")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--test-fraction", type=probability_arg, default=0.2, help="without --cv: test groups' share")
+    parser.add_argument(
+        "--validation-fraction", type=probability_arg, default=0.15, help="with --patience: validation groups' share"
+    )
+    parser.add_argument("--threshold", type=probability_arg, default=0.5, help="positive at or above this probability")
+    parser.add_argument("--min-agreement", type=probability_arg, default=0.99, help="int8 vs float label agreement bar")
+    parser.add_argument("--max-bad-fraction", type=float, default=0.05, help="share of unreadable files tolerated")
+    parser.add_argument("--no-leak-check", action="store_true", help="skip the file-level split comparison fit")
+    parser.add_argument("--quiet", action="store_true", help="no progress display")
+    parser.set_defaults(handler=fit)
+
+
+def fit_settings(args: argparse.Namespace) -> Any:
+    """The backbone's recipe with what the command line set explicitly."""
+    from train.augment import NO_AUGMENTATION
+    from train.recipe import recipe
+
+    settings = recipe(
+        args.backbone,
+        widths=args.widths,
+        convs_per_stage=args.convs_per_stage,
+        pooling=args.pooling,
+        dropout=args.dropout,
+        epochs=args.epochs,
+        patience=args.patience,
+        min_epochs=args.min_epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        label_smoothing=args.label_smoothing,
+        teacher_weight=args.teacher_weight,
+        class_weighting=False if args.no_class_weights else None,
+        seed=args.seed,
+        augment=NO_AUGMENTATION if args.no_augment else None,
+    )
+    if settings.patience < 0:
+        raise UsageError(f"--patience must be 0 (fixed epochs) or more, got {settings.patience}")
+    if settings.early_stopping and settings.min_epochs >= settings.epochs:
+        settings = replace(settings, min_epochs=settings.epochs - 1)
+    if settings.backbone == "compact" and args.size < 2 ** len(settings.widths):
+        raise UsageError(f"--size {args.size} is too small for {len(settings.widths)} stride-2 stages")
+    if settings.backbone == "lite0" and args.size < 32:
+        raise UsageError(f"--size {args.size} is too small for lite0 (5 stride-2 stages; at least 32)")
+    return settings
+
+
+def fit(args: argparse.Namespace) -> int:
+    from edge.preprocess import InputSpec
+    from train.make_model import FitRequest, make_model
+
+    if (args.teacher or args.distill_views) and not (args.cv or args.cv_folds):
+        raise UsageError("--teacher and --distill-views need --cv: each fold's student learns from its own teacher")
+    request = FitRequest(
+        data_dir=args.data_dir,
+        out=args.out,
+        spec=InputSpec(
+            size=args.size, channels=1, window_px=args.window_px, masked_background=True, intensity=args.intensity
+        ),
+        settings=fit_settings(args),
+        positive=args.positive,
+        group_by=args.group_by,
+        cv=args.cv or args.cv_folds is not None,
+        cv_folds=args.cv_folds,
+        test_fraction=args.test_fraction,
+        validation_fraction=args.validation_fraction,
+        leak_check=not args.no_leak_check,
+        threshold=args.threshold,
+        min_agreement=args.min_agreement,
+        max_bad_fraction=args.max_bad_fraction,
+        teacher=args.teacher,
+        distill_views=args.distill_views,
+        progress=not args.quiet,
+        argv=args.argv,
+    )
+    card = make_model(request)
+    print(headline(card.to_dict()))
+    return ExitCode.OK
+
+
+def headline(card: dict[str, Any]) -> str:
+    evaluation = card["evaluation"]
+    cv = evaluation.get("cross_validation")
+    if cv:
+        s = cv["summary"]
+        held = (
+            f"cross-validated ({cv['rule']}): ROC AUC {s['roc_auc']['mean']:.3f} ± {s['roc_auc']['sd']:.3f}, "
+            f"balanced accuracy {s['balanced_accuracy']['mean']:.3f} ± {s['balanced_accuracy']['sd']:.3f}"
+        )
+    else:
+        m = evaluation["held_out"]
+        auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.3f}"
+        held = f"held-out test groups: ROC AUC {auc}, balanced accuracy {m['balanced_accuracy']:.3f}"
+    fidelity = card["int8_fidelity"]
+    return f"{card['name']}: {held}; int8 agreement {fidelity['label_agreement']:.2%}"
