@@ -23,6 +23,10 @@ STATUS_NAME = "status.json"
 SNAPSHOT_DIR_NAME = "snapshots"
 
 
+# Where frames come from (edge/sources/: picamera2.py, synthetic.py, replay.py).
+SOURCE_KINDS = ("picamera2", "synthetic", "replay")
+
+
 class ConfigError(UsageError, ValueError):
     """A configuration problem; the message names the key (exit 2: never retried)."""
 
@@ -46,7 +50,7 @@ def option(
 
 @dataclass(frozen=True)
 class SourceConfig:
-    kind: str = option("picamera2", choices=("picamera2", "synthetic", "replay"))
+    kind: str = option("picamera2", choices=SOURCE_KINDS)
     width: int = option(640, 32, 4096)
     height: int = option(480, 32, 4096)
     fps: float = option(0.0, 0.0, 240.0)  # replay/synthetic pacing; 0 = as fast as the loop takes them

@@ -14,12 +14,13 @@ POOLINGS = ("avg", "avg+max")
 
 def build_cnn(
     input_size: int,
-    channels: int = 1,
-    widths: Sequence[int] = (16, 32, 64, 96),
-    convs_per_stage: int = 2,
-    dropout: float = 0.3,
+    *,
+    widths: Sequence[int],
+    convs_per_stage: int,
+    dropout: float,
+    pooling: str,
     seed: int = 0,
-    pooling: str = "avg",
+    channels: int = 1,
 ) -> keras.Model:
     """A plain VGG-style stack: each stage is ``convs_per_stage`` 3x3 convolutions (BatchNorm,
     ReLU; the first of each stage strides by 2), then global pooling and one sigmoid unit: the

@@ -21,6 +21,7 @@ import tensorflow as tf
 from edge.card import ModelCard, card_path_for, sha256_file
 from edge.errors import EXIT_EXPORT_REFUSED, MetascopeError
 from edge.interpreter import find_interpreter
+from train.recipe import MIN_INT8_AGREEMENT
 
 # Calibration samples: enough for stable min/max ranges, few enough to convert in seconds.
 REPRESENTATIVE_SAMPLES = 300
@@ -129,11 +130,6 @@ def write_model(path: str | os.PathLike[str], content: bytes, card: ModelCard) -
     return path
 
 
-# The issue's bar: int8 and float Keras must call the same label on at least this share of
-# held-out cells, or the Pi would run a different classifier than the one evaluated.
-MIN_AGREEMENT = 0.99
-
-
 def int8_probabilities(content: bytes, images: np.ndarray) -> np.ndarray:
     """P(positive) from an int8 .tflite (bytes) for uint8 model inputs (N, size, size)."""
     interpreter = find_interpreter().interpreter_class(model_content=content)
@@ -152,7 +148,7 @@ def int8_probabilities(content: bytes, images: np.ndarray) -> np.ndarray:
 
 
 def fidelity(
-    float_probabilities: np.ndarray, int8_probs: np.ndarray, threshold: float, minimum: float = MIN_AGREEMENT
+    float_probabilities: np.ndarray, int8_probs: np.ndarray, threshold: float, minimum: float = MIN_INT8_AGREEMENT
 ) -> dict[str, Any]:
     """Label agreement and probability differences between the float and int8 models.
 

@@ -13,12 +13,13 @@ import numpy as np
 
 from edge.card import ModelCard
 from edge.preprocess import InputSpec
-from train.dataset import Dataset, load_folder
+from train.dataset import DEFAULT_MAX_BAD_FRACTION, Dataset, load_folder
 from train.distill import FINAL, Teacher, TeacherOutputs, TeacherRecorder, distill_path_for
 from train.evaluate import evaluate_classifier
-from train.export import MIN_AGREEMENT, convert_float, write_model
+from train.export import convert_float, write_model
 from train.plots import evaluation_figure, training_curves_figure
 from train.provenance import command_line, data_provenance, software_versions
+from train.recipe import MIN_INT8_AGREEMENT
 from train.report import write_report
 from train.robustness import exposure_sensitivity
 from train.speed import count_macs, measured_speed
@@ -48,8 +49,8 @@ class FitRequest:
     validation_fraction: float = 0.15
     leak_check: bool = True
     threshold: float = 0.5
-    min_agreement: float = MIN_AGREEMENT
-    max_bad_fraction: float = 0.05
+    min_agreement: float = MIN_INT8_AGREEMENT
+    max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION
     teacher: Path | None = None  # a model whose NAME.distill.npz the student learns from
     distill_views: int | None = None  # record this many views per cell for a later student
     progress: bool = True

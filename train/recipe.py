@@ -13,6 +13,10 @@ from train.augment import AugmentSettings
 
 BACKBONES = ("lite0", "compact")
 
+# int8 and float must call the same label on at least this share of the checked cells, or the
+# Pi would run a different classifier than the one evaluated (the export is refused).
+MIN_INT8_AGREEMENT = 0.99
+
 
 @dataclass(frozen=True)
 class FitSettings:

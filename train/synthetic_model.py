@@ -47,7 +47,7 @@ def train_synthetic_model(out: str | os.PathLike[str], epochs: int = 8, seed: in
     keras.utils.set_random_seed(seed)
     inputs, labels = synthetic_inputs(400, seed, SPEC)
     inputs = inputs[..., np.newaxis]
-    model = build_cnn(SPEC.size, widths=(8, 16, 32), convs_per_stage=1, dropout=0.0, seed=seed)
+    model = build_cnn(SPEC.size, widths=(8, 16, 32), convs_per_stage=1, dropout=0.0, pooling="avg", seed=seed)
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="binary_crossentropy", metrics=["accuracy"])
     model.fit(inputs.astype(np.float32), labels, epochs=epochs, batch_size=32, verbose=0)
     out = Path(out)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edge.config import Config
+from edge.config import SOURCE_KINDS, Config
 from edge.sources.base import BadFrame, CaptureTimeout, EndOfSource, Frame, FrameSource, SourceError, check_frame
 
 __all__ = [
@@ -25,9 +25,10 @@ def parse_source_arg(text: str) -> dict[str, str]:
         if not rest:
             raise ValueError("replay needs a folder or glob: --source replay:DIR")
         return {"kind": "replay", "replay_path": rest}
-    if kind in ("synthetic", "picamera2") and not rest:
+    if kind in SOURCE_KINDS and not rest:
         return {"kind": kind}
-    raise ValueError(f"unknown source {text!r}; use replay:DIR, synthetic or picamera2")
+    others = ", ".join(k for k in SOURCE_KINDS if k != "replay")
+    raise ValueError(f"unknown source {text!r}; use replay:DIR, {others}")
 
 
 def open_source(config: Config, max_frames: int | None = None) -> FrameSource:

@@ -21,7 +21,7 @@ from train.validation import export_checked
 def near_threshold_model(images: np.ndarray):
     """A model whose outputs straddle 0.5 by a hair: int8's output steps (1/256) cannot keep
     the float model's labels apart."""
-    model = build_cnn(32, widths=(4, 8), convs_per_stage=1, dropout=0.0, seed=1)
+    model = build_cnn(32, widths=(4, 8), convs_per_stage=1, dropout=0.0, pooling="avg", seed=1)
     head = model.get_layer("head")
     kernel, bias = head.get_weights()
     head.set_weights([np.random.default_rng(0).normal(0, 1e-4, kernel.shape).astype(np.float32), bias * 0])

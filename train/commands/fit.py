@@ -11,7 +11,8 @@ from typing import Any
 from edge.commands.common import positive_int, probability_arg
 from edge.errors import ExitCode, UsageError
 from edge.preprocess import INTENSITY_MODES
-from train.recipe import BACKBONES
+from train.dataset import DEFAULT_MAX_BAD_FRACTION
+from train.recipe import BACKBONES, MIN_INT8_AGREEMENT
 
 
 def widths_arg(text: str) -> tuple[int, ...]:
@@ -106,8 +107,18 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--validation-fraction", type=probability_arg, default=0.15, help="with --patience: validation groups' share"
     )
     parser.add_argument("--threshold", type=probability_arg, default=0.5, help="positive at or above this probability")
-    parser.add_argument("--min-agreement", type=probability_arg, default=0.99, help="int8 vs float label agreement bar")
-    parser.add_argument("--max-bad-fraction", type=float, default=0.05, help="share of unreadable files tolerated")
+    parser.add_argument(
+        "--min-agreement",
+        type=probability_arg,
+        default=MIN_INT8_AGREEMENT,
+        help=f"int8 vs float label agreement bar ({MIN_INT8_AGREEMENT})",
+    )
+    parser.add_argument(
+        "--max-bad-fraction",
+        type=float,
+        default=DEFAULT_MAX_BAD_FRACTION,
+        help=f"share of unreadable files tolerated ({DEFAULT_MAX_BAD_FRACTION})",
+    )
     parser.add_argument("--no-leak-check", action="store_true", help="skip the file-level split comparison fit")
     parser.add_argument("--quiet", action="store_true", help="no progress display")
     parser.set_defaults(handler=fit)
