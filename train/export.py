@@ -21,10 +21,13 @@ import tensorflow as tf
 from edge.card import ModelCard, card_path_for, sha256_file
 from edge.errors import EXIT_EXPORT_REFUSED, MetascopeError
 from edge.interpreter import find_interpreter
+from train.int8_aware import bias_corrected
 from train.recipe import MIN_INT8_AGREEMENT
 
-# Calibration samples: enough for stable min/max ranges, few enough to convert in seconds.
-REPRESENTATIVE_SAMPLES = 300
+# Calibration cells (ranges and bias correction): every training cell up to this many. With all
+# 1306 of the shared data instead of 300, the Lite0 model's int8 calls agreed on 99.2 % instead
+# of 98.8-99.1 % (depending on the draw), the same for every draw.
+REPRESENTATIVE_SAMPLES = 2000
 
 
 class ExportError(MetascopeError):
@@ -55,7 +58,9 @@ def convert_int8(model: Any, representative_images: np.ndarray, seed: int = 0) -
     """
     if representative_images.ndim == 3:
         representative_images = representative_images[..., np.newaxis]
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    # The int8 model's systematic share of weight rounding, taken off BatchNorm offsets first.
+    corrected = bias_corrected(model, representative_images[..., 0], cells=REPRESENTATIVE_SAMPLES, seed=seed)
+    converter = tf.lite.TFLiteConverter.from_keras_model(corrected)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = lambda: _representative(representative_images, REPRESENTATIVE_SAMPLES, seed)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]

