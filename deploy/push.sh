@@ -33,22 +33,9 @@ Exit status: 0 installed and running; 1 the install or the service failed; 2 bad
 EOF
 }
 
-die() {
-    local code=$1
-    shift
-    printf '%s: %s\n' "$PROG" "$*" >&2
-    exit "$code"
-}
-
-sh_quote() {
-    printf "'%s'" "${1//\'/\'\\\'\'}"
-}
-
-rsync_quote() {
-    printf "'%s'" "${1//\'/\'\'}"
-}
-
 SOURCE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=deploy/ssh_common.sh
+. "$SOURCE/deploy/ssh_common.sh"
 host="" model="" remote_dir=metascope-deploy dry_run=0
 ssh_opts=()
 while [ $# -gt 0 ]; do
@@ -91,9 +78,7 @@ if [ -n "$model" ]; then
     [ -f "${model%.tflite}.json" ] || die 2 "--model $model: its card ${model%.tflite}.json is missing"
 fi
 
-ssh_cmd=(ssh ${ssh_opts[@]+"${ssh_opts[@]}"} -o ConnectTimeout=15)
-rsh=""
-for word in "${ssh_cmd[@]}"; do rsh+="$(rsync_quote "$word") "; done
+make_ssh_cmd ${ssh_opts[@]+"${ssh_opts[@]}"}
 
 # Ask ssh itself first: when ssh cannot connect, rsync reports either ssh's 255 or its own
 # protocol error (12), depending on timing.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import shlex
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -63,6 +64,14 @@ class Store:
     def snapshots(self) -> set[str]:
         return {path.name for path in (self.state / "snapshots").iterdir()}
 
+    def database_id(self) -> str:
+        with sqlite3.connect(self.state / "metascope.db") as db:
+            return db.execute("SELECT value FROM meta WHERE key = 'database_id'").fetchone()[0]
+
+    def pulled(self, dest: Path, host: str = ALIAS) -> Path:
+        """Where a pull keeps this store's rows: one folder per host and database."""
+        return dest / host / self.database_id()
+
 
 @pytest.fixture
 def store(tmp_path: Path, tiny_model) -> Store:
@@ -91,7 +100,9 @@ def test_pull_copies_the_store_then_only_new_rows(sshd: SshServer, store: Store,
     dest = tmp_path / "results"
     first = pull(sshd, store, dest)
     assert first.returncode == 0, first.stderr
-    pulled = dest / ALIAS
+    pulled = store.pulled(dest)
+    assert (dest / ALIAS / "CURRENT").read_text().strip() == store.database_id()
+    assert (dest / ALIAS / "LAYOUT").read_text().strip() == "metascope-pull/2"
     for table in TABLES:
         assert read_csv(pulled / f"{table}.csv") == store.rows(table), table
     assert len(store.rows("cells")) > 1, "the synthetic frames should hold cells"
@@ -130,8 +141,8 @@ def test_two_microscopes_pull_into_one_place(sshd: SshServer, store: Store, tiny
     assert pull(sshd, store, dest).returncode == 0
     assert pull(sshd, other, dest, host=f"{sshd.user}@{SECOND_ALIAS}").returncode == 0
     assert sorted(p.name for p in dest.iterdir()) == sorted([ALIAS, SECOND_ALIAS])
-    assert read_csv(dest / ALIAS / "cells.csv") == store.rows("cells")
-    assert read_csv(dest / SECOND_ALIAS / "cells.csv") == other.rows("cells")
+    assert read_csv(store.pulled(dest) / "cells.csv") == store.rows("cells")
+    assert read_csv(other.pulled(dest, SECOND_ALIAS) / "cells.csv") == other.rows("cells")
 
 
 def test_since_limits_cells_and_frames_but_keeps_every_run(sshd: SshServer, store: Store, tmp_path: Path) -> None:
@@ -140,11 +151,12 @@ def test_since_limits_cells_and_frames_but_keeps_every_run(sshd: SshServer, stor
     second_start = store.rows("runs")[2][1]
     result = pull(sshd, store, tmp_path / "results", "--since", second_start, "--no-snapshots")
     assert result.returncode == 0, result.stderr
-    cells = read_csv(tmp_path / "results" / ALIAS / "cells.csv")
+    pulled = store.pulled(tmp_path / "results")
+    cells = read_csv(pulled / "cells.csv")
     run_column = cells[0].index("run_id")
     assert cells[1:] and {row[run_column] for row in cells[1:]} == {"2"}
-    assert read_csv(tmp_path / "results" / ALIAS / "runs.csv") == store.rows("runs")
-    assert not (tmp_path / "results" / ALIAS / "snapshots").exists()
+    assert read_csv(pulled / "runs.csv") == store.rows("runs")
+    assert not (pulled / "snapshots").exists()
 
 
 def test_failed_pulls_say_why_and_leave_earlier_results_alone(sshd: SshServer, store: Store, tmp_path: Path) -> None:
@@ -169,10 +181,91 @@ def test_failed_pulls_say_why_and_leave_earlier_results_alone(sshd: SshServer, s
     no_database.write_text(f'state_dir = "{empty}"\n')
     failed = pull(sshd, None, dest, "--remote-config", str(no_database))
     assert failed.returncode == 5
-    assert "exporting cells" in failed.stderr and "no results database" in failed.stderr
+    assert "asking metascope status" in failed.stderr and "no results database" in failed.stderr
 
     assert snapshot_of(dest) == held
     assert not [p for p in (dest / ALIAS).iterdir() if p.name.startswith(".pull.") and p.is_dir()]
+
+
+def test_a_replaced_database_gets_its_own_folder_and_the_old_rows_stay(
+    sshd: SshServer, store: Store, tmp_path: Path
+) -> None:
+    """A re-flashed Pi (or `rm metascope.db`) starts its ids at 1 again: those rows must not be
+    taken for rows already pulled, nor overwrite the old runs."""
+    store.run(frames=2)
+    dest = tmp_path / "results"
+    assert pull(sshd, store, dest, "--no-snapshots").returncode == 0
+    old = store.pulled(dest)
+    held = snapshot_of(old)
+    for path in store.state.iterdir():
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    store.run(frames=3)
+    again = pull(sshd, store, dest, "--no-snapshots")
+    assert again.returncode == 0, again.stderr
+    new = store.pulled(dest)
+    assert new != old and snapshot_of(old) == held
+    for table in TABLES:
+        assert read_csv(new / f"{table}.csv") == store.rows(table), table
+    assert (dest / ALIAS / "CURRENT").read_text().strip() == new.name
+
+
+def test_a_folder_pulled_by_the_first_layout_is_moved_into_its_database(
+    sshd: SshServer, store: Store, tiny_model, tmp_path: Path
+) -> None:
+    store.run(frames=2)
+    dest = tmp_path / "results"
+    first_layout = dest / ALIAS
+    first_layout.mkdir(parents=True)
+    for table in TABLES:  # what the first pull.sh left: the CSVs straight in the host folder
+        with (first_layout / f"{table}.csv").open("w", newline="") as handle:
+            csv.writer(handle, lineterminator="\n").writerows(store.rows(table))
+    store.run(frames=2)
+    moved = pull(sshd, store, dest, "--no-snapshots")
+    assert moved.returncode == 0, moved.stderr
+    assert "moved the rows an earlier version pulled" in moved.stdout
+    assert not (first_layout / "cells.csv").exists()
+    for table in TABLES:
+        assert read_csv(store.pulled(dest) / f"{table}.csv") == store.rows(table), table
+    assert "new rows (after id" in moved.stdout, "carried on from where the earlier pull stopped"
+
+
+def test_a_first_layout_folder_of_another_database_is_set_aside(
+    sshd: SshServer, store: Store, tiny_model, tmp_path: Path
+) -> None:
+    other = Store(tmp_path / "other-pi", Path(tiny_model[0]))
+    other.run(frames=1)
+    store.run(frames=2)
+    dest = tmp_path / "results"
+    first_layout = dest / ALIAS
+    first_layout.mkdir(parents=True)
+    for table in TABLES:  # another database's rows under this host's name (a re-flash since)
+        with (first_layout / f"{table}.csv").open("w", newline="") as handle:
+            csv.writer(handle, lineterminator="\n").writerows(other.rows(table))
+    result = pull(sshd, store, dest, "--no-snapshots")
+    assert result.returncode == 0, result.stderr
+    assert "from another database than the one on the host now" in result.stdout
+    for table in TABLES:
+        assert read_csv(first_layout / "earlier" / f"{table}.csv") == other.rows(table), table
+        assert read_csv(store.pulled(dest) / f"{table}.csv") == store.rows(table), table
+
+
+def test_a_host_that_sends_impossible_ids_changes_nothing(sshd: SshServer, store: Store, tmp_path: Path) -> None:
+    """One crafted id of 1e20 must not poison the pulled CSVs (every later pull would fail)."""
+    store.run(frames=2)
+    dest = tmp_path / "results"
+    assert pull(sshd, store, dest, "--no-snapshots").returncode == 0
+    held = snapshot_of(dest)
+    liar = tmp_path / "liar.sh"
+    liar.write_text(
+        "#!/bin/sh\n"
+        'case "$*" in *"--table cells"*) printf \'id,frame_id\\n100000000000000000000,1\\n\' ;;\n'
+        f'*) exec {REMOTE_METASCOPE} "$@" ;; esac\n'
+    )
+    liar.chmod(0o755)
+    result = pull(sshd, store, dest, "--no-snapshots", "--remote-command", str(liar))
+    assert result.returncode == 5
+    assert "is not a row id" in result.stderr
+    assert snapshot_of(dest) == held
 
 
 def test_default_remote_command_reports_a_host_without_metascope(sshd: SshServer, tmp_path: Path) -> None:

@@ -13,7 +13,8 @@ import pytest
 from sshd_harness import require_tools
 
 REPO = Path(__file__).resolve().parent.parent
-SCRIPTS = sorted((REPO / "deploy").glob("*.sh"))
+LIBRARY = REPO / "deploy" / "ssh_common.sh"  # sourced by push.sh and pull.sh, not run
+SCRIPTS = sorted(path for path in (REPO / "deploy").glob("*.sh") if path != LIBRARY)
 SHELL_FILES = [*SCRIPTS, REPO / ".ci" / "run"]
 
 
@@ -23,7 +24,8 @@ def test_the_deploy_scripts_exist() -> None:
 
 def test_shellcheck_is_clean() -> None:
     require_tools("shellcheck")
-    result = subprocess.run(["shellcheck", *map(str, SHELL_FILES)], capture_output=True, text=True)
+    files = [*map(str, SHELL_FILES), str(LIBRARY)]
+    result = subprocess.run(["shellcheck", "-x", *files], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stdout
 
 

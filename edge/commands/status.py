@@ -40,6 +40,14 @@ def _file_size(path: Path) -> int:
         return 0
 
 
+def _database_id(db: sqlite3.Connection) -> str | None:
+    """The database's identity (schema 2 on); None for one the service has not migrated yet."""
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone() is None:
+        return None
+    row = db.execute("SELECT value FROM meta WHERE key = 'database_id'").fetchone()
+    return None if row is None else str(row[0])
+
+
 def gather(config: Any) -> dict[str, Any]:
     from edge.store import StoreError, open_readonly
 
@@ -74,10 +82,12 @@ def gather(config: Any) -> dict[str, Any]:
             " FROM frames"
         ).fetchone()
         runs = db.execute("SELECT count(*) FROM runs").fetchone()[0]
+        database_id = _database_id(db)
     except sqlite3.Error as exc:
         raise CommandError(f"{database}: cannot read the results database: {exc}") from None
     finally:
         db.close()
+    report["database_id"] = database_id
     report["last_run"] = last_run
     report["totals"] = dict(
         zip(
@@ -139,7 +149,8 @@ def format_text(report: dict[str, Any]) -> str:
         f"{totals['positives']} positive, {totals['clusters']} clusters"
     )
     lines.append(f"last frame:  {totals['last_frame_at'] or 'none'}")
-    lines.append(f"database:    {report['database']} ({_mb(report['database_bytes'])})")
+    identity = report.get("database_id") or "not yet given one (starts with the next run)"
+    lines.append(f"database:    {report['database']} ({_mb(report['database_bytes'])}; id {identity})")
     snapshots = report["snapshots"]
     lines.append(f"snapshots:   {snapshots['folder']} ({snapshots['files']} files, {_mb(snapshots['bytes'])})")
     disk = report["disk"]
