@@ -33,3 +33,30 @@ def model_copy(tiny_model, tmp_path: Path) -> Path:
     target.write_bytes(source.read_bytes())
     target.with_suffix(".json").write_text(source.with_suffix(".json").read_text())
     return target
+
+
+@pytest.fixture
+def fake_camera(monkeypatch):
+    """picamera2 replaced by tests/fakes.py's FakePicamera2 (no libcamera off a Pi)."""
+    import threading
+
+    from fakes import FakePicamera2
+
+    import edge.sources.picamera as picamera_module
+
+    FakePicamera2.behaviour = "ok"
+    FakePicamera2.instances = []
+    FakePicamera2.release = threading.Event()
+    monkeypatch.setattr(picamera_module, "import_picamera2", lambda: FakePicamera2)
+    yield FakePicamera2
+    FakePicamera2.release.set()  # frees any capture thread a "hang" test left blocked
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory):
+    """A real sshd on loopback (tests/sshd_harness.py), shared by the deploy tests."""
+    from sshd_harness import require_tools, running_sshd
+
+    require_tools("rsync")
+    with running_sshd(tmp_path_factory.mktemp("sshd")) as server:
+        yield server

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO
 from PIL import Image
 
 from edge.cli import main
 from edge.synthetic_cells import KINDS, synthetic_batch
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture

@@ -8,11 +8,11 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from edge.cli import main
 from edge.config import Config, config_from_dict, load_config
 
-REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "systemd" / "metascope.example.toml"
 UNIT = REPO / "systemd" / "metascope.service"
 

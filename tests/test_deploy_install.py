@@ -11,8 +11,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 APT = ["python3-picamera2", "python3-venv", "python3-numpy", "python3-pil", "python3-scipy", "rsync"]
 DROP_IN = "etc/systemd/system/metascope.service.d/model.conf"
 

@@ -9,26 +9,18 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sshd_harness import ALIAS, DEAD_ALIAS, SECOND_ALIAS, SshServer, require_tools, running_sshd
+from conftest import REPO
+from sshd_harness import ALIAS, DEAD_ALIAS, SECOND_ALIAS, SshServer
 
-REPO = Path(__file__).resolve().parent.parent
 PULL = REPO / "deploy" / "pull.sh"
 # What the "remote" runs: this checkout's metascope, through the venv's python.
 REMOTE_METASCOPE = f"{shlex.quote(sys.executable)} -m edge"
 TABLES = ("cells", "frames", "runs")
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
-    require_tools("rsync")
-    with running_sshd(tmp_path_factory.mktemp("sshd")) as server:
-        yield server
 
 
 class Store:

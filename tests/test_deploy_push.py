@@ -4,21 +4,13 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sshd_harness import ALIAS, DEAD_ALIAS, SshServer, require_tools, running_sshd
+from conftest import REPO
+from sshd_harness import ALIAS, DEAD_ALIAS, SshServer
 
-REPO = Path(__file__).resolve().parent.parent
 PUSH = REPO / "deploy" / "push.sh"
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
-    require_tools("rsync")
-    with running_sshd(tmp_path_factory.mktemp("sshd")) as server:
-        yield server
 
 
 def push(sshd: SshServer, *args: str, host: str = ALIAS) -> subprocess.CompletedProcess[str]:

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 from sshd_harness import require_tools
 
-REPO = Path(__file__).resolve().parent.parent
 LIBRARY = REPO / "deploy" / "ssh_common.sh"  # sourced by push.sh and pull.sh, not run
 SCRIPTS = sorted(path for path in (REPO / "deploy").glob("*.sh") if path != LIBRARY)
 SHELL_FILES = [*SCRIPTS, REPO / ".ci" / "run"]

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO
 
 from edge.detect import DetectSettings, detect, fill_holes, solidity
 from edge.preprocess import read_grayscale
 from edge.sources.synthetic import render_frame
 
-REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 
 

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO
 
 from edge.card import ModelCardError, ModelFileError, ModelIntegrityError
 from edge.model import MAX_BATCH, Classifier, InterpreterUnavailableError, ModelMismatchError
 from edge.synthetic_cells import synthetic_inputs
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")

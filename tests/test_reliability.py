@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 from fakes import toml_text
 
-REPO = Path(__file__).resolve().parent.parent
 STARTUP_LIMIT_S = 60.0  # interpreter + model load on a loaded CI machine; not a speed assertion
 
 

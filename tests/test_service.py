@@ -10,9 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fakes import FakePicamera2, make_config
+from fakes import make_config
 
-import edge.sources.picamera as picamera_module
 from edge.model import Classifier
 from edge.notify import Notifier
 from edge.service import EXIT_OK, EXIT_PIPELINE_FAILED, EXIT_SOURCE_FAILED, Service
@@ -24,16 +23,6 @@ from edge.sources.synthetic import SyntheticSource
 @pytest.fixture(scope="module")
 def classifier(tiny_model) -> Classifier:
     return Classifier.load(tiny_model[0])
-
-
-@pytest.fixture
-def fake_camera(monkeypatch):
-    FakePicamera2.behaviour = "ok"
-    FakePicamera2.instances = []
-    FakePicamera2.release = threading.Event()
-    monkeypatch.setattr(picamera_module, "import_picamera2", lambda: FakePicamera2)
-    yield FakePicamera2
-    FakePicamera2.release.set()
 
 
 def frames_in(database: Path) -> list[tuple]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fakes import FakePicamera2, make_config
+from fakes import make_config
 from PIL import Image
 
 import edge.sources.picamera as picamera_module
@@ -18,16 +18,6 @@ from edge.sources.capture import LatestFrameCapture
 from edge.sources.picamera import Picamera2Source, camera_present, y_plane
 from edge.sources.replay import ReplaySource
 from edge.sources.synthetic import SyntheticSource, render_frame
-
-
-@pytest.fixture
-def fake_camera(monkeypatch):
-    FakePicamera2.behaviour = "ok"
-    FakePicamera2.instances = []
-    FakePicamera2.release = threading.Event()
-    monkeypatch.setattr(picamera_module, "import_picamera2", lambda: FakePicamera2)
-    yield FakePicamera2
-    FakePicamera2.release.set()  # frees any capture thread a "hang" test left blocked
 
 
 def camera_source(**overrides) -> Picamera2Source:
