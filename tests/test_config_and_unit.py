@@ -36,6 +36,10 @@ def test_no_file_means_defaults_and_state_dir_follows_systemd(monkeypatch, tmp_p
 
 
 BAD = [
+    # nan compares false with every bound: it must be refused by name, not pass them all.
+    ({"store": {"min_free_mb": float("nan")}}, "store.min_free_mb: must be a finite number, got nan"),
+    ({"pipeline": {"budget_ms": float("inf")}}, "pipeline.budget_ms: must be a finite number, got inf"),
+    ({"camera": {"colour_gains": [float("nan"), 1.0]}}, "camera.colour_gains: must be a finite number, got nan"),
     ({"nonsense": 1}, "nonsense: unknown key"),
     ({"detect": {"min_area": 10}}, "detect.min_area: unknown key"),
     ({"source": {"kind": "usb"}}, "source.kind: must be one of"),
