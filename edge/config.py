@@ -6,6 +6,7 @@ ConfigError whose message names the file and the key (`metascope run` exits 2 on
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -210,6 +211,9 @@ def _check_value(key: str, value: Any, spec: Any) -> Any:
         choices = ", ".join(repr(c) for c in rule["choices"] if c != "") or "none"
         raise ConfigError(f"{key}: must be one of {choices}, got {value!r}")
     for item in items:
+        if isinstance(item, float) and not math.isfinite(item):
+            # nan compares false with every bound, so it would pass them all
+            raise ConfigError(f"{key}: must be a finite number, got {item!r}")
         if rule.get("low") is not None and item < rule["low"]:
             raise ConfigError(f"{key}: must be at least {rule['low']:g}, got {item!r}")
         if rule.get("high") is not None and item > rule["high"]:
