@@ -254,6 +254,22 @@ def test_bad_models_are_refused_before_anything_changes(tmp_path: Path, model: P
     assert not (tmp_path / "log").exists(), "nothing was run"
 
 
+def test_a_model_name_that_could_inject_into_the_unit_is_refused(tmp_path: Path, model: Path) -> None:
+    """The name goes into a systemd drop-in: a space would break the service, a newline would
+    add any directive (ExecStartPre=+... runs as root)."""
+    stubs = stub_commands(tmp_path / "bin", tmp_path / "log")
+    root = tmp_path / "root"
+    for name in ("my model.tflite", "x\nExecStartPre=+touch /tmp/pwned\n.tflite", "a%i.tflite", "$HOME.tflite"):
+        hostile = tmp_path / "models" / name
+        hostile.parent.mkdir(exist_ok=True)
+        hostile.write_bytes(model.read_bytes())
+        hostile.with_suffix(".json").write_text(model.with_suffix(".json").read_text())
+        result = install(root, stubs, "--dry-run", "--model", str(hostile))
+        assert result.returncode == 1, name
+        assert "model file name" in result.stderr and "letters, digits" in result.stderr, result.stderr
+    assert not root.exists()
+
+
 def test_without_model_both_shipped_models_are_installed(tmp_path: Path, project: Path, model_copy: Path) -> None:
     stubs = stub_commands(tmp_path / "bin", tmp_path / "log", getent="exit 2")
     root = tmp_path / "root"
