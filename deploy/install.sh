@@ -119,6 +119,11 @@ for index in "${!models[@]}"; do
     *) die "--model $model: expected a .tflite file" ;;
     esac
     [ -f "$model" ] || die "--model $model: no such file"
+    # The name ends up in a systemd drop-in (Environment=): a space would split it, a newline
+    # or % could add directives or specifiers. Only names that need no quoting anywhere.
+    case $(basename "$model") in
+    *[!A-Za-z0-9._+-]*) die "--model: the model file name '$(basename "$model")' may only hold letters, digits and . _ + - (rename it)" ;;
+    esac
     model=$(cd "$(dirname "$model")" && pwd)/$(basename "$model")
     models[index]=$model
     card=${model%.tflite}.json

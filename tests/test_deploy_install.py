@@ -259,7 +259,7 @@ def test_a_model_name_that_could_inject_into_the_unit_is_refused(tmp_path: Path,
     add any directive (ExecStartPre=+... runs as root)."""
     stubs = stub_commands(tmp_path / "bin", tmp_path / "log")
     root = tmp_path / "root"
-    for name in ("my model.tflite", "x\nExecStartPre=+touch /tmp/pwned\n.tflite", "a%i.tflite", "$HOME.tflite"):
+    for name in ("my model.tflite", "x\nExecStartPre=+touch pwned\n.tflite", "a%i.tflite", "$HOME.tflite"):
         hostile = tmp_path / "models" / name
         hostile.parent.mkdir(exist_ok=True)
         hostile.write_bytes(model.read_bytes())
