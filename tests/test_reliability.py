@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -150,3 +151,51 @@ def test_sigterm_exits_0_within_2_s_and_nothing_after_stopping_is_lost(tiny_mode
     assert ended is not None and reason == "SIGTERM received"
     assert frames == run_frames, "every frame the service classified is in the database"
     assert f"stopped: SIGTERM received; summary: run 1, {frames} frames" in output
+
+
+@contextlib.contextmanager
+def tiny_tmpfs(folder: Path, size: str = "48k"):
+    """A full-disk stand-in: a tmpfs of ``size`` (root only, as in CI)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a sized tmpfs (CI runs as root)")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_snapshots_and_status_that_cannot_be_written_are_warnings_not_a_crash(tiny_model, tmp_path) -> None:
+    """A full snapshots disk and an unwritable status.json: the run goes on, every frame is
+    stored, each failure is counted and logged, and no temp file is left behind."""
+    state = tmp_path / "state"
+    (state / "status.json").mkdir(parents=True)  # a folder where the file should go: cannot be replaced
+    config = tmp_path / "metascope.toml"
+    config.write_text(
+        toml_text(
+            {
+                "state_dir": str(state),
+                "source": {"kind": "synthetic", "synthetic_cells": 6},
+                "snapshots": {"every_n_frames": 1, "min_free_mb": 0.0},
+                "service": {"status_interval_s": 0.1},
+            }
+        )
+    )
+    with tiny_tmpfs(state / "snapshots") as snapshots:
+        result = subprocess.run(
+            [sys.executable, "-m", "edge", "run", "--config", str(config), "--model", str(tiny_model[0]),
+             "--max-frames", "40"],
+            capture_output=True, text=True, cwd=REPO, timeout=120,
+        )  # fmt: skip
+        leftovers = [p.name for p in snapshots.iterdir() if p.name.endswith(".tmp")]
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "snapshot: cannot write" in result.stderr and "status: cannot write" in result.stderr
+    assert leftovers == [] and not [p for p in state.iterdir() if p.name.endswith(".tmp")]
+    assert len(committed_frames(state / "metascope.db")) == 40, "every frame stored"
+    with sqlite3.connect(state / "metascope.db") as db:
+        reason = db.execute("SELECT exit_reason FROM runs").fetchone()[0]
+    assert "max-frames" in reason
