@@ -34,6 +34,8 @@ class Counters:
     store_errors: int = 0
     snapshots: int = 0
     snapshots_skipped: int = 0  # wanted, but the disk was too full for snapshots
+    snapshot_failures: int = 0  # wanted, but the write failed
+    status_failures: int = 0  # status.json could not be written
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -110,5 +112,9 @@ class RunStats:
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Readers see the old file or the new one, never half of one."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(temporary, path)
+    try:
+        temporary.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(temporary, path)
+    except OSError:
+        temporary.unlink(missing_ok=True)
+        raise

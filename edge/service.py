@@ -75,6 +75,8 @@ class Service:
         self._disk_warning = RateLimitedWarning()
         self._budget_warning = RateLimitedWarning(10.0)
         self._frame_warning = RateLimitedWarning(10.0)
+        self._snapshot_warning = RateLimitedWarning()
+        self._status_warning = RateLimitedWarning()
 
     @property
     def counters(self) -> Counters:
@@ -235,12 +237,20 @@ class Service:
             self._over_budget(result, store, frame_id)
         self.stats.add_frame(result, time.monotonic())
         if frame_id is not None and snapshots.wanted(result, self.counters.frames):
-            name = snapshots.write(result, self.run_id)
-            if name is not None:
-                store.set_snapshot(frame_id, name)
-        self.counters.snapshots, self.counters.snapshots_skipped = snapshots.written, snapshots.skipped_low_disk
+            self._snapshot(result, store, snapshots, frame_id)
         if self.observer is not None:
             self.observer(result)
+
+    def _snapshot(self, result: FrameResult, store: ResultStore, snapshots: SnapshotWriter, frame_id: int) -> None:
+        failed = snapshots.failed
+        name = snapshots.write(result, self.run_id)
+        if name is not None:
+            store.set_snapshot(frame_id, name)
+        elif snapshots.failed > failed:
+            self._snapshot_warning("snapshot: %s; classification goes on", snapshots.last_error)
+        counters = self.counters
+        counters.snapshots, counters.snapshots_skipped = snapshots.written, snapshots.skipped_low_disk
+        counters.snapshot_failures = snapshots.failed
 
     def _store(self, result: FrameResult, store: ResultStore) -> int | None:
         try:
@@ -322,7 +332,8 @@ class Service:
         try:
             write_json_atomic(self.config.status_path, status)
         except OSError as exc:
-            self._store_warning("status: cannot write %s: %s", self.config.status_path, exc)
+            self.counters.status_failures += 1
+            self._status_warning("status: cannot write %s: %s", self.config.status_path, exc)
 
 
 class _Ticks:

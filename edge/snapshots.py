@@ -54,6 +54,8 @@ class SnapshotWriter:
         self.free_space = free_space
         self.written = 0
         self.skipped_low_disk = 0
+        self.failed = 0  # could not be written (the disk refused)
+        self.last_error = ""
         self.folder.mkdir(parents=True, exist_ok=True)
         # Names start with the capture time, so name order is age order.
         existing = sorted(path for path in self.folder.glob("*.jpg") if path.is_file())
@@ -79,7 +81,8 @@ class SnapshotWriter:
         return self.free_space(self.folder) >= self.config.min_free_mb * 1024 * 1024
 
     def write(self, result: Any, run_id: int | None) -> str | None:
-        """Save one annotated frame; None (and counted) when the disk is too full for snapshots."""
+        """Save one annotated frame; None (and counted) when the disk is too full for snapshots
+        or refuses the write (``failed``, ``last_error``)."""
         if not self.disk_ok():
             self.skipped_low_disk += 1
             return None
@@ -97,8 +100,14 @@ class SnapshotWriter:
         name = f"{stamp}_run{run_id}_frame{result.frame.index}.jpg"
         path = self.folder / name
         temporary = path.with_suffix(".jpg.tmp")
-        temporary.write_bytes(data)
-        os.replace(temporary, path)  # never a half-written JPEG under the real name
+        try:
+            temporary.write_bytes(data)
+            os.replace(temporary, path)  # never a half-written JPEG under the real name
+        except OSError as exc:  # disk full, read-only, EIO, no inodes: a lost snapshot, not a lost run
+            temporary.unlink(missing_ok=True)
+            self.failed += 1
+            self.last_error = f"cannot write {path}: {exc}"
+            return None
         self._files.append((path, len(data)))
         self.total_bytes += len(data)
         self.written += 1
