@@ -19,18 +19,15 @@ from fakes import toml_text
 STARTUP_LIMIT_S = 60.0  # interpreter + model load on a loaded CI machine; not a speed assertion
 
 
-def write_config(tmp_path: Path) -> Path:
+def write_config(tmp_path: Path, **sections: dict) -> Path:
     config = tmp_path / "metascope.toml"
-    config.write_text(
-        toml_text(
-            {
-                "state_dir": str(tmp_path / "state"),
-                "source": {"kind": "synthetic", "synthetic_cells": 4, "fps": 50.0},
-                "store": {"commit_interval_s": 0.1},
-                "snapshots": {"every_n_frames": 0},
-            }
-        )
-    )
+    data = {
+        "state_dir": str(tmp_path / "state"),
+        "source": {"kind": "synthetic", "synthetic_cells": 4, "fps": 50.0},
+        "store": {"commit_interval_s": 0.1},
+        "snapshots": {"every_n_frames": 0},
+    }
+    config.write_text(toml_text({**data, **sections}))
     return config
 
 
@@ -199,3 +196,42 @@ def test_snapshots_and_status_that_cannot_be_written_are_warnings_not_a_crash(ti
     with sqlite3.connect(state / "metascope.db") as db:
         reason = db.execute("SELECT exit_reason FROM runs").fetchone()[0]
     assert "max-frames" in reason
+
+
+def test_sigterm_does_not_wait_out_a_slow_paced_source(tiny_model, tmp_path, notify_socket) -> None:
+    """At 0.05 frames a second the next frame is 20 s away; systemd kills after 10 s."""
+    listener, address = notify_socket
+    config = write_config(tmp_path, source={"kind": "synthetic", "fps": 0.05, "synthetic_cells": 3})
+    service = start_service(config, tiny_model[0], address)
+    try:
+        wait_for(listener, "READY=1", STARTUP_LIMIT_S)
+        time.sleep(1.0)  # inside the wait for the second frame
+        service.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        code = service.wait(15)
+        took = time.monotonic() - signalled
+    finally:
+        service.kill()
+        output, _ = service.communicate()
+    assert code == 0, output
+    assert took <= 2.0, f"took {took:.2f} s to stop"
+
+
+def test_a_second_run_on_the_same_state_directory_is_refused(tiny_model, tmp_path, notify_socket) -> None:
+    """Two services writing one database dropped 46 % of frames and flipped status.json."""
+    listener, address = notify_socket
+    config = write_config(tmp_path)
+    first = start_service(config, tiny_model[0], address)
+    try:
+        wait_for(listener, "READY=1", STARTUP_LIMIT_S)
+        second = subprocess.run(
+            [sys.executable, "-m", "edge", "run", "--config", str(config), "--model", str(tiny_model[0]),
+             "--max-frames", "5"],
+            capture_output=True, text=True, cwd=REPO, timeout=60,
+        )  # fmt: skip
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(10)
+        first.communicate()
+    assert second.returncode == 5, second.stderr
+    assert f"already in use by process {first.pid}" in second.stderr
