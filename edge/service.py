@@ -30,6 +30,7 @@ from edge.policies import DiskGuard, Every, FailureStreak, Retention
 from edge.run_stats import Counters, RunStats, write_json_atomic
 from edge.snapshots import SnapshotWriter, free_bytes
 from edge.sources.base import CaptureTimeout, EndOfSource, FrameSource, SourceError, check_frame
+from edge.state_lock import StateLock
 from edge.store import ResultStore, RunInfo, StoreError
 
 __all__ = ["EXIT_OK", "EXIT_PIPELINE_FAILED", "EXIT_SOURCE_FAILED", "Service", "setup_logging"]
@@ -97,11 +98,21 @@ class Service:
     # ------------------------------------------------------------------- run
     def run(self) -> int:
         config = self.config
+        lock = StateLock(config.state_path)
         try:
             config.state_path.mkdir(parents=True, exist_ok=True)
+            lock.acquire()
             store = ResultStore(config.database_path, config.store.commit_interval_s)
         except (OSError, StoreError) as exc:
+            lock.release()
             raise EnvironmentProblem(f"state directory {config.state_path}: {exc}") from exc
+        try:
+            return self._run_with(store)
+        finally:
+            lock.release()
+
+    def _run_with(self, store: ResultStore) -> int:
+        config = self.config
         snapshots = SnapshotWriter(config.snapshot_dir, config.snapshots, self.free_space)
         self.run_id = store.start_run(self._run_info())
         store.commit()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -65,3 +66,39 @@ def check_frame(pixels: object) -> np.ndarray:
     if min(pixels.shape) < MIN_FRAME_SIDE:
         raise BadFrame(f"frame shape {list(pixels.shape)} is too small to hold a cell")
     return pixels
+
+
+STOP_CHECK_S = 0.05  # how often a paced wait looks at should_stop
+
+
+class Pacer:
+    """Frames at ``fps`` like a camera (0: as fast as they are taken): which frame is due, how
+    many were missed, and a wait for the next one that a stop request cuts short."""
+
+    def __init__(self, fps: float):
+        self.fps = fps
+        self.next_index = 0
+        self._started = 0.0
+
+    def start(self) -> None:
+        self._started = time.monotonic()
+        self.next_index = 0
+
+    def take(self, should_stop: Any = None) -> tuple[int, int]:
+        """(index of the frame to return, frames dropped since the last one). Raises
+        CaptureTimeout when ``should_stop()`` turns true while waiting for the next frame."""
+        dropped = 0
+        if self.fps > 0:
+            due = int((time.monotonic() - self._started) * self.fps)
+            if due < self.next_index:  # the next frame is not exposed yet: wait for it
+                ready_at = self._started + self.next_index / self.fps
+                while (left := ready_at - time.monotonic()) > 0:
+                    if should_stop is not None and should_stop():
+                        raise CaptureTimeout("stopping while waiting for the next frame")
+                    time.sleep(min(left, STOP_CHECK_S))
+            else:
+                dropped = due - self.next_index
+                self.next_index = due
+        index = self.next_index
+        self.next_index += 1
+        return index, dropped

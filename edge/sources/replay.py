@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from edge.preprocess import ImageError, read_grayscale
-from edge.sources.base import BadFrame, EndOfSource, Frame, SourceError
+from edge.sources.base import BadFrame, EndOfSource, Frame, Pacer, SourceError
 
 
 def list_images(pattern: str) -> list[Path]:
@@ -35,30 +35,22 @@ class ReplaySource:
         self.pattern, self.fps, self.loop, self.max_frames = pattern, fps, loop, max_frames
         self.description = f"replay {pattern}" + (f" at {fps:g} fps" if fps else "") + (", looping" if loop else "")
         self._files: list[Path] = []
-        self._next_index = 0
-        self._started = 0.0
+        self._pacer = Pacer(fps)
 
     def open(self) -> None:
         self._files = list_images(self.pattern)
         if not self._files:
             raise SourceError(f"replay: no image files found at {self.pattern!r}")
-        self._started = time.monotonic()
+        self._pacer.start()
 
     def next_frame(self, timeout_s: float, should_stop=None) -> Frame:
-        if self.max_frames is not None and self._next_index >= self.max_frames:
+        if self.max_frames is not None and self._pacer.next_index >= self.max_frames:
             raise EndOfSource(f"{self.max_frames} frames done")
-        dropped = 0
-        if self.fps > 0:
-            due = int((time.monotonic() - self._started) * self.fps)
-            if due < self._next_index:
-                time.sleep((self._next_index - due) / self.fps)
-            else:
-                dropped = due - self._next_index
-                self._next_index = due
-        index = self._next_index
+        if not self.loop and self._pacer.next_index >= len(self._files):
+            raise EndOfSource(f"replay: all {len(self._files)} files done")
+        index, dropped = self._pacer.take(should_stop)
         if not self.loop and index >= len(self._files):
             raise EndOfSource(f"replay: all {len(self._files)} files done")
-        self._next_index += 1
         path = self._files[index % len(self._files)]
         try:
             pixels = read_grayscale(path)

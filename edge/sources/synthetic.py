@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from edge.sources.base import EndOfSource, Frame
+from edge.sources.base import EndOfSource, Frame, Pacer
 from edge.synthetic_cells import KINDS, render_cell
 
 BACKGROUND_LEVEL = 110.0
@@ -159,27 +159,17 @@ class SyntheticSource:
         self.fps, self.pool_size, self.max_frames = fps, max(1, pool), max_frames
         self.description = f"synthetic {width}x{height}, {cells} cells/frame, seed {seed}"
         self._pool: list[tuple[np.ndarray, list[TrueObject]]] = []
-        self._next_index = 0
-        self._started = 0.0
+        self._pacer = Pacer(fps)
 
     def open(self) -> None:
         rng = np.random.default_rng(self.seed)
         self._pool = [render_frame(rng, self.height, self.width, self.cells) for _ in range(self.pool_size)]
-        self._started = time.monotonic()
+        self._pacer.start()
 
     def next_frame(self, timeout_s: float, should_stop=None) -> Frame:
-        if self.max_frames is not None and self._next_index >= self.max_frames:
+        if self.max_frames is not None and self._pacer.next_index >= self.max_frames:
             raise EndOfSource(f"{self.max_frames} synthetic frames done")
-        dropped = 0
-        if self.fps > 0:
-            due = int((time.monotonic() - self._started) * self.fps)
-            if due < self._next_index:  # the next frame is not exposed yet: wait for it
-                time.sleep((self._next_index - due) / self.fps)
-            else:
-                dropped = due - self._next_index
-                self._next_index = due
-        index = self._next_index
-        self._next_index += 1
+        index, dropped = self._pacer.take(should_stop)
         pixels, truth = self._pool[index % self.pool_size]
         return Frame(pixels=pixels, captured_at=time.time(), index=index, dropped_before=dropped, truth=truth)
 
