@@ -40,6 +40,11 @@ BAD = [
     ({"store": {"min_free_mb": float("nan")}}, "store.min_free_mb: must be a finite number, got nan"),
     ({"pipeline": {"budget_ms": float("inf")}}, "pipeline.budget_ms: must be a finite number, got inf"),
     ({"camera": {"colour_gains": [float("nan"), 1.0]}}, "camera.colour_gains: must be a finite number, got nan"),
+    # A 0.1 fps camera takes 10 s per frame: a 2 s capture timeout would stop every start.
+    (
+        {"camera": {"frame_rate": 0.1}, "source": {"timeout_s": 2.0}},
+        "source.timeout_s: 2 s is shorter than two frames at camera.frame_rate 0.1",
+    ),
     ({"nonsense": 1}, "nonsense: unknown key"),
     ({"detect": {"min_area": 10}}, "detect.min_area: unknown key"),
     ({"source": {"kind": "usb"}}, "source.kind: must be one of"),

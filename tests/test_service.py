@@ -97,6 +97,18 @@ def test_failures_that_are_not_in_a_row_never_stop_it(classifier, tmp_path: Path
     assert service.counters.source_failures == 6 and service.counters.frames == 6
 
 
+def test_a_long_run_of_failed_captures_is_not_a_warning_per_capture(classifier, tmp_path: Path, caplog) -> None:
+    """With a generous source.max_failures, a stalled camera must not flood the journal."""
+    config = make_config(tmp_path, source={"max_failures": 1000})
+    source = FlakySource(set(range(1, 61)))  # 60 failed captures in a row, then frames again
+    service = Service(config, classifier, source, max_frames=3, notifier=Notifier(address=""))
+    assert service.run() == EXIT_OK
+    assert service.counters.source_failures == 60
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and r.getMessage().startswith("source:")]
+    assert 1 <= len(warnings) <= 3, [r.getMessage() for r in warnings]
+    assert "more since the last such warning" in caplog.text or len(warnings) == 1
+
+
 def test_one_bad_frame_is_skipped_and_counted(classifier, tmp_path: Path, monkeypatch) -> None:
     config = make_config(tmp_path)
     service = Service(config, classifier, open_source(config), max_frames=4, notifier=Notifier(address=""))
