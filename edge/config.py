@@ -255,6 +255,12 @@ def config_from_dict(data: dict[str, Any], origin: str = "config") -> Config:
         )
     if config.model.threshold != 0.0 and not 0.0 < config.model.threshold < 1.0:
         raise ConfigError(f"model.threshold: must be between 0 and 1, got {config.model.threshold}")
+    frame_s = 1.0 / config.camera.frame_rate
+    if config.source.kind == "picamera2" and config.source.timeout_s < 2 * frame_s:
+        raise ConfigError(
+            f"source.timeout_s: {config.source.timeout_s:g} s is shorter than two frames at camera.frame_rate "
+            f"{config.camera.frame_rate:g} ({2 * frame_s:g} s): every capture would time out"
+        )
     return config
 
 

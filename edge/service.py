@@ -77,6 +77,7 @@ class Service:
         self._budget_warning = RateLimitedWarning(10.0)
         self._frame_warning = RateLimitedWarning(10.0)
         self._snapshot_warning = RateLimitedWarning()
+        self._capture_warning = RateLimitedWarning(10.0)
         self._status_warning = RateLimitedWarning()
 
     @property
@@ -208,7 +209,7 @@ class Service:
             self.counters.source_failures += 1
             streak = self.capture_failures
             given_up = streak.failed()
-            log.warning("source: %s (%d in a row, limit %d)", exc, streak.count, streak.limit)
+            self._capture_warning("source: %s (%d in a row, limit %d)", exc, streak.count, streak.limit)
             if given_up:
                 log.error("source: %d failed captures in a row; exiting so systemd restarts the service", streak.count)
                 raise StopRun(EXIT_SOURCE_FAILED, f"source failed {streak.count} times in a row: {exc}") from None
