@@ -12,9 +12,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import REPO
 from fakes import toml_text
+from PIL import Image
 
 STARTUP_LIMIT_S = 60.0  # interpreter + model load on a loaded CI machine; not a speed assertion
 
@@ -235,3 +237,52 @@ def test_a_second_run_on_the_same_state_directory_is_refused(tiny_model, tmp_pat
         first.communicate()
     assert second.returncode == 5, second.stderr
     assert f"already in use by process {first.pid}" in second.stderr
+
+
+def real_frames(folder: Path, names: list[str]) -> None:
+    from edge.sources.synthetic import render_frame
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name in names:
+        pixels, _ = render_frame(rng, 240, 320, 4)
+        Image.fromarray(pixels).save(folder / name)
+
+
+def test_replay_skips_unreadable_files_and_goes_on_to_the_end(tiny_model, tmp_path) -> None:
+    """Six bad files in a row (more than source.max_failures) are six skipped frames, not a dead
+    camera: the rest of the folder is still classified."""
+    frames = tmp_path / "frames"
+    real_frames(frames, ["a.png", "b.png", "c.png", "x.png", "y.png", "z.png"])
+    for name in ("d.png", "e.png", "f.png", "g.png", "h.png", "i.png"):
+        (frames / name).write_bytes(b"not an image")
+    config = write_config(tmp_path, source={"kind": "replay", "replay_path": str(frames), "max_failures": 5})
+    result = subprocess.run(
+        [sys.executable, "-m", "edge", "run", "--config", str(config), "--model", str(tiny_model[0])],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "d.png" in result.stderr and "skipped" in result.stderr
+    assert len(committed_frames(tmp_path / "state" / "metascope.db")) == 6
+
+
+def test_replay_follow_takes_files_added_after_the_start(tiny_model, tmp_path, notify_socket) -> None:
+    listener, address = notify_socket
+    frames = tmp_path / "frames"
+    real_frames(frames, ["001.png", "002.png"])
+    source = {"kind": "replay", "replay_path": str(frames), "replay_follow": True, "timeout_s": 0.5}
+    config = write_config(tmp_path, source=source)
+    service = start_service(config, tiny_model[0], address)
+    database = tmp_path / "state" / "metascope.db"
+    try:
+        wait_for(listener, "READY=1", STARTUP_LIMIT_S)
+        wait_for_frames(database, 2)
+        real_frames(frames, ["003.png", "004.png", "005.png"])
+        wait_for_frames(database, 5)
+        service.send_signal(signal.SIGTERM)
+        code = service.wait(10)
+    finally:
+        service.kill()
+        output, _ = service.communicate()
+    assert code == 0, output
+    assert len(committed_frames(database)) == 5
