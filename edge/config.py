@@ -59,6 +59,7 @@ class SourceConfig:
     max_failures: int = option(5, 1, 1000)
     replay_path: str = option("")
     replay_loop: bool = option(False)
+    replay_follow: bool = option(False)  # at the end, wait for files added to the folder
     synthetic_cells: int = option(20, 0, 1000)
     synthetic_seed: int = option(0, 0, 2**31 - 1)
 

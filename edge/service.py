@@ -29,7 +29,7 @@ from edge.pipeline import FrameResult, Pipeline
 from edge.policies import DiskGuard, Every, FailureStreak, Retention
 from edge.run_stats import Counters, RunStats, write_json_atomic
 from edge.snapshots import SnapshotWriter, free_bytes
-from edge.sources.base import CaptureTimeout, EndOfSource, FrameSource, SourceError, check_frame
+from edge.sources.base import CaptureTimeout, EndOfSource, FrameSource, NothingNew, SourceError, check_frame
 from edge.state_lock import StateLock
 from edge.store import ResultStore, RunInfo, StoreError
 
@@ -202,6 +202,8 @@ class Service:
             check_frame(frame.pixels)
         except EndOfSource as exc:
             raise StopRun(EXIT_OK, str(exc)) from None
+        except NothingNew:
+            return None, (time.perf_counter() - waiting) * 1000.0
         except SourceError as exc:
             waited_ms = (time.perf_counter() - waiting) * 1000.0
             if self.stop_reason is not None and isinstance(exc, CaptureTimeout):
@@ -270,14 +272,15 @@ class Service:
             store.maybe_commit()
             return frame_id
         except sqlite3.Error as exc:
-            lost = store.pending_frames
-            store.rollback()
-            self.counters.store_errors += 1
-            self.counters.unsaved_frames += max(lost, 1)
-            self._store_warning(
-                "store: write failed (%s); %d uncommitted frames lost, classification goes on", exc, lost
-            )
+            self.store_failed(store, exc)
             return None
+
+    def store_failed(self, store: ResultStore, exc: sqlite3.Error) -> None:
+        lost = store.pending_frames
+        store.rollback()
+        self.counters.store_errors += 1
+        self.counters.unsaved_frames += max(lost, 1)
+        self._store_warning("store: write failed (%s); %d uncommitted frames lost, classification goes on", exc, lost)
 
     def _over_budget(self, result: FrameResult, store: ResultStore, frame_id: int | None) -> None:
         timings = result.timings_ms
@@ -365,6 +368,12 @@ class _Ticks:
     def tick(self, now: float) -> None:
         service = self.service
         service.notifier.watchdog()
+        # A batch waiting for the next frame is committed once it is old enough even when no
+        # frame comes (a followed folder, a stalled camera): idle time never holds rows back.
+        try:
+            self.store.maybe_commit()
+        except sqlite3.Error as exc:
+            service.store_failed(self.store, exc)
         if self.status.due(now):
             service.write_status("running")
         if self.summary.due(now):

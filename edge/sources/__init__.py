@@ -48,7 +48,13 @@ def open_source(config: Config, max_frames: int | None = None) -> FrameSource:
     if source.kind == "replay":
         from edge.sources.replay import ReplaySource
 
-        return ReplaySource(source.replay_path, fps=source.fps, loop=source.replay_loop, max_frames=max_frames)
+        return ReplaySource(
+            source.replay_path,
+            fps=source.fps,
+            loop=source.replay_loop,
+            max_frames=max_frames,
+            follow=source.replay_follow,
+        )
     from edge.sources.picamera import Picamera2Source
 
     camera = config.camera

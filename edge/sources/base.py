@@ -25,6 +25,11 @@ class EndOfSource(Exception):
     """A finite source (replay without loop) has no more frames."""
 
 
+class NothingNew(Exception):
+    """No frame yet and that is normal (a followed folder no one has added to): not a failure;
+    the loop ticks (watchdog, status) and asks again."""
+
+
 @dataclass
 class Frame:
     """One grayscale frame. ``index`` is the source's own sequence number; ``dropped_before`` counts

@@ -1,7 +1,7 @@
 """Frames from image files: a folder (sorted) or a glob, optionally paced and looped.
 
-For desktops, demos and re-analysis of stored images. An unreadable file is one bad frame
-(counted, skipped), not the end of the run.
+For desktops, demos and re-analysis of stored images, or a folder another program fills
+(``follow``). An unreadable file is skipped with a warning, never counted as a camera failure.
 """
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ import glob
 import time
 from pathlib import Path
 
+from edge.logs import RateLimitedWarning
 from edge.preprocess import ImageError, read_grayscale
-from edge.sources.base import BadFrame, EndOfSource, Frame, Pacer, SourceError
+from edge.sources.base import CaptureTimeout, EndOfSource, Frame, NothingNew, Pacer, SourceError
 
 
 def list_images(pattern: str) -> list[Path]:
@@ -30,33 +31,78 @@ def list_images(pattern: str) -> list[Path]:
     return []
 
 
+FOLLOW_POLL_S = 0.25  # how often a followed folder is listed again while waiting
+
+
 class ReplaySource:
-    def __init__(self, pattern: str, fps: float = 0.0, loop: bool = False, max_frames: int | None = None):
-        self.pattern, self.fps, self.loop, self.max_frames = pattern, fps, loop, max_frames
-        self.description = f"replay {pattern}" + (f" at {fps:g} fps" if fps else "") + (", looping" if loop else "")
+    """Files in name order. An unreadable or vanished file is skipped with a warning (a bad
+    file is not a dead camera); ``follow``: at the end, wait for files added since (a folder
+    another program fills) instead of ending."""
+
+    def __init__(
+        self, pattern: str, fps: float = 0.0, loop: bool = False, max_frames: int | None = None, follow: bool = False
+    ):
+        self.pattern, self.fps, self.loop, self.max_frames, self.follow = pattern, fps, loop, max_frames, follow
+        self.description = (
+            f"replay {pattern}"
+            + (f" at {fps:g} fps" if fps else "")
+            + (", looping" if loop else "")
+            + (", following new files" if follow else "")
+        )
         self._files: list[Path] = []
+        self._seen: set[Path] = set()
+        self._position = 0  # the next file to read
         self._pacer = Pacer(fps)
+        self.skipped = 0
+        self._skip_warning = RateLimitedWarning(10.0)
 
     def open(self) -> None:
         self._files = list_images(self.pattern)
-        if not self._files:
+        if not self._files and not self.follow:
             raise SourceError(f"replay: no image files found at {self.pattern!r}")
+        self._seen = set(self._files)
+        self._position = 0
         self._pacer.start()
 
     def next_frame(self, timeout_s: float, should_stop=None) -> Frame:
-        if self.max_frames is not None and self._pacer.next_index >= self.max_frames:
-            raise EndOfSource(f"{self.max_frames} frames done")
-        if not self.loop and self._pacer.next_index >= len(self._files):
-            raise EndOfSource(f"replay: all {len(self._files)} files done")
-        index, dropped = self._pacer.take(should_stop)
-        if not self.loop and index >= len(self._files):
-            raise EndOfSource(f"replay: all {len(self._files)} files done")
-        path = self._files[index % len(self._files)]
-        try:
-            pixels = read_grayscale(path)
-        except ImageError as exc:
-            raise BadFrame(str(exc)) from exc
-        return Frame(pixels=pixels, captured_at=time.time(), index=index, dropped_before=dropped)
+        while True:
+            if self.max_frames is not None and self._pacer.next_index >= self.max_frames:
+                raise EndOfSource(f"{self.max_frames} frames done")
+            path = self._next_path(timeout_s, should_stop)
+            index, dropped = self._pacer.take(should_stop)
+            try:
+                pixels = read_grayscale(path)
+            except ImageError as exc:
+                self.skipped += 1
+                self._skip_warning("replay: skipped %s", exc)
+                continue
+            return Frame(pixels=pixels, captured_at=time.time(), index=index, dropped_before=dropped)
+
+    def _next_path(self, timeout_s: float, should_stop) -> Path:
+        if self._position >= len(self._files):
+            if self.loop and self._files:
+                self._position = 0
+            elif self.follow:
+                self._wait_for_new_files(timeout_s, should_stop)
+            else:
+                raise EndOfSource(f"replay: all {len(self._files)} files done")
+        path = self._files[self._position]
+        self._position += 1
+        return path
+
+    def _wait_for_new_files(self, timeout_s: float, should_stop) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            new = [path for path in list_images(self.pattern) if path not in self._seen]
+            if new:
+                self._files.extend(new)
+                self._seen.update(new)
+                return
+            if should_stop is not None and should_stop():
+                raise CaptureTimeout("stopping while waiting for new files")
+            if time.monotonic() >= deadline:
+                raise NothingNew(f"replay: no new file in {self.pattern!r} for {timeout_s:g} s")
+            time.sleep(FOLLOW_POLL_S)
 
     def close(self) -> None:
         self._files = []
