@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -115,3 +116,53 @@ def test_console_script_and_module_entry_point(cells_dir: Path, tiny_model) -> N
     )
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.splitlines()) == 7
+
+
+def test_awkward_names_and_non_files_are_named_and_every_row_stays_one_row(cells_dir: Path, tiny_model) -> None:
+    """Undecodable bytes, tabs and newlines in names must not break the TSV or the rest of the
+    output; links to nowhere, link loops and FIFOs are named failures, not silent skips."""
+    good = next(cells_dir.rglob("*.png")).read_bytes()
+    odd = [b"tab\there.png", b"new\nline.png", b"latin1-\xe9.png", b"back\\slash.png"]
+    for name in odd:
+        with open(os.path.join(os.fsencode(cells_dir), name), "wb") as handle:
+            handle.write(good)
+    (cells_dir / "nowhere.png").symlink_to(cells_dir / "missing.png")
+    (cells_dir / "loop.png").symlink_to(cells_dir / "loop.png")
+    os.mkfifo(cells_dir / "fifo.png")
+    # A real process with a plain C locale stdout, as cron or ssh may give it.
+    env = {**os.environ, "LC_ALL": "C", "PYTHONIOENCODING": ""}
+    result = subprocess.run(
+        [sys.executable, "-m", "edge", "classify", str(cells_dir), "--model", str(tiny_model[0])],
+        capture_output=True, cwd=REPO, timeout=60, env=env,
+    )  # fmt: skip
+    out = result.stdout.decode("utf-8")
+    err = result.stderr.decode("utf-8", errors="replace")
+    rows = out.splitlines()[1:]
+    assert result.returncode == 1, err
+    assert len(rows) == 6 + len(odd) and all(len(row.split("\t")) == 3 for row in rows), rows
+    names = {row.split("\t")[0].rsplit("/", 1)[-1] for row in rows}
+    assert {"tab\\there.png", "new\\nline.png", "latin1-\\xe9.png", "back\\\\slash.png"} <= names
+    for failed in ("nowhere.png", "loop.png", "fifo.png"):
+        assert failed in err, f"{failed} not named on stderr"
+    assert f"{6 + len(odd)} classified" in err and "3 failed" in err
+
+
+def test_a_model_answer_that_is_not_a_probability_fails_that_file_only(
+    cells_dir: Path, tiny_model, capsys, monkeypatch
+) -> None:
+    from edge.model import Classifier
+
+    real = Classifier._positive_probability
+
+    def broken(self, outputs):
+        probabilities = real(self, outputs).copy()
+        probabilities[0] = np.nan
+        return probabilities
+
+    monkeypatch.setattr(Classifier, "_positive_probability", broken)
+    status = main(["classify", str(cells_dir), "--model", str(tiny_model[0]), "--json"])
+    out, err = capsys.readouterr()
+    records = [json.loads(line) for line in out.splitlines()]  # bare NaN is not JSON
+    assert status == 1
+    assert len(records) == 5 and all(0.0 <= r["probability"] <= 1.0 for r in records)
+    assert "not a probability" in err
