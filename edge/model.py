@@ -28,6 +28,8 @@ __all__ = [
     "ModelFileError",
     "ModelIntegrityError",
     "ModelMismatchError",
+    "ModelOutputError",
+    "not_probabilities",
 ]
 
 
@@ -45,6 +47,15 @@ def resolve_threads(threads: int | None) -> int:
 MAX_BATCH = 64
 
 _INPUT_DTYPES = {np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.float32)}
+
+
+def not_probabilities(values: np.ndarray) -> np.ndarray:
+    """Which values are no probability: NaN, infinite, or outside 0..1."""
+    return ~np.isfinite(values) | (values < 0.0) | (values > 1.0)
+
+
+class ModelOutputError(ModelError, ValueError):
+    """The model answered something that is not a probability."""
 
 
 class ModelMismatchError(ModelError):
@@ -210,8 +221,11 @@ class Classifier:
         cut = self.threshold if threshold is None else threshold
         return self.positive_label if probability >= cut else self.card.negative_label
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
+    def predict(self, batch: np.ndarray, check: bool = True) -> np.ndarray:
         """Probabilities of the positive label for a batch of uint8 cells.
+
+        ``check``: raise ModelOutputError when any answer is not a probability (NaN, or outside
+        0..1: a broken or foreign model); False leaves that to the caller (``not_probabilities``).
 
         ``batch`` is (N, size, size) or (N, size, size, channels) uint8, as made by
         edge.preprocess. Returns float32 (N,). One interpreter call per batch of up to
@@ -233,7 +247,14 @@ class Classifier:
             return np.zeros(0, dtype=np.float32)
         step = MAX_BATCH if self.batching == "resize" else 1
         outputs = [self._invoke(self._input_lut[batch[i : i + step]]) for i in range(0, len(batch), step)]
-        return self._positive_probability(np.concatenate(outputs))
+        probabilities = self._positive_probability(np.concatenate(outputs))
+        bad = not_probabilities(probabilities)
+        if check and bad.any():
+            raise ModelOutputError(
+                f"{self.path}: {int(bad.sum())} of {len(bad)} answers are not a probability "
+                f"(e.g. {probabilities[bad][0]!r})"
+            )
+        return probabilities
 
     def _invoke(self, tensor: np.ndarray) -> np.ndarray:
         interpreter = self._interpreter

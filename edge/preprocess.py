@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +64,10 @@ def read_grayscale(path: str | os.PathLike[str]) -> np.ndarray:
     """
     path = Path(path)
     try:
-        if path.stat().st_size == 0:
+        status = path.stat()
+        if not stat.S_ISREG(status.st_mode):  # a FIFO would block the open; a folder is no image
+            raise ImageError(f"{path}: not a regular file")
+        if status.st_size == 0:
             raise ImageError(f"{path}: empty file")
         with warnings.catch_warnings():
             # Pillow only warns between its limit and twice its limit; make it an error.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -33,21 +34,31 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def iter_image_paths(inputs: Sequence[str]) -> Iterator[Path]:
-    """Files as given; directories recursively, sorted, skipping hidden entries."""
+    """Files as given; directories recursively, sorted, skipping hidden entries. Everything that
+    is not a folder is yielded (a dangling link, a FIFO), so that reading it names the problem."""
     for name in inputs:
         path = Path(name)
         if path.is_dir():
             for found in sorted(path.rglob("*")):
                 relative = found.relative_to(path).parts
-                if found.is_file() and not any(part.startswith(".") for part in relative):
+                if not found.is_dir() and not any(part.startswith(".") for part in relative):
                     yield found
         else:
             yield path
 
 
+def shown(path: Path) -> str:
+    """The path as one TSV field of plain text: backslash, tab, newline and carriage return
+    escaped, bytes that are not UTF-8 as \\xNN (as the shell's $'...' would write them)."""
+    raw = os.fsencode(path).replace(b"\\", b"\\\\")
+    text = raw.decode("utf-8", errors="backslashreplace")
+    return text.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
 def classify(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from edge.model import not_probabilities
     from edge.preprocess import ImageError, read_grayscale, single_cell_input
 
     classifier = load_classifier(args.model, args.threads, args.interpreter)
@@ -59,15 +70,22 @@ def classify(args: argparse.Namespace) -> int:
         print("file\tlabel\tprobability")
 
     def flush(paths: list[Path], cells: list[np.ndarray]) -> None:
+        nonlocal failed
         if not paths:
             return
-        for path, probability in zip(paths, classifier.predict(np.stack(cells)), strict=True):
+        probabilities = classifier.predict(np.stack(cells), check=False)
+        for path, probability, bad in zip(paths, probabilities, not_probabilities(probabilities), strict=True):
+            if bad:
+                failed += 1
+                print(f"metascope classify: skipped {shown(path)}: the model's answer {probability!r} is not a "
+                      "probability", file=sys.stderr)  # fmt: skip
+                continue
             label = classifier.label_for(float(probability), threshold)
             counts[label] += 1
             if args.json:
-                print(json.dumps({"file": str(path), "label": label, "probability": round(float(probability), 6)}))
+                print(json.dumps({"file": shown(path), "label": label, "probability": round(float(probability), 6)}))
             else:
-                print(f"{path}\t{label}\t{probability:.4f}")
+                print(f"{shown(path)}\t{label}\t{probability:.4f}")
         sys.stdout.flush()
 
     paths: list[Path] = []
@@ -77,7 +95,7 @@ def classify(args: argparse.Namespace) -> int:
             cells.append(single_cell_input(read_grayscale(path), spec))
         except ImageError as exc:
             failed += 1
-            print(f"metascope classify: skipped {exc}", file=sys.stderr)
+            print(f"metascope classify: skipped {str(exc).replace(str(path), shown(path), 1)}", file=sys.stderr)
             continue
         paths.append(path)
         if len(paths) == CLASSIFY_CHUNK:
