@@ -110,8 +110,25 @@ def test_card_that_is_not_json(model_copy: Path) -> None:
         (lambda card: card["input"].pop("window_px"), "'input' lacks 'window_px'"),
         (lambda card: card["input"].update(intensity="auto"), "'input' intensity must be one of"),
         (lambda card: card.update(format="metascope-model-card/3"), "upgrade metascope"),
+        # Values that used to end in a traceback (or a 931 GiB allocation) instead of a message:
+        (lambda card: card["input"].update(window_px=10**6), "'input' window_px must be at most"),
+        (lambda card: card["input"].update(size=100_000), "'input' size must be at most"),
+        (lambda card: card["input"].update(pixel_size_um=float("nan")), "'input' pixel_size_um must be"),
+        (lambda card: card["input"].update(pixel_size_um=1e-300), "'input' pixel_size_um must be"),
     ],
-    ids=["no-labels", "three-labels", "bad-positive", "bad-threshold", "no-window", "bad-intensity", "newer-format"],
+    ids=[
+        "no-labels",
+        "three-labels",
+        "bad-positive",
+        "bad-threshold",
+        "no-window",
+        "bad-intensity",
+        "newer-format",
+        "huge-window",
+        "huge-size",
+        "nan-pixel",
+        "tiny-pixel",
+    ],
 )
 def test_invalid_card_fields_are_named(model_copy: Path, change, message: str) -> None:
     card_path = model_copy.with_suffix(".json")
@@ -121,6 +138,19 @@ def test_invalid_card_fields_are_named(model_copy: Path, change, message: str) -
     with pytest.raises(ModelCardError, match=message) as caught:
         Classifier.load(model_copy)
     assert str(card_path) in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "quantization",
+    [{"input": {"dtype": "bogus"}}, {"input": "int8"}, {"input": {"dtype": ["int8"]}}, "nonsense"],
+)
+def test_a_garbled_quantization_record_is_a_named_card_error(model_copy: Path, quantization) -> None:
+    card_path = model_copy.with_suffix(".json")
+    card = json.loads(card_path.read_text())
+    card["quantization"] = quantization
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ModelCardError, match="quantization"):
+        Classifier.load(model_copy)
 
 
 def test_a_card_of_the_first_format_still_loads(model_copy: Path) -> None:

@@ -164,6 +164,20 @@ def test_export_rejects_a_bad_time(state: Path, capsys) -> None:
     assert code == 2 and "--since" in err
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--after-id", "100000000000000000000"], "--after-id"),
+        (["--after-id", "-5"], "--after-id"),
+        (["--since", "9999-12-31T23:59:59-23:59"], "--since"),
+        (["--until", "0001-01-01T00:00:00+23:59"], "--until"),
+    ],
+)
+def test_export_arguments_out_of_range_are_usage_errors(state: Path, capsys, args, message) -> None:
+    code, _, err = export(capsys, "--state-dir", str(state), *args)
+    assert code == 2 and message in err and "Traceback" not in err
+
+
 def test_export_config_names_the_state_dir(state: Path, tmp_path: Path, capsys) -> None:
     config = tmp_path / "m.toml"
     config.write_text(f'state_dir = "{state}"\n')
