@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,11 @@ __all__ = ["ModelCard", "ModelCardError", "ModelError", "ModelFileError", "Model
 # /2 added the backbone, its pretrained weights (source, sha256, licence), MACs and measured
 # speed (training.architecture, speed). Cards of format /1 still load: the Pi needs no new field.
 CARD_FORMAT = "metascope-model-card/2"
+# Bounds that keep a damaged card from asking for absurd work (a 10^6 px window is a 931 GiB
+# allocation): far beyond any model or camera this project serves.
+MAX_INPUT_SIZE = 1024
+MAX_WINDOW_PX = 8192
+MIN_PIXEL_UM, MAX_PIXEL_UM = 1e-3, 1e3
 READABLE_FORMATS = ("metascope-model-card/1", CARD_FORMAT)
 
 
@@ -180,6 +186,13 @@ def _input_spec(spec: Any, fail) -> InputSpec:
         raise fail(f"'input' has a bad value: {exc}") from exc
     if input_spec.size < 1 or input_spec.window_px < 1 or input_spec.channels not in (1, 3):
         raise fail(f"'input' size/window_px must be positive and channels 1 or 3, got {spec}")
+    if input_spec.size > MAX_INPUT_SIZE:
+        raise fail(f"'input' size must be at most {MAX_INPUT_SIZE} px, got {input_spec.size}")
+    if input_spec.window_px > MAX_WINDOW_PX:
+        raise fail(f"'input' window_px must be at most {MAX_WINDOW_PX} px, got {input_spec.window_px}")
+    pixel = input_spec.pixel_size_um
+    if pixel is not None and not (math.isfinite(pixel) and MIN_PIXEL_UM <= pixel <= MAX_PIXEL_UM):
+        raise fail(f"'input' pixel_size_um must be between {MIN_PIXEL_UM:g} and {MAX_PIXEL_UM:g}, got {pixel!r}")
     if input_spec.intensity not in INTENSITY_MODES:
         raise fail(f"'input' intensity must be one of {INTENSITY_MODES}, got {input_spec.intensity!r}")
     return input_spec

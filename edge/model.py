@@ -155,8 +155,8 @@ class Classifier:
         dtype = np.dtype(self._input["dtype"])
         if dtype not in _INPUT_DTYPES:
             raise ModelMismatchError(f"{where}: unsupported input dtype {dtype}; expected int8, uint8 or float32")
-        declared = (self.card.extra.get("quantization") or {}).get("input", {}).get("dtype")
-        if declared is not None and np.dtype(declared) != dtype:
+        declared = self._declared_input_dtype()
+        if declared is not None and declared != dtype:
             raise ModelMismatchError(f"{where}: input dtype is {dtype} but the card says {declared}")
         out_shape = tuple(int(d) for d in self._output["shape"])
         if len(out_shape) != 2 or out_shape[1] not in (1, 2):
@@ -167,6 +167,23 @@ class Classifier:
         signature = self._input.get("shape_signature")
         self.batching = "resize" if signature is not None and int(signature[0]) == -1 else "loop"
         self._batch_size = shape[0]
+
+    def _declared_input_dtype(self) -> np.dtype | None:
+        """The card's quantization.input.dtype, if it records one (a garbled record is a card error)."""
+        record = self.card.extra.get("quantization")
+        if record is None:
+            return None
+        problem = ModelCardError(
+            f'{card_path_for(self.path)}: \'quantization\' must be like {{"input": {{"dtype": "int8", ...}}}}, '
+            f"got {record!r}"
+        )
+        if not isinstance(record, dict) or not isinstance(record.get("input", {}), dict):
+            raise problem
+        declared = record.get("input", {}).get("dtype")
+        try:
+            return None if declared is None else np.dtype(declared)
+        except TypeError:
+            raise problem from None
 
     def _build_input_lut(self) -> np.ndarray:
         """Pixel value (0..255) -> value in the input tensor's dtype, scale and zero point."""

@@ -174,7 +174,10 @@ def test_export_rejects_a_bad_time(state: Path, capsys) -> None:
     ],
 )
 def test_export_arguments_out_of_range_are_usage_errors(state: Path, capsys, args, message) -> None:
-    code, _, err = export(capsys, "--state-dir", str(state), *args)
+    try:
+        code, _, err = export(capsys, "--state-dir", str(state), *args)
+    except SystemExit as exit_:  # argparse's own refusal of a value: also exit 2
+        code, err = exit_.code, capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
 
 

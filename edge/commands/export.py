@@ -30,19 +30,38 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--format", choices=["csv", "jsonl"], default="csv", help="default: csv")
     parser.add_argument("--since", metavar="ISO8601", help="rows at or after this time (UTC unless a zone is given)")
     parser.add_argument("--until", metavar="ISO8601", help="rows before this time")
-    parser.add_argument("--after-id", type=int, metavar="N", help="rows with id greater than N (incremental pulls)")
+    parser.add_argument("--after-id", type=row_id, metavar="N", help="rows with id greater than N (incremental pulls)")
     parser.set_defaults(handler=export)
+
+
+# SQLite's largest rowid: ids are never larger, and a larger number does not fit its integers.
+MAX_ROW_ID = 2**63 - 1
+
+
+def row_id(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value <= MAX_ROW_ID:
+        raise argparse.ArgumentTypeError(f"{text} is not a row id (0 to {MAX_ROW_ID})")
+    return value
+
+
+def _time_arg(name: str, text: str | None, parse_time) -> str | None:
+    if not text:
+        return None
+    try:
+        return parse_time(text)
+    except (ValueError, OverflowError) as exc:  # a zone can push a year-9999 time past datetime's range
+        raise UsageError(f"--{name}: {exc}") from None
 
 
 def export(args: argparse.Namespace) -> int:
     from edge.store import StoreError, open_readonly, parse_time, select_rows
 
     config = config_from_args(args)
-    try:
-        since = parse_time(args.since) if args.since else None
-        until = parse_time(args.until) if args.until else None
-    except ValueError as exc:
-        raise UsageError(f"--since/--until: {exc}") from None
+    since, until = (_time_arg(name, getattr(args, name), parse_time) for name in ("since", "until"))
     try:
         db = open_readonly(config.database_path)
     except StoreError as exc:
