@@ -40,3 +40,23 @@ def test_falls_back_to_tensorflow_lite_without_ai_edge_litert(tiny_model, held_o
     assert classifier.interpreter_name == "tensorflow.lite"
     reference = Classifier.load(tiny_model[0], interpreter="tensorflow.lite").predict(held_out[0][:16])
     np.testing.assert_allclose(classifier.predict(held_out[0][:16]), reference)
+
+
+def test_a_model_that_only_takes_one_cell_per_call_is_run_one_cell_at_a_time(tiny_model, tmp_path: Path) -> None:
+    """Its input claims any batch size, but it reshapes to one cell inside: a batch of 2 fails
+    at invoke. Found at load, it is run one cell per call instead of failing the first frame."""
+    import keras
+    import tensorflow as tf
+
+    from train.export import convert_float, write_model
+
+    inputs = keras.Input((32, 32, 1))
+    flat = keras.layers.Lambda(lambda t: tf.reshape(t, [1, 32 * 32]), output_shape=(32 * 32,))(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(flat / 255.0))
+    card = Classifier.load(tiny_model[0]).card
+    path = write_model(tmp_path / "single", convert_float(model), card)
+    classifier = Classifier.load(path)
+    assert classifier.batching == "loop"
+    cells = np.random.default_rng(0).integers(0, 255, (3, 32, 32), dtype=np.uint8)
+    expected = [float(model.predict(cell[None, ..., None].astype(np.float32), verbose=0)[0, 0]) for cell in cells]
+    np.testing.assert_allclose(classifier.predict(cells), expected, atol=1e-5)
