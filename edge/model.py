@@ -167,6 +167,24 @@ class Classifier:
         signature = self._input.get("shape_signature")
         self.batching = "resize" if signature is not None and int(signature[0]) == -1 else "loop"
         self._batch_size = shape[0]
+        if self.batching == "resize" and not self._takes_batches(shape):
+            self.batching = "loop"
+
+    def _takes_batches(self, shape: tuple[int, ...]) -> bool:
+        """Whether a batch of two really runs: some models claim any batch size but reshape to
+        one cell inside, and would fail at the first frame with two cells, not at load."""
+        interpreter, index = self._interpreter, self._input["index"]
+        try:
+            interpreter.resize_tensor_input(index, [2, *shape[1:]])
+            interpreter.allocate_tensors()
+            interpreter.set_tensor(index, np.zeros([2, *shape[1:]], dtype=self._input["dtype"]))
+            interpreter.invoke()
+            return True
+        except (RuntimeError, ValueError):
+            return False
+        finally:
+            interpreter.resize_tensor_input(index, list(shape))
+            interpreter.allocate_tensors()
 
     def _declared_input_dtype(self) -> np.dtype | None:
         """The card's quantization.input.dtype, if it records one (a garbled record is a card error)."""
