@@ -286,3 +286,33 @@ def test_replay_follow_takes_files_added_after_the_start(tiny_model, tmp_path, n
         output, _ = service.communicate()
     assert code == 0, output
     assert len(committed_frames(database)) == 5
+
+
+def test_a_killed_run_keeps_current_totals_and_is_closed_at_the_next_start(tiny_model, tmp_path, notify_socket) -> None:
+    """Totals written only at a clean stop left every killed run at frames=0 and open forever
+    (retention never removed it)."""
+    listener, address = notify_socket
+    config = write_config(tmp_path)
+    database = tmp_path / "state" / "metascope.db"
+    service = start_service(config, tiny_model[0], address)
+    try:
+        wait_for(listener, "READY=1", STARTUP_LIMIT_S)
+        wait_for_frames(database, 20)
+        time.sleep(0.5)
+        service.send_signal(signal.SIGKILL)
+        service.wait(10)
+    finally:
+        service.kill()
+        service.communicate()
+    with sqlite3.connect(database) as db:
+        stored = db.execute("SELECT count(*), sum(cells) FROM frames").fetchone()
+        totals = db.execute("SELECT frames, cells, updated_at FROM runs WHERE id = 1").fetchone()
+    assert totals[0] > 0 and totals[2] is not None
+    assert stored[0] - totals[0] <= 60, "the run's totals follow its commits"
+    restarted = start_service(config, tiny_model[0], address, "--max-frames", "3")
+    output, _ = restarted.communicate(timeout=STARTUP_LIMIT_S)
+    assert restarted.returncode == 0, output
+    with sqlite3.connect(database) as db:
+        ended, reason, frames = db.execute("SELECT ended_at, exit_reason, frames FROM runs WHERE id = 1").fetchone()
+    assert ended is not None and "did not stop cleanly" in reason and frames == stored[0]
+    assert "run 1 did not stop cleanly" in output
