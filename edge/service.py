@@ -115,6 +115,9 @@ class Service:
     def _run_with(self, store: ResultStore) -> int:
         config = self.config
         snapshots = SnapshotWriter(config.snapshot_dir, config.snapshots, self.free_space)
+        for run_id, frames in store.close_unfinished_runs():
+            log.warning("run %d did not stop cleanly (killed, crashed or powered off): closed with its %d stored "
+                        "frames", run_id, frames)  # fmt: skip
         self.run_id = store.start_run(self._run_info())
         store.commit()
         previous_handlers = self._install_signal_handlers()

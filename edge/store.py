@@ -33,7 +33,10 @@ from edge.store_schema import migrate
 
 TIME_COLUMN = {"runs": "started_at", "frames": "captured_at", "cells": "captured_at"}
 TABLES = tuple(TIME_COLUMN)
-RETENTION_BATCH_FRAMES = 5_000  # frames deleted per statement, so a big clean-up never stalls the loop long
+RETENTION_BATCH_FRAMES = 5_000  # most frames one retention step deletes
+RETENTION_STEP_S = 0.05  # a step that took longer deletes fewer frames next time (and faster ones more)
+WAL_LIMIT_BYTES = 64 * 1024 * 1024
+UNCLEAN_STOP = "did not stop cleanly (killed, crashed or powered off); closed at the next start"
 SIZE_TARGET_FRACTION = 0.9  # after a size clean-up the data fills at most 90% of max_db_mb
 
 
@@ -80,8 +83,13 @@ class ResultStore:
         try:
             # isolation_level=None: transactions are begun and committed explicitly here.
             self._db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
+            if self._db.execute("PRAGMA user_version").fetchone()[0] == 0:
+                # Freed pages go back to the file system after retention (set before any table).
+                self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+            # The WAL is truncated to this after checkpoints (a large retention grew it to 85 MB).
+            self._db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
             migrate(self._db)
             self.database_id = self._db.execute("SELECT value FROM meta WHERE key = 'database_id'").fetchone()[0]
         except (sqlite3.Error, ValueError) as exc:
@@ -92,6 +100,7 @@ class ResultStore:
         self.pending_frames = self.pending_cells = 0  # written but not yet committed
         self.frames_written = 0
         self.cells_written = 0
+        self._retention_batch = RETENTION_BATCH_FRAMES // 10
 
     # ---------------------------------------------------------------- runs
     def start_run(self, info: RunInfo, started_at: float | None = None) -> int:
@@ -114,6 +123,23 @@ class ResultStore:
         )
         self.run_id = int(cursor.lastrowid)
         return self.run_id
+
+    def close_unfinished_runs(self) -> list[tuple[int, int]]:
+        """Close the runs that never stopped cleanly (killed, crashed, powered off): their end is
+        their last commit, their totals what they stored. Returns (run id, frames) of each."""
+        open_runs = self._db.execute("SELECT id FROM runs WHERE ended_at IS NULL").fetchall()
+        closed = []
+        for (run_id,) in open_runs:
+            frames, cells = self._db.execute(
+                "SELECT count(*), coalesce(sum(cells), 0) FROM frames WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            self._db.execute(
+                "UPDATE runs SET ended_at = coalesce(updated_at, started_at), exit_reason = ?, frames = ?, cells = ?"
+                " WHERE id = ?",
+                (UNCLEAN_STOP, frames, cells, run_id),
+            )
+            closed.append((int(run_id), int(frames)))
+        return closed
 
     def end_run(self, reason: str) -> None:
         """Close the run row and commit everything (the last write of a run)."""
@@ -212,6 +238,11 @@ class ResultStore:
     def commit(self) -> None:
         if self._in_transaction:
             try:
+                if self.run_id is not None:  # the run's totals follow its commits
+                    self._db.execute(
+                        "UPDATE runs SET frames = ?, cells = ?, updated_at = ? WHERE id = ?",
+                        (self.frames_written, self.cells_written, iso_utc(time.time()), self.run_id),
+                    )
                 self._db.execute("COMMIT")
             except sqlite3.Error:
                 self.rollback()
@@ -238,12 +269,18 @@ class ResultStore:
             self._db.close()
 
     # ----------------------------------------------------------- retention
+    def checkpoint(self) -> None:
+        """Move the write-ahead log into the database file and truncate the log."""
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def used_bytes(self) -> int:
-        """Bytes the data occupies (the file minus its free pages, which SQLite reuses)."""
+        """Bytes the data occupies: the file minus its free pages (which SQLite reuses), plus
+        the write-ahead log, which holds data too until a checkpoint."""
         page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
         pages = self._db.execute("PRAGMA page_count").fetchone()[0]
         free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
-        return int((pages - free) * page_size)
+        wal = Path(f"{self.path}-wal")
+        return int((pages - free) * page_size) + (wal.stat().st_size if wal.exists() else 0)
 
     def apply_retention(self, retention_days: float, max_db_mb: float, now: float | None = None) -> int:
         """Delete frames (and their cells) older than ``retention_days``, then the oldest frames
@@ -257,31 +294,53 @@ class ResultStore:
                 return deleted
 
     def retention_step(self, retention_days: float, max_db_mb: float, now: float | None = None) -> tuple[int, bool]:
-        """One bounded piece of ``apply_retention`` (at most RETENTION_BATCH_FRAMES frames), so
-        the service loop can spread a big clean-up over many frames. Returns (frames deleted,
+        """One bounded piece of ``apply_retention``, so the service loop can spread a big
+        clean-up over many frames: the batch adapts so that a step takes about
+        RETENTION_STEP_S (at most RETENTION_BATCH_FRAMES frames). Returns (frames deleted,
         whether nothing is left to delete)."""
+        started = time.monotonic()
         self.commit()
+        last = self._retention_target(retention_days, max_db_mb, now)
+        if last is None:
+            self._db.execute("PRAGMA incremental_vacuum")  # give freed pages back (new databases)
+            return 0, True
+        deleted = self._delete_frames_through(last)
+        took = time.monotonic() - started
+        if took > RETENTION_STEP_S:
+            self._retention_batch = max(10, self._retention_batch // 2)
+        elif took < RETENTION_STEP_S / 4:
+            self._retention_batch = min(RETENTION_BATCH_FRAMES, self._retention_batch * 2)
+        return deleted, False
+
+    def _retention_target(self, retention_days: float, max_db_mb: float, now: float | None) -> int | None:
+        """The last frame id of the next batch to delete, or None when nothing is due."""
+        batch = self._retention_batch
         if retention_days > 0:
             cutoff = iso_utc((time.time() if now is None else now) - retention_days * 86_400)
             last = self._db.execute(
                 "SELECT max(id) FROM (SELECT id FROM frames WHERE captured_at < ? ORDER BY id LIMIT ?)",
-                (cutoff, RETENTION_BATCH_FRAMES),
+                (cutoff, batch),
             ).fetchone()[0]
             if last is not None:
-                return self._delete_frames_through(last), False
+                return int(last)
             self._db.execute("DELETE FROM runs WHERE ended_at IS NOT NULL AND ended_at < ?", (cutoff,))
         if max_db_mb > 0:
             limit = max_db_mb * 1024 * 1024
+            if self.used_bytes() > limit:
+                # Deletions go to the WAL first: move them into the file (and truncate the WAL)
+                # before measuring, or every step would find the data bigger, not smaller.
+                self.checkpoint()
             used = self.used_bytes()
             total = self._db.execute("SELECT count(*) FROM frames").fetchone()[0] if used > limit else 0
             if total:
                 share = 1.0 - SIZE_TARGET_FRACTION * limit / used
-                count = min(max(1, int(total * share)), RETENTION_BATCH_FRAMES)
-                last = self._db.execute(
-                    "SELECT max(id) FROM (SELECT id FROM frames ORDER BY id LIMIT ?)", (count,)
-                ).fetchone()[0]
-                return self._delete_frames_through(last), False
-        return 0, True
+                count = min(max(1, int(total * share)), batch)
+                return int(
+                    self._db.execute(
+                        "SELECT max(id) FROM (SELECT id FROM frames ORDER BY id LIMIT ?)", (count,)
+                    ).fetchone()[0]
+                )
+        return None
 
     def _delete_frames_through(self, last_frame_id: int) -> int:
         self._db.execute("BEGIN")

@@ -78,7 +78,13 @@ CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO meta (key, value) VALUES ('database_id', :database_id);
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+# Version 3: a run's totals and last commit are kept current as it goes (a killed run used to
+# read frames=0 and stay open); the next start closes it.
+_V3 = """
+ALTER TABLE runs ADD COLUMN updated_at TEXT;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

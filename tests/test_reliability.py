@@ -121,7 +121,7 @@ def test_kill_9_loses_nothing_committed_and_a_restart_opens_a_new_run(tiny_model
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         runs = db.execute("SELECT id, ended_at IS NOT NULL FROM runs ORDER BY id").fetchall()
         new_frames = db.execute("SELECT min(id), count(*) FROM frames WHERE run_id = 2").fetchone()
-    assert runs == [(1, 0), (2, 1)]
+    assert runs == [(1, 1), (2, 1)], "the restart closed the killed run"
     assert new_frames == (len(after) + 1, 5), "the new run goes on after the old one's last id"
 
 

@@ -73,6 +73,7 @@ def test_retention_by_age_never_reuses_ids(tmp_path: Path) -> None:
 
 def test_retention_by_size_deletes_oldest_first(tmp_path: Path) -> None:
     store = filled_store(tmp_path / "r.db", 3000, time.time())
+    store.checkpoint()  # the rows in the file, not in the write-ahead log
     before = store.used_bytes()
     cap_mb = before / 2 / 1024 / 1024
     deleted = store.apply_retention(retention_days=0, max_db_mb=cap_mb)
