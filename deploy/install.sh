@@ -157,6 +157,11 @@ else
     run useradd --system --user-group --groups video --home-dir /var/lib/$SERVICE \
         --no-create-home --shell /usr/sbin/nologin "$SERVICE_USER"
 fi
+# The unit's UMask=0027 keeps results from other users: the person who installs (sudo from
+# their login) joins the metascope group, so their `metascope status` and pull.sh read them.
+if [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ] && [ "$SUDO_USER" != "$SERVICE_USER" ]; then
+    run usermod --append --groups "$SERVICE_USER" "$SUDO_USER"
+fi
 
 step "folders"
 run install -d -m 0755 "$ROOT$PREFIX" "$ROOT$MODELS" "$ROOT/etc/metascope"

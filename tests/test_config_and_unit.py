@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import tomllib
@@ -140,7 +141,24 @@ def test_unit_has_what_the_service_relies_on() -> None:
     for key, value in expected.items():
         assert settings.get(key) == [value], key
     assert "PrivateDevices" not in settings, "libcamera needs /dev/video*, /dev/media*, /dev/dma_heap"
+    assert "ProtectClock" not in settings and "ProcSubset" not in settings, "they would block the camera or XNNPACK"
+    assert settings["DevicePolicy"] == ["closed"]
+    assert set(settings["DeviceAllow"]) == {"char-video4linux rw", "char-media rw", "char-dma_heap rw"}
+    assert settings["PrivateNetwork"] == ["yes"] and settings["UMask"] == ["0027"]
     assert int(settings["WatchdogSec"][0]) > 0 and "StartLimitBurst" in settings
+
+
+def test_unit_exposure_is_at_most_2(tmp_path: Path) -> None:
+    """systemd-analyze security --offline=yes scores the unit (7.6 EXPOSED before hardening)."""
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed (apt install systemd)")
+    copy = tmp_path / "metascope.service"
+    copy.write_text(UNIT.read_text().replace("/opt/metascope/venv/bin/metascope", "/bin/true"))
+    result = subprocess.run([analyze, "security", "--offline=yes", str(copy)], capture_output=True, text=True)
+    score = re.search(r"Overall exposure level for metascope.service: ([0-9.]+)", result.stdout)
+    assert score, result.stdout + result.stderr
+    assert float(score.group(1)) <= 2.0, result.stdout
 
 
 def test_unit_restarts_what_the_exit_code_table_says() -> None:

@@ -29,8 +29,13 @@ def stub_commands(folder: Path, log: Path, **behaviour: str) -> Path:
     return folder
 
 
-def install(root: Path, stubs: Path, *args: str, project: Path = REPO) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "METASCOPE_ROOT": str(root), "PATH": f"{stubs}:{os.environ['PATH']}"}
+def install(
+    root: Path, stubs: Path, *args: str, project: Path = REPO, sudo_user: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {key: value for key, value in os.environ.items() if key != "SUDO_USER"}
+    env.update(METASCOPE_ROOT=str(root), PATH=f"{stubs}:{os.environ['PATH']}")
+    if sudo_user:
+        env["SUDO_USER"] = sudo_user
     script = project / "deploy" / "install.sh"
     return subprocess.run(["bash", str(script), *args], capture_output=True, text=True, env=env, timeout=60)
 
@@ -252,6 +257,16 @@ def test_bad_models_are_refused_before_anything_changes(tmp_path: Path, model: P
         assert message in result.stderr, (message, result.stderr)
     assert not root.exists()
     assert not (tmp_path / "log").exists(), "nothing was run"
+
+
+def test_the_installing_user_joins_the_metascope_group_to_read_results(tmp_path: Path, model: Path) -> None:
+    """The unit's UMask=0027 keeps results from others; whoever ran sudo may read them."""
+    stubs = stub_commands(tmp_path / "bin", tmp_path / "log", getent="exit 2")
+    result = install(tmp_path / "root", stubs, "--dry-run", "--model", str(model), sudo_user="labuser")
+    assert result.returncode == 0, result.stderr
+    assert ["usermod", "--append", "--groups", "metascope", "labuser"] in steps(result.stdout)
+    as_root = install(tmp_path / "root", stubs, "--dry-run", "--model", str(model), sudo_user="root")
+    assert not [step for step in steps(as_root.stdout) if step[:1] == ["usermod"]]
 
 
 def test_a_model_name_that_could_inject_into_the_unit_is_refused(tmp_path: Path, model: Path) -> None:
