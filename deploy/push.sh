@@ -66,12 +66,10 @@ while [ $# -gt 0 ]; do
     esac
 done
 [ -n "$host" ] || die 2 "no HOST given (see --help)"
-# The copy is made with --delete: never let it mirror over a home or a system folder.
-trimmed=${remote_dir%/} refuse=0
-case $trimmed in "" | . | .. | "~" | ../*) refuse=1 ;; esac
-case $trimmed in /*/*) ;; /*) refuse=1 ;; esac
-case $trimmed in /home/*/* | /root/*) ;; /home/* | /root) refuse=1 ;; esac
-[ $refuse -eq 0 ] || die 2 "--remote-dir $remote_dir: refusing to mirror into that folder (files there would be deleted)"
+# The copy is made with --delete, so it may only ever go into a folder push.sh made: the Pi
+# resolves --remote-dir (no spelling gets past that: ./., metascope-deploy/.., /var/lib...)
+# and the folder must carry push's mark, be new, or be empty (then it is marked).
+[ -n "${remote_dir%/}" ] || die 2 "--remote-dir: refusing to mirror into that folder (files there would be deleted)"
 if [ -n "$model" ]; then
     case $model in *.tflite) ;; *) die 2 "--model $model: expected a .tflite file" ;; esac
     [ -f "$model" ] || die 2 "--model $model: no such file"
@@ -86,9 +84,32 @@ if ! reply=$("${ssh_cmd[@]}" "$host" true 2>&1 </dev/null); then
     die 3 "cannot reach $host over ssh: ${reply:-no message}"
 fi
 
+# On the host: make or check the folder, print where it really is. An earlier push.sh made
+# folders without the mark: one holding this project's push.sh and pyproject.toml is taken.
+# shellcheck disable=SC2016 # expanded by the shell on the host, not here
+claim='d=$(realpath -m -- "$1") || exit 20; mark=$d/.metascope-push
+if [ ! -e "$d" ]; then mkdir -p "$d" || exit 20; : >"$mark"
+elif [ ! -d "$d" ]; then exit 21
+elif [ ! -f "$mark" ]; then
+    if [ -z "$(ls -A "$d")" ]; then : >"$mark"
+    elif [ -f "$d/deploy/push.sh" ] && grep -qs "^name = \"metascope\"" "$d/pyproject.toml"; then : >"$mark"
+    else exit 22; fi
+fi
+cd "$d" && pwd -P'
+status=0
+resolved=$("${ssh_cmd[@]}" "$host" "sh -c $(sh_quote "$claim") claim $(sh_quote "$remote_dir")" </dev/null) || status=$?
+case $status in
+0) ;;
+21) die 2 "--remote-dir $remote_dir: it is a file on $host, not a folder" ;;
+22) die 2 "--remote-dir $remote_dir: that folder on $host was not made by push.sh and is not empty; refusing to mirror into it (files there would be deleted)" ;;
+255) die 3 "lost the connection to $host" ;;
+*) die 1 "cannot make $remote_dir on $host (exit $status)" ;;
+esac
+remote_dir=$resolved
+
 printf '==> copying %s to %s:%s\n' "$SOURCE" "$host" "$remote_dir"
 status=0
-rsync -rlptz --delete -e "$rsh" \
+rsync -rlptz --delete --exclude=/.metascope-push -e "$rsh" \
     --exclude=/.git/ --exclude=/.venv/ --exclude=/venv/ --exclude=/var/ --exclude=/data/ \
     --exclude=/build/ --exclude=/dist/ --exclude=/results/ --exclude=/bench/results/ \
     --exclude=__pycache__/ --exclude='*.pyc' --exclude=.pytest_cache/ --exclude=.ruff_cache/ \
