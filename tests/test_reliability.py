@@ -316,3 +316,32 @@ def test_a_killed_run_keeps_current_totals_and_is_closed_at_the_next_start(tiny_
         ended, reason, frames = db.execute("SELECT ended_at, exit_reason, frames FROM runs WHERE id = 1").fetchone()
     assert ended is not None and "did not stop cleanly" in reason and frames == stored[0]
     assert "run 1 did not stop cleanly" in output
+
+
+def test_a_full_disk_at_start_classifies_and_stores_once_space_returns(tiny_model, tmp_path, notify_socket) -> None:
+    """On a 100 % full disk the store cannot even be created: the service starts anyway,
+    classifies (the journal has its summary), and begins storing when space comes back,
+    instead of failing until systemd gives up."""
+    listener, address = notify_socket
+    state = tmp_path / "state"
+    config = write_config(
+        tmp_path, service={"summary_interval_s": 1.0}, store={"commit_interval_s": 0.1, "min_free_mb": 0.0}
+    )
+    with tiny_tmpfs(state, size="64k"):
+        filler = state / "filler"
+        with filler.open("wb") as handle, contextlib.suppress(OSError):  # until the disk is full
+            handle.write(b"\0" * 1024 * 1024)
+        service = start_service(config, tiny_model[0], address)
+        try:
+            wait_for(listener, "READY=1", STARTUP_LIMIT_S)
+            time.sleep(2.5)
+            assert service.poll() is None, "it keeps running on a full disk"
+            filler.unlink()
+            wait_for_frames(state / "metascope.db", 5, limit_s=30.0)
+            service.send_signal(signal.SIGTERM)
+            code = service.wait(10)
+        finally:
+            service.kill()
+            output, _ = service.communicate()
+    assert code == 0, output
+    assert "cannot open the results database" in output and "frames (" in output
