@@ -36,6 +36,7 @@ from edge.store import ResultStore, RunInfo, StoreError
 __all__ = ["EXIT_OK", "EXIT_PIPELINE_FAILED", "EXIT_SOURCE_FAILED", "Service", "setup_logging"]
 
 EXIT_OK, EXIT_SOURCE_FAILED, EXIT_PIPELINE_FAILED = ExitCode.OK, ExitCode.SOURCE_FAILED, ExitCode.PIPELINE_FAILED
+STORE_RETRY_S = 10.0  # while the results database cannot be opened (a full disk), try again this often
 
 
 class StopRun(Exception):
@@ -70,6 +71,7 @@ class Service:
         self.stop_reason: str | None = None
         self.exit_reason = ""
         self.run_id: int | None = None
+        self.store: ResultStore | None = None
         self.capture_failures = FailureStreak(config.source.max_failures)
         self.frame_failures = FailureStreak(config.source.max_failures)
         self._store_warning = RateLimitedWarning()
@@ -103,23 +105,41 @@ class Service:
         try:
             config.state_path.mkdir(parents=True, exist_ok=True)
             lock.acquire()
-            store = ResultStore(config.database_path, config.store.commit_interval_s)
-        except (OSError, StoreError) as exc:
+        except OSError as exc:
             lock.release()
             raise EnvironmentProblem(f"state directory {config.state_path}: {exc}") from exc
         try:
-            return self._run_with(store)
+            self.open_store()
+            return self._run_with(SnapshotWriter(config.snapshot_dir, config.snapshots, self.free_space))
         finally:
             lock.release()
 
-    def _run_with(self, store: ResultStore) -> int:
-        config = self.config
-        snapshots = SnapshotWriter(config.snapshot_dir, config.snapshots, self.free_space)
-        for run_id, frames in store.close_unfinished_runs():
-            log.warning("run %d did not stop cleanly (killed, crashed or powered off): closed with its %d stored "
-                        "frames", run_id, frames)  # fmt: skip
-        self.run_id = store.start_run(self._run_info())
-        store.commit()
+    def open_store(self) -> bool:
+        """Open the results database and start this run's row in it. A database that cannot be
+        opened or written (a full disk) is not fatal: the run classifies without storing and
+        the loop tries again every STORE_RETRY_S, so the service is there when space returns."""
+        try:
+            store = ResultStore(self.config.database_path, self.config.store.commit_interval_s)
+        except StoreError as exc:
+            self._store_warning("store: %s; classifying without storing, trying again every %.0f s", exc,
+                                STORE_RETRY_S)  # fmt: skip
+            return False
+        try:
+            for run_id, frames in store.close_unfinished_runs():
+                log.warning("run %d did not stop cleanly (killed, crashed or powered off): closed with its %d "
+                            "stored frames", run_id, frames)  # fmt: skip
+            self.run_id = store.start_run(self._run_info())
+            store.commit()
+        except sqlite3.Error as exc:
+            store.rollback()
+            store.close_quietly()
+            self._store_warning("store: cannot start the run in %s (%s); trying again every %.0f s",
+                                self.config.database_path, exc, STORE_RETRY_S)  # fmt: skip
+            return False
+        self.store = store
+        return True
+
+    def _run_with(self, snapshots: SnapshotWriter) -> int:
         previous_handlers = self._install_signal_handlers()
         exit_code = EXIT_OK
         try:
@@ -131,14 +151,14 @@ class Service:
                 return EXIT_SOURCE_FAILED
             self._log_start()
             self.notifier.ready(f"run {self.run_id}: classifying")
-            exit_code = self._loop(store, snapshots)
+            exit_code = self._loop(snapshots)
         finally:
             self.notifier.stopping(f"stopping: {self.exit_reason or self.stop_reason}")
             try:
                 self.source.close()
             except Exception as exc:  # a camera that fails on close must not lose the results
                 log.warning("source: close failed: %s", exc)
-            self._finish(store, snapshots)
+            self._finish(snapshots)
             for signum, handler in previous_handlers.items():
                 signal.signal(signum, handler)
         return exit_code
@@ -173,16 +193,16 @@ class Service:
             config={**self.config.as_dict(), "origin": self.config.origin},
         )
 
-    def _loop(self, store: ResultStore, snapshots: SnapshotWriter) -> int:
+    def _loop(self, snapshots: SnapshotWriter) -> int:
         """Take a frame, classify it, record it, tick: until stopped or something gives up."""
-        ticks = _Ticks(self, store)
+        ticks = _Ticks(self)
         try:
             while self.stop_reason is None and not self._reached_max_frames():
                 frame, waited_ms = self._take_frame()
                 result = None if frame is None else self._classify(frame)
                 if result is not None:
                     result.timings_ms["capture_wait"] = waited_ms
-                    self._record(result, store, snapshots, ticks.disk.allows_writing(time.monotonic()))
+                    self._record(result, snapshots, ticks.disk.allows_writing(time.monotonic()))
                 ticks.tick(time.monotonic())
         except StopRun as stop:
             self.exit_reason = stop.reason
@@ -239,19 +259,20 @@ class Service:
         self.frame_failures.succeeded()
         return result
 
-    def _record(self, result: FrameResult, store: ResultStore, snapshots: SnapshotWriter, disk_ok: bool) -> None:
+    def _record(self, result: FrameResult, snapshots: SnapshotWriter, disk_ok: bool) -> None:
         """Store the frame (when the disk allows), check the budget, count it, snapshot it."""
         timings = result.timings_ms
         started = time.perf_counter()
         processed_ms = timings["detect"] + timings["preprocess"] + timings["infer"]
         result.over_budget = processed_ms > self.pipeline.budget_ms
-        frame_id = self._store(result, store) if disk_ok else None
-        if not disk_ok:
+        store = self.store
+        frame_id = self._store(result, store) if disk_ok and store is not None else None
+        if not disk_ok or store is None:
             self.counters.unsaved_frames += 1
         timings["store"] = (time.perf_counter() - started) * 1000.0
         timings["total"] = processed_ms + timings["store"]
         if timings["total"] > self.pipeline.budget_ms:
-            self._over_budget(result, store, frame_id)
+            self._over_budget(result, frame_id)
         self.stats.add_frame(result, time.monotonic())
         if frame_id is not None and snapshots.wanted(result, self.counters.frames):
             self._snapshot(result, store, snapshots, frame_id)
@@ -285,7 +306,7 @@ class Service:
         self.counters.unsaved_frames += max(lost, 1)
         self._store_warning("store: write failed (%s); %d uncommitted frames lost, classification goes on", exc, lost)
 
-    def _over_budget(self, result: FrameResult, store: ResultStore, frame_id: int | None) -> None:
+    def _over_budget(self, result: FrameResult, frame_id: int | None) -> None:
         timings = result.timings_ms
         self.counters.over_budget += 1
         self._budget_warning(
@@ -297,12 +318,14 @@ class Service:
         )
         if frame_id is not None and not result.over_budget:
             result.over_budget = True
-            store.mark_over_budget(frame_id)
+            self.store.mark_over_budget(frame_id)
 
     # ------------------------------------------------------- periodic work
-    def disk_low(self, store: ResultStore, free: int) -> None:
+    def disk_low(self, free: int) -> None:
+        store = self.store
         try:
-            store.commit()  # whatever is already batched goes in while there is room
+            if store is not None:
+                store.commit()  # whatever is already batched goes in while there is room
         except sqlite3.Error:
             store.rollback()
         self._disk_warning(
@@ -316,14 +339,16 @@ class Service:
     def retention_failed(self, exc: sqlite3.Error) -> None:
         self._store_warning("store: retention failed: %s", exc)
 
-    def _finish(self, store: ResultStore, snapshots: SnapshotWriter) -> None:
-        try:
-            store.end_run(self.exit_reason or "stopped")
-        except sqlite3.Error as exc:
-            log.error("store: final commit failed: %s", exc)
-            store.rollback()
-        finally:
-            store.close()
+    def _finish(self, snapshots: SnapshotWriter) -> None:
+        store = self.store
+        if store is not None:
+            try:
+                store.end_run(self.exit_reason or "stopped")
+            except sqlite3.Error as exc:
+                log.error("store: final commit failed: %s", exc)
+                store.rollback()
+            finally:
+                store.close_quietly()
         self.counters.snapshots = snapshots.written
         self.write_status("stopped")
         log.info("stopped: %s; %s", self.exit_reason or "stopped", self.summary_line())
@@ -355,32 +380,38 @@ class Service:
 
 
 class _Ticks:
-    """The loop's periodic work, done at the end of every turn: the watchdog, status.json, the
-    summary line and a bounded step of retention; the disk guard is asked before each store."""
+    """The loop's periodic work, done at the end of every turn: the watchdog, an aged batch's
+    commit, status.json, the summary line, a bounded step of retention, and (while the database
+    could not be opened) another try at it; the disk guard is asked before each store."""
 
-    def __init__(self, service: Service, store: ResultStore):
+    def __init__(self, service: Service):
         config = service.config
-        self.service, self.store = service, store
+        self.service = service
         self.status = Every(config.service.status_interval_s)
         self.summary = Every(config.service.summary_interval_s, first_after_s=config.service.summary_interval_s)
         self.retention = Retention(config.store.retention_days, config.store.max_db_mb, service.retention_failed)
-        self.disk = DiskGuard(
-            config.state_path, config.store.min_free_mb, service.free_space, lambda free: service.disk_low(store, free)
-        )
+        self.disk = DiskGuard(config.state_path, config.store.min_free_mb, service.free_space, service.disk_low)
+        self.store_retry = Every(STORE_RETRY_S, first_after_s=STORE_RETRY_S)
 
     def tick(self, now: float) -> None:
         service = self.service
         service.notifier.watchdog()
-        # A batch waiting for the next frame is committed once it is old enough even when no
-        # frame comes (a followed folder, a stalled camera): idle time never holds rows back.
-        try:
-            self.store.maybe_commit()
-        except sqlite3.Error as exc:
-            service.store_failed(self.store, exc)
+        store = service.store
+        if store is None:
+            if self.store_retry.due(now) and service.open_store():
+                log.info("store: results database %s open; storing from now on", service.config.database_path)
+        else:
+            # A batch waiting for the next frame is committed once it is old enough even when
+            # no frame comes (a followed folder, a stalled camera): idle time holds nothing back.
+            try:
+                store.maybe_commit()
+            except sqlite3.Error as exc:
+                service.store_failed(store, exc)
         if self.status.due(now):
             service.write_status("running")
         if self.summary.due(now):
             log.info("%s", service.summary_line())
-        deleted = self.retention.step(self.store, now)
-        if deleted:
-            log.info("retention: deleted the %d oldest frames and their cells", deleted)
+        if store is not None:
+            deleted = self.retention.step(store, now)
+            if deleted:
+                log.info("retention: deleted the %d oldest frames and their cells", deleted)

@@ -24,8 +24,12 @@ NEGATIVE_COLOUR = (60, 220, 255)
 
 
 def free_bytes(path: str | os.PathLike[str]) -> int:
-    """Free space for unprivileged writers on the filesystem holding ``path``."""
-    return shutil.disk_usage(path).free
+    """Free space for unprivileged writers on the filesystem that holds (or will hold) ``path``:
+    a folder not made yet is measured at its nearest existing parent."""
+    target = Path(path)
+    while not target.exists() and target != target.parent:
+        target = target.parent
+    return shutil.disk_usage(target).free
 
 
 def annotate(result: Any) -> Image.Image:
@@ -56,8 +60,8 @@ class SnapshotWriter:
         self.skipped_low_disk = 0
         self.failed = 0  # could not be written (the disk refused)
         self.last_error = ""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        # Names start with the capture time, so name order is age order.
+        # Names start with the capture time, so name order is age order. The folder is made at
+        # the first snapshot: a full disk at start must not stop the run.
         existing = sorted(path for path in self.folder.glob("*.jpg") if path.is_file())
         self._files: deque[tuple[Path, int]] = deque((path, path.stat().st_size) for path in existing)
         self.total_bytes = sum(size for _, size in self._files)
@@ -101,6 +105,7 @@ class SnapshotWriter:
         path = self.folder / name
         temporary = path.with_suffix(".jpg.tmp")
         try:
+            self.folder.mkdir(parents=True, exist_ok=True)
             temporary.write_bytes(data)
             os.replace(temporary, path)  # never a half-written JPEG under the real name
         except OSError as exc:  # disk full, read-only, EIO, no inodes: a lost snapshot, not a lost run

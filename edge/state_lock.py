@@ -7,6 +7,7 @@ never leaves a stale lock behind; the file holds the owner's PID for the message
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 from pathlib import Path
@@ -33,8 +34,9 @@ class StateLock:
                 f"state directory {self.path.parent} is already in use by process {owner} (another "
                 "`metascope run`: systemctl status metascope); stop it first or give another --state-dir"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        with contextlib.suppress(OSError):  # the PID only names the holder: a full disk must not stop the run
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
 
     def release(self) -> None:

@@ -93,6 +93,8 @@ class ResultStore:
             migrate(self._db)
             self.database_id = self._db.execute("SELECT value FROM meta WHERE key = 'database_id'").fetchone()[0]
         except (sqlite3.Error, ValueError) as exc:
+            with contextlib.suppress(AttributeError, sqlite3.Error):
+                self._db.close()  # a store that failed to open (a full disk) is tried again later
             raise StoreError(f"{self.path}: cannot open the results database: {exc}") from exc
         self._in_transaction = False
         self._last_commit = time.monotonic()
@@ -267,6 +269,15 @@ class ResultStore:
             self.commit()
         finally:
             self._db.close()
+
+    def close_quietly(self) -> None:
+        """Close at the end of a run: what cannot be committed any more is logged by the
+        caller already; closing never raises."""
+        try:
+            self.close()
+        except sqlite3.Error:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
 
     # ----------------------------------------------------------- retention
     def checkpoint(self) -> None:

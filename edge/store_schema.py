@@ -109,7 +109,8 @@ def migrate(db: sqlite3.Connection) -> int:
             db.execute(f"PRAGMA user_version={version}")
             db.execute("COMMIT")
         except sqlite3.Error:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # SQLite may have rolled back itself (SQLITE_FULL at COMMIT)
+                db.execute("ROLLBACK")
             raise
     return found
 

@@ -327,7 +327,7 @@ def test_a_full_disk_at_start_classifies_and_stores_once_space_returns(tiny_mode
     config = write_config(
         tmp_path, service={"summary_interval_s": 1.0}, store={"commit_interval_s": 0.1, "min_free_mb": 0.0}
     )
-    with tiny_tmpfs(state, size="64k"):
+    with tiny_tmpfs(state, size="1m"):
         filler = state / "filler"
         with filler.open("wb") as handle, contextlib.suppress(OSError):  # until the disk is full
             handle.write(b"\0" * 1024 * 1024)
