@@ -28,7 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    if not (sys.argv[1:] if argv is None else argv):
+        parser.print_help()  # a bare `metascope` asks what it can do: not an error
+        return ExitCode.OK
+    args = parser.parse_args(argv)
     try:
         return int(args.handler(args))
     except MetascopeError as exc:

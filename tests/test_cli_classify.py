@@ -59,7 +59,7 @@ def test_all_good_exits_zero_with_json_lines(cells_dir: Path, tiny_model, capsys
     records = [json.loads(line) for line in out.splitlines()]
     assert status == 0
     assert len(records) == 6
-    assert all(set(r) == {"file", "label", "probability"} for r in records)
+    assert all(set(r) == {"file", "label", "probability", "model"} for r in records)
 
 
 def test_directories_are_read_recursively_in_sorted_order(cells_dir: Path, tiny_model, capsys) -> None:
@@ -166,3 +166,16 @@ def test_a_model_answer_that_is_not_a_probability_fails_that_file_only(
     assert status == 1
     assert len(records) == 5 and all(0.0 <= r["probability"] <= 1.0 for r in records)
     assert "not a probability" in err
+
+
+def test_json_rows_name_the_model_and_an_empty_folder_is_named(cells_dir: Path, tiny_model, tmp_path, capsys) -> None:
+    """Rows kept from several models must say which model gave them; a folder with no files
+    at all is a mistake to report (a wrong path, an unmounted share), not a silent success."""
+    assert main(["classify", str(cells_dir), "--model", str(tiny_model[0]), "--json"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {record["model"] for record in records} == {"tiny"}
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["classify", str(empty), str(cells_dir), "--model", str(tiny_model[0])]) == 1
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 1 + 6 and f"{empty}: no files in this folder" in err

@@ -11,7 +11,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from edge.errors import MetascopeError
+from edge import __version__
+from edge.errors import ExitCode, MetascopeError
 from train.commands import evaluate, fit
 
 COMMANDS = (fit, evaluate)
@@ -21,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="metascope-train", description="Train and evaluate metascope's cell classifier (int8 TFLite)."
     )
+    parser.add_argument("--version", action="version", version=f"metascope-train {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add_parser(commands)
@@ -28,7 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    if not (sys.argv[1:] if argv is None else argv):
+        parser.print_help()  # a bare command asks what it can do: not an error
+        return ExitCode.OK
+    args = parser.parse_args(argv)
     args.argv = None if argv is None else list(argv)  # the card records the command line
     try:
         return int(args.handler(args))

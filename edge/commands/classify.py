@@ -33,16 +33,21 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=classify)
 
 
-def iter_image_paths(inputs: Sequence[str]) -> Iterator[Path]:
+def iter_image_paths(inputs: Sequence[str], empty_folders: list[Path]) -> Iterator[Path]:
     """Files as given; directories recursively, sorted, skipping hidden entries. Everything that
-    is not a folder is yielded (a dangling link, a FIFO), so that reading it names the problem."""
+    is not a folder is yielded (a dangling link, a FIFO), so that reading it names the problem;
+    a folder with no files at all is appended to ``empty_folders``."""
     for name in inputs:
         path = Path(name)
         if path.is_dir():
+            files = 0
             for found in sorted(path.rglob("*")):
                 relative = found.relative_to(path).parts
                 if not found.is_dir() and not any(part.startswith(".") for part in relative):
+                    files += 1
                     yield found
+            if not files:  # a wrong path or an unmounted share: say so rather than succeed silently
+                empty_folders.append(path)
         else:
             yield path
 
@@ -83,14 +88,16 @@ def classify(args: argparse.Namespace) -> int:
             label = classifier.label_for(float(probability), threshold)
             counts[label] += 1
             if args.json:
-                print(json.dumps({"file": shown(path), "label": label, "probability": round(float(probability), 6)}))
+                row = {"file": shown(path), "label": label, "probability": round(float(probability), 6)}
+                print(json.dumps({**row, "model": classifier.card.name}))
             else:
                 print(f"{shown(path)}\t{label}\t{probability:.4f}")
         sys.stdout.flush()
 
     paths: list[Path] = []
     cells: list[np.ndarray] = []
-    for path in iter_image_paths(args.inputs):
+    empty_folders: list[Path] = []
+    for path in iter_image_paths(args.inputs, empty_folders):
         try:
             cells.append(single_cell_input(read_grayscale(path), spec))
         except ImageError as exc:
@@ -102,6 +109,9 @@ def classify(args: argparse.Namespace) -> int:
             flush(paths, cells)
             paths, cells = [], []
     flush(paths, cells)
+    for folder in empty_folders:
+        failed += 1
+        print(f"metascope classify: {shown(folder)}: no files in this folder", file=sys.stderr)
 
     per_label = ", ".join(f"{label} {counts[label]}" for label in classifier.labels)
     print(

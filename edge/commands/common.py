@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge.config import Config, load_config
@@ -34,6 +35,16 @@ def positive_int(text: str) -> int:
 
 def non_negative_int(text: str) -> int:
     return _whole_number(text, 0)
+
+
+def folder_arg(text: str) -> Path:
+    """An existing folder, checked while parsing: before a command loads anything heavy."""
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{text}: no such folder")
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: not a folder")
+    return path
 
 
 def probability_arg(text: str) -> float:

@@ -119,9 +119,10 @@ def format_text(report: dict[str, Any]) -> str:
     live = report.get("service")
     run = report.get("last_run")
     if run:
-        ended = run["ended_at"] or "not ended (running, or killed)"
+        # A run without an end is live, or was killed (the next start closes it with its totals).
+        ended = f"ended {run['ended_at']}" if run["ended_at"] else "still running, or stopped without closing"
         lines.append(
-            f"last run:    {run['id']} started {run['started_at']}, ended {ended}"
+            f"last run:    {run['id']} started {run['started_at']}, {ended}"
             + (f" ({run['exit_reason']})" if run.get("exit_reason") else "")
         )
         lines.append(f"             model {run['model_name']} ({run['interpreter']}), source {run['source']}")

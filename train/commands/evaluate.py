@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from edge.commands.common import folder_arg
 from edge.errors import ExitCode
 
 
@@ -20,7 +21,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "specificity, confusion matrix, calibration and per-group figures.",
     )
     parser.add_argument("model", type=Path, metavar="MODEL.tflite")
-    parser.add_argument("data_dir", type=Path, metavar="DATA_DIR")
+    parser.add_argument("data_dir", type=folder_arg, metavar="DATA_DIR")
     parser.add_argument("--group-by", help="as for fit: folder level or regular expression")
     parser.add_argument("--groups", help="evaluate only these groups (comma-separated)")
     parser.add_argument("--out", type=Path, help="also write OUT.json, OUT.md and OUT.png")

@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from edge.commands.common import positive_int, probability_arg
+from edge.commands.common import folder_arg, positive_int, probability_arg
 from edge.errors import ExitCode, UsageError
 from edge.preprocess import INTENSITY_MODES
 from train.dataset import DEFAULT_MAX_BAD_FRACTION
@@ -34,7 +34,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         description="Train from a folder with exactly two label folders; split by group (never by file); "
         "export int8 + float TFLite, the model card and an evaluation report.",
     )
-    parser.add_argument("data_dir", type=Path, metavar="DATA_DIR")
+    parser.add_argument("data_dir", type=folder_arg, metavar="DATA_DIR")
     parser.add_argument("--out", type=Path, required=True, help="output NAME or NAME.tflite (e.g. models/mda231-pc3)")
     parser.add_argument("--positive", help="the positive label (folder name); default: the second label folder")
     parser.add_argument(
