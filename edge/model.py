@@ -18,6 +18,7 @@ from edge.card import (
     sha256_file,
 )
 from edge.interpreter import InterpreterUnavailableError, find_interpreter
+from edge.native_noise import native_noise_filtered
 from edge.preprocess import InputSpec
 
 __all__ = [
@@ -128,8 +129,9 @@ class Classifier:
         choice = find_interpreter(interpreter)
         threads = resolve_threads(num_threads)
         try:
-            tflite = choice.interpreter_class(model_content=content, num_threads=threads)
-            tflite.allocate_tensors()
+            with native_noise_filtered():
+                tflite = choice.interpreter_class(model_content=content, num_threads=threads)
+                tflite.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelFileError(f"{model_path}: {choice.name} cannot load it as a TFLite model: {exc}") from exc
         return cls(model_path, card, tflite, choice.name, choice.version, threads)

@@ -32,3 +32,31 @@ def test_status_of_a_run_without_an_end_says_so_plainly(tmp_path: Path, capsys) 
     text = capsys.readouterr().out
     assert "ended not ended" not in text
     assert "still running, or stopped without closing" in text
+
+
+def test_native_notices_are_dropped_and_anything_else_passes(capfd) -> None:
+    """TensorFlow Lite's XNNPACK notice bypasses Python; it is dropped, a real message is not."""
+    import os
+
+    from edge.native_noise import native_noise_filtered
+
+    with native_noise_filtered():
+        os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
+        os.write(2, b"ERROR: something real went wrong\n")
+    assert capfd.readouterr().err == "ERROR: something real went wrong\n"
+
+
+def test_classify_writes_only_its_own_lines_on_stderr(tiny_model, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from edge.synthetic_cells import synthetic_batch
+
+    crops, _ = synthetic_batch(2, seed=5)
+    for index, crop in enumerate(crops):
+        Image.fromarray(crop).save(tmp_path / f"{index}.png")
+    result = subprocess.run(
+        [sys.executable, "-m", "edge", "classify", str(tmp_path), "--model", str(tiny_model[0])],
+        capture_output=True, text=True, cwd=REPO, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert [line.split(":")[0] for line in result.stderr.splitlines()] == ["metascope classify"]

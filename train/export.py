@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import tensorflow as tf
 from edge.card import ModelCard, card_path_for, sha256_file
 from edge.errors import EXIT_EXPORT_REFUSED, MetascopeError
 from edge.interpreter import find_interpreter
+from edge.native_noise import native_noise_filtered
 from train.int8_aware import bias_corrected
 from train.recipe import MIN_INT8_AGREEMENT
 
@@ -67,7 +69,10 @@ def convert_int8(model: Any, representative_images: np.ndarray, seed: int = 0) -
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
     converter._experimental_disable_per_channel_quantization_for_dense_layers = True
-    with contextlib.redirect_stdout(io.StringIO()):  # "Saved artifact at /tmp/..." is noise
+    # "Saved artifact at /tmp/..." (stdout) and the converter's settings (fd 2) are noise; so is
+    # its warning that inputs carry no statistics: the representative dataset provides them.
+    with contextlib.redirect_stdout(io.StringIO()), native_noise_filtered(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
         content = converter.convert()
     per_channel = [op for op in dense_weight_quantization(content) if op["scales"] > 1]
     if per_channel:
@@ -78,6 +83,14 @@ def convert_int8(model: Any, representative_images: np.ndarray, seed: int = 0) -
     return content
 
 
+def quiet_interpreter(content: bytes) -> Any:
+    """An allocated interpreter for ``content``; the first allocation's XNNPACK notice is dropped."""
+    with native_noise_filtered():
+        interpreter = find_interpreter().interpreter_class(model_content=content)
+        interpreter.allocate_tensors()
+    return interpreter
+
+
 def convert_float(model: Any) -> bytes:
     with contextlib.redirect_stdout(io.StringIO()):
         return tf.lite.TFLiteConverter.from_keras_model(model).convert()
@@ -86,7 +99,7 @@ def convert_float(model: Any) -> bytes:
 def dense_weight_quantization(content: bytes) -> list[dict[str, Any]]:
     """For each FULLY_CONNECTED op: its weight tensor's name, dtype and number of scales
     (1 = per-tensor, >1 = per-channel)."""
-    interpreter = find_interpreter().interpreter_class(model_content=content)
+    interpreter = quiet_interpreter(content)
     tensors = {detail["index"]: detail for detail in interpreter.get_tensor_details()}
     found = []
     for op in interpreter._get_ops_details():  # the only API that maps ops to their tensors
@@ -100,7 +113,7 @@ def dense_weight_quantization(content: bytes) -> list[dict[str, Any]]:
 
 def tensor_quantization(content: bytes) -> dict[str, dict[str, Any]]:
     """dtype, scale and zero point of the model's input and output, for the card."""
-    interpreter = find_interpreter().interpreter_class(model_content=content)
+    interpreter = quiet_interpreter(content)
 
     def describe(detail: dict[str, Any]) -> dict[str, Any]:
         scale, zero_point = detail["quantization"]
@@ -137,7 +150,7 @@ def write_model(path: str | os.PathLike[str], content: bytes, card: ModelCard) -
 
 def int8_probabilities(content: bytes, images: np.ndarray) -> np.ndarray:
     """P(positive) from an int8 .tflite (bytes) for uint8 model inputs (N, size, size)."""
-    interpreter = find_interpreter().interpreter_class(model_content=content)
+    interpreter = quiet_interpreter(content)
     input_detail = interpreter.get_input_details()[0]
     output_detail = interpreter.get_output_details()[0]
     batch = images[..., np.newaxis] if images.ndim == 3 else images

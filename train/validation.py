@@ -31,7 +31,23 @@ CALIBRATION_DRAWS = 3
 FOLD_KEYS = ("roc_auc", "balanced_accuracy", "accuracy", "sensitivity", "specificity", "ece")
 
 
+class _Progress:
+    """Whether progress lines are shown: `--quiet` turns them off for the whole command."""
+
+    shown = True
+
+
+def show_progress(shown: bool) -> None:
+    _Progress.shown = shown
+
+
 def log(message: str) -> None:
+    """A progress line on stderr (not shown under --quiet; warnings use ``warn``)."""
+    if _Progress.shown:
+        print(message, file=sys.stderr, flush=True)
+
+
+def warn(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
@@ -63,7 +79,7 @@ def export_checked(
             checked = fidelity(float_p, int8_p, threshold, **kwargs)
         except ExportError as exc:
             failure = exc
-            log(f"int8 calibration draw {draw + 1}/{CALIBRATION_DRAWS}: {exc}")
+            warn(f"int8 calibration draw {draw + 1}/{CALIBRATION_DRAWS}: {exc}")
             continue
         return Exported(content, {**checked, "calibration_draw": draw + 1})
     assert failure is not None

@@ -43,3 +43,19 @@ def test_a_missing_data_folder_is_named_before_tensorflow_loads(command: list[st
     assert result.returncode == 2, result.stderr
     assert "/nonexistent/cells: no such folder" in result.stderr
     assert "tensorflow not loaded" in result.stdout
+
+
+def test_quiet_fit_prints_its_headline_and_nothing_else(tmp_path) -> None:
+    """`--quiet` means quiet: no progress, no TensorFlow banner, no converter chatter."""
+    from edge.synthetic_cells import write_synthetic_dataset
+
+    data = write_synthetic_dataset(tmp_path / "cells", per_group=8, groups=4, seed=3)
+    result = subprocess.run(
+        [sys.executable, "-m", "train", "fit", str(data), "--out", str(tmp_path / "m" / "cells"), "--positive",
+         "spindle", "--backbone", "compact", "--size", "32", "--window-px", "128", "--widths", "8,16", "--epochs",
+         "2", "--min-agreement", "0.5", "--pooling", "avg", "--no-leak-check", "--quiet"],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert result.stdout.startswith("cells: held-out test groups: ROC AUC")

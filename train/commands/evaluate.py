@@ -53,7 +53,10 @@ def format_metrics(metrics: dict[str, Any], labels: tuple[str, str]) -> str:
 
 def evaluate(args: argparse.Namespace) -> int:
     from edge.model import Classifier
-    from train.evaluate import evaluate_classifier, load_for_model
+    from edge.native_noise import native_noise_filtered
+
+    with native_noise_filtered():  # TensorFlow's import banner, where plotting brings it in
+        from train.evaluate import evaluate_classifier, load_for_model
 
     classifier = Classifier.load(args.model)
     groups = [g.strip() for g in args.groups.split(",") if g.strip()] if args.groups else None

@@ -158,8 +158,14 @@ def fit_settings(args: argparse.Namespace) -> Any:
 
 
 def fit(args: argparse.Namespace) -> int:
+    from edge.native_noise import native_noise_filtered
     from edge.preprocess import InputSpec
-    from train.make_model import FitRequest, make_model
+
+    with native_noise_filtered():  # TensorFlow's import banner
+        from train.make_model import FitRequest, make_model
+        from train.validation import show_progress
+
+    show_progress(not args.quiet)
 
     if (args.teacher or args.distill_views) and not (args.cv or args.cv_folds):
         raise UsageError("--teacher and --distill-views need --cv: each fold's student learns from its own teacher")
