@@ -24,8 +24,8 @@ STATUS_NAME = "status.json"
 SNAPSHOT_DIR_NAME = "snapshots"
 
 
-# Where frames come from (edge/sources/: picamera2.py, synthetic.py, replay.py).
-SOURCE_KINDS = ("picamera2", "synthetic", "replay")
+# Where frames come from (edge/sources/: picamera2.py, synthetic.py, replay.py, still_field.py).
+SOURCE_KINDS = ("picamera2", "synthetic", "replay", "still")
 
 
 class ConfigError(UsageError, ValueError):
@@ -62,6 +62,7 @@ class SourceConfig:
     replay_follow: bool = option(False)  # at the end, wait for files added to the folder
     synthetic_cells: int = option(20, 0, 1000)
     synthetic_seed: int = option(0, 0, 2**31 - 1)
+    still_move_every: int = option(0, 0, 10_000_000)  # kind "still": frames between stage moves; 0 = never
 
 
 @dataclass(frozen=True)

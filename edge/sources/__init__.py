@@ -1,4 +1,5 @@
-"""Frame sources: the Pi camera, a folder of images, or synthetic frames with known cells."""
+"""Frame sources: the Pi camera, a folder of images, or synthetic frames with known cells (a new
+field each frame, or a still field)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ __all__ = [
 
 
 def parse_source_arg(text: str) -> dict[str, str]:
-    """`--source replay:DIR|synthetic|picamera2` as overrides of the [source] section."""
+    """`--source replay:DIR|synthetic|still|picamera2` as overrides of the [source] section."""
     kind, _, rest = text.partition(":")
     if kind == "replay":
         if not rest:
@@ -43,6 +44,18 @@ def open_source(config: Config, max_frames: int | None = None) -> FrameSource:
             cells=source.synthetic_cells,
             seed=source.synthetic_seed,
             fps=source.fps,
+            max_frames=max_frames,
+        )
+    if source.kind == "still":
+        from edge.sources.still_field import StillFieldSource
+
+        return StillFieldSource(
+            height=source.height,
+            width=source.width,
+            cells=source.synthetic_cells,
+            seed=source.synthetic_seed,
+            fps=source.fps,
+            move_every=source.still_move_every,
             max_frames=max_frames,
         )
     if source.kind == "replay":

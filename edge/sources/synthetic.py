@@ -65,6 +65,25 @@ def render_frame(
 
     Fewer cells are drawn when the frame cannot fit them without touching.
     """
+    canvas, objects = render_field(rng, height, width, cells, cluster_fraction, scale)
+    return add_sensor_noise(rng, canvas), objects
+
+
+def add_sensor_noise(rng: np.random.Generator, canvas: np.ndarray) -> np.ndarray:
+    """A float field as the camera would deliver it: sensor noise added, rounded to uint8."""
+    noisy = canvas + rng.normal(0.0, NOISE_SIGMA, canvas.shape).astype(np.float32)
+    return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+
+
+def render_field(
+    rng: np.random.Generator,
+    height: int = 480,
+    width: int = 640,
+    cells: int = 20,
+    cluster_fraction: float = 0.2,
+    scale: float | None = None,
+) -> tuple[np.ndarray, list[TrueObject]]:
+    """``render_frame`` before the sensor noise: the float32 field and the objects drawn."""
     scale = cell_scale_for(cells, height, width) if scale is None else scale
     canvas = _background(rng, height, width)
     occupied = np.zeros((height, width), dtype=bool)
@@ -81,8 +100,7 @@ def render_frame(
         if placed is not None:
             objects.append(placed)
             drawn += group
-    canvas += rng.normal(0.0, NOISE_SIGMA, canvas.shape).astype(np.float32)
-    return np.clip(np.rint(canvas), 0, 255).astype(np.uint8), objects
+    return canvas, objects
 
 
 def _place_group(
