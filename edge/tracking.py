@@ -92,11 +92,10 @@ class Tracker:
         recent = sum(track.missed == 0 for track in self.live)
         possible = min(recent, len(detections))  # the most this frame could have matched
         if possible >= MIN_CELLS_FOR_NEW_FIELD and len(pairs) < self.new_field_fraction * possible:
-            ended, self.live = self.live, []
+            ended = self.live
             self.field += 1
-            update = TrackUpdate(tracks=[self._start(d, seen_at) for d in detections], ended=ended, new_field=True)
-            update.started = list(update.tracks)
-            return update
+            self.live = [self._start(detection, seen_at) for detection in detections]
+            return TrackUpdate(tracks=list(self.live), started=list(self.live), ended=ended, new_field=True)
         tracks: list[Track | None] = [None] * len(detections)
         matched = set()
         for track_index, detection_index in pairs:

@@ -72,6 +72,8 @@ def test_a_stage_move_ends_every_track_and_starts_a_new_field() -> None:
     assert sorted(t.number for t in moved.ended) == list(range(1, 11))
     assert [t.number for t in moved.tracks] == list(range(11, 21)) and all(t.field == 1 for t in moved.tracks)
     assert all(t.field == 0 for t in moved.ended)
+    settled = follow.update(grid(10, offset=(25.0, 25.0)), 3.0)
+    assert [t.number for t in settled.tracks] == list(range(11, 21)) and not settled.started and not settled.new_field
 
 
 def test_empty_frames_are_no_stage_move_and_a_field_with_few_cells_never_changes() -> None:
