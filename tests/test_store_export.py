@@ -145,6 +145,28 @@ def test_export_after_id_since_until(state: Path, capsys) -> None:
     assert [int(r[0]) for r in list(csv.reader(io.StringIO(out)))[1:]] == [2, 3]
 
 
+def test_export_of_tracks_gives_closed_cells_incrementally(state: Path, capsys) -> None:
+    code, out, _ = export(capsys, "--state-dir", str(state), "--table", "tracks")
+    table = list(csv.reader(io.StringIO(out)))
+    assert code == 0 and table[0][0] == "id" and [int(r[0]) for r in table[1:]] == [1, 2, 3, 4]
+    assert {"run_id", "track", "field", "first_seen_at", "last_seen_at", "frames_seen", "views", "probability",
+            "label", "cluster", "area_px"} <= set(table[0])  # fmt: skip
+    _, out, _ = export(capsys, "--state-dir", str(state), "--table", "tracks", "--after-id", "2")
+    assert [int(r[0]) for r in list(csv.reader(io.StringIO(out)))[1:]] == [3, 4]
+    _, out, _ = export(capsys, "--state-dir", str(state), "--table", "tracks", "--since", "2025-03-01T02:00:00Z")
+    assert [int(r[0]) for r in list(csv.reader(io.StringIO(out)))[1:]] == [3, 4], "by last seen"
+
+
+def test_retention_removes_cells_by_when_they_were_last_seen(tmp_path: Path) -> None:
+    now = time.time()
+    store = filled_store(tmp_path / "r.db", 10, now - 10 * DAY, step=DAY)  # a cell closes each day
+    store.apply_retention(retention_days=5.5, max_db_mb=0, now=now)
+    with sqlite3.connect(tmp_path / "r.db") as db:
+        last_seen = [row[0] for row in db.execute("SELECT last_seen_at FROM tracks ORDER BY id")]
+    assert len(last_seen) == 5 and min(last_seen) >= iso_utc(now - 5.5 * DAY)
+    store.close()
+
+
 def test_export_with_no_rows_is_just_the_header(state: Path, capsys) -> None:
     code, out, _ = export(capsys, "--state-dir", str(state), "--table", "runs", "--after-id", "99")
     assert code == 0
