@@ -318,6 +318,39 @@ def test_a_killed_run_keeps_current_totals_and_is_closed_at_the_next_start(tiny_
     assert "run 1 did not stop cleanly" in output
 
 
+def test_a_killed_run_loses_no_cell(tiny_model, tmp_path, notify_socket) -> None:
+    """Cells closed before a kill -9 stay as they were; the cells it was following are closed
+    from their stored views at the next start: every cell with a view gets exactly one row."""
+    listener, address = notify_socket
+    source = {"kind": "still", "synthetic_cells": 8, "fps": 50.0, "still_move_every": 10}
+    config = write_config(tmp_path, source=source)
+    database = tmp_path / "state" / "metascope.db"
+    service = start_service(config, tiny_model[0], address)
+    try:
+        wait_for(listener, "READY=1", STARTUP_LIMIT_S)
+        wait_for_frames(database, 25)
+        service.send_signal(signal.SIGKILL)
+        service.wait(10)
+    finally:
+        service.kill()
+        service.communicate()
+    track_rows = "SELECT * FROM tracks WHERE run_id = 1 ORDER BY track"
+    with sqlite3.connect(database) as db:
+        closed_before = db.execute(track_rows).fetchall()
+        viewed = [row[0] for row in db.execute("SELECT DISTINCT track FROM cells WHERE run_id = 1 ORDER BY track")]
+    assert closed_before, "the stage moved: cells had closed before the kill"
+    restarted = start_service(config, tiny_model[0], address, "--max-frames", "3")
+    output, _ = restarted.communicate(timeout=STARTUP_LIMIT_S)
+    assert restarted.returncode == 0, output
+    with sqlite3.connect(database) as db:
+        closed_after = db.execute(track_rows).fetchall()
+        reasons = dict(db.execute("SELECT track, end_reason FROM tracks WHERE run_id = 1").fetchall())
+    assert set(closed_before) <= set(closed_after), "closed cells are kept as they were"
+    assert [row[2] for row in closed_after] == viewed, "every cell with a view, exactly once"
+    recovered = set(viewed) - {row[2] for row in closed_before}
+    assert recovered and all("unclean stop" in reasons[track] for track in recovered)
+
+
 def test_a_full_disk_at_start_classifies_and_stores_once_space_returns(tiny_model, tmp_path, notify_socket) -> None:
     """On a 100 % full disk the store cannot even be created: the service starts anyway,
     classifies (the journal has its summary), and begins storing when space comes back,

@@ -91,11 +91,13 @@ def gather(config: Any) -> dict[str, Any]:
         views = db.execute("SELECT count(*) FROM cells").fetchone()[0]
         cells = _cell_totals(db) if _has_table(db, "tracks") else (0, 0, 0, 0)
         database_id = _database_id(db)
+        tables = sorted(row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))
     except sqlite3.Error as exc:
         raise CommandError(f"{database}: cannot read the results database: {exc}") from None
     finally:
         db.close()
     report["database_id"] = database_id
+    report["tables"] = [name for name in tables if not name.startswith("sqlite_")]
     report["last_run"] = last_run
     report["totals"] = {
         **dict(zip(["frames", "dropped", "over_budget", "first_frame_at", "last_frame_at"], totals, strict=True)),
