@@ -36,7 +36,7 @@ from edge.store_schema import migrate
 TIME_COLUMN = {"runs": "started_at", "frames": "captured_at", "cells": "captured_at", "tracks": "last_seen_at"}
 TABLES = tuple(TIME_COLUMN)
 REQUIRED_TABLES = ("runs", "frames", "cells")  # a database no metascope 0.2 has opened yet has no tracks
-RECOVERED = "recovered from its stored views after an unclean stop"
+RECOVERED = "closed from its stored views (its own row was lost: an unclean stop or a failed write)"
 RETENTION_BATCH_FRAMES = 5_000  # most frames one retention step deletes
 RETENTION_STEP_S = 0.05  # a step that took longer deletes fewer frames next time (and faster ones more)
 WAL_LIMIT_BYTES = 64 * 1024 * 1024
@@ -135,10 +135,10 @@ class ResultStore:
         """Close the runs that never stopped cleanly (killed, crashed, powered off): their end is
         their last commit, their totals what they stored, and each cell they were still following
         becomes a track row made from its stored views. Returns (run id, frames, cells closed)."""
-        open_runs = self._db.execute("SELECT id, threshold FROM runs WHERE ended_at IS NULL").fetchall()
+        open_runs = self._db.execute("SELECT id FROM runs WHERE ended_at IS NULL").fetchall()
         closed = []
-        for run_id, threshold in open_runs:
-            recovered = self._close_tracks_from_views(run_id, 0.5 if threshold is None else threshold)
+        for (run_id,) in open_runs:
+            recovered = self._close_tracks_from_views(run_id)
             frames = self._db.execute("SELECT count(*) FROM frames WHERE run_id = ?", (run_id,)).fetchone()[0]
             views = self._db.execute("SELECT count(*) FROM cells WHERE run_id = ?", (run_id,)).fetchone()[0]
             tracks = self._db.execute("SELECT count(*) FROM tracks WHERE run_id = ?", (run_id,)).fetchone()[0]
@@ -150,11 +150,12 @@ class ResultStore:
             closed.append((int(run_id), int(frames), recovered))
         return closed
 
-    def _close_tracks_from_views(self, run_id: int, threshold: float) -> int:
+    def _close_tracks_from_views(self, run_id: int) -> int:
         """Write a track row for each cell of ``run_id`` that has stored views but no track row
-        (it was open when the run ended uncleanly). Its call is the mean logit of the views since
-        its views last started again (view 0); first and last seen and frames seen can only count
-        the frames it was viewed in. Returns how many it wrote."""
+        (it was open when the run ended uncleanly, or its row went with a batch that failed). Its
+        call is the mean logit of the views since its views last started again (view 0); first
+        and last seen and frames seen can only count the frames it was viewed in. Returns how
+        many it wrote."""
         rows = self._db.execute(
             "SELECT c.track, c.view, c.probability, c.label, c.captured_at, c.cluster, c.area_px, c.centroid_x,"
             " c.centroid_y, f.field FROM cells c LEFT JOIN frames f ON f.id = c.frame_id"
@@ -163,6 +164,7 @@ class ResultStore:
             " ORDER BY c.track, c.id",
             (run_id,),
         ).fetchall()
+        threshold = self._db.execute("SELECT coalesce(threshold, 0.5) FROM runs WHERE id = ?", (run_id,)).fetchone()[0]
         by_track: dict[int, list[tuple[Any, ...]]] = {}
         for row in rows:
             by_track.setdefault(row[0], []).append(row)
@@ -186,8 +188,13 @@ class ResultStore:
         return len(by_track)
 
     def end_run(self, reason: str) -> None:
-        """Close the run row and commit everything (the last write of a run)."""
+        """Close the run row and commit everything (the last write of a run). A cell whose row
+        went with a batch that could not be committed (a full disk) while its views were stored
+        before is closed from those views, as after a crash."""
         self._begin()
+        recovered = self._close_tracks_from_views(self.run_id)
+        self.pending_tracks += recovered
+        self.tracks_written += recovered
         self._db.execute(
             "UPDATE runs SET ended_at = ?, exit_reason = ?, frames = ?, cells = ?, tracks = ? WHERE id = ?",
             (iso_utc(time.time()), reason, self.frames_written, self.cells_written, self.tracks_written, self.run_id),

@@ -135,3 +135,22 @@ def test_cells_open_at_an_unclean_stop_are_closed_from_their_views_at_the_next_s
         (3, 1, 1, pytest.approx(0.8, abs=1e-6), "b", 3, 1, RECOVERED),
     ]
     assert rows(path, "SELECT tracks FROM runs") == [(2,)]
+
+
+def test_a_cell_whose_row_went_with_a_failed_batch_is_closed_from_its_views_at_the_end(tmp_path: Path) -> None:
+    from test_store_export import fake_result, run_info
+
+    store = ResultStore(tmp_path / "metascope.db")
+    store.start_run(run_info())
+    first = fake_result(1_700_000_000.0)  # views of cells 1-3; closes cell 1
+    first.closed = []
+    store.add_frame(first)
+    store.commit()
+    store.add_frame(fake_result(1_700_000_001.0))  # cell 1's row and more views...
+    store.rollback()  # ...lost with a batch that could not be committed
+    store.end_run("stopped")
+    store.close()
+    stored = rows(tmp_path / "metascope.db", "SELECT track, views, end_reason FROM tracks ORDER BY track")
+    assert [(track, views) for track, views, _ in stored] == [(1, 1), (2, 1), (3, 1)]
+    assert all(reason == RECOVERED for *_, reason in stored)
+    assert rows(tmp_path / "metascope.db", "SELECT tracks FROM runs") == [(3,)]
