@@ -4,8 +4,10 @@ A cell's first view runs in the frame its track starts. More views follow, each 
 frame (``view_interval_frames`` apart, so each sees fresh sensor noise and a new sub-pixel
 position) until the cell has ``views_per_cell``; after that the model never sees it again
 unless its area changes by more than ``reclassify_area_change`` (a fraction of the area at its
-first view) or it becomes or stops being a cluster (division, detachment, a cluster forming):
-then its views start again. A model that learnt from windows turned by 90 degrees and mirrored
+first view) or it becomes or stops being a cluster (division, detachment, a cluster forming) for
+CHANGE_CONFIRM_FRAMES frames in a row: then its views start again. (A single frame is not
+enough: at the edge of the cluster test a cluster's flag flickers with sensor noise, and each
+flicker would throw its K views away.) A model that learnt from windows turned by 90 degrees and mirrored
 (train/augment.py does that to every training window; the card records the augmentation) also
 sees each view in another of the 8 dihedral orientations, made by turning and mirroring the one
 model input edge.preprocess makes (never a second preprocessing path). A cell's probability is
@@ -28,6 +30,7 @@ from edge.logits import logit, sigmoid
 from edge.tracking import Track
 
 DIHEDRAL_VIEWS = 8
+CHANGE_CONFIRM_FRAMES = 3  # a change must last this many frames in a row to re-classify a cell
 # The order views take the 8 orientations in (v: v % 4 quarter turns, mirrored when v >= 4):
 # each next one differs from those before it, so any first K cover turns and mirror images.
 DIHEDRAL_ORDER = (0, 6, 1, 7, 2, 4, 3, 5)
@@ -55,6 +58,7 @@ class CellCall:
     logits: list[float] = field(default_factory=list)
     last_view_frame: int = -1
     reclassified: int = 0  # times its views started again after a change
+    changed_frames: int = 0  # frames in a row it has differed from its first view's area or cluster flag
 
     @property
     def views(self) -> int:
@@ -91,7 +95,7 @@ class ViewScheduler:
         first, owed = [], []
         for index, track in enumerate(tracks):
             call = self.calls.get(track.number)
-            if call is None or self._changed(call, track):
+            if call is None or self._changed_for_good(call, track):
                 found, again = track.detection, 0 if call is None else call.reclassified + 1
                 call = self.calls[track.number] = CellCall(found.area, found.cluster, reclassified=again)
             if call.views == 0:  # new, changed, or its first view failed with its frame
@@ -122,8 +126,9 @@ class ViewScheduler:
         """Views the live cells are still owed."""
         return sum(max(0, self.views_per_cell - call.views) for call in self.calls.values())
 
-    def _changed(self, call: CellCall, track: Track) -> bool:
+    def _changed_for_good(self, call: CellCall, track: Track) -> bool:
         detection = track.detection
-        if detection.cluster != call.cluster:
-            return True
-        return abs(detection.area - call.area) > self.reclassify_area_change * call.area
+        differs = detection.cluster != call.cluster
+        differs = differs or abs(detection.area - call.area) > self.reclassify_area_change * call.area
+        call.changed_frames = call.changed_frames + 1 if differs else 0
+        return call.changed_frames >= CHANGE_CONFIRM_FRAMES
