@@ -63,6 +63,7 @@ class SourceConfig:
     synthetic_cells: int = option(20, 0, 1000)
     synthetic_seed: int = option(0, 0, 2**31 - 1)
     still_move_every: int = option(0, 0, 10_000_000)  # kind "still": frames between stage moves; 0 = never
+    still_divide_every: int = option(0, 0, 10_000_000)  # kind "still": frames between cell divisions; 0 = never
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,24 @@ def test_a_stage_move_ends_the_cells_and_starts_new_ones(classifier, tmp_path: P
     assert rows(service.config.database_path, "SELECT DISTINCT field FROM frames ORDER BY field") == [(0,), (1,), (2,)]
 
 
+def test_a_dividing_cell_is_classified_again_and_its_daughter_is_a_new_cell(classifier, tmp_path: Path) -> None:
+    """The mother's track follows one daughter (half its area: classified again once the change
+    has lasted) and the other daughter starts a cell of its own."""
+    config = make_config(tmp_path, source={"kind": "still", "synthetic_cells": 12, "still_divide_every": 15},
+                         tracking={"max_match_px": 30.0})  # fmt: skip
+    results: list = []
+    service = Service(config, classifier, open_source(config), max_frames=40, notifier=Notifier(address=""),
+                      observer=results.append)  # fmt: skip
+    assert service.run() == EXIT_OK
+    divisions = 2  # at frames 15 and 30
+    assert len(results[-1].cells) == len(results[0].cells) + divisions
+    assert service.counters.cells == len(results[0].cells) + divisions
+    again = rows(config.database_path, "SELECT track, views FROM tracks WHERE reclassified = 1")
+    assert len(again) == divisions and all(views >= 1 for _, views in again)
+    for track, _ in again:  # its views started again: a second view 0
+        assert rows(config.database_path, f"SELECT count(*) FROM cells WHERE track = {track} AND view = 0") == [(2,)]
+
+
 def test_the_database_grows_with_cells_not_frames_times_cells(classifier, tmp_path: Path) -> None:
     short, _ = run_still_field(classifier, tmp_path / "short", 40)
     long, _ = run_still_field(classifier, tmp_path / "long", 120)

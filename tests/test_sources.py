@@ -74,6 +74,23 @@ def test_a_still_field_keeps_its_cells_in_place_through_noise_and_jitter_until_t
     assert np.median(nearest) > 10.0
 
 
+def test_a_dividing_cell_leaves_two_daughters_where_it_was() -> None:
+    from edge.detect import detect
+
+    source = StillFieldSource(cells=10, seed=2, divide_every=3)
+    source.open()
+    frames = [source.next_frame(1.0) for _ in range(4)]
+    before, after = frames[2].truth, frames[3].truth
+    assert len(after) == len(before) + 1
+    (mother,) = [item for item in before if item not in after]
+    daughters = [item for item in after if item not in before]
+    assert len(daughters) == 2 and not mother.cluster
+    assert sum(d.mask.sum() for d in daughters) == pytest.approx(mother.mask.sum(), rel=0.35)
+    for daughter in daughters:  # each beside the mother's centre, less than a mother's width away
+        assert np.hypot(*np.subtract(daughter.centroid_yx, mother.centroid_yx)) < mother.mask.shape[0]
+    assert len(detect(frames[3].pixels)) == len(detect(frames[2].pixels)) + 1
+
+
 def test_max_frames_ends_a_source() -> None:
     source = SyntheticSource(cells=1, pool=1, max_frames=2)
     source.open()

@@ -56,6 +56,7 @@ def open_source(config: Config, max_frames: int | None = None) -> FrameSource:
             seed=source.synthetic_seed,
             fps=source.fps,
             move_every=source.still_move_every,
+            divide_every=source.still_divide_every,
             max_frames=max_frames,
         )
     if source.kind == "replay":

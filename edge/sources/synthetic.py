@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
@@ -33,6 +33,7 @@ class TrueObject:
     bbox: tuple[int, int, int, int]  # y0, x0, y1, x1 (exclusive)
     centroid_yx: tuple[float, float]
     kinds: tuple[str, ...]  # one per cell
+    mask: np.ndarray | None = field(default=None, repr=False, compare=False)  # bool, bbox-local
 
     @property
     def cluster(self) -> bool:
@@ -149,12 +150,14 @@ def _place_group(
         region[mask] = patch[mask]
     occupied[y0:y1, x0:x1] |= union
     ys, xs = np.nonzero(union)
+    tight = union[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
     ys, xs = ys + y0, xs + x0
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
     return TrueObject(
         bbox=(int(y0), int(x0), int(y1), int(x1)),
         centroid_yx=(float(ys.mean()), float(xs.mean())),
         kinds=tuple(str(kind) for kind, *_ in placements),
+        mask=tight,
     )
 
 
