@@ -108,7 +108,7 @@ class FrameResult:
     new_cells: int = 0  # tracks this frame started
     closed: list[ClosedCell] = field(default_factory=list)  # tracks this frame ended
     open_cells: int = 0  # tracks live after this frame
-    field: int = 0
+    field_number: int = 0  # the stage field it shows (a run counts them from 0)
     new_field: bool = False
 
     @property
@@ -194,7 +194,7 @@ class Pipeline:
             new_cells=len(update.started),
             closed=closed,
             open_cells=len(self.tracker.live),
-            field=self.tracker.field,
+            field_number=self.tracker.field,
             new_field=update.new_field,
         )
 

@@ -34,7 +34,6 @@ from edge.logits import mean_of_logits
 from edge.store_schema import migrate
 
 TIME_COLUMN = {"runs": "started_at", "frames": "captured_at", "cells": "captured_at", "tracks": "last_seen_at"}
-TABLES = tuple(TIME_COLUMN)
 REQUIRED_TABLES = ("runs", "frames", "cells")  # a database no metascope 0.2 has opened yet has no tracks
 RECOVERED = "closed from its stored views (its own row was lost: an unclean stop or a failed write)"
 RETENTION_BATCH_FRAMES = 5_000  # most frames one retention step deletes
@@ -235,7 +234,7 @@ class ResultStore:
                 int(result.over_budget),
                 snapshot,
                 result.views,
-                result.field,
+                result.field_number,
             ),
         )
         frame_id = int(cursor.lastrowid)

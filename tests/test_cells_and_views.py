@@ -129,7 +129,7 @@ def test_cells_open_at_an_unclean_stop_are_closed_from_their_views_at_the_next_s
 
     def frame(index: int, *views: CellResult) -> FrameResult:
         pixels = np.zeros((48, 64), dtype=np.uint8)
-        return FrameResult(Frame(pixels, 1_700_000_000.0 + index, index), list(views), views=len(views), field=1)
+        return FrameResult(Frame(pixels, 1_700_000_000.0 + index, index), list(views), views=len(views), field_number=1)
 
     def again(cell: CellResult, number: int, probability: float) -> CellResult:
         from dataclasses import replace
