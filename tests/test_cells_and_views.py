@@ -82,6 +82,19 @@ def test_on_a_still_field_the_model_runs_only_for_views_still_owed(classifier, t
     assert f"{cells} cells (0 open), {model_calls} views" in service.summary_line()
 
 
+def test_a_frame_budget_too_small_for_more_views_still_classifies_every_new_cell(classifier, tmp_path: Path) -> None:
+    """First views run whatever the budget; the views still owed wait for frames with time to
+    spare and are never queued: with none to spare each cell keeps its one view."""
+    config = make_config(tmp_path, source={"kind": "still", "synthetic_cells": 10}, pipeline={"budget_ms": 1.0})
+    results: list = []
+    service = Service(config, classifier, open_source(config), max_frames=12, notifier=Notifier(address=""),
+                      observer=results.append)  # fmt: skip
+    assert service.run() == EXIT_OK
+    assert results[0].views == len(results[0].cells) > 0
+    assert all(result.views == 0 for result in results[1:])
+    assert rows(config.database_path, "SELECT DISTINCT views FROM tracks") == [(1,)]
+
+
 def test_a_stage_move_ends_the_cells_and_starts_new_ones(classifier, tmp_path: Path) -> None:
     service, results = run_still_field(classifier, tmp_path, 3 * 12, still_move_every=12)
     assert [result.new_field for result in results].count(True) == 2
