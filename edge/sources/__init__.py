@@ -35,30 +35,16 @@ def parse_source_arg(text: str) -> dict[str, str]:
 def open_source(config: Config, max_frames: int | None = None) -> FrameSource:
     """Build (not yet open) the source the config names."""
     source = config.source
-    if source.kind == "synthetic":
+    if source.kind in ("synthetic", "still"):
+        drawn = {"height": source.height, "width": source.width, "cells": source.synthetic_cells,
+                 "seed": source.synthetic_seed, "fps": source.fps, "max_frames": max_frames}  # fmt: skip
+        if source.kind == "still":
+            from edge.sources.still_field import StillFieldSource
+
+            return StillFieldSource(**drawn, move_every=source.still_move_every, divide_every=source.still_divide_every)
         from edge.sources.synthetic import SyntheticSource
 
-        return SyntheticSource(
-            height=source.height,
-            width=source.width,
-            cells=source.synthetic_cells,
-            seed=source.synthetic_seed,
-            fps=source.fps,
-            max_frames=max_frames,
-        )
-    if source.kind == "still":
-        from edge.sources.still_field import StillFieldSource
-
-        return StillFieldSource(
-            height=source.height,
-            width=source.width,
-            cells=source.synthetic_cells,
-            seed=source.synthetic_seed,
-            fps=source.fps,
-            move_every=source.still_move_every,
-            divide_every=source.still_divide_every,
-            max_frames=max_frames,
-        )
+        return SyntheticSource(**drawn)
     if source.kind == "replay":
         from edge.sources.replay import ReplaySource
 
