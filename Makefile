@@ -55,18 +55,23 @@ tiny-model: $(STAMP)
 	$(PY) -m train.synthetic_model tests/models/tiny
 
 # All benchmarks, JSON in var/bench/ (640x480 synthetic frames): each shipped model alone at
-# one thread and every core, and the service end to end with 20 cells a frame at both; the
-# accurate default also at 100 cells a frame.
+# one thread and every core, and the service end to end with 20 cells a frame at both (a new
+# field every frame, a still field, a stage moving every 50 frames); the accurate default also at
+# 100 cells a frame.
 FAST_MODEL := models/mda231-pc3-fast.tflite
 bench: $(EDGE_STAMP)
 	$(EDGE_PY) -m edge bench model --model $(BENCH_MODEL) --out var/bench/model.json
 	$(EDGE_PY) -m edge bench pipeline --model $(BENCH_MODEL) --threads 1 --cells 20 --frames 2000 --out var/bench/pipeline-20-1thread.json
 	$(EDGE_PY) -m edge bench pipeline --model $(BENCH_MODEL) --cells 20 --frames 2000 --out var/bench/pipeline-20.json
 	$(EDGE_PY) -m edge bench pipeline --model $(BENCH_MODEL) --cells 100 --frames 500 --out var/bench/pipeline-100.json
+	$(EDGE_PY) -m edge bench pipeline --model $(BENCH_MODEL) --threads 1 --cells 20 --frames 2000 --field still --out var/bench/pipeline-still-20-1thread.json
+	$(EDGE_PY) -m edge bench pipeline --model $(BENCH_MODEL) --threads 1 --cells 20 --frames 2000 --field moving --move-every 50 --out var/bench/pipeline-moving-20-1thread.json
 	if [ -f $(FAST_MODEL) ]; then \
 	  $(EDGE_PY) -m edge bench model --model $(FAST_MODEL) --out var/bench/model-fast.json && \
 	  $(EDGE_PY) -m edge bench pipeline --model $(FAST_MODEL) --threads 1 --cells 20 --frames 2000 --out var/bench/pipeline-fast-20-1thread.json && \
-	  $(EDGE_PY) -m edge bench pipeline --model $(FAST_MODEL) --cells 20 --frames 2000 --out var/bench/pipeline-fast-20.json; fi
+	  $(EDGE_PY) -m edge bench pipeline --model $(FAST_MODEL) --cells 20 --frames 2000 --out var/bench/pipeline-fast-20.json && \
+	  $(EDGE_PY) -m edge bench pipeline --model $(FAST_MODEL) --threads 1 --cells 20 --frames 2000 --field still --out var/bench/pipeline-fast-still-20-1thread.json && \
+	  $(EDGE_PY) -m edge bench pipeline --model $(FAST_MODEL) --threads 1 --cells 20 --frames 2000 --field moving --move-every 50 --out var/bench/pipeline-fast-moving-20-1thread.json; fi
 
 # Reproduces both shipped models from the shared data set, each with one recipe whose
 # cross-validation folds train exactly like its final fit (train/recipe.py):

@@ -3,7 +3,8 @@
 #
 # Each results database the Pi has had gets its own folder, DEST/HOST/<database id>/, so a Pi
 # that was re-flashed or reinstalled (its ids start again at 1) never mixes its rows with the old
-# ones. For cells and frames it asks the Pi for the rows after the highest id already held there
+# ones. For tracks (one row per cell), cells (one per view) and frames it asks the Pi for the rows
+# after the highest id already held there
 # (`metascope export --after-id N`): repeated pulls add only new rows, with no duplicates and no
 # gaps. deploy/pull_merge.py decides where rows go and merges them: every export is checked
 # first (ids whole, in range and increasing) and each CSV is replaced whole by a rename, so a
@@ -20,8 +21,9 @@ usage() {
     cat <<'EOF'
 Usage: deploy/pull.sh HOST [options]
 
-Pull results from the metascope Pi HOST into DEST/HOST/<database id>/ (cells.csv, frames.csv,
-runs.csv, snapshots/; DEST/HOST/CURRENT names the folder of the Pi's present database). Run it
+Pull results from the metascope Pi HOST into DEST/HOST/<database id>/ (tracks.csv: one row per
+cell; cells.csv: one row per view, a model call on a cell; frames.csv, runs.csv, snapshots/;
+DEST/HOST/CURRENT names the folder of the Pi's present database). Run it
 as often as you like: each pull appends only the rows that are new since the last one. Several
 Pis can be pulled into the same DEST. A folder pulled by an earlier version of this script is
 rearranged on the first pull, with a message.
@@ -32,8 +34,8 @@ makes several ssh connections.
 
 Options:
   --dest DIR             where to keep pulled results (default: $METASCOPE_PULL_DEST or ./results)
-  --since ISO8601        only cells and frames captured at or after this time (runs are always
-                         pulled in full, they describe the cells)
+  --since ISO8601        only tracks last seen, and cells and frames captured, at or after this
+                         time (runs are always pulled in full, they describe the cells)
   --remote-command CMD   the metascope command on HOST, as a shell command
                          (default: $METASCOPE_REMOTE_COMMAND, else `metascope` on HOST's PATH,
                          else /opt/metascope/venv/bin/metascope)
@@ -158,9 +160,11 @@ merger() {
 remote "$work/status.json" "asking metascope status" "$remote_prefix status$config_arg --json"
 export_table runs ""
 merger prepare "$host_dir" "$work/status.json" "$work/runs.csv" "$work/answer"
-IFS=$'\t' read -r database_dir cells_after frames_after <"$work/answer"
-# Cells first, runs last: a cell is committed together with or after its frame, and a frame
-# after its run, so every row pulled has its frame and run in the same or an earlier pull.
+IFS=$'\t' read -r database_dir cells_after frames_after tracks_after <"$work/answer"
+# Tracks first, runs last: a track is committed together with or after its views (cells), a
+# view with or after its frame, and a frame after its run, so every row pulled has its views,
+# frame and run in the same or an earlier pull. An older host has no tracks ("-").
+[ "$tracks_after" = - ] || export_table tracks "$tracks_after"
 export_table cells "$cells_after"
 export_table frames "$frames_after"
 export_table runs ""

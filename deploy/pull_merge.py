@@ -3,12 +3,14 @@
 
 Standard library only (the desktop needs no metascope install). pull.sh fetches, this decides:
 
-    prepare HOST_DIR STATUS_JSON RUNS_CSV ANSWER  -> ANSWER: "DATABASE_DIR<TAB>CELLS_AFTER<TAB>FRAMES_AFTER"
-    merge DATABASE_DIR WORK_DIR LABEL        -> merges WORK_DIR/{cells,frames,runs}.csv in
+    prepare HOST_DIR STATUS_JSON RUNS_CSV ANSWER  -> ANSWER: DATABASE_DIR, CELLS_AFTER, FRAMES_AFTER and
+                                             TRACKS_AFTER, tab-separated (TRACKS_AFTER "-": the host's
+                                             database has no tracks table yet)
+    merge DATABASE_DIR WORK_DIR LABEL        -> merges WORK_DIR/{tracks,cells,frames,runs}.csv in
     field STATUS_JSON KEY...                 -> prints one value of `metascope status --json`
 
 Layout (version 2): HOST_DIR/LAYOUT names the version; HOST_DIR/<database id>/ holds one
-results database's cells.csv, frames.csv, runs.csv and snapshots/. Every database a Pi makes
+results database's tracks.csv, cells.csv, frames.csv, runs.csv and snapshots/. Every database a Pi makes
 (at first start, and again after a re-flash, a reinstall or `rm metascope.db`) has a random
 id, so rows that share ids but belong to different databases are never mixed. HOST_DIR/CURRENT
 names the folder the latest pull wrote. A folder pulled by the first layout (the CSVs straight
@@ -31,7 +33,9 @@ from pathlib import Path
 
 LAYOUT = "metascope-pull/2"
 TABLES = ("cells", "frames", "runs")
-APPENDED = ("cells", "frames")  # runs are replaced: a run's end and totals change as it goes
+TRACKS = "tracks"  # one row per cell; only from a host whose database has the table (metascope 0.2 on)
+APPENDED = ("cells", "frames", TRACKS)  # runs are replaced: a run's end and totals change as it goes
+NO_TRACKS = "-"
 UNIDENTIFIED = "unidentified"  # a database the service has not migrated yet (no id)
 EARLIER = "earlier"
 MAX_ID = 2**63 - 1  # SQLite's largest rowid: anything else is not an id the Pi made
@@ -150,13 +154,16 @@ def prepare(host_dir: Path, status_json: Path, runs_csv: Path, answer: Path) -> 
         )
     if name == UNIDENTIFIED:
         print(f"the host's database has no id yet (metascope there is older, or has not run since an upgrade): {name}/")
-    after = f"{last_id(database_dir / 'cells.csv')}\t{last_id(database_dir / 'frames.csv')}"
+    tables = status.get("tables")
+    tracks = last_id(database_dir / f"{TRACKS}.csv") if isinstance(tables, list) and TRACKS in tables else NO_TRACKS
+    after = f"{last_id(database_dir / 'cells.csv')}\t{last_id(database_dir / 'frames.csv')}\t{tracks}"
     answer.write_text(f"{database_dir}\t{after}\n", encoding="utf-8")
 
 
 def merge(database_dir: Path, work: Path, label: str) -> list[str]:
     """Check every exported table first, then write: a bad export changes nothing."""
-    incoming = {table: read_table(work / f"{table}.csv", f"the export of {table}") for table in TABLES}
+    tables = (TRACKS, *TABLES) if (work / f"{TRACKS}.csv").is_file() else TABLES
+    incoming = {table: read_table(work / f"{table}.csv", f"the export of {table}") for table in tables}
     planned: dict[str, tuple[list[str], list[list[str]]]] = {}
     messages = []
     for table, (header, rows) in incoming.items():
@@ -166,6 +173,12 @@ def merge(database_dir: Path, work: Path, label: str) -> list[str]:
             messages.append(f"{label}: {table}: {len(rows)} rows")
             continue
         held_header, held = read_table(path, str(path))
+        if len(held_header) < len(header) and header[: len(held_header)] == held_header:
+            # The host's schema gained columns (a migration appends them): rows pulled before
+            # have them empty, as the host's own old rows have them NULL.
+            held = [row + [""] * (len(header) - len(held_header)) for row in held]
+            messages.append(f"{label}: {table}: new columns {', '.join(header[len(held_header) :])}")
+            held_header = header
         if held_header != header:
             raise PullError(
                 EXIT_LOCAL, f"the columns of {table} changed; move {path} aside and pull again to start a new file"

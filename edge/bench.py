@@ -5,7 +5,11 @@ one interpreter thread and at every core (or at --threads N).
 `metascope bench pipeline` runs the real service loop (Service, SQLite store included) on
 synthetic frames and reports each stage and the end-to-end latency (frame ready -> its rows
 written into the store's open batch; the batched commit, at most once a second, is inside the
-store stage of the frame that triggers it), plus resident memory over the run.
+store stage of the frame that triggers it), model calls (views) per frame and cells found, plus
+resident memory over the run. ``field`` picks the frames: "new" (every frame a new synthetic
+field: every cell is new in every frame, the most model calls tracking can meet), "still" (one
+field held still: after the first frames only the views cells are still owed) or "moving" (the
+stage moves to a new field every ``move_every`` frames).
 Results are JSON (stdout, and --out FILE) with medians and p99 in milliseconds, and the
 machine they were measured on.
 """
@@ -25,6 +29,8 @@ import numpy as np
 
 from edge import __version__
 from edge.model import Classifier
+
+FIELDS = ("new", "still", "moving")
 
 
 def machine() -> dict[str, Any]:
@@ -149,17 +155,24 @@ def bench_pipeline(
     warmup: int = 50,
     rss_every: int = 500,
     seed: int = 0,
+    field: str = "new",
+    move_every: int = 50,
 ) -> dict[str, Any]:
     """The service loop on ``frames`` synthetic frames (after ``warmup``), store in a temp dir."""
     from edge.config import Config
     from edge.notify import Notifier
     from edge.pipeline import STAGES
     from edge.service import Service
+    from edge.sources.still_field import StillFieldSource
     from edge.sources.synthetic import SyntheticSource
+
+    if field not in FIELDS:
+        raise ValueError(f"field must be one of {', '.join(FIELDS)}, got {field!r}")
 
     # Preallocated, so the benchmark's own bookkeeping does not show up as the service growing.
     timings = np.zeros((len(STAGES), frames), dtype=np.float64)
     cell_counts = np.zeros(frames, dtype=np.int32)
+    view_counts = np.zeros(frames, dtype=np.int32)
     rss: list[tuple[int, float]] = []
     seen = 0
 
@@ -172,6 +185,7 @@ def bench_pipeline(
         for row, stage in enumerate(STAGES):
             timings[row, measured - 1] = result.timings_ms[stage] / 1000.0
         cell_counts[measured - 1] = len(result.cells)
+        view_counts[measured - 1] = result.views
         if rss_every and (measured == 1 or measured % rss_every == 0):
             rss.append((measured, round(resident_mb(), 1)))
 
@@ -179,7 +193,11 @@ def bench_pipeline(
         config = Config(state_dir=state_dir)
         config = config.with_overrides("snapshots", every_n_frames=0)
         config = config.with_overrides("service", summary_interval_s=86_400.0)
-        source = SyntheticSource(height=height, width=width, cells=cells, seed=seed, pool=32)
+        if field == "new":
+            source: Any = SyntheticSource(height=height, width=width, cells=cells, seed=seed, pool=32)
+        else:
+            moves = move_every if field == "moving" else 0
+            source = StillFieldSource(height=height, width=width, cells=cells, seed=seed, move_every=moves)
         service = Service(
             config, classifier, source, max_frames=frames + warmup, notifier=Notifier(address=""), observer=observe
         )
@@ -193,11 +211,21 @@ def bench_pipeline(
         "model": classifier.describe(),
         "threads": classifier.threads,
         "frame": {"width": width, "height": height, "cells_requested": cells},
+        "field": field,
+        **({"move_every": move_every} if field == "moving" else {}),
         "cells_per_frame": {
             "mean": round(float(np.mean(cell_counts)), 2),
             "min": int(np.min(cell_counts)),
             "max": int(np.max(cell_counts)),
         },
+        "views_per_frame": {
+            "mean": round(float(np.mean(view_counts)), 3),
+            "p50": float(np.percentile(view_counts, 50)),
+            "p99": float(np.percentile(view_counts, 99)),
+            "max": int(np.max(view_counts)),
+        },
+        "cells_found": service.counters.cells,  # distinct cells (tracks), warm-up included
+        "views": service.counters.views,
         "frames": frames,
         "warmup_frames": warmup,
         "frames_per_second": round((frames + warmup) / elapsed, 1),

@@ -24,8 +24,8 @@ STATUS_NAME = "status.json"
 SNAPSHOT_DIR_NAME = "snapshots"
 
 
-# Where frames come from (edge/sources/: picamera2.py, synthetic.py, replay.py).
-SOURCE_KINDS = ("picamera2", "synthetic", "replay")
+# Where frames come from (edge/sources/: picamera2.py, synthetic.py, replay.py, still_field.py).
+SOURCE_KINDS = ("picamera2", "synthetic", "replay", "still")
 
 
 class ConfigError(UsageError, ValueError):
@@ -62,6 +62,8 @@ class SourceConfig:
     replay_follow: bool = option(False)  # at the end, wait for files added to the folder
     synthetic_cells: int = option(20, 0, 1000)
     synthetic_seed: int = option(0, 0, 2**31 - 1)
+    still_move_every: int = option(0, 0, 10_000_000)  # kind "still": frames between stage moves; 0 = never
+    still_divide_every: int = option(0, 0, 10_000_000)  # kind "still": frames between cell divisions; 0 = never
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,18 @@ class DetectConfig:
 
 
 @dataclass(frozen=True)
+class TrackingConfig:
+    """edge/tracking.py and edge/views.py; the defaults and why are in the README."""
+
+    views_per_cell: int = option(8, 1, 64)  # K: model calls averaged into a cell's call
+    view_interval_frames: int = option(3, 1, 100_000)  # frames at least between a cell's views
+    lost_after_frames: int = option(10, 1, 100_000)  # N: a track unmatched this many frames in a row ends
+    max_match_px: float = option(20.0, 0.5, 10_000.0)  # a cell moves less than this between frames
+    new_field_fraction: float = option(0.3, 0.0, 1.0)  # a frame matching less than this is a new field
+    reclassify_area_change: float = option(0.25, 0.01, 100.0)  # area change (fraction) that re-classifies
+
+
+@dataclass(frozen=True)
 class StoreConfig:
     commit_interval_s: float = option(1.0, 0.0, 60.0)
     retention_days: float = option(90.0, 0.0, 36_500.0)  # 0 = keep forever
@@ -136,6 +150,7 @@ SECTIONS: dict[str, type] = {
     "model": ModelConfig,
     "pipeline": PipelineConfig,
     "detect": DetectConfig,
+    "tracking": TrackingConfig,
     "store": StoreConfig,
     "snapshots": SnapshotConfig,
     "service": ServiceConfig,
@@ -150,6 +165,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     snapshots: SnapshotConfig = field(default_factory=SnapshotConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)

@@ -1,10 +1,11 @@
 """`make demo`: the service on synthetic frames, end to end, then `metascope status`.
 
-Runs `metascope run` for a bounded number of synthetic frames (20 cells each, clusters
-included) with the given model, writing a real database and annotated snapshots under
-var/demo/, prints the status summary and says where everything is. Needs no camera, no
-network and no tensorflow (the Makefile trains the tiny synthetic model first only when the
-shipped model is absent).
+Runs `metascope run` for a bounded number of synthetic frames of a still field (20 cells,
+clusters included, sensor noise and jitter each frame; the stage moves to a new field every 50
+frames) with the given model: each cell is followed, classified a few times and stored once.
+It writes a real database and annotated snapshots under var/demo/, prints the status summary
+and says where everything is. Needs no camera, no network and no tensorflow (the Makefile
+trains the tiny synthetic model first only when the shipped model is absent).
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ DEMO_CONFIG = """\
 state_dir = "{state_dir}"
 
 [source]
-kind = "synthetic"
+kind = "still"
 synthetic_cells = 20
+still_move_every = 50
 
 [store]
 min_free_mb = 10.0
@@ -54,9 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     print()
     metascope(["status", "--config", str(config)])
     print(
-        f"\ndatabase:  {state_dir / 'metascope.db'}  (sqlite3; tables runs, frames, cells)"
+        f"\ndatabase:  {state_dir / 'metascope.db'}  (sqlite3; tables tracks: one row per cell, cells: one per view"
+        "\n           (model call), frames, runs)"
         f"\nsnapshots: {state_dir / 'snapshots'}  (annotated JPEGs: red = positive, cyan = negative, thick = cluster)"
-        f"\nexport:    .venv/bin/metascope export --config {config} --table cells > cells.csv"
+        f"\nexport:    .venv/bin/metascope export --config {config} --table tracks > tracks.csv"
     )
     return 0
 

@@ -1,5 +1,6 @@
-"""One frame in, one FrameResult out: find the cells, cut each one's model input, classify all
-of them in one batched call, and time every stage.
+"""One frame in, one FrameResult out: find the cells, follow each across frames (edge.tracking),
+cut the model input of the views due (edge.views) and classify them in one batched call, and
+time every stage.
 
 Model input comes only from edge.preprocess (the functions training uses), with the window
 rescaled when the rig's pixel size differs from the model's training scale.
@@ -18,6 +19,8 @@ from edge.detect import Detection, DetectSettings, detect
 from edge.model import Classifier
 from edge.preprocess import model_input
 from edge.sources.base import Frame
+from edge.tracking import Track, Tracker
+from edge.views import PlannedView, ViewScheduler, dihedral, learnt_any_orientation
 
 STAGES = ("capture_wait", "detect", "preprocess", "infer", "store", "total")
 
@@ -27,6 +30,19 @@ STAGES = ("capture_wait", "detect", "preprocess", "infer", "store", "total")
 BUDGET_CELLS = 20
 BUDGET_FRAME_OVERHEAD_MS = 50.0
 BUDGET_FLOOR_MS = 100.0
+
+
+# Views beyond the first ones run while they fit this share of what the budget leaves after
+# detection (the rest is for storing the frame and for the estimate being off).
+VIEW_BUDGET_SHARE = 0.8
+VIEW_COST_SMOOTHING = 0.2  # weight of each frame's measured ms per view in the running estimate
+VIEW_COST_FALLBACK_MS = 15.0  # ms per view before any is measured, when the card has no estimate
+
+
+def view_cost_guess_ms(classifier: Classifier) -> float:
+    """ms per view before the first frame measures it: the card's Pi 4 estimate per cell."""
+    per_cell = (classifier.card.extra.get("speed") or {}).get("pi4_estimate_ms_per_cell")
+    return float(per_cell) if isinstance(per_cell, (int, float)) and per_cell > 0 else VIEW_COST_FALLBACK_MS
 
 
 def budget_ms(configured_ms: float, classifier: Classifier) -> float:
@@ -42,21 +58,58 @@ def budget_ms(configured_ms: float, classifier: Classifier) -> float:
 
 @dataclass(frozen=True)
 class CellResult:
+    """One detection in a frame and the call of the cell (track) it belongs to."""
+
     bbox: tuple[int, int, int, int]  # y0, x0, y1, x1
     centroid_yx: tuple[float, float]
     area: int
     cluster: bool
-    probability: float
+    probability: float  # the cell's call so far: the mean of its views' logits, as a probability
     label: str
     positive: bool
+    track: int = 0  # the cell's track number in this run
+    view: int | None = None  # the number of the view the model took of it in this frame, if it did
+    view_probability: float | None = None  # that one model call's answer
+    view_label: str | None = None  # and the label it alone gives
+    orientation: int = 0  # the dihedral orientation of that view (edge.views.dihedral)
+
+
+@dataclass(frozen=True)
+class ClosedCell:
+    """A track that ended: one distinct cell and its averaged call (a row of ``tracks``)."""
+
+    track: int
+    field: int
+    first_seen_at: float
+    last_seen_at: float
+    frames_seen: int
+    views: int
+    probability: float | None  # None only for a cell whose first view never ran (its frame failed)
+    label: str | None
+    cluster: bool
+    area: int
+    centroid_yx: tuple[float, float]
+    reclassified: int
+    end: str  # why it closed: see END_* below
+    positive: bool = False
+
+
+END_LOST, END_NEW_FIELD, END_RUN = "lost", "new field", "run stopped"
+END_WHOLE = "next frame"  # mode "whole": every frame's window is a cell of its own (a flow channel)
 
 
 @dataclass
 class FrameResult:
     frame: Frame
-    cells: list[CellResult]
+    cells: list[CellResult]  # every detection of the frame, with its cell's call
     timings_ms: dict[str, float] = field(default_factory=dict)
     over_budget: bool = False
+    views: int = 0  # model calls this frame
+    new_cells: int = 0  # tracks this frame started
+    closed: list[ClosedCell] = field(default_factory=list)  # tracks this frame ended
+    open_cells: int = 0  # tracks live after this frame
+    field_number: int = 0  # the stage field it shows (a run counts them from 0)
+    new_field: bool = False
 
     @property
     def positives(self) -> int:
@@ -65,6 +118,11 @@ class FrameResult:
     @property
     def clusters(self) -> int:
         return sum(cell.cluster for cell in self.cells)
+
+    @property
+    def viewed(self) -> list[CellResult]:
+        """The cells the model looked at in this frame (the rows of ``cells``)."""
+        return [cell for cell in self.cells if cell.view is not None]
 
 
 class Pipeline:
@@ -80,35 +138,50 @@ class Pipeline:
         self.budget_ms = budget_ms(config.pipeline.budget_ms, classifier)
         self._positive = classifier.positive_label
         self._negative = classifier.card.negative_label
+        tracking = config.tracking
+        self.tracker = Tracker(tracking.max_match_px, tracking.lost_after_frames, tracking.new_field_fraction)
+        self.views = ViewScheduler(
+            tracking.views_per_cell,
+            tracking.view_interval_frames,
+            tracking.reclassify_area_change,
+            orientations=learnt_any_orientation(classifier.card.extra),
+        )
+        self.ms_per_view = view_cost_guess_ms(classifier)
+        self._closed: list[ClosedCell] = []  # ended, not yet handed out with a frame's result
 
     def process(self, frame: Frame) -> FrameResult:
-        """Detect, preprocess and classify; ``timings_ms`` gets detect, preprocess and infer."""
+        """Detect, track, run the views due and update each cell's call; ``timings_ms`` gets
+        detect, preprocess and infer."""
         started = time.perf_counter()
         whole = self.mode == "whole"
         detections = [self.whole_window(frame.pixels)] if whole else detect(frame.pixels, self.settings)
+        ended_before = self.tracker.end_all() if whole else []
+        update = self.tracker.update(detections, frame.captured_at)
+        # Closed before classifying, so a frame that fails later loses no ended cell: the next
+        # frame's result carries it.
+        end = END_NEW_FIELD if update.new_field else END_LOST
+        self._closed += [self._close(track, END_WHOLE) for track in ended_before]
+        self._closed += [self._close(track, end) for track in update.ended]
         detected = time.perf_counter()
-        batch = np.empty((len(detections), self.spec.size, self.spec.size), dtype=np.uint8)
-        for row, found in enumerate(detections):
-            batch[row] = model_input(
-                frame.pixels, found.centroid_yx, self.spec, found.mask, found.origin_yx, self.window_px
-            )
+        planned = self.views.plan(update.tracks, self.budget_views((detected - started) * 1000.0))
+        batch = np.empty((len(planned), self.spec.size, self.spec.size), dtype=np.uint8)
+        for row, view in enumerate(planned):
+            found = detections[view.index]
+            cell = model_input(frame.pixels, found.centroid_yx, self.spec, found.mask, found.origin_yx, self.window_px)
+            batch[row] = dihedral(cell, view.orientation)
         prepared = time.perf_counter()
         probabilities = self.classifier.predict(batch) if len(batch) else np.zeros(0, dtype=np.float32)
         inferred = time.perf_counter()
-        cells = []
-        for found, probability in zip(detections, probabilities.tolist(), strict=True):
-            positive = probability >= self.threshold
-            cells.append(
-                CellResult(
-                    bbox=found.bbox,
-                    centroid_yx=found.centroid_yx,
-                    area=found.area,
-                    cluster=found.cluster,
-                    probability=probability,
-                    label=self._positive if positive else self._negative,
-                    positive=positive,
-                )
-            )
+        if planned:
+            measured = (inferred - detected) * 1000.0 / len(planned)
+            self.ms_per_view += VIEW_COST_SMOOTHING * (measured - self.ms_per_view)
+        answers = {}
+        for view, probability in zip(planned, probabilities.tolist(), strict=True):
+            self.views.record(view.track, probability)
+            answers[view.index] = (view, probability)
+        cells = [self._cell(found, track, answers.get(index)) for index, (found, track) in
+                 enumerate(zip(detections, update.tracks, strict=True))]  # fmt: skip
+        closed, self._closed = self._closed, []
         return FrameResult(
             frame=frame,
             cells=cells,
@@ -117,6 +190,67 @@ class Pipeline:
                 "preprocess": (prepared - detected) * 1000.0,
                 "infer": (inferred - prepared) * 1000.0,
             },
+            views=len(planned),
+            new_cells=len(update.started),
+            closed=closed,
+            open_cells=len(self.tracker.live),
+            field_number=self.tracker.field,
+            new_field=update.new_field,
+        )
+
+    def close_all(self) -> list[ClosedCell]:
+        """Close every live cell (the run stops)."""
+        closed, self._closed = self._closed, []
+        return closed + [self._close(track, END_RUN) for track in self.tracker.end_all()]
+
+    def budget_views(self, detect_ms: float) -> int:
+        """How many views this frame's budget holds after detection (first views run anyway)."""
+        spare_ms = (self.budget_ms - detect_ms) * VIEW_BUDGET_SHARE
+        return max(0, int(spare_ms / max(self.ms_per_view, 1e-3)))
+
+    def _label(self, probability: float) -> tuple[str, bool]:
+        positive = probability >= self.threshold
+        return (self._positive if positive else self._negative), positive
+
+    def _cell(self, found: Detection, track: Track, answer: tuple[PlannedView, float] | None) -> CellResult:
+        call = self.views.calls[track.number].probability
+        probability = 0.0 if call is None else call
+        label, positive = self._label(probability)
+        view, view_probability = answer if answer is not None else (None, None)
+        return CellResult(
+            bbox=found.bbox,
+            centroid_yx=found.centroid_yx,
+            area=found.area,
+            cluster=found.cluster,
+            probability=probability,
+            label=label,
+            positive=positive and call is not None,
+            track=track.number,
+            view=None if view is None else view.view,
+            view_probability=view_probability,
+            view_label=None if view_probability is None else self._label(view_probability)[0],
+            orientation=0 if view is None else view.orientation,
+        )
+
+    def _close(self, track: Track, end: str) -> ClosedCell:
+        call = self.views.forget(track.number)
+        probability = None if call is None else call.probability
+        found = track.detection
+        return ClosedCell(
+            track=track.number,
+            field=track.field,
+            first_seen_at=track.first_seen_at,
+            last_seen_at=track.last_seen_at,
+            frames_seen=track.frames_seen,
+            views=0 if call is None else call.views,
+            probability=probability,
+            label=None if probability is None else self._label(probability)[0],
+            cluster=found.cluster,
+            area=found.area,
+            centroid_yx=found.centroid_yx,
+            reclassified=0 if call is None else call.reclassified,
+            end=end,
+            positive=probability is not None and self._label(probability)[1],
         )
 
     def whole_window(self, pixels: np.ndarray) -> Detection:

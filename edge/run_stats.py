@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.pipeline import STAGES, FrameResult
+from edge.pipeline import STAGES, ClosedCell, FrameResult
 from edge.store import iso_utc
 
 ROLLING_SAMPLES = 1000  # the rolling p50/p99 cover the last this many frames
@@ -23,9 +23,12 @@ FPS_WINDOW = 200  # frames per second over the last this many frames
 @dataclass
 class Counters:
     frames: int = 0  # classified
-    cells: int = 0
-    positives: int = 0
-    clusters: int = 0
+    cells: int = 0  # distinct cells (tracks) found
+    views: int = 0  # model calls
+    open_cells: int = 0  # cells followed now (their track has not ended)
+    closed_cells: int = 0  # cells whose track ended, with their final call
+    positives: int = 0  # closed cells called positive
+    clusters: int = 0  # closed cells that were clusters
     dropped: int = 0  # frames the source produced that the loop could not take
     over_budget: int = 0
     bad_frames: int = 0  # frames that failed in detect/preprocess/classify
@@ -73,11 +76,20 @@ class RunStats:
     def add_frame(self, result: FrameResult, now: float) -> None:
         counters = self.counters
         counters.frames += 1
-        counters.cells += len(result.cells)
-        counters.positives += result.positives
-        counters.clusters += result.clusters
+        counters.cells += result.new_cells
+        counters.views += result.views
+        counters.open_cells = result.open_cells
+        self.add_closed(result.closed, result.open_cells)
         self.latency.add(result.timings_ms)
         self._frame_times.append(now)
+
+    def add_closed(self, closed: list[ClosedCell], still_open: int = 0) -> None:
+        """Count the cells whose tracks ended (with a frame, or all of them when the run stops)."""
+        counters = self.counters
+        counters.open_cells = still_open
+        counters.closed_cells += len(closed)
+        counters.positives += sum(cell.positive for cell in closed)
+        counters.clusters += sum(cell.cluster for cell in closed)
 
     def fps(self) -> float:
         window = self._frame_times
@@ -90,8 +102,9 @@ class RunStats:
         total = self.latency.summary().get("total", {})
         latency = f"p50/p99 {total['p50_ms']:.1f}/{total['p99_ms']:.1f} ms" if total else "no latency yet"
         return (
-            f"summary: run {run_id}, {c.frames} frames ({self.fps():.1f} fps), {c.cells} cells, "
-            f"{c.positives} positive, {c.clusters} clusters, {c.dropped} dropped, {c.over_budget} over budget, "
+            f"summary: run {run_id}, {c.frames} frames ({self.fps():.1f} fps), {c.cells} cells ({c.open_cells} open), "
+            f"{c.views} views, {c.positives} positive and {c.clusters} clusters of {c.closed_cells} closed cells, "
+            f"{c.dropped} dropped, {c.over_budget} over budget, "
             f"{c.bad_frames} bad, {c.source_failures} capture failures, {c.unsaved_frames} unsaved; {latency}"
         )
 

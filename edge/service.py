@@ -125,9 +125,10 @@ class Service:
                                 STORE_RETRY_S)  # fmt: skip
             return False
         try:
-            for run_id, frames in store.close_unfinished_runs():
+            for run_id, frames, cells in store.close_unfinished_runs():
                 log.warning("run %d did not stop cleanly (killed, crashed or powered off): closed with its %d "
-                            "stored frames", run_id, frames)  # fmt: skip
+                            "stored frames; %d cells it was following closed from their stored views",
+                            run_id, frames, cells)  # fmt: skip
             self.run_id = store.start_run(self._run_info())
             store.commit()
         except sqlite3.Error as exc:
@@ -341,8 +342,11 @@ class Service:
 
     def _finish(self, snapshots: SnapshotWriter) -> None:
         store = self.store
+        closed = self.pipeline.close_all()  # the cells still followed end with the run
+        self.stats.add_closed(closed)
         if store is not None:
             try:
+                store.add_tracks(closed)
                 store.end_run(self.exit_reason or "stopped")
             except sqlite3.Error as exc:
                 log.error("store: final commit failed: %s", exc)

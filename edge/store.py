@@ -1,6 +1,7 @@
 """The results database: SQLite in WAL mode under the state directory.
 
-Tables ``runs``, ``frames`` and ``cells``, each keyed by ``id INTEGER PRIMARY KEY
+Tables ``runs``, ``frames``, ``cells`` (one row per view: one model call on one tracked cell)
+and ``tracks`` (one row per distinct cell, written when it closes), each keyed by ``id INTEGER PRIMARY KEY
 AUTOINCREMENT``, so ids are never reused, even after retention deletes the oldest rows:
 `metascope export --after-id N` (deploy/pull.sh) relies on that. Times are ISO 8601 UTC text
 with a fixed width ("2025-01-31T12:00:00.000000Z"), so they sort and compare as strings.
@@ -21,7 +22,7 @@ import os
 import socket
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,10 +30,12 @@ from typing import Any
 
 from edge import __version__
 from edge.errors import CommandError
+from edge.logits import mean_of_logits
 from edge.store_schema import migrate
 
-TIME_COLUMN = {"runs": "started_at", "frames": "captured_at", "cells": "captured_at"}
-TABLES = tuple(TIME_COLUMN)
+TIME_COLUMN = {"runs": "started_at", "frames": "captured_at", "cells": "captured_at", "tracks": "last_seen_at"}
+REQUIRED_TABLES = ("runs", "frames", "cells")  # a database no metascope 0.2 has opened yet has no tracks
+RECOVERED = "closed from its stored views (its own row was lost: an unclean stop or a failed write)"
 RETENTION_BATCH_FRAMES = 5_000  # most frames one retention step deletes
 RETENTION_STEP_S = 0.05  # a step that took longer deletes fewer frames next time (and faster ones more)
 WAL_LIMIT_BYTES = 64 * 1024 * 1024
@@ -99,9 +102,10 @@ class ResultStore:
         self._in_transaction = False
         self._last_commit = time.monotonic()
         self.run_id: int | None = None
-        self.pending_frames = self.pending_cells = 0  # written but not yet committed
+        self.pending_frames = self.pending_cells = self.pending_tracks = 0  # written but not yet committed
         self.frames_written = 0
-        self.cells_written = 0
+        self.cells_written = 0  # views
+        self.tracks_written = 0
         self._retention_batch = RETENTION_BATCH_FRAMES // 10
 
     # ---------------------------------------------------------------- runs
@@ -126,35 +130,82 @@ class ResultStore:
         self.run_id = int(cursor.lastrowid)
         return self.run_id
 
-    def close_unfinished_runs(self) -> list[tuple[int, int]]:
+    def close_unfinished_runs(self) -> list[tuple[int, int, int]]:
         """Close the runs that never stopped cleanly (killed, crashed, powered off): their end is
-        their last commit, their totals what they stored. Returns (run id, frames) of each."""
+        their last commit, their totals what they stored, and each cell they were still following
+        becomes a track row made from its stored views. Returns (run id, frames, cells closed)."""
         open_runs = self._db.execute("SELECT id FROM runs WHERE ended_at IS NULL").fetchall()
         closed = []
         for (run_id,) in open_runs:
-            frames, cells = self._db.execute(
-                "SELECT count(*), coalesce(sum(cells), 0) FROM frames WHERE run_id = ?", (run_id,)
-            ).fetchone()
+            recovered = self._close_tracks_from_views(run_id)
+            frames = self._db.execute("SELECT count(*) FROM frames WHERE run_id = ?", (run_id,)).fetchone()[0]
+            views = self._db.execute("SELECT count(*) FROM cells WHERE run_id = ?", (run_id,)).fetchone()[0]
+            tracks = self._db.execute("SELECT count(*) FROM tracks WHERE run_id = ?", (run_id,)).fetchone()[0]
             self._db.execute(
-                "UPDATE runs SET ended_at = coalesce(updated_at, started_at), exit_reason = ?, frames = ?, cells = ?"
-                " WHERE id = ?",
-                (UNCLEAN_STOP, frames, cells, run_id),
+                "UPDATE runs SET ended_at = coalesce(updated_at, started_at), exit_reason = ?, frames = ?, cells = ?,"
+                " tracks = ? WHERE id = ?",
+                (UNCLEAN_STOP, frames, views, tracks, run_id),
             )
-            closed.append((int(run_id), int(frames)))
+            closed.append((int(run_id), int(frames), recovered))
         return closed
 
+    def _close_tracks_from_views(self, run_id: int) -> int:
+        """Write a track row for each cell of ``run_id`` that has stored views but no track row
+        (it was open when the run ended uncleanly, or its row went with a batch that failed). Its
+        call is the mean logit of the views since its views last started again (view 0); first
+        and last seen and frames seen can only count the frames it was viewed in. Returns how
+        many it wrote."""
+        rows = self._db.execute(
+            "SELECT c.track, c.view, c.probability, c.label, c.captured_at, c.cluster, c.area_px, c.centroid_x,"
+            " c.centroid_y, f.field FROM cells c LEFT JOIN frames f ON f.id = c.frame_id"
+            " WHERE c.run_id = ? AND c.track IS NOT NULL"
+            " AND NOT EXISTS (SELECT 1 FROM tracks t WHERE t.run_id = c.run_id AND t.track = c.track)"
+            " ORDER BY c.track, c.id",
+            (run_id,),
+        ).fetchall()
+        threshold = self._db.execute("SELECT coalesce(threshold, 0.5) FROM runs WHERE id = ?", (run_id,)).fetchone()[0]
+        by_track: dict[int, list[tuple[Any, ...]]] = {}
+        for row in rows:
+            by_track.setdefault(row[0], []).append(row)
+        for track, views in by_track.items():
+            starts = [index for index, view in enumerate(views) if view[1] == 0]
+            series = views[starts[-1] :] if starts else views
+            probability = mean_of_logits(view[2] for view in series)
+            positive = probability >= threshold
+            # The mean lies between the views' logits, so a view on its side of the threshold
+            # exists and names the label (the run does not record the labels themselves).
+            label = next((view[3] for view in series if (view[2] >= threshold) == positive), series[-1][3])
+            last = views[-1]
+            self._db.execute(
+                "INSERT INTO tracks (run_id, track, field, first_seen_at, last_seen_at, frames_seen, views,"
+                " probability, label, cluster, area_px, centroid_x, centroid_y, reclassified, end_reason)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, track, last[9] or 0, views[0][4], last[4], len({view[4] for view in views}), len(series),
+                 round(probability, 6), label, last[5], last[6], last[7], last[8], max(len(starts) - 1, 0),
+                 RECOVERED),
+            )  # fmt: skip
+        return len(by_track)
+
     def end_run(self, reason: str) -> None:
-        """Close the run row and commit everything (the last write of a run)."""
+        """Close the run row and commit everything (the last write of a run). A cell whose row
+        went with a batch that could not be committed (a full disk) while its views were stored
+        before is closed from those views, as after a crash."""
         self._begin()
+        recovered = self._close_tracks_from_views(self.run_id)
+        self.pending_tracks += recovered
+        self.tracks_written += recovered
         self._db.execute(
-            "UPDATE runs SET ended_at = ?, exit_reason = ?, frames = ?, cells = ? WHERE id = ?",
-            (iso_utc(time.time()), reason, self.frames_written, self.cells_written, self.run_id),
+            "UPDATE runs SET ended_at = ?, exit_reason = ?, frames = ?, cells = ?, tracks = ? WHERE id = ?",
+            (iso_utc(time.time()), reason, self.frames_written, self.cells_written, self.tracks_written, self.run_id),
         )
         self.commit()
 
     # -------------------------------------------------------------- frames
     def add_frame(self, result: Any, snapshot: str | None = None) -> int:
-        """Insert one FrameResult and its cells (inside the current batch); returns the frame id."""
+        """Insert one FrameResult (inside the current batch): the frame, a ``cells`` row for each
+        view the model took in it, and a ``tracks`` row for each cell it closed. Detections the
+        model did not look at in this frame are only counted in the frame's row. Returns the
+        frame id."""
         if self.run_id is None:
             raise RuntimeError("start_run() first")
         self._begin()
@@ -164,8 +215,8 @@ class ResultStore:
         height, width = frame.pixels.shape
         cursor = self._db.execute(
             "INSERT INTO frames (run_id, captured_at, frame_index, width, height, cells, positives, clusters,"
-            " dropped_before, capture_wait_ms, detect_ms, preprocess_ms, infer_ms, over_budget, snapshot)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " dropped_before, capture_wait_ms, detect_ms, preprocess_ms, infer_ms, over_budget, snapshot, views,"
+            " field) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 self.run_id,
                 captured_at,
@@ -182,20 +233,24 @@ class ResultStore:
                 _rounded(timings.get("infer")),
                 int(result.over_budget),
                 snapshot,
+                result.views,
+                result.field_number,
             ),
         )
         frame_id = int(cursor.lastrowid)
-        if result.cells:
+        viewed = result.viewed
+        if viewed:
             self._db.executemany(
                 "INSERT INTO cells (frame_id, run_id, captured_at, label, probability, cluster, area_px, centroid_x,"
-                " centroid_y, bbox_x0, bbox_y0, bbox_x1, bbox_y1) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " centroid_y, bbox_x0, bbox_y0, bbox_x1, bbox_y1, track, view, orientation)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         frame_id,
                         self.run_id,
                         captured_at,
-                        cell.label,
-                        round(cell.probability, 6),
+                        cell.view_label,
+                        round(cell.view_probability, 6),
                         int(cell.cluster),
                         cell.area,
                         round(cell.centroid_yx[1], 2),
@@ -204,15 +259,54 @@ class ResultStore:
                         cell.bbox[0],
                         cell.bbox[3],
                         cell.bbox[2],
+                        cell.track,
+                        cell.view,
+                        cell.orientation,
                     )
-                    for cell in result.cells
+                    for cell in viewed
                 ],
             )
+        self.add_tracks(result.closed)
         self.pending_frames += 1
-        self.pending_cells += len(result.cells)
+        self.pending_cells += len(viewed)
         self.frames_written += 1
-        self.cells_written += len(result.cells)
+        self.cells_written += len(viewed)
         return frame_id
+
+    def add_tracks(self, closed: Sequence[Any]) -> None:
+        """A ``tracks`` row for each closed cell (edge.pipeline.ClosedCell), in the current batch."""
+        if not closed:
+            return
+        if self.run_id is None:
+            raise RuntimeError("start_run() first")
+        self._begin()
+        self._db.executemany(
+            "INSERT INTO tracks (run_id, track, field, first_seen_at, last_seen_at, frames_seen, views, probability,"
+            " label, cluster, area_px, centroid_x, centroid_y, reclassified, end_reason)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    self.run_id,
+                    cell.track,
+                    cell.field,
+                    iso_utc(cell.first_seen_at),
+                    iso_utc(cell.last_seen_at),
+                    cell.frames_seen,
+                    cell.views,
+                    None if cell.probability is None else round(cell.probability, 6),
+                    cell.label,
+                    int(cell.cluster),
+                    cell.area,
+                    round(cell.centroid_yx[1], 2),
+                    round(cell.centroid_yx[0], 2),
+                    cell.reclassified,
+                    cell.end,
+                )
+                for cell in closed
+            ],
+        )
+        self.pending_tracks += len(closed)
+        self.tracks_written += len(closed)
 
     def mark_over_budget(self, frame_id: int) -> None:
         """The store stage itself pushed this frame over budget (rare; known only after its insert)."""
@@ -242,15 +336,16 @@ class ResultStore:
             try:
                 if self.run_id is not None:  # the run's totals follow its commits
                     self._db.execute(
-                        "UPDATE runs SET frames = ?, cells = ?, updated_at = ? WHERE id = ?",
-                        (self.frames_written, self.cells_written, iso_utc(time.time()), self.run_id),
-                    )
+                        "UPDATE runs SET frames = ?, cells = ?, tracks = ?, updated_at = ? WHERE id = ?",
+                        (self.frames_written, self.cells_written, self.tracks_written, iso_utc(time.time()),
+                         self.run_id),
+                    )  # fmt: skip
                 self._db.execute("COMMIT")
             except sqlite3.Error:
                 self.rollback()
                 raise
             self._in_transaction = False
-            self.pending_frames = self.pending_cells = 0
+            self.pending_frames = self.pending_cells = self.pending_tracks = 0
         self._last_commit = time.monotonic()
 
     def rollback(self) -> None:
@@ -262,7 +357,8 @@ class ResultStore:
             self._in_transaction = False
         self.frames_written -= self.pending_frames
         self.cells_written -= self.pending_cells
-        self.pending_frames = self.pending_cells = 0
+        self.tracks_written -= self.pending_tracks
+        self.pending_frames = self.pending_cells = self.pending_tracks = 0
 
     def close(self) -> None:
         try:
@@ -334,6 +430,8 @@ class ResultStore:
             ).fetchone()[0]
             if last is not None:
                 return int(last)
+            # Cells (tracks) go by when they were last seen; one row per cell, far fewer than frames.
+            self._db.execute("DELETE FROM tracks WHERE last_seen_at < ?", (cutoff,))
             self._db.execute("DELETE FROM runs WHERE ended_at IS NOT NULL AND ended_at < ?", (cutoff,))
         if max_db_mb > 0:
             limit = max_db_mb * 1024 * 1024
@@ -391,7 +489,7 @@ def open_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
             tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.Error as exc:
         raise StoreError(f"{path}: cannot read the results database: {exc}") from exc
-    missing = [table for table in TABLES if table not in tables]
+    missing = [table for table in REQUIRED_TABLES if table not in tables]
     if missing:
         db.close()
         raise StoreError(f"{path}: not a metascope results database (no {', '.join(missing)} table)")

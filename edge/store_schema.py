@@ -84,7 +84,43 @@ _V3 = """
 ALTER TABLE runs ADD COLUMN updated_at TEXT;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
+# Version 4: cells, not observations (issue 14). A `cells` row is now one view: one model call
+# on one tracked cell (track: its number in the run; view: its number among the cell's views,
+# 0 where its views (re)start; orientation: the dihedral turn of its input). Rows written before
+# have NULL there (each was a cell in a frame). `tracks` holds one row per distinct cell, written
+# when it closes (so ids follow closing order and `export --after-id` stays incremental), with the
+# mean of its views' logits as its probability. Frames record their views and stage field.
+_V4 = """
+ALTER TABLE cells ADD COLUMN track INTEGER;
+ALTER TABLE cells ADD COLUMN view INTEGER;
+ALTER TABLE cells ADD COLUMN orientation INTEGER;
+CREATE INDEX cells_run_track ON cells (run_id, track);
+ALTER TABLE frames ADD COLUMN views INTEGER;
+ALTER TABLE frames ADD COLUMN field INTEGER;
+ALTER TABLE runs ADD COLUMN tracks INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE tracks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id INTEGER NOT NULL,
+    track INTEGER NOT NULL,
+    field INTEGER NOT NULL,
+    first_seen_at TEXT NOT NULL,
+    last_seen_at TEXT NOT NULL,
+    frames_seen INTEGER NOT NULL,
+    views INTEGER NOT NULL,
+    probability REAL,
+    label TEXT,
+    cluster INTEGER NOT NULL,
+    area_px INTEGER NOT NULL,
+    centroid_x REAL NOT NULL,
+    centroid_y REAL NOT NULL,
+    reclassified INTEGER NOT NULL,
+    end_reason TEXT NOT NULL,
+    UNIQUE (run_id, track)
+);
+CREATE INDEX tracks_last_seen_at ON tracks (last_seen_at);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

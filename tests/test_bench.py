@@ -26,6 +26,27 @@ def test_pipeline_bench_writes_stage_percentiles_and_memory(tiny_model, tmp_path
     assert result["resident_mb"]["max"] > 0 and result["machine"]["cpus"] >= 1
 
 
+def test_pipeline_bench_counts_model_calls_per_frame_on_a_still_and_a_moving_field(
+    tiny_model, tmp_path: Path, capsys
+) -> None:
+    runs = {}
+    for field in ("new", "still", "moving"):
+        out = tmp_path / f"{field}.json"
+        args = ["bench", "pipeline", "--model", str(tiny_model[0]), "--cells", "8", "--frames", "60"]
+        assert main([*args, "--field", field, "--move-every", "20", "--out", str(out)]) == 0
+        runs[field] = json.loads(out.read_text())
+    capsys.readouterr()
+    new, still, moving = runs["new"], runs["still"], runs["moving"]
+    assert still["field"] == "still" and moving["move_every"] == 20
+    # A new field each frame: every cell is new, every frame. A still one: only the views owed
+    # after the warm-up, fewer than one a frame; a moving stage: its first views each move.
+    assert new["views_per_frame"]["mean"] == new["cells_per_frame"]["mean"]
+    assert still["views_per_frame"]["max"] == 0 and still["cells_found"] == still["cells_per_frame"]["max"]
+    assert 0 < moving["views_per_frame"]["mean"] < new["views_per_frame"]["mean"]
+    for result in runs.values():
+        assert result["end_to_end"]["n"] == 60 and result["views"] > 0
+
+
 def test_model_bench_reports_single_cell_and_batch_at_one_thread_and_every_core(
     tiny_model, tmp_path: Path, capsys, monkeypatch
 ) -> None:

@@ -21,7 +21,7 @@ UNIT = REPO / "systemd" / "metascope.service"
 def test_example_config_is_valid_and_spells_out_every_default() -> None:
     example = load_config(EXAMPLE)
     defaults = Config()
-    for section in ("source", "camera", "model", "pipeline", "detect", "store", "snapshots", "service"):
+    for section in ("source", "camera", "model", "pipeline", "detect", "tracking", "store", "snapshots", "service"):
         assert getattr(example, section) == getattr(defaults, section), f"[{section}] differs from the defaults"
     assert example.state_dir == "/var/lib/metascope"
     written = tomllib.loads(EXAMPLE.read_text())
@@ -64,6 +64,11 @@ BAD = [
     ({"store": {"retention_days": True}}, "store.retention_days: must be a number"),
     ({"snapshots": {"quality": 100}}, "snapshots.quality: must be at most 95"),
     ({"service": "fast"}, "[service]: must be a table"),
+    ({"tracking": {"views_per_cell": 0}}, "tracking.views_per_cell: must be at least 1"),
+    ({"tracking": {"max_match_px": float("nan")}}, "tracking.max_match_px: must be a finite number, got nan"),
+    ({"tracking": {"new_field_fraction": 1.5}}, "tracking.new_field_fraction: must be at most 1"),
+    ({"tracking": {"lost_after_frames": 2.5}}, "tracking.lost_after_frames: must be a whole number"),
+    ({"source": {"still_move_every": -1}}, "source.still_move_every: must be at least 0"),
     ({"state_dir": ""}, "state_dir: must be a non-empty path"),
 ]
 

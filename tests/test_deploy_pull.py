@@ -16,9 +16,11 @@ from conftest import REPO
 from sshd_harness import ALIAS, DEAD_ALIAS, SECOND_ALIAS, SshServer
 
 PULL = REPO / "deploy" / "pull.sh"
-# What the "remote" runs: this checkout's metascope, through the venv's python.
-REMOTE_METASCOPE = f"{shlex.quote(sys.executable)} -m edge"
-TABLES = ("cells", "frames", "runs")
+# What the "remote" runs: this checkout's metascope, through the venv's python (PYTHONPATH: the
+# ssh session starts elsewhere, where an installed metascope of another checkout would answer).
+REMOTE_METASCOPE = f"env PYTHONPATH={shlex.quote(str(REPO))} {shlex.quote(sys.executable)} -m edge"
+TABLES = ("cells", "frames", "runs")  # what every pull brings (and the first layout held)
+PULLED = (*TABLES, "tracks")  # what a pull from this version's database brings
 
 pytestmark = pytest.mark.slow
 
@@ -95,15 +97,16 @@ def test_pull_copies_the_store_then_only_new_rows(sshd: SshServer, store: Store,
     pulled = store.pulled(dest)
     assert (dest / ALIAS / "CURRENT").read_text().strip() == store.database_id()
     assert (dest / ALIAS / "LAYOUT").read_text().strip() == "metascope-pull/2"
-    for table in TABLES:
+    for table in PULLED:
         assert read_csv(pulled / f"{table}.csv") == store.rows(table), table
     assert len(store.rows("cells")) > 1, "the synthetic frames should hold cells"
+    assert len(store.rows("tracks")) > 1, "the cells of a stopped run are closed tracks"
     assert {p.name for p in (pulled / "snapshots").iterdir()} == store.snapshots() != set()
-    before = {table: (pulled / f"{table}.csv").read_bytes() for table in TABLES}
+    before = {table: (pulled / f"{table}.csv").read_bytes() for table in PULLED}
 
     again = pull(sshd, store, dest)
     assert again.returncode == 0, again.stderr
-    assert {table: (pulled / f"{table}.csv").read_bytes() for table in TABLES} == before
+    assert {table: (pulled / f"{table}.csv").read_bytes() for table in PULLED} == before
     assert "cells: no new rows" in again.stdout
 
     store.run(frames=3)
@@ -112,10 +115,10 @@ def test_pull_copies_the_store_then_only_new_rows(sshd: SshServer, store: Store,
     third = pull(sshd, store, dest)
     assert third.returncode == 0, third.stderr
     assert f"cells: {new_cells} new rows" in third.stdout
-    for table in ("cells", "frames"):
+    for table in ("cells", "frames", "tracks"):
         # appended after what was there, byte for byte
         assert (pulled / f"{table}.csv").read_bytes().startswith(before[table])
-    for table in TABLES:
+    for table in PULLED:
         rows = read_csv(pulled / f"{table}.csv")
         assert rows == store.rows(table), table
         ids = [int(row[0]) for row in rows[1:]]
@@ -123,6 +126,28 @@ def test_pull_copies_the_store_then_only_new_rows(sshd: SshServer, store: Store,
     # the first run's row now has its end time: runs are refreshed, not frozen at first sight
     assert read_csv(pulled / "runs.csv")[1][2] != ""
     assert {p.name for p in (pulled / "snapshots").iterdir()} == store.snapshots()
+
+
+def test_rows_pulled_before_a_schema_change_get_its_new_columns_empty(
+    sshd: SshServer, store: Store, tmp_path: Path
+) -> None:
+    """A Pi upgraded to a metascope whose database has more columns (views: cells.track...) must
+    not stop the pulls into a folder that holds the older, narrower rows."""
+    store.run(frames=2)
+    dest = tmp_path / "results"
+    assert pull(sshd, store, dest, "--no-snapshots").returncode == 0
+    pulled = store.pulled(dest) / "cells.csv"
+    narrow = [row[:-3] for row in read_csv(pulled)]  # as a pull before schema 4 left it
+    with pulled.open("w", newline="") as handle:
+        csv.writer(handle, lineterminator="\n").writerows(narrow)
+    store.run(frames=2)
+    result = pull(sshd, store, dest, "--no-snapshots")
+    assert result.returncode == 0, result.stderr
+    assert "cells: new columns track, view, orientation" in result.stdout
+    rows = read_csv(pulled)
+    assert rows[0] == store.rows("cells")[0]
+    assert rows[1 : len(narrow)] == [[*row, "", "", ""] for row in narrow[1:]]
+    assert rows[len(narrow) :] == store.rows("cells")[len(narrow) :]
 
 
 def test_two_microscopes_pull_into_one_place(sshd: SshServer, store: Store, tiny_model, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.pipeline import CellResult, FrameResult
+from edge.pipeline import CellResult, ClosedCell, FrameResult
 from edge.policies import DiskGuard, Every, FailureStreak, Retention
 from edge.run_stats import RunStats
 from edge.sources.base import Frame
@@ -70,12 +70,27 @@ def test_retention_spreads_a_large_clean_up_over_many_turns(tmp_path: Path) -> N
         assert db.execute("SELECT count(*) FROM frames").fetchone()[0] == 0
 
 
-def test_run_stats_count_cells_and_report_latency_and_fps() -> None:
+def closed_cell(positive: bool, cluster: bool) -> ClosedCell:
+    probability = 0.8 if positive else 0.2
+    return ClosedCell(1, 0, 0.0, 1.0, 2, 2, probability, "b", cluster, 16, (2.0, 2.0), 0, "lost", positive=positive)
+
+
+def test_run_stats_count_cells_views_and_closed_calls_and_report_latency_and_fps() -> None:
+    """Cells are distinct cells (tracks), views model calls; positives and clusters are counted
+    among the closed cells, by their final call."""
     stats = RunStats()
     for index in range(11):
-        stats.add_frame(frame_result(index, cells=3), now=index * 0.5)
-    assert stats.counters.frames == 11 and stats.counters.cells == 33 and stats.counters.positives == 33
+        result = frame_result(index, cells=3)
+        result.new_cells, result.views, result.open_cells = (3, 3, 3) if index == 0 else (0, 1, 3)
+        stats.add_frame(result, now=index * 0.5)
+    assert stats.counters.open_cells == 3 and stats.counters.positives == 0
+    stats.add_closed([closed_cell(True, False), closed_cell(True, True), closed_cell(False, False)])
+    c = stats.counters
+    assert (c.frames, c.cells, c.views, c.open_cells) == (11, 3, 13, 0)
+    assert (c.closed_cells, c.positives, c.clusters) == (3, 2, 1)
     assert stats.fps() == 2.0
     status = stats.status("running", run_id=7)
     assert status["run_id"] == 7 and status["latency_ms"]["total"]["p50_ms"] == 3.1
-    assert "11 frames (2.0 fps), 33 cells" in stats.summary_line(7)
+    assert "11 frames (2.0 fps), 3 cells (0 open), 13 views, 2 positive and 1 clusters of 3 closed cells" in (
+        stats.summary_line(7)
+    )

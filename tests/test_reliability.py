@@ -78,6 +78,24 @@ def committed_frames(database: Path) -> list[int]:
         db.close()
 
 
+def kill_9_after(config: Path, model: Path, notify_socket, frames: int, settle_s: float = 0.0) -> Path:
+    """Start the service, let it commit ``frames`` frames (and run ``settle_s`` longer), then
+    kill -9 it. Returns its database."""
+    listener, address = notify_socket
+    database = config.parent / "state" / "metascope.db"
+    service = start_service(config, model, address)
+    try:
+        wait_for(listener, "READY=1", STARTUP_LIMIT_S)
+        wait_for_frames(database, frames)
+        time.sleep(settle_s)
+        service.send_signal(signal.SIGKILL)
+        service.wait(10)
+    finally:
+        service.kill()
+        service.communicate()
+    return database
+
+
 def wait_for_frames(database: Path, count: int, limit_s: float = 30.0) -> list[int]:
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
@@ -291,19 +309,9 @@ def test_replay_follow_takes_files_added_after_the_start(tiny_model, tmp_path, n
 def test_a_killed_run_keeps_current_totals_and_is_closed_at_the_next_start(tiny_model, tmp_path, notify_socket) -> None:
     """Totals written only at a clean stop left every killed run at frames=0 and open forever
     (retention never removed it)."""
-    listener, address = notify_socket
+    _, address = notify_socket
     config = write_config(tmp_path)
-    database = tmp_path / "state" / "metascope.db"
-    service = start_service(config, tiny_model[0], address)
-    try:
-        wait_for(listener, "READY=1", STARTUP_LIMIT_S)
-        wait_for_frames(database, 20)
-        time.sleep(0.5)
-        service.send_signal(signal.SIGKILL)
-        service.wait(10)
-    finally:
-        service.kill()
-        service.communicate()
+    database = kill_9_after(config, tiny_model[0], notify_socket, frames=20, settle_s=0.5)
     with sqlite3.connect(database) as db:
         stored = db.execute("SELECT count(*), sum(cells) FROM frames").fetchone()
         totals = db.execute("SELECT frames, cells, updated_at FROM runs WHERE id = 1").fetchone()
@@ -316,6 +324,30 @@ def test_a_killed_run_keeps_current_totals_and_is_closed_at_the_next_start(tiny_
         ended, reason, frames = db.execute("SELECT ended_at, exit_reason, frames FROM runs WHERE id = 1").fetchone()
     assert ended is not None and "did not stop cleanly" in reason and frames == stored[0]
     assert "run 1 did not stop cleanly" in output
+
+
+def test_a_killed_run_loses_no_cell(tiny_model, tmp_path, notify_socket) -> None:
+    """Cells closed before a kill -9 stay as they were; the cells it was following are closed
+    from their stored views at the next start: every cell with a view gets exactly one row."""
+    _, address = notify_socket
+    source = {"kind": "still", "synthetic_cells": 8, "fps": 50.0, "still_move_every": 10}
+    config = write_config(tmp_path, source=source)
+    database = kill_9_after(config, tiny_model[0], notify_socket, frames=25)
+    track_rows = "SELECT * FROM tracks WHERE run_id = 1 ORDER BY track"
+    with sqlite3.connect(database) as db:
+        closed_before = db.execute(track_rows).fetchall()
+        viewed = [row[0] for row in db.execute("SELECT DISTINCT track FROM cells WHERE run_id = 1 ORDER BY track")]
+    assert closed_before, "the stage moved: cells had closed before the kill"
+    restarted = start_service(config, tiny_model[0], address, "--max-frames", "3")
+    output, _ = restarted.communicate(timeout=STARTUP_LIMIT_S)
+    assert restarted.returncode == 0, output
+    with sqlite3.connect(database) as db:
+        closed_after = db.execute(track_rows).fetchall()
+        reasons = dict(db.execute("SELECT track, end_reason FROM tracks WHERE run_id = 1").fetchall())
+    assert set(closed_before) <= set(closed_after), "closed cells are kept as they were"
+    assert [row[2] for row in closed_after] == viewed, "every cell with a view, exactly once"
+    recovered = set(viewed) - {row[2] for row in closed_before}
+    assert recovered and all("unclean stop" in reasons[track] for track in recovered)
 
 
 def test_a_full_disk_at_start_classifies_and_stores_once_space_returns(tiny_model, tmp_path, notify_socket) -> None:

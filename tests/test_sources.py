@@ -17,6 +17,7 @@ from edge.sources.base import BadFrame, CaptureTimeout, EndOfSource, SourceError
 from edge.sources.capture import LatestFrameCapture
 from edge.sources.picamera import Picamera2Source, camera_present, y_plane
 from edge.sources.replay import ReplaySource
+from edge.sources.still_field import StillFieldSource
 from edge.sources.synthetic import SyntheticSource, render_frame
 
 
@@ -53,6 +54,41 @@ def test_paced_synthetic_source_drops_frames_it_could_not_deliver() -> None:
     frame = source.next_frame(1.0)
     assert frame.dropped_before >= 5
     assert frame.index >= 6
+
+
+def test_a_still_field_keeps_its_cells_in_place_through_noise_and_jitter_until_the_stage_moves() -> None:
+    from edge.detect import detect
+
+    source = StillFieldSource(cells=12, seed=5, move_every=3)
+    source.open()
+    frames = [source.next_frame(1.0) for _ in range(4)]
+    assert not np.array_equal(frames[0].pixels, frames[1].pixels), "every frame has its own sensor noise"
+    assert frames[0].truth is frames[2].truth and frames[3].truth is not frames[0].truth
+    assert [source.field_of(frame.index) for frame in frames] == [0, 0, 0, 1]
+    centres = [np.array([d.centroid_yx for d in detect(frame.pixels)]) for frame in frames]
+    assert len(centres[0]) == len(centres[1]) >= 8
+    # The same cells, less than a pixel or two away (sub-pixel jitter plus detection's binning)...
+    assert np.abs(centres[1] - centres[0]).max() < 3.0
+    # ...and after the stage moved, cells at other places.
+    nearest = np.linalg.norm(centres[3][:, None, :] - centres[0][None, :, :], axis=2).min(axis=1)
+    assert np.median(nearest) > 10.0
+
+
+def test_a_dividing_cell_leaves_two_daughters_where_it_was() -> None:
+    from edge.detect import detect
+
+    source = StillFieldSource(cells=10, seed=2, divide_every=3)
+    source.open()
+    frames = [source.next_frame(1.0) for _ in range(4)]
+    before, after = frames[2].truth, frames[3].truth
+    assert len(after) == len(before) + 1
+    (mother,) = [item for item in before if item not in after]
+    daughters = [item for item in after if item not in before]
+    assert len(daughters) == 2 and not mother.cluster
+    assert sum(d.mask.sum() for d in daughters) == pytest.approx(mother.mask.sum(), rel=0.35)
+    for daughter in daughters:  # each beside the mother's centre, less than a mother's width away
+        assert np.hypot(*np.subtract(daughter.centroid_yx, mother.centroid_yx)) < mother.mask.shape[0]
+    assert len(detect(frames[3].pixels)) == len(detect(frames[2].pixels)) + 1
 
 
 def test_max_frames_ends_a_source() -> None:
@@ -105,10 +141,13 @@ def test_replay_without_images_is_an_error(tmp_path: Path) -> None:
 def test_source_argument_and_factory(tmp_path: Path) -> None:
     assert parse_source_arg("replay:/data/x") == {"kind": "replay", "replay_path": "/data/x"}
     assert parse_source_arg("synthetic") == {"kind": "synthetic"}
+    assert parse_source_arg("still") == {"kind": "still"}
     for bad in ("replay:", "usb", "synthetic:3"):
         with pytest.raises(ValueError):
             parse_source_arg(bad)
     assert isinstance(open_source(make_config(tmp_path)), SyntheticSource)
+    still = open_source(make_config(tmp_path, source={"kind": "still", "still_move_every": 50}))
+    assert isinstance(still, StillFieldSource) and still.move_every == 50
     config = make_config(tmp_path, source={"kind": "picamera2"})
     assert isinstance(open_source(config), Picamera2Source)
 

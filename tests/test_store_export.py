@@ -14,22 +14,33 @@ import numpy as np
 import pytest
 
 from edge.cli import main
-from edge.pipeline import CellResult, FrameResult
+from edge.pipeline import CellResult, ClosedCell, FrameResult
 from edge.sources.base import Frame
 from edge.store import ResultStore, RunInfo, iso_utc, parse_time
 
 DAY = 86_400.0
 
 
+def view(i: int) -> CellResult:
+    """Cell i's first view."""
+    probability, label = 0.25 + 0.25 * i, "b" if i else "a"
+    return CellResult((1, 2, 11, 12), (6.0, 7.0), 80, i == 0, probability, label, i > 0, track=i + 1, view=0,
+                      view_probability=probability, view_label=label)  # fmt: skip
+
+
 def fake_result(captured_at: float, cells: int = 3, index: int = 0) -> FrameResult:
+    """A frame in which the model took a view of each of ``cells`` cells and one cell's track
+    closed (called positive in odd frames, a cluster in the first)."""
     frame = Frame(pixels=np.zeros((48, 64), dtype=np.uint8), captured_at=captured_at, index=index)
+    probability = 0.75 if index % 2 else 0.25
+    closed = ClosedCell(index + 1, 0, captured_at - 1, captured_at, 5, 3, probability, "b" if index % 2 else "a",
+                        index == 0, 80, (6.0, 7.0), 0, "lost", positive=probability >= 0.5)  # fmt: skip
     return FrameResult(
         frame=frame,
-        cells=[
-            CellResult((1, 2, 11, 12), (6.0, 7.0), 80, i == 0, 0.25 + 0.25 * i, "b" if i else "a", i > 0)
-            for i in range(cells)
-        ],
+        cells=[view(i) for i in range(cells)],
         timings_ms={"capture_wait": 0.1, "detect": 1.0, "preprocess": 0.5, "infer": 0.7},
+        views=cells,
+        closed=[closed],
     )
 
 
@@ -134,6 +145,28 @@ def test_export_after_id_since_until(state: Path, capsys) -> None:
     assert [int(r[0]) for r in list(csv.reader(io.StringIO(out)))[1:]] == [2, 3]
 
 
+def test_export_of_tracks_gives_closed_cells_incrementally(state: Path, capsys) -> None:
+    code, out, _ = export(capsys, "--state-dir", str(state), "--table", "tracks")
+    table = list(csv.reader(io.StringIO(out)))
+    assert code == 0 and table[0][0] == "id" and [int(r[0]) for r in table[1:]] == [1, 2, 3, 4]
+    assert {"run_id", "track", "field", "first_seen_at", "last_seen_at", "frames_seen", "views", "probability",
+            "label", "cluster", "area_px"} <= set(table[0])  # fmt: skip
+    _, out, _ = export(capsys, "--state-dir", str(state), "--table", "tracks", "--after-id", "2")
+    assert [int(r[0]) for r in list(csv.reader(io.StringIO(out)))[1:]] == [3, 4]
+    _, out, _ = export(capsys, "--state-dir", str(state), "--table", "tracks", "--since", "2025-03-01T02:00:00Z")
+    assert [int(r[0]) for r in list(csv.reader(io.StringIO(out)))[1:]] == [3, 4], "by last seen"
+
+
+def test_retention_removes_cells_by_when_they_were_last_seen(tmp_path: Path) -> None:
+    now = time.time()
+    store = filled_store(tmp_path / "r.db", 10, now - 10 * DAY, step=DAY)  # a cell closes each day
+    store.apply_retention(retention_days=5.5, max_db_mb=0, now=now)
+    with sqlite3.connect(tmp_path / "r.db") as db:
+        last_seen = [row[0] for row in db.execute("SELECT last_seen_at FROM tracks ORDER BY id")]
+    assert len(last_seen) == 5 and min(last_seen) >= iso_utc(now - 5.5 * DAY)
+    store.close()
+
+
 def test_export_with_no_rows_is_just_the_header(state: Path, capsys) -> None:
     code, out, _ = export(capsys, "--state-dir", str(state), "--table", "runs", "--after-id", "99")
     assert code == 0
@@ -193,14 +226,17 @@ def test_export_config_names_the_state_dir(state: Path, tmp_path: Path, capsys) 
 def test_status_reports_runs_totals_and_database(state: Path, capsys) -> None:
     assert main(["status", "--state-dir", str(state), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["totals"]["frames"] == 4 and report["totals"]["cells"] == 12 and report["totals"]["runs"] == 1
-    assert report["totals"]["positives"] == 8 and report["totals"]["clusters"] == 4
+    totals = report["totals"]
+    assert totals["frames"] == 4 and totals["runs"] == 1
+    assert totals["cells"] == 4 and totals["views"] == 12 and totals["open_cells"] == 0
+    assert totals["positives"] == 2 and totals["clusters"] == 1
     assert report["totals"]["last_frame_at"] == "2025-03-01T03:00:00.000000Z"
     assert report["last_run"]["model_name"] == "tiny"
     assert report["database_bytes"] > 0
     assert main(["status", "--state-dir", str(state)]) == 0
     text = capsys.readouterr().out
-    assert "4 frames, 12 cells, 8 positive" in text and "last frame:  2025-03-01T03:00:00.000000Z" in text
+    assert "4 frames, 4 cells (0 open), 12 views, 2 positive" in text
+    assert "last frame:  2025-03-01T03:00:00.000000Z" in text
 
 
 def test_status_without_a_database(tmp_path: Path, capsys) -> None:

@@ -23,6 +23,14 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--frames", type=positive_int, default=2000, help="pipeline: frames to time")
     parser.add_argument("--width", type=positive_int, default=640, help="pipeline: frame width")
     parser.add_argument("--height", type=positive_int, default=480, help="pipeline: frame height")
+    parser.add_argument(
+        "--field",
+        choices=["new", "still", "moving"],
+        default="new",
+        help="pipeline: every frame a new synthetic field (each cell new every frame: the most model calls), "
+        "one still field, or a stage that moves every --move-every frames (default: new)",
+    )
+    parser.add_argument("--move-every", type=positive_int, default=50, help="pipeline --field moving: frames per field")
     parser.add_argument("--out", help="also write the JSON here")
     parser.set_defaults(handler=bench)
 
@@ -40,7 +48,14 @@ def bench(args: argparse.Namespace) -> int:
     else:
         classifier = load_classifier(args.model, args.threads, args.interpreter)
         result = bench_pipeline(
-            classifier, cells=args.cells, frames=args.frames, width=args.width, height=args.height, rss_every=500
+            classifier,
+            cells=args.cells,
+            frames=args.frames,
+            width=args.width,
+            height=args.height,
+            rss_every=500,
+            field=args.field,
+            move_every=args.move_every,
         )
     print(write_json(result, args.out))
     return ExitCode.OK

@@ -21,14 +21,20 @@ FETCH_ROWS = 1000
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "export",
-        help="stream results (cells, frames or runs) to stdout as CSV or JSON lines",
-        description="Stream one table of the results database to stdout, ordered by id. "
-        "Example: ssh pi metascope export --table cells --since 2025-01-31 > cells.csv",
+        help="stream results (tracks, cells, frames or runs) to stdout as CSV or JSON lines",
+        description="Stream one table of the results database to stdout, ordered by id: tracks (one row per "
+        "distinct cell, with its averaged call, written when the cell's track closes), cells (one row per view: "
+        "one model call on one cell), frames or runs. "
+        "Example: ssh pi metascope export --table tracks --since 2025-01-31 > tracks.csv",
     )
     add_config_args(parser)
-    parser.add_argument("--table", choices=["cells", "frames", "runs"], default="cells", help="default: cells")
+    parser.add_argument(
+        "--table", choices=["cells", "frames", "runs", "tracks"], default="cells", help="default: cells (the views)"
+    )
     parser.add_argument("--format", choices=["csv", "jsonl"], default="csv", help="default: csv")
-    parser.add_argument("--since", metavar="ISO8601", help="rows at or after this time (UTC unless a zone is given)")
+    parser.add_argument(
+        "--since", metavar="ISO8601", help="rows at or after this time (UTC unless a zone is given; tracks: last seen)"
+    )
     parser.add_argument("--until", metavar="ISO8601", help="rows before this time")
     parser.add_argument("--after-id", type=row_id, metavar="N", help="rows with id greater than N (incremental pulls)")
     parser.set_defaults(handler=export)

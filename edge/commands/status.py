@@ -1,4 +1,7 @@
-"""`metascope status`: the last run, totals, last frame time, rolling latency, disk use."""
+"""`metascope status`: the last run, totals, last frame time, rolling latency, disk use.
+
+"cells" are distinct cells (closed tracks, and the open ones the running service follows);
+"views" are model calls (rows of the cells table)."""
 
 from __future__ import annotations
 
@@ -40,9 +43,13 @@ def _file_size(path: Path) -> int:
         return 0
 
 
+def _has_table(db: sqlite3.Connection, name: str) -> bool:
+    return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
+
+
 def _database_id(db: sqlite3.Connection) -> str | None:
     """The database's identity (schema 2 on); None for one the service has not migrated yet."""
-    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone() is None:
+    if not _has_table(db, "meta"):
         return None
     row = db.execute("SELECT value FROM meta WHERE key = 'database_id'").fetchone()
     return None if row is None else str(row[0])
@@ -77,26 +84,27 @@ def gather(config: Any) -> dict[str, Any]:
         if last_run is not None:
             last_run.pop("config", None)
         totals = db.execute(
-            "SELECT count(*), coalesce(sum(cells), 0), coalesce(sum(positives), 0), coalesce(sum(clusters), 0),"
-            " coalesce(sum(dropped_before), 0), coalesce(sum(over_budget), 0), min(captured_at), max(captured_at)"
-            " FROM frames"
+            "SELECT count(*), coalesce(sum(dropped_before), 0), coalesce(sum(over_budget), 0), min(captured_at),"
+            " max(captured_at) FROM frames"
         ).fetchone()
         runs = db.execute("SELECT count(*) FROM runs").fetchone()[0]
+        views = db.execute("SELECT count(*) FROM cells").fetchone()[0]
+        cells = _cell_totals(db) if _has_table(db, "tracks") else (0, 0, 0, 0)
         database_id = _database_id(db)
+        tables = sorted(row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))
     except sqlite3.Error as exc:
         raise CommandError(f"{database}: cannot read the results database: {exc}") from None
     finally:
         db.close()
     report["database_id"] = database_id
+    report["tables"] = [name for name in tables if not name.startswith("sqlite_")]
     report["last_run"] = last_run
-    report["totals"] = dict(
-        zip(
-            ["frames", "cells", "positives", "clusters", "dropped", "over_budget", "first_frame_at", "last_frame_at"],
-            totals,
-            strict=True,
-        ),
-        runs=runs,
-    )
+    report["totals"] = {
+        **dict(zip(["frames", "dropped", "over_budget", "first_frame_at", "last_frame_at"], totals, strict=True)),
+        **dict(zip(["cells", "positives", "clusters", "open_cells"], cells, strict=True)),
+        "views": views,
+        "runs": runs,
+    }
     wal = Path(f"{database}-wal")
     report["database_bytes"] = _file_size(database) + _file_size(wal)
     snapshots = config.snapshot_dir
@@ -108,6 +116,21 @@ def gather(config: Any) -> dict[str, Any]:
     usage = shutil.disk_usage(config.state_path)
     report["disk"] = {"free_bytes": usage.free, "total_bytes": usage.total}
     return report
+
+
+def _cell_totals(db: sqlite3.Connection) -> tuple[int, int, int, int]:
+    """(cells, positive, clusters, open): closed tracks, by their run's threshold, plus the cells an
+    unfinished run follows (views stored, no track row yet)."""
+    closed, positives, clusters = db.execute(
+        "SELECT count(*), coalesce(sum(t.probability >= coalesce(r.threshold, 0.5)), 0), coalesce(sum(t.cluster), 0)"
+        " FROM tracks t LEFT JOIN runs r ON r.id = t.run_id"
+    ).fetchone()
+    still_open = db.execute(
+        "SELECT count(*) FROM (SELECT DISTINCT c.run_id, c.track FROM cells c"
+        " WHERE c.run_id IN (SELECT id FROM runs WHERE ended_at IS NULL) AND c.track IS NOT NULL"
+        " AND NOT EXISTS (SELECT 1 FROM tracks t WHERE t.run_id = c.run_id AND t.track = c.track))"
+    ).fetchone()[0]
+    return closed + still_open, positives, clusters, still_open
 
 
 def _mb(value: int) -> str:
@@ -133,7 +156,9 @@ def format_text(report: dict[str, Any]) -> str:
             state = "not running (the last status says running: killed or crashed?)"
         lines.append(
             f"service:     {state} (pid {live['pid']}, updated {live['updated_at']}), {live['fps']} fps, "
-            f"{counters.get('frames', 0)} frames this run, {counters.get('dropped', 0)} dropped, "
+            f"{counters.get('frames', 0)} frames this run, {counters.get('cells', 0)} cells "
+            f"({counters.get('open_cells', 0)} open), {counters.get('views', 0)} views, "
+            f"{counters.get('dropped', 0)} dropped, "
             f"{counters.get('over_budget', 0)} over the {live['budget_ms']:g} ms budget, "
             f"{counters.get('source_failures', 0)} capture failures, {counters.get('unsaved_frames', 0)} unsaved"
         )
@@ -146,8 +171,9 @@ def format_text(report: dict[str, Any]) -> str:
             )
     totals = report["totals"]
     lines.append(
-        f"totals:      {totals['runs']} runs, {totals['frames']} frames, {totals['cells']} cells, "
-        f"{totals['positives']} positive, {totals['clusters']} clusters"
+        f"totals:      {totals['runs']} runs, {totals['frames']} frames, {totals['cells']} cells "
+        f"({totals['open_cells']} open), {totals['views']} views, {totals['positives']} positive and "
+        f"{totals['clusters']} clusters of the closed cells"
     )
     lines.append(f"last frame:  {totals['last_frame_at'] or 'none'}")
     identity = report.get("database_id") or "not yet given one (starts with the next run)"

@@ -1,4 +1,5 @@
-"""Frame sources: the Pi camera, a folder of images, or synthetic frames with known cells."""
+"""Frame sources: the Pi camera, a folder of images, or synthetic frames with known cells (a new
+field each frame, or a still field)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ __all__ = [
 
 
 def parse_source_arg(text: str) -> dict[str, str]:
-    """`--source replay:DIR|synthetic|picamera2` as overrides of the [source] section."""
+    """`--source replay:DIR|synthetic|still|picamera2` as overrides of the [source] section."""
     kind, _, rest = text.partition(":")
     if kind == "replay":
         if not rest:
@@ -34,17 +35,16 @@ def parse_source_arg(text: str) -> dict[str, str]:
 def open_source(config: Config, max_frames: int | None = None) -> FrameSource:
     """Build (not yet open) the source the config names."""
     source = config.source
-    if source.kind == "synthetic":
+    if source.kind in ("synthetic", "still"):
+        drawn = {"height": source.height, "width": source.width, "cells": source.synthetic_cells,
+                 "seed": source.synthetic_seed, "fps": source.fps, "max_frames": max_frames}  # fmt: skip
+        if source.kind == "still":
+            from edge.sources.still_field import StillFieldSource
+
+            return StillFieldSource(**drawn, move_every=source.still_move_every, divide_every=source.still_divide_every)
         from edge.sources.synthetic import SyntheticSource
 
-        return SyntheticSource(
-            height=source.height,
-            width=source.width,
-            cells=source.synthetic_cells,
-            seed=source.synthetic_seed,
-            fps=source.fps,
-            max_frames=max_frames,
-        )
+        return SyntheticSource(**drawn)
     if source.kind == "replay":
         from edge.sources.replay import ReplaySource
 

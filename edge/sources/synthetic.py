@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
@@ -33,6 +33,7 @@ class TrueObject:
     bbox: tuple[int, int, int, int]  # y0, x0, y1, x1 (exclusive)
     centroid_yx: tuple[float, float]
     kinds: tuple[str, ...]  # one per cell
+    mask: np.ndarray | None = field(default=None, repr=False, compare=False)  # bool, bbox-local
 
     @property
     def cluster(self) -> bool:
@@ -65,6 +66,25 @@ def render_frame(
 
     Fewer cells are drawn when the frame cannot fit them without touching.
     """
+    canvas, objects = render_field(rng, height, width, cells, cluster_fraction, scale)
+    return add_sensor_noise(rng, canvas), objects
+
+
+def add_sensor_noise(rng: np.random.Generator, canvas: np.ndarray) -> np.ndarray:
+    """A float field as the camera would deliver it: sensor noise added, rounded to uint8."""
+    noisy = canvas + rng.normal(0.0, NOISE_SIGMA, canvas.shape).astype(np.float32)
+    return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+
+
+def render_field(
+    rng: np.random.Generator,
+    height: int = 480,
+    width: int = 640,
+    cells: int = 20,
+    cluster_fraction: float = 0.2,
+    scale: float | None = None,
+) -> tuple[np.ndarray, list[TrueObject]]:
+    """``render_frame`` before the sensor noise: the float32 field and the objects drawn."""
     scale = cell_scale_for(cells, height, width) if scale is None else scale
     canvas = _background(rng, height, width)
     occupied = np.zeros((height, width), dtype=bool)
@@ -81,8 +101,7 @@ def render_frame(
         if placed is not None:
             objects.append(placed)
             drawn += group
-    canvas += rng.normal(0.0, NOISE_SIGMA, canvas.shape).astype(np.float32)
-    return np.clip(np.rint(canvas), 0, 255).astype(np.uint8), objects
+    return canvas, objects
 
 
 def _place_group(
@@ -131,12 +150,14 @@ def _place_group(
         region[mask] = patch[mask]
     occupied[y0:y1, x0:x1] |= union
     ys, xs = np.nonzero(union)
+    tight = union[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
     ys, xs = ys + y0, xs + x0
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
     return TrueObject(
         bbox=(int(y0), int(x0), int(y1), int(x1)),
         centroid_yx=(float(ys.mean()), float(xs.mean())),
         kinds=tuple(str(kind) for kind, *_ in placements),
+        mask=tight,
     )
 
 
