@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from edge import __version__
-from edge.config import Config
+from edge.config import Config, ConfigError
 from edge.errors import EnvironmentProblem, ExitCode
 from edge.logs import RateLimitedWarning, log, setup_logging
 from edge.model import Classifier
-from edge.notify import Notifier
+from edge.notify import WATCHDOG_MIN_INTERVAL_S, Notifier
 from edge.pipeline import FrameResult, Pipeline
-from edge.policies import DiskGuard, Every, FailureStreak, Retention
+from edge.policies import DiskGuard, Every, FailureStreak, Retention, watchdog_problem
 from edge.run_stats import Counters, RunStats, write_json_atomic
 from edge.snapshots import SnapshotWriter, free_bytes
 from edge.sources.base import CaptureTimeout, EndOfSource, FrameSource, NothingNew, SourceError, check_frame
@@ -101,6 +101,9 @@ class Service:
     # ------------------------------------------------------------------- run
     def run(self) -> int:
         config = self.config
+        problem = watchdog_problem(self.notifier.watchdog_period_s, config.source.timeout_s, WATCHDOG_MIN_INTERVAL_S)
+        if problem:
+            raise ConfigError(problem)
         lock = StateLock(config.state_path)
         try:
             config.state_path.mkdir(parents=True, exist_ok=True)
@@ -109,7 +112,6 @@ class Service:
             lock.release()
             raise EnvironmentProblem(f"state directory {config.state_path}: {exc}") from exc
         try:
-            self.open_store()
             return self._run_with(SnapshotWriter(config.snapshot_dir, config.snapshots, self.free_space))
         finally:
             lock.release()
@@ -149,6 +151,8 @@ class Service:
                 log.error("source: %s", exc)
                 self.exit_reason = f"source failed to open: {exc}"
                 return EXIT_SOURCE_FAILED
+            # After the source opens, so the run records what the camera actually runs with.
+            self.open_store()
             self._log_start()
             self.notifier.ready(f"run {self.run_id}: classifying")
             exit_code = self._loop(snapshots)
@@ -190,7 +194,7 @@ class Service:
             mode=self.config.pipeline.mode,
             threshold=self.pipeline.threshold,
             window_px=self.pipeline.window_px,
-            config={**self.config.as_dict(), "origin": self.config.origin},
+            config={**self.config.as_dict(), "origin": self.config.origin, **_applied_camera(self.source)},
         )
 
     def _loop(self, snapshots: SnapshotWriter) -> int:
@@ -377,6 +381,13 @@ class Service:
         except OSError as exc:
             self.counters.status_failures += 1
             self._status_warning("status: cannot write %s: %s", self.config.status_path, exc)
+
+
+def _applied_camera(source: FrameSource) -> dict[str, Any]:
+    """What a camera source read back once open (sensor mode, ScalerCrop, colour space...),
+    stored with the run's config as "camera_applied"; nothing for other sources."""
+    applied = getattr(source, "applied", None)
+    return {"camera_applied": applied} if applied else {}
 
 
 class _Ticks:
