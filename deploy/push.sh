@@ -109,8 +109,9 @@ remote_dir=$resolved
 
 printf '==> copying %s to %s:%s\n' "$SOURCE" "$host" "$remote_dir"
 status=0
+# /.git without a slash: in a git worktree (git worktree add) .git is a file, not a folder.
 rsync -rlptz --delete --exclude=/.metascope-push -e "$rsh" \
-    --exclude=/.git/ --exclude=/.venv/ --exclude=/venv/ --exclude=/var/ --exclude=/data/ \
+    --exclude=/.git --exclude=/.venv/ --exclude=/venv/ --exclude=/var/ --exclude=/data/ \
     --exclude=/build/ --exclude=/dist/ --exclude=/results/ --exclude=/bench/results/ \
     --exclude=__pycache__/ --exclude='*.pyc' --exclude=.pytest_cache/ --exclude=.ruff_cache/ \
     --exclude=.mypy_cache/ --exclude=.hypothesis/ --exclude='*.egg-info/' \
