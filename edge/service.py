@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from edge import __version__
+from edge.camera_wait import CameraRestarts, CameraWaiter
 from edge.config import Config, ConfigError
 from edge.errors import EnvironmentProblem, ExitCode
 from edge.logs import RateLimitedWarning, log, setup_logging
@@ -73,6 +74,7 @@ class Service:
         self.run_id: int | None = None
         self.store: ResultStore | None = None
         self.capture_failures = FailureStreak(config.source.max_failures)
+        self.camera_restarts = CameraRestarts(config.state_path) if config.source.kind == "picamera2" else None
         self.frame_failures = FailureStreak(config.source.max_failures)
         self._store_warning = RateLimitedWarning()
         self._disk_warning = RateLimitedWarning()
@@ -111,8 +113,12 @@ class Service:
         except OSError as exc:
             lock.release()
             raise EnvironmentProblem(f"state directory {config.state_path}: {exc}") from exc
+        started = time.monotonic()
         try:
-            return self._run_with(SnapshotWriter(config.snapshot_dir, config.snapshots, self.free_space))
+            code = self._run_with(SnapshotWriter(config.snapshot_dir, config.snapshots, self.free_space))
+            if self.camera_restarts is not None:
+                self.camera_restarts.record(code == EXIT_SOURCE_FAILED, time.monotonic() - started)
+            return code
         finally:
             lock.release()
 
@@ -146,7 +152,9 @@ class Service:
         exit_code = EXIT_OK
         try:
             try:
-                self.source.open()
+                if not self._open_source():
+                    self.exit_reason = f"{self.stop_reason} received while waiting for the camera"
+                    return EXIT_OK
             except SourceError as exc:
                 log.error("source: %s", exc)
                 self.exit_reason = f"source failed to open: {exc}"
@@ -166,6 +174,14 @@ class Service:
             for signum, handler in previous_handlers.items():
                 signal.signal(signum, handler)
         return exit_code
+
+    def _open_source(self) -> bool:
+        """Open the source; False when stopped first. A busy or missing camera is waited for,
+        never given up on, and after runs that ended with a camera failure the camera gets a
+        growing pause before it is opened again (edge/camera_wait.py)."""
+        waiter = CameraWaiter(self.notifier, lambda: self.stop_reason is not None)
+        failures = self.camera_restarts.failures() if self.camera_restarts is not None else 0
+        return waiter.back_off_after_failed_runs(failures) and waiter.open(self.source)
 
     def _log_start(self) -> None:
         classifier = self.classifier
