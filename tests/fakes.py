@@ -110,6 +110,7 @@ class FakePicamera2:
     busy = False
     stride_padding = 64
     lores_adjust: tuple[int, int] | None = None  # libcamera's validate() changing the lores size
+    focus_at = 3.0  # dioptres at which the fake's optics are sharp (only cameras with a focus motor)
     release = threading.Event()
     instances: ClassVar[list[FakePicamera2]] = []
     cameras: ClassVar[list[dict[str, Any]]] = [{"Model": "imx477", "Num": 0}]
@@ -134,6 +135,7 @@ class FakePicamera2:
         self.started = self.stopped = self.closed = False
         self.preview_running = False
         self.captures = 0
+        self.lens_position: float | None = None
         self._pending: list[Future] = []
         self._lock = threading.Lock()
         self._frame: np.ndarray | None = None
@@ -229,6 +231,26 @@ class FakePicamera2:
         }
         self.camera_controls["FrameDurationLimits"] = (round(1_000_000 / fps), 1_000_000_000, 33_333)
         self.configured = configuration
+        self.lens_position = configuration["controls"].get("LensPosition")
+
+    def set_controls(self, controls: dict) -> None:
+        # set_controls -> Controls.set_controls: the same refusal of unadvertised controls.
+        for name in controls:
+            if name not in self.camera_controls:
+                raise RuntimeError(f"Control {name} is not advertised by libcamera")
+        self.lens_position = controls.get("LensPosition", self.lens_position)
+
+    def _through_the_lens(self, frame: np.ndarray) -> np.ndarray:
+        """Not picamera2: the optics. Away from ``focus_at`` dioptres the frame blurs (a box of
+        one pixel per dioptre), so a focus sweep has a sharpest position to find."""
+        if self.lens_position is None:
+            return frame
+        radius = round(abs(self.lens_position - self.focus_at))
+        blurred = frame.astype(np.float32)
+        for axis in (0, 1):
+            total = sum(np.roll(blurred, shift, axis=axis) for shift in range(-radius, radius + 1))
+            blurred = total / (2 * radius + 1)
+        return blurred.astype(np.uint8)
 
     def camera_configuration(self) -> dict[str, Any]:
         return self.camera_config
@@ -278,7 +300,7 @@ class FakePicamera2:
         if self._frame is None:
             self._frame, _ = render_frame(np.random.default_rng(1), height, width, cells=6)
         buffer = np.full((height * 3 // 2, width + self.stride_padding), 128, dtype=np.uint8)
-        buffer[:height, :width] = self._frame
+        buffer[:height, :width] = self._through_the_lens(self._frame)
         buffer[:height, width:] = 255  # stride padding: must never reach the frame
         return buffer
 

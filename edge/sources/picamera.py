@@ -109,6 +109,7 @@ class Picamera2Source:
         self.applied: dict[str, Any] = {}
         self._camera: Any = None
         self._capture: LatestFrameCapture | None = None
+        self._af_manual: Any = None
 
     def open(self) -> None:
         picamera2_class, libcamera = _picamera2_or_source_error()
@@ -162,7 +163,8 @@ class Picamera2Source:
 
     def _configure(self, camera: Any, libcamera: Any, model: str) -> None:
         advertised = camera.camera_controls
-        controls, left_out, notes = camera_controls(self.settings, advertised, libcamera.controls.AfModeEnum.Manual)
+        self._af_manual = libcamera.controls.AfModeEnum.Manual
+        controls, left_out, notes = camera_controls(self.settings, advertised, self._af_manual)
         for note in notes:
             log.warning("camera: %s", note)
         sensor = pinned_sensor_mode(model)
@@ -226,6 +228,15 @@ class Picamera2Source:
         mode = self.applied.get("sensor_mode") or {}
         size = "x".join(str(v) for v in mode.get("output_size") or []) or "?"
         return f"sensor mode {size} {mode.get('bit_depth')}-bit, ScalerCrop {self.applied.get('scaler_crop')}"
+
+    def lens_range(self) -> tuple[float, float]:
+        """(farthest, closest) LensPosition in dioptres; (0, 0) without a focus motor."""
+        limits = self._camera.camera_controls.get("LensPosition") if self._camera is not None else None
+        return (float(limits[0]), float(limits[1])) if limits else (0.0, 0.0)
+
+    def set_lens_position(self, dioptres: float) -> None:
+        """Move the lens while running (`metascope doctor --focus`); takes effect a few frames later."""
+        self._camera.set_controls({"AfMode": self._af_manual, "LensPosition": float(dioptres)})
 
     def _grab(self) -> np.ndarray:
         return y_plane(self._camera.capture_array("lores"), self.height, self.width)
