@@ -5,7 +5,8 @@ periodic work (status, summary, retention, watchdog). Frames the loop could not 
 dropped at the source and counted, never queued. One bad frame is logged, counted and
 skipped; ``source.max_failures`` failed captures (errors, garbage, or timeouts: a stalled
 camera) in a row end the process with EXIT_SOURCE_FAILED so systemd restarts it, as do as many
-failed frames in a row (EXIT_PIPELINE_FAILED). SIGTERM/SIGINT: STOPPING=1, flush, exit 0.
+failed frames in a row (EXIT_PIPELINE_FAILED). A busy or missing camera at start is waited
+for, never an exit (edge/camera_wait.py). SIGTERM/SIGINT: STOPPING=1, flush, exit 0.
 The decisions themselves live in edge/policies.py and the bookkeeping in edge/run_stats.py.
 """
 
