@@ -98,6 +98,19 @@ write_file() {
 }
 
 # --- check everything before changing anything --------------------------------------------
+# Only 64-bit Raspberry Pi OS has wheels for the interpreter (ai-edge-litert: aarch64 only) and
+# what it needs; on 32-bit (armhf) pip would fail much later, halfway through. Checked first, and
+# only when installing into this system: METASCOPE_ROOT (an image being built) may be for another
+# one, and a dry run (on a desktop, to read the steps) only says so.
+if [ -z "$ROOT" ]; then
+    arch=$(dpkg --print-architecture 2>/dev/null || echo unknown)
+    if [ "$arch" != arm64 ]; then
+        wrong_arch="this system is $arch; metascope needs 64-bit Raspberry Pi OS Bookworm (arm64): \
+no interpreter wheels exist for $arch. Flash the 64-bit image (Raspberry Pi Imager: Raspberry Pi OS (64-bit))"
+        [ $dry_run -eq 1 ] || die "$wrong_arch"
+        printf '  (dry run; a real install would stop here: %s)\n' "$wrong_arch"
+    fi
+fi
 if [ $dry_run -eq 0 ] && [ -z "$ROOT" ] && [ "$(id -u)" -ne 0 ]; then
     die "must run as root: sudo bash deploy/install.sh (or --dry-run to see the steps)"
 fi

@@ -109,6 +109,7 @@ remote_dir=$resolved
 
 printf '==> copying %s to %s:%s\n' "$SOURCE" "$host" "$remote_dir"
 status=0
+# /.git without a slash: in a git worktree (git worktree add) .git is a file, not a folder.
 rsync -rlptz --delete --exclude=/.metascope-push -e "$rsh" \
     --exclude=/.git --exclude=/.venv/ --exclude=/venv/ --exclude=/var/ --exclude=/data/ \
     --exclude=/build/ --exclude=/dist/ --exclude=/results/ --exclude=/bench/results/ \

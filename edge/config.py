@@ -73,6 +73,11 @@ class CameraConfig:
     # red, blue; white balance stays locked
     colour_gains: list = field(default_factory=lambda: [1.0, 1.0], metadata={"low": 0.0, "high": 32.0})
     frame_rate: float = option(10.0, 0.1, 120.0)
+    # dioptres (1 / distance in m; 0 = infinity) for a camera with a focus motor (Camera Module
+    # 3); -1 = leave it to the camera (which moves the lens to its tuning's default at each start)
+    lens_position: float = option(-1.0, -1.0, 32.0)
+    # "" = the sensor's own libcamera tuning file; else a name in libcamera's folders or a path
+    tuning_file: str = option("")
 
 
 @dataclass(frozen=True)
@@ -272,13 +277,39 @@ def config_from_dict(data: dict[str, Any], origin: str = "config") -> Config:
         )
     if config.model.threshold != 0.0 and not 0.0 < config.model.threshold < 1.0:
         raise ConfigError(f"model.threshold: must be between 0 and 1, got {config.model.threshold}")
-    frame_s = 1.0 / config.camera.frame_rate
-    if config.source.kind == "picamera2" and config.source.timeout_s < 2 * frame_s:
-        raise ConfigError(
-            f"source.timeout_s: {config.source.timeout_s:g} s is shorter than two frames at camera.frame_rate "
-            f"{config.camera.frame_rate:g} ({2 * frame_s:g} s): every capture would time out"
-        )
+    if config.source.kind == "picamera2":
+        _check_camera(config)
     return config
+
+
+def _check_camera(config: Config) -> None:
+    """What picamera2 or libcamera would refuse, or silently change, about the camera settings."""
+    source, camera = config.source, config.camera
+    frame_s = 1.0 / camera.frame_rate
+    if source.timeout_s < 2 * frame_s:
+        raise ConfigError(
+            f"source.timeout_s: {source.timeout_s:g} s is shorter than two frames at camera.frame_rate "
+            f"{camera.frame_rate:g} ({2 * frame_s:g} s): every capture would time out"
+        )
+    for key in ("width", "height"):
+        value = getattr(source, key)
+        if value % 2:  # picamera2 check_stream_config: "width and height should be even"
+            raise ConfigError(f"source.{key}: the camera's YUV420 stream needs an even number, got {value}")
+    if 0.0 in camera.colour_gains:
+        raise ConfigError(
+            f"camera.colour_gains: 0 turns automatic white balance back on in libcamera; must be above 0, "
+            f"got {camera.colour_gains}"
+        )
+    period_us = 1_000_000 / camera.frame_rate
+    if camera.exposure_us > period_us:
+        raise ConfigError(
+            f"camera.exposure_us: {camera.exposure_us} us is longer than a frame at camera.frame_rate "
+            f"{camera.frame_rate:g} ({period_us:.0f} us); libcamera would shorten it silently"
+        )
+    if camera.lens_position != -1.0 and camera.lens_position < 0.0:
+        raise ConfigError(
+            f"camera.lens_position: dioptres must be 0 or more (or -1: leave it), got {camera.lens_position}"
+        )
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:

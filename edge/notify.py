@@ -1,7 +1,7 @@
 """systemd's notify protocol, written to $NOTIFY_SOCKET directly (no library needed).
 
-READY=1 once the model and camera are up, WATCHDOG=1 from each healthy loop (at most every
-half watchdog period, as sd_notify(3) advises), STOPPING=1 at shutdown, STATUS= for
+READY=1 once the model and camera are up, WATCHDOG=1 from every turn of the loop (a turn with
+a failed or stalled capture too) but at most once a second, STOPPING=1 at shutdown, STATUS= for
 `systemctl status`. Outside systemd (no NOTIFY_SOCKET) every call is a no-op.
 """
 
@@ -14,9 +14,10 @@ import time
 
 log = logging.getLogger("metascope")
 
-# Without a watchdog period from systemd, WATCHDOG=1 goes out at most this often: cheap, and
-# still shows liveness to anyone listening.
-DEFAULT_WATCHDOG_INTERVAL_S = 1.0
+# WATCHDOG=1 at most this often: a fast loop (replay, synthetic) would otherwise fill the notify
+# socket's queue, and a message that does not fit is dropped (STOPPING=1 too). Fixed rather than
+# half the watchdog period, so the longest gap between pings is this plus one loop turn.
+WATCHDOG_MIN_INTERVAL_S = 1.0
 
 
 class Notifier:
@@ -29,10 +30,8 @@ class Notifier:
         usec = os.environ.get("WATCHDOG_USEC") if watchdog_usec is None else watchdog_usec
         watchdog_pid = os.environ.get("WATCHDOG_PID")
         enabled = bool(usec) and (not watchdog_pid or watchdog_pid == str(os.getpid()))
-        if enabled and usec and usec.isdigit():
-            self.watchdog_interval_s = int(usec) / 2_000_000
-        else:
-            self.watchdog_interval_s = DEFAULT_WATCHDOG_INTERVAL_S
+        # systemd's WatchdogSec for this process, or None when no watchdog is asked for
+        self.watchdog_period_s = int(usec) / 1_000_000 if enabled and usec and usec.isdigit() else None
         self._last_watchdog = float("-inf")
         self._warned = False
 
@@ -62,9 +61,9 @@ class Notifier:
         return self.send(f"STATUS={status}")
 
     def watchdog(self, now: float | None = None) -> bool:
-        """WATCHDOG=1, throttled to half the period systemd asked for."""
+        """WATCHDOG=1, unless one went out less than WATCHDOG_MIN_INTERVAL_S ago."""
         now = time.monotonic() if now is None else now
-        if now - self._last_watchdog < self.watchdog_interval_s:
+        if now - self._last_watchdog < WATCHDOG_MIN_INTERVAL_S:
             return False
         self._last_watchdog = now
         return self.send("WATCHDOG=1")

@@ -15,6 +15,23 @@ DISK_CHECK_INTERVAL_S = 1.0
 RETENTION_INTERVAL_S = 600.0
 
 
+def watchdog_problem(watchdog_period_s: float | None, timeout_s: float, ping_interval_s: float) -> str | None:
+    """Why these settings would let systemd's watchdog kill a healthy service, or None.
+
+    The loop pings every turn (at most every ``ping_interval_s``), and the longest turn is a
+    capture waiting ``source.timeout_s`` for a stalled camera; the longest gap between pings
+    must fit in half the period (sd_notify(3)'s advice), or SIGABRT kills the run before it
+    counts its ``source.max_failures`` stalls and exits in order.
+    """
+    if watchdog_period_s is None or timeout_s + ping_interval_s <= watchdog_period_s / 2:
+        return None
+    return (
+        f"source.timeout_s: {timeout_s:g} s (plus {ping_interval_s:g} s between pings) is more than half the "
+        f"unit's WatchdogSec ({watchdog_period_s:g} s): a stalled capture would be killed by the watchdog "
+        "instead of counted; lower source.timeout_s or raise WatchdogSec with a drop-in"
+    )
+
+
 class FailureStreak:
     """Failures in a row: ``failed()`` counts one and says whether the limit is reached;
     ``succeeded()`` starts again from zero."""

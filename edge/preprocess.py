@@ -96,7 +96,9 @@ def read_grayscale(path: str | os.PathLike[str]) -> np.ndarray:
 def to_grayscale(image: Image.Image) -> np.ndarray:
     """Convert a Pillow image of any mode to uint8 grayscale.
 
-    8-bit modes use Pillow's ITU-R 601 luma (the same weights as the camera's Y plane).
+    8-bit modes use Pillow's ITU-R 601 luma, full range (0..255). The camera's Y plane has the
+    same grey levels only because edge/sources/picamera.py asks libcamera for sYCC (full-range
+    BT.601); picamera2's video default (Rec709 or Smpte170m, limited range 16..235) would not.
     16/32-bit integer images are mapped from 0..65535 to 0..255; float images from 0..1 when
     their maximum is at most 1, else clipped to 0..255. Transparent pixels become 0, the value
     of a masked background.

@@ -5,7 +5,8 @@ periodic work (status, summary, retention, watchdog). Frames the loop could not 
 dropped at the source and counted, never queued. One bad frame is logged, counted and
 skipped; ``source.max_failures`` failed captures (errors, garbage, or timeouts: a stalled
 camera) in a row end the process with EXIT_SOURCE_FAILED so systemd restarts it, as do as many
-failed frames in a row (EXIT_PIPELINE_FAILED). SIGTERM/SIGINT: STOPPING=1, flush, exit 0.
+failed frames in a row (EXIT_PIPELINE_FAILED). A busy or missing camera at start is waited
+for, never an exit (edge/camera_wait.py). SIGTERM/SIGINT: STOPPING=1, flush, exit 0.
 The decisions themselves live in edge/policies.py and the bookkeeping in edge/run_stats.py.
 """
 
@@ -20,13 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from edge import __version__
-from edge.config import Config
+from edge.camera_wait import CameraRestarts, CameraWaiter
+from edge.config import Config, ConfigError
 from edge.errors import EnvironmentProblem, ExitCode
 from edge.logs import RateLimitedWarning, log, setup_logging
 from edge.model import Classifier
-from edge.notify import Notifier
+from edge.notify import WATCHDOG_MIN_INTERVAL_S, Notifier
 from edge.pipeline import FrameResult, Pipeline
-from edge.policies import DiskGuard, Every, FailureStreak, Retention
+from edge.policies import DiskGuard, Every, FailureStreak, Retention, watchdog_problem
 from edge.run_stats import Counters, RunStats, write_json_atomic
 from edge.snapshots import SnapshotWriter, free_bytes
 from edge.sources.base import CaptureTimeout, EndOfSource, FrameSource, NothingNew, SourceError, check_frame
@@ -73,6 +75,7 @@ class Service:
         self.run_id: int | None = None
         self.store: ResultStore | None = None
         self.capture_failures = FailureStreak(config.source.max_failures)
+        self.camera_restarts = CameraRestarts(config.state_path) if config.source.kind == "picamera2" else None
         self.frame_failures = FailureStreak(config.source.max_failures)
         self._store_warning = RateLimitedWarning()
         self._disk_warning = RateLimitedWarning()
@@ -101,6 +104,9 @@ class Service:
     # ------------------------------------------------------------------- run
     def run(self) -> int:
         config = self.config
+        problem = watchdog_problem(self.notifier.watchdog_period_s, config.source.timeout_s, WATCHDOG_MIN_INTERVAL_S)
+        if problem:
+            raise ConfigError(problem)
         lock = StateLock(config.state_path)
         try:
             config.state_path.mkdir(parents=True, exist_ok=True)
@@ -108,9 +114,12 @@ class Service:
         except OSError as exc:
             lock.release()
             raise EnvironmentProblem(f"state directory {config.state_path}: {exc}") from exc
+        started = time.monotonic()
         try:
-            self.open_store()
-            return self._run_with(SnapshotWriter(config.snapshot_dir, config.snapshots, self.free_space))
+            code = self._run_with(SnapshotWriter(config.snapshot_dir, config.snapshots, self.free_space))
+            if self.camera_restarts is not None:
+                self.camera_restarts.record(code == EXIT_SOURCE_FAILED, time.monotonic() - started)
+            return code
         finally:
             lock.release()
 
@@ -145,11 +154,15 @@ class Service:
         exit_code = EXIT_OK
         try:
             try:
-                self.source.open()
+                if not self._open_source():
+                    self.exit_reason = f"{self.stop_reason} received while waiting for the camera"
+                    return EXIT_OK
             except SourceError as exc:
                 log.error("source: %s", exc)
                 self.exit_reason = f"source failed to open: {exc}"
                 return EXIT_SOURCE_FAILED
+            # After the source opens, so the run records what the camera actually runs with.
+            self.open_store()
             self._log_start()
             self.notifier.ready(f"run {self.run_id}: classifying")
             exit_code = self._loop(snapshots)
@@ -163,6 +176,14 @@ class Service:
             for signum, handler in previous_handlers.items():
                 signal.signal(signum, handler)
         return exit_code
+
+    def _open_source(self) -> bool:
+        """Open the source; False when stopped first. A busy or missing camera is waited for,
+        never given up on, and after runs that ended with a camera failure the camera gets a
+        growing pause before it is opened again (edge/camera_wait.py)."""
+        waiter = CameraWaiter(self.notifier, lambda: self.stop_reason is not None)
+        failures = self.camera_restarts.failures() if self.camera_restarts is not None else 0
+        return waiter.back_off_after_failed_runs(failures) and waiter.open(self.source)
 
     def _log_start(self) -> None:
         classifier = self.classifier
@@ -191,7 +212,7 @@ class Service:
             mode=self.config.pipeline.mode,
             threshold=self.pipeline.threshold,
             window_px=self.pipeline.window_px,
-            config={**self.config.as_dict(), "origin": self.config.origin},
+            config={**self.config.as_dict(), "origin": self.config.origin, **_applied_camera(self.source)},
         )
 
     def _loop(self, snapshots: SnapshotWriter) -> int:
@@ -381,6 +402,13 @@ class Service:
         except OSError as exc:
             self.counters.status_failures += 1
             self._status_warning("status: cannot write %s: %s", self.config.status_path, exc)
+
+
+def _applied_camera(source: FrameSource) -> dict[str, Any]:
+    """What a camera source read back once open (sensor mode, ScalerCrop, colour space...),
+    stored with the run's config as "camera_applied"; nothing for other sources."""
+    applied = getattr(source, "applied", None)
+    return {"camera_applied": applied} if applied else {}
 
 
 class _Ticks:

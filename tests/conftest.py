@@ -40,14 +40,21 @@ def fake_camera(monkeypatch):
     """picamera2 replaced by tests/fakes.py's FakePicamera2 (no libcamera off a Pi)."""
     import threading
 
-    from fakes import FakePicamera2
+    from fakes import FakeLibcamera, FakePicamera2
 
     import edge.sources.picamera as picamera_module
 
     FakePicamera2.behaviour = "ok"
+    FakePicamera2.busy = False
+    FakePicamera2.lores_adjust = None
+    FakePicamera2.cameras = [{"Model": "imx477", "Num": 0}]
+    FakePicamera2.tuning_files = {}
     FakePicamera2.instances = []
     FakePicamera2.release = threading.Event()
     monkeypatch.setattr(picamera_module, "import_picamera2", lambda: FakePicamera2)
+    monkeypatch.setattr(picamera_module, "import_libcamera", lambda: FakeLibcamera)
+    # global_camera_info() is asked in a child process on a Pi; here the fake answers in-process
+    monkeypatch.setattr(picamera_module, "list_cameras", lambda: list(FakePicamera2.cameras))
     yield FakePicamera2
     FakePicamera2.release.set()  # frees any capture thread a "hang" test left blocked
 

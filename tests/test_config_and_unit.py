@@ -55,6 +55,17 @@ BAD = [
     ({"source": {"replay_loop": "yes"}}, "source.replay_loop: must be true or false"),
     ({"camera": {"colour_gains": [1.0]}}, "camera.colour_gains: must be a list of 2 numbers"),
     ({"camera": {"exposure_us": 0}}, "camera.exposure_us: must be at least 1"),
+    # What picamera2 refuses (odd sizes) or libcamera silently changes (AWB back on, a clamped
+    # exposure) stops at start instead, named.
+    ({"source": {"width": 641}}, "source.width: the camera's YUV420 stream needs an even number, got 641"),
+    ({"source": {"height": 481}}, "source.height: the camera's YUV420 stream needs an even number, got 481"),
+    ({"camera": {"colour_gains": [0, 1.5]}}, "camera.colour_gains: 0 turns automatic white balance back on"),
+    (
+        {"camera": {"frame_rate": 30.0, "exposure_us": 40_000}},
+        "camera.exposure_us: 40000 us is longer than a frame at camera.frame_rate 30 (33333 us)",
+    ),
+    ({"camera": {"lens_position": -0.5}}, "camera.lens_position: dioptres must be 0 or more"),
+    ({"camera": {"lens_position": 40.0}}, "camera.lens_position: must be at most 32"),
     ({"model": {"threshold": 1.5}}, "model.threshold: must be at most 1"),
     ({"model": {"threshold": 1.0}}, "model.threshold: must be between 0 and 1"),
     ({"pipeline": {"mode": "all"}}, "pipeline.mode: must be one of"),

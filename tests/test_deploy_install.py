@@ -21,9 +21,9 @@ def stub_commands(folder: Path, log: Path, **behaviour: str) -> Path:
     """Scripts named like system commands that log their arguments; `behaviour` gives one its
     own shell body (e.g. getent='exit 2')."""
     folder.mkdir(parents=True, exist_ok=True)
-    for name in ("apt-get", "useradd", "usermod", "getent", "systemctl"):
+    for name in ("apt-get", "useradd", "usermod", "getent", "systemctl", "dpkg"):
         script = folder / name
-        body = behaviour.get(name, "exit 0")
+        body = behaviour.get(name, "echo arm64" if name == "dpkg" else "exit 0")
         script.write_text(f'#!/bin/sh\necho "{name} $*" >> "{log}"\n{body}\n')
         script.chmod(0o755)
     return folder
@@ -313,3 +313,37 @@ def test_without_model_both_shipped_models_are_installed(tmp_path: Path, project
     (project / "models" / "mda231-pc3-fast.tflite").write_bytes(b"tampered")
     tampered = install(root, stubs, "--dry-run", project=project)
     assert tampered.returncode == 1 and "mda231-pc3-fast.tflite does not match its card" in tampered.stderr
+
+
+@pytest.mark.parametrize("arch", ["armhf", "amd64"])
+def test_a_system_that_is_not_64_bit_raspberry_pi_os_is_refused_first(tmp_path: Path, model: Path, arch) -> None:
+    """32-bit Raspberry Pi OS has no interpreter wheels: pip would fail halfway through. A real
+    install stops before anything (the root check included); a dry run only says so."""
+    log = tmp_path / "log"
+    stubs = stub_commands(tmp_path / "bin", log, dpkg=f"echo {arch}")
+    env = {key: value for key, value in os.environ.items() if key not in ("SUDO_USER", "METASCOPE_ROOT")}
+    env["PATH"] = f"{stubs}:{os.environ['PATH']}"
+    script = str(REPO / "deploy" / "install.sh")
+    refused = subprocess.run(["bash", script, "--model", str(model)], capture_output=True, text=True, env=env)
+    assert refused.returncode == 1
+    assert f"this system is {arch}; metascope needs 64-bit Raspberry Pi OS Bookworm (arm64)" in refused.stderr
+    assert not steps(refused.stdout) and log.read_text() == "dpkg --print-architecture\n"
+    dry = subprocess.run(["bash", script, "--dry-run", "--model", str(model)], capture_output=True, text=True, env=env)
+    assert dry.returncode == 0 and "a real install would stop here" in dry.stdout
+    stub_commands(tmp_path / "bin", log, dpkg="echo arm64")
+    accepted = subprocess.run(
+        ["bash", script, "--dry-run", "--model", str(model)], capture_output=True, text=True, env=env
+    )
+    assert accepted.returncode == 0 and "would stop here" not in accepted.stdout
+
+
+def test_the_pi_gets_the_interpreter_release_bookworm_can_load() -> None:
+    """ai-edge-litert's aarch64 wheel needs GLIBCXX_3.4.30 (Bookworm's ceiling): the Pi's pip
+    install is pinned to 2.3.0, inside the range the edge extra allows."""
+    import tomllib
+
+    lines = (REPO / "deploy" / "constraints-pi.txt").read_text().splitlines()
+    pins = dict(line.split("==") for line in lines if "==" in line and not line.startswith("#"))
+    assert pins["ai-edge-litert"] == "2.3.0"
+    extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["edge"]
+    assert extra == ["ai-edge-litert>=2.3,<3"]

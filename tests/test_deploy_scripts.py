@@ -29,6 +29,16 @@ def test_shellcheck_is_clean() -> None:
     assert result.returncode == 0, result.stdout
 
 
+def test_the_scripts_are_executable_in_git() -> None:
+    """The README runs ./deploy/push.sh: a 100644 file in git fails with "Permission denied"."""
+    listed = subprocess.run(["git", "ls-files", "-s", "deploy"], capture_output=True, text=True, cwd=REPO)
+    if listed.returncode != 0 or not listed.stdout:
+        pytest.skip("not a git checkout")
+    modes = {line.split("\t")[1]: line.split()[0] for line in listed.stdout.splitlines()}
+    scripts = {path: mode for path, mode in modes.items() if path.endswith(".sh")}
+    assert scripts and all(mode == "100755" for mode in scripts.values()), scripts
+
+
 @pytest.mark.parametrize("script", SHELL_FILES, ids=lambda path: path.name)
 def test_strict_mode(script: Path) -> None:
     assert "\nset -euo pipefail\n" in script.read_text()

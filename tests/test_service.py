@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import sqlite3
 import threading
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 from fakes import make_config
 
+from edge.config import ConfigError
 from edge.model import Classifier
 from edge.notify import Notifier
 from edge.service import EXIT_OK, EXIT_PIPELINE_FAILED, EXIT_SOURCE_FAILED, Service
@@ -64,6 +66,26 @@ def test_failing_camera_is_counted_and_ends_the_run_after_n_in_a_row(
     with sqlite3.connect(config.database_path) as db:
         reason = db.execute("SELECT exit_reason FROM runs").fetchone()[0]
     assert "source failed 3 times in a row" in reason
+
+
+def test_the_run_records_the_sensor_mode_and_scaler_crop_the_camera_runs_with(
+    classifier, fake_camera, tmp_path: Path, caplog
+) -> None:
+    """Against the fake camera (tests/hardware checks a real one): the field of view a run saw
+    can be told from its row."""
+    caplog.set_level(logging.INFO, logger="metascope")
+    fake_camera.cameras = [{"Model": "imx708", "Num": 0}]
+    config = make_config(tmp_path, source={"kind": "picamera2", "width": 320, "height": 240})
+    service = Service(config, classifier, open_source(config), max_frames=2, notifier=Notifier(address=""))
+    assert service.run() == EXIT_OK
+    with sqlite3.connect(config.database_path) as db:
+        source, run_config = db.execute("SELECT source, config FROM runs").fetchone()
+    applied = json.loads(run_config)["camera_applied"]
+    assert applied["model"] == "imx708" and applied["colour_space"] == "sYCC"
+    assert applied["sensor_mode"] == {"output_size": [2304, 1296], "bit_depth": 10}
+    assert applied["scaler_crop"] == [0, 0, 4608, 2592]
+    assert "imx708 sensor mode 2304x1296 10-bit, ScalerCrop [0, 0, 4608, 2592]" in source
+    assert "sensor mode 2304x1296 10-bit" in caplog.text  # the start line in the journal
 
 
 class FlakySource:
@@ -202,7 +224,7 @@ def test_notify_protocol_ready_watchdog_stopping_in_order(classifier, tmp_path: 
     listener.bind(address)
     listener.settimeout(5)
     config = make_config(tmp_path)
-    notifier = Notifier(address=address, watchdog_usec="1")  # a 1 us period: a ping from every loop
+    notifier = Notifier(address=address, watchdog_usec="30000000")  # the unit's WatchdogSec=30
     service = Service(config, classifier, open_source(config), max_frames=3, notifier=notifier)
     assert service.run() == EXIT_OK
     messages = []
@@ -216,22 +238,53 @@ def test_notify_protocol_ready_watchdog_stopping_in_order(classifier, tmp_path: 
     kinds = [m.splitlines()[0] for m in messages]
     assert kinds[0] == "READY=1"
     assert kinds[-1] == "STOPPING=1"
-    assert kinds.count("WATCHDOG=1") == 3
-    assert kinds == ["READY=1", "WATCHDOG=1", "WATCHDOG=1", "WATCHDOG=1", "STOPPING=1"]
+    assert kinds == ["READY=1", "WATCHDOG=1", "STOPPING=1"]  # 3 quick turns: one ping a second
 
 
-def test_notify_abstract_socket_and_watchdog_throttle() -> None:
+def test_notify_abstract_socket_and_a_watchdog_ping_every_second_whatever_the_period() -> None:
     name = f"metascope-test-{threading.get_ident()}"
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     listener.bind("\0" + name)
     listener.settimeout(2)
-    notifier = Notifier(address="@" + name, watchdog_usec="2000000")  # 2 s: ping at most every 1 s
+    notifier = Notifier(address="@" + name, watchdog_usec="30000000")  # WatchdogSec=30
+    assert notifier.watchdog_period_s == 30.0
     assert notifier.watchdog(now=100.0)
-    assert not notifier.watchdog(now=100.5)
-    assert notifier.watchdog(now=101.1)
+    assert not notifier.watchdog(now=100.5)  # a fast loop does not flood the socket...
+    assert notifier.watchdog(now=101.1)  # ...but a ping is never held back for half the period
     assert listener.recv(100) == b"WATCHDOG=1"
     listener.close()
     assert Notifier(address="").ready() is False  # outside systemd: nothing, no error
+
+
+class CountingNotifier(Notifier):
+    def __init__(self) -> None:
+        super().__init__(address="", watchdog_usec="30000000")
+        self.watchdog_calls = 0
+
+    def watchdog(self, now: float | None = None) -> bool:
+        self.watchdog_calls += 1
+        return super().watchdog(now)
+
+
+def test_the_watchdog_is_pinged_every_turn_even_when_no_frame_comes(classifier, tmp_path: Path) -> None:
+    """A stalled camera's turns ping too: a ping only after a processed frame would let a long
+    run of timeouts reach WatchdogSec and SIGABRT."""
+    config = make_config(tmp_path, source={"max_failures": 100})
+    notifier = CountingNotifier()
+    source = FlakySource(set(range(1, 6)))  # five failed captures, then frames
+    service = Service(config, classifier, source, max_frames=2, notifier=notifier)
+    assert service.run() == EXIT_OK
+    assert notifier.watchdog_calls == 7  # 5 failed turns + 2 frames
+
+
+def test_a_capture_timeout_the_watchdog_cannot_wait_out_is_refused_at_start(classifier, tmp_path: Path) -> None:
+    config = make_config(tmp_path, source={"timeout_s": 20.0})
+    notifier = Notifier(address="", watchdog_usec="30000000")
+    service = Service(config, classifier, open_source(config), max_frames=1, notifier=notifier)
+    with pytest.raises(ConfigError, match=r"source\.timeout_s: 20 s .* more than half the unit's WatchdogSec \(30 s\)"):
+        service.run()
+    config = make_config(tmp_path, source={"timeout_s": 14.0})
+    assert Service(config, classifier, open_source(config), max_frames=1, notifier=notifier).run() == EXIT_OK
 
 
 def test_whole_mode_classifies_the_central_window_as_one_cell(classifier, tmp_path: Path) -> None:

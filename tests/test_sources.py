@@ -12,8 +12,10 @@ from fakes import make_config
 from PIL import Image
 
 import edge.sources.picamera as picamera_module
+from edge.config import CameraConfig
 from edge.sources import open_source, parse_source_arg
 from edge.sources.base import BadFrame, CaptureTimeout, EndOfSource, SourceError
+from edge.sources.camera_setup import CameraAbsent, CameraBusy, CameraSettingsRejected
 from edge.sources.capture import LatestFrameCapture
 from edge.sources.picamera import Picamera2Source, camera_present, y_plane
 from edge.sources.replay import ReplaySource
@@ -21,17 +23,10 @@ from edge.sources.still_field import StillFieldSource
 from edge.sources.synthetic import SyntheticSource, render_frame
 
 
-def camera_source(**overrides) -> Picamera2Source:
-    settings = {
-        "width": 320,
-        "height": 240,
-        "exposure_us": 5000,
-        "analogue_gain": 2.0,
-        "colour_gains": [1.5, 1.25],
-        "frame_rate": 30.0,
-    }
-    settings.update(overrides)
-    return Picamera2Source(**settings)
+def camera_source(width: int = 320, height: int = 240, **camera) -> Picamera2Source:
+    settings = {"exposure_us": 5000, "analogue_gain": 2.0, "colour_gains": [1.5, 1.25], "frame_rate": 30.0}
+    settings.update(camera)
+    return Picamera2Source(width, height, CameraConfig(**settings), start_timeout_s=0.2)
 
 
 # ------------------------------------------------------------------ synthetic
@@ -153,9 +148,15 @@ def test_source_argument_and_factory(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ picamera2
-def test_picamera2_locks_exposure_and_reads_the_lores_y_plane(fake_camera) -> None:
-    source = camera_source()
+# Against tests/fakes.py's FakePicamera2, which mirrors picamera2 0.3.36 (each behaviour cites
+# the function it copies); tests/hardware runs the same path on a real camera.
+def opened(source: Picamera2Source) -> Picamera2Source:
     source.open()
+    return source
+
+
+def test_picamera2_locks_exposure_and_reads_the_lores_y_plane(fake_camera) -> None:
+    source = opened(camera_source())
     try:
         frame = source.next_frame(2.0)
     finally:
@@ -170,16 +171,43 @@ def test_picamera2_locks_exposure_and_reads_the_lores_y_plane(fake_camera) -> No
     assert controls["ExposureTime"] == 5000 and controls["AnalogueGain"] == 2.0
     assert controls["ColourGains"] == (1.5, 1.25)
     assert controls["FrameDurationLimits"] == (33333, 33333)
+    assert "AfMode" not in controls and "LensPosition" not in controls, "no lens_position: focus left alone"
     assert frame.pixels.shape == (240, 320) and frame.pixels.dtype == np.uint8
     assert frame.pixels.max() < 255, "stride padding (255) leaked into the frame"
     assert camera.started and camera.stopped and camera.closed
 
 
-def test_y_plane_rejects_buffers_that_are_not_yuv420() -> None:
-    with pytest.raises(BadFrame, match="does not hold a 64x48"):
-        y_plane(np.zeros((48, 64), dtype=np.uint8), 48, 64)
-    with pytest.raises(BadFrame, match="not a 2-D uint8"):
-        y_plane(np.zeros((72, 64, 3), dtype=np.uint8), 48, 64)
+def test_the_camera_is_asked_for_full_range_bt601_the_grey_levels_of_training(fake_camera) -> None:
+    """picamera2's video default is Rec709/Smpte170m, limited range (Y 16..235), which flips
+    calls of the shipped model; sYCC is full-range BT.601, Pillow's "L" formula."""
+    source = opened(camera_source())
+    source.close()
+    assert str(fake_camera.instances[0].configured["colour_space"]) == "sYCC"
+    assert source.applied["colour_space"] == "sYCC"
+    # ...and the fake would have refused picamera2's default, so this cannot pass by accident.
+    camera = fake_camera()
+    default = camera.create_video_configuration(
+        main={"size": (640, 480), "format": "YUV420"}, lores={"size": (320, 240), "format": "YUV420"},
+        buffer_count=4, controls={},
+    )  # fmt: skip
+    with pytest.raises(RuntimeError, match="not sYCC"):
+        camera.configure(default)
+
+
+def test_closing_a_stalled_camera_cancels_the_pending_capture_and_returns(fake_camera) -> None:
+    fake_camera.behaviour = "hang"  # frames stop coming: a capture stays pending in picamera2
+    source = opened(camera_source())
+    with pytest.raises(CaptureTimeout):
+        source.next_frame(0.2)
+    camera = fake_camera.instances[0]
+    capture_thread = source._capture._thread
+    assert camera.pending_captures() == 1
+    started = time.monotonic()
+    source.close()
+    assert time.monotonic() - started < 1.0, "close waited for a frame that never comes"
+    assert camera.closed and camera.pending_captures() == 0
+    capture_thread.join(1.0)
+    assert not capture_thread.is_alive(), "the capture thread was left blocked in picamera2"
 
 
 @pytest.mark.parametrize(
@@ -192,8 +220,7 @@ def test_y_plane_rejects_buffers_that_are_not_yuv420() -> None:
 )
 def test_picamera2_failures_surface_as_source_errors(fake_camera, behaviour, error, message) -> None:
     fake_camera.behaviour = behaviour
-    source = camera_source()
-    source.open()
+    source = opened(camera_source())
     try:
         with pytest.raises(error, match=message):
             source.next_frame(0.2)
@@ -201,14 +228,27 @@ def test_picamera2_failures_surface_as_source_errors(fake_camera, behaviour, err
         source.close()
 
 
-def test_no_camera_or_no_picamera2_is_a_clear_error(monkeypatch) -> None:
-    def broken():
-        raise IndexError("list index out of range")
+def test_y_plane_rejects_buffers_that_are_not_yuv420() -> None:
+    with pytest.raises(BadFrame, match="does not hold a 64x48"):
+        y_plane(np.zeros((48, 64), dtype=np.uint8), 48, 64)
+    with pytest.raises(BadFrame, match="not a 2-D uint8"):
+        y_plane(np.zeros((72, 64, 3), dtype=np.uint8), 48, 64)
 
-    monkeypatch.setattr(picamera_module, "import_picamera2", lambda: broken)
-    with pytest.raises(SourceError, match="no camera found"):
+
+def test_a_busy_and_an_absent_camera_get_different_messages(fake_camera) -> None:
+    fake_camera.busy = True
+    with pytest.raises(
+        CameraBusy, match=r"camera busy: another program holds it .*rpicam-hello.*Device or resource busy"
+    ):
         camera_source().open()
+    fake_camera.busy = False
+    fake_camera.cameras = []
+    with pytest.raises(CameraAbsent, match="no camera found by libcamera: check the ribbon cable"):
+        camera_source().open()
+    assert not fake_camera.instances, "no camera object was left open"
 
+
+def test_no_picamera2_is_a_clear_error(monkeypatch) -> None:
     def missing():
         raise ImportError("No module named 'picamera2'")
 
@@ -221,10 +261,68 @@ def test_no_camera_or_no_picamera2_is_a_clear_error(monkeypatch) -> None:
 def test_camera_present_lists_cameras(fake_camera) -> None:
     assert camera_present() == (True, "imx477")
     fake_camera.cameras = []
-    try:
-        assert camera_present()[0] is False
-    finally:
-        fake_camera.cameras = [{"Model": "imx477", "Num": 0}]
+    assert camera_present()[0] is False
+
+
+def test_a_mono_sensor_gets_no_colour_controls(fake_camera, caplog) -> None:
+    fake_camera.cameras = [{"Model": "imx296_mono", "Num": 0}]
+    source = opened(camera_source())
+    source.close()
+    controls = fake_camera.instances[0].configured["controls"]
+    assert "ColourGains" not in controls and "AwbEnable" not in controls and controls["ExposureTime"] == 5000
+    assert source.applied["controls_left_out"] == ["AwbEnable", "ColourGains"]
+    assert "does not advertise AwbEnable, ColourGains" in caplog.text
+
+
+def test_lens_position_is_sent_in_manual_focus_to_a_camera_with_a_focus_motor(fake_camera, caplog) -> None:
+    fake_camera.cameras = [{"Model": "imx708", "Num": 0}]
+    opened(camera_source(lens_position=2.5)).close()
+    controls = fake_camera.instances[0].configured["controls"]
+    assert controls["AfMode"] == 0 and controls["LensPosition"] == 2.5  # AfModeEnum.Manual
+    with pytest.raises(CameraSettingsRejected, match=r"camera.lens_position: 20 dioptres is outside .* 0\.\.15"):
+        camera_source(lens_position=20.0).open()
+    fake_camera.cameras = [{"Model": "imx477", "Num": 0}]  # the HQ camera: manual lens, no motor
+    opened(camera_source(lens_position=2.5)).close()
+    assert "LensPosition" not in fake_camera.instances[-1].configured["controls"]
+    assert "camera.lens_position 2.5 ignored: this camera has no focus control" in caplog.text
+
+
+@pytest.mark.parametrize(("model", "mode"), [("imx708", [2304, 1296]), ("imx477", [2028, 1520])])
+def test_the_sensor_mode_is_pinned_per_model_and_reported(fake_camera, model, mode) -> None:
+    """Left to libcamera, imx708 at this size would get its cropped 1536x864 mode."""
+    fake_camera.cameras = [{"Model": model, "Num": 0}]
+    source = opened(camera_source())
+    source.close()
+    assert source.applied["sensor_mode"]["output_size"] == mode
+    assert source.applied["scaler_crop"] == [0, 0, mode[0] * 2, mode[1] * 2]
+    assert f"sensor mode {mode[0]}x{mode[1]}" in source.description and "ScalerCrop" in source.description
+
+
+def test_adaptive_contrast_is_turned_off_in_the_tuning(fake_camera, tmp_path: Path) -> None:
+    source = opened(camera_source())
+    source.close()
+    tuning = fake_camera.instances[0].tuning
+    assert fake_camera.find_tuning_algo(tuning, "rpi.contrast")["ce_enable"] == 0
+    assert source.applied["tuning"] == "imx477.json, rpi.contrast ce_enable 0"
+    own = tmp_path / "scope.json"
+    own.write_text('{"version": 2.0, "algorithms": [{"rpi.contrast": {"ce_enable": 1}}], "mine": true}')
+    opened(camera_source(tuning_file=str(own))).close()
+    tuning = fake_camera.instances[-1].tuning
+    assert tuning["mine"] and tuning["algorithms"][0]["rpi.contrast"]["ce_enable"] == 0
+    with pytest.raises(CameraSettingsRejected, match=r"camera\.tuning_file: cannot load 'nowhere\.json'"):
+        camera_source(tuning_file="nowhere.json").open()
+
+
+def test_a_lores_size_the_camera_adjusts_is_named(fake_camera) -> None:
+    fake_camera.lores_adjust = (320, 232)
+    with pytest.raises(CameraSettingsRejected, match=r"source\.width, source\.height: .* from 320x240 to 320x232"):
+        camera_source().open()
+    assert fake_camera.instances[0].closed
+
+
+def test_a_frame_rate_the_sensor_mode_cannot_reach_is_named(fake_camera) -> None:
+    with pytest.raises(CameraSettingsRejected, match=r"camera\.frame_rate: 60 fps is faster than this sensor mode"):
+        camera_source(frame_rate=60.0, exposure_us=1000).open()
 
 
 def test_capture_thread_keeps_only_the_newest_frame() -> None:

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from edge.commands.common import UsageError, add_config_args, load_classifier
+from edge.commands.common import UsageError, add_config_args, load_classifier, positive_int
 
 
 @dataclass
@@ -29,6 +29,17 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("doctor", help="check the set-up: PASS/FAIL per item, with a fix", description=__doc__)
     add_config_args(parser)
     parser.add_argument("--model", help="check this model instead of the configured one")
+    parser.add_argument(
+        "--capture",
+        type=positive_int,
+        default=0,
+        metavar="N",
+        help="take N real frames (stop the service first): size, mean grey, clipped pixels, sharpness, capture "
+        "time, sensor mode, colour space",
+    )
+    parser.add_argument(
+        "--focus", action="store_true", help="with --capture: sharpness at each lens position (Camera Module 3)"
+    )
     parser.set_defaults(handler=doctor)
 
 
@@ -105,21 +116,7 @@ def run_checks(args: argparse.Namespace, camera_probe: Callable[[], tuple[bool, 
             )
         )
 
-    if config.source.kind == "picamera2":
-        from edge.sources.picamera import camera_present
-
-        found, detail = (camera_probe or camera_present)()
-        checks.append(
-            Check(
-                "camera",
-                "PASS" if found else "FAIL",
-                detail,
-                "sudo apt install python3-picamera2 (venv made with --system-site-packages); check the ribbon "
-                "cable and `rpicam-hello --list-cameras`; the service user must be in the video group",
-            )
-        )
-    else:
-        checks.append(Check("camera", "SKIP", f"source.kind is {config.source.kind!r}"))
+    checks.extend(camera_checks(config, args, camera_probe))
 
     state = config.state_path
     try:
@@ -153,7 +150,41 @@ def run_checks(args: argparse.Namespace, camera_probe: Callable[[], tuple[bool, 
     return checks
 
 
+def camera_checks(config, args: argparse.Namespace, camera_probe: Callable[[], tuple[bool, str]] | None) -> list[Check]:
+    """Is a camera listed; with --capture, what its frames look like."""
+    if config.source.kind != "picamera2":
+        return [Check("camera", "SKIP", f"source.kind is {config.source.kind!r}")]
+    from edge.sources.picamera import camera_present
+
+    found, detail = (camera_probe or camera_present)()
+    fix = (
+        "sudo apt install python3-picamera2 (venv made with --system-site-packages); check the ribbon "
+        "cable and `rpicam-hello --list-cameras`; the service user must be in the video group"
+    )
+    checks = [Check("camera", "PASS" if found else "FAIL", detail, fix)]
+    if found and getattr(args, "capture", 0):
+        checks.extend(capture_checks(config, args.capture, args.focus))
+    return checks
+
+
+def capture_checks(config, frames: int, focus: bool) -> list[Check]:
+    """`--capture N`: real frames through the service's own camera code, measured."""
+    from edge.camera_check import capture_problem, capture_report
+    from edge.sources.base import SourceError
+    from edge.sources.camera_setup import CameraSettingsRejected
+
+    try:
+        report = capture_report(config, frames, focus)
+    except (SourceError, CameraSettingsRejected) as exc:
+        return [Check("capture", "FAIL", str(exc), capture_problem(exc))]
+    checks = [Check("capture", "PASS", line) for line in report.lines]
+    checks += [Check("exposure", "FAIL", problem, "see above") for problem in report.problems]
+    return checks
+
+
 def doctor(args: argparse.Namespace) -> int:
+    if args.focus and not args.capture:
+        raise UsageError("--focus needs --capture N (the frames to judge focus by)")
     checks = run_checks(args)
     for check in checks:
         print(check.line())

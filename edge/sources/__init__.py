@@ -57,7 +57,4 @@ def open_source(config: Config, max_frames: int | None = None) -> FrameSource:
         )
     from edge.sources.picamera import Picamera2Source
 
-    camera = config.camera
-    return Picamera2Source(
-        source.width, source.height, camera.exposure_us, camera.analogue_gain, camera.colour_gains, camera.frame_rate
-    )
+    return Picamera2Source(source.width, source.height, config.camera, start_timeout_s=source.timeout_s)
