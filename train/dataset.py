@@ -12,6 +12,7 @@ the label folder; ``group_by`` picks another folder level or a regular expressio
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import sys
@@ -24,13 +25,22 @@ import numpy as np
 from tqdm import tqdm
 
 from edge.errors import UsageError
-from edge.preprocess import ImageError, InputSpec, finish_input, read_grayscale, single_cell_window
+from edge.preprocess import (
+    CROP_KINDS,
+    ImageError,
+    InputSpec,
+    UnsegmentableCrop,
+    crop_cell,
+    finish_input,
+    read_grayscale,
+)
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"})
 
 # A few unreadable files are a fact of life in exported microscopy folders; more than this
 # fraction means the folder is not what the user thinks it is.
 DEFAULT_MAX_BAD_FRACTION = 0.05
+UNSEGMENTABLE = "unsegmentable"  # an unmasked crop in which the detector found no cell (skipped)
 
 
 class DatasetError(UsageError, ValueError):
@@ -58,6 +68,9 @@ class Dataset:
     root: Path
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     windows: np.ndarray | None = None
+    areas: np.ndarray | None = None  # each cell's mask area in pixels at the images' scale
+    crop_kinds: dict[str, int] = field(default_factory=dict)  # how many crops went which way (CROP_KINDS)
+    digests: list[str] = field(default_factory=list)  # each cell's file_digest
 
     def __len__(self) -> int:
         return len(self.y)
@@ -78,6 +91,9 @@ class Dataset:
             root=self.root,
             skipped=self.skipped,
             windows=None if self.windows is None else self.windows[index],
+            areas=None if self.areas is None else self.areas[index],
+            crop_kinds=self.crop_kinds,
+            digests=[self.digests[i] for i in index] if self.digests else [],
         )
 
     def relative_paths(self) -> list[str]:
@@ -196,26 +212,35 @@ def load(
     max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION,
     progress: bool = True,
 ) -> Dataset:
-    """Read and preprocess every file; unreadable ones are skipped and listed in ``skipped``."""
+    """Read and preprocess every file; unreadable ones, and unmasked crops in which the Pi's
+    detector finds no cell, are skipped and listed in ``skipped``."""
     windows: list[np.ndarray] = []
+    areas: list[int] = []
+    kinds: Counter[str] = Counter()
     kept: list[LabelledFile] = []
     skipped: list[tuple[Path, str]] = []
     bar = tqdm(files, desc="loading images", unit="img", disable=not progress, file=sys.stderr, leave=False)
     for item in bar:
         try:
-            gray = read_grayscale(item.path)
+            cell = crop_cell(read_grayscale(item.path), spec)
+        except UnsegmentableCrop as exc:
+            kinds[UNSEGMENTABLE] += 1
+            skipped.append((item.path, f"{item.path}: {exc}"))
+            continue
         except ImageError as exc:
             skipped.append((item.path, str(exc)))
             continue
-        windows.append(single_cell_window(gray, spec))
+        windows.append(cell.window)
+        areas.append(cell.area_px)
+        kinds[cell.kind] += 1
         kept.append(item)
     bar.close()
     for path, reason in skipped:
         print(f"skipped {reason}" if str(path) in reason else f"skipped {path}: {reason}", file=sys.stderr)
     if files and len(skipped) > max_bad_fraction * len(files):
         raise DatasetError(
-            f"{len(skipped)} of {len(files)} images could not be read (more than {max_bad_fraction:.0%}); "
-            "see the files listed above"
+            f"{len(skipped)} of {len(files)} images could not be used (more than {max_bad_fraction:.0%}; "
+            f"{kinds[UNSEGMENTABLE]} of them unmasked crops with no cell found); see the files listed above"
         )
     present = Counter(item.label for item in kept)
     for label in labels:
@@ -232,7 +257,16 @@ def load(
         root=Path(root),
         skipped=skipped,
         windows=np.stack(windows) if windows else np.zeros((0, side, side), np.uint8),
+        areas=np.array(areas, dtype=np.int64),
+        crop_kinds={kind: kinds[kind] for kind in (*CROP_KINDS, UNSEGMENTABLE)},
+        digests=[file_digest(item.path) for item in kept],
     )
+
+
+def file_digest(path: Path) -> str:
+    """The first 16 hex digits of a file's sha256: enough to recognise a training file again
+    (the card keeps one per training cell, so 64 would only make it larger)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def load_folder(
