@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from edge.cli import main
@@ -96,3 +97,23 @@ def test_an_unmasked_crop_without_a_cell_is_a_named_skip(tiny_model, tmp_path: P
     assert status == 1
     assert f"skipped {folder / 'empty_field.png'}: unmasked crop in which the detector finds no cell" in err
     assert "0 classified" in err and "1 failed" in err
+
+
+def test_real_unmasked_brightfield_crops_are_segmented_around_their_cell() -> None:
+    """The shared meng-atom crops (unmasked brightfield, 128 px): every one has its cell found,
+    a mask that is the cell and not the whole crop, and a black background around it."""
+    from conftest import SHARED_DATA
+
+    from edge.preprocess import SEGMENTED, InputSpec, crop_cell, read_grayscale
+
+    crops = sorted((SHARED_DATA / "meng-atom").glob("*/*.jpg"))
+    if not crops:
+        pytest.skip(f"shared data not found at {SHARED_DATA / 'meng-atom'} (set METASCOPE_SHARED_DATA)")
+    spec = InputSpec(size=96, window_px=192)
+    for path in crops:
+        gray = read_grayscale(path)
+        cell = crop_cell(gray, spec)
+        assert cell.kind == SEGMENTED, path
+        assert 0.03 * gray.size < cell.area_px < 0.5 * gray.size, path
+        # Outside the mask is 0; inside, only the odd pixel that is black in the photograph.
+        assert cell.window[0, 0] == 0 and 0.98 * cell.area_px <= np.count_nonzero(cell.window) <= cell.area_px, path
