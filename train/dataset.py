@@ -34,6 +34,7 @@ from edge.preprocess import (
     finish_input,
     read_grayscale,
 )
+from train.grouping import describe_pairs, pair_groups
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"})
 
@@ -52,6 +53,7 @@ class LabelledFile:
     path: Path
     label: str
     group: str
+    folder_group: str = ""  # the group before pairing across labels (train/grouping.py), when it changed
 
 
 @dataclass
@@ -71,6 +73,7 @@ class Dataset:
     areas: np.ndarray | None = None  # each cell's mask area in pixels at the images' scale
     crop_kinds: dict[str, int] = field(default_factory=dict)  # how many crops went which way (CROP_KINDS)
     digests: list[str] = field(default_factory=list)  # each cell's file_digest
+    group_pairs: str = ""  # the groups paired across labels (train/grouping.py), said where they are used
 
     def __len__(self) -> int:
         return len(self.y)
@@ -94,6 +97,7 @@ class Dataset:
             areas=None if self.areas is None else self.areas[index],
             crop_kinds=self.crop_kinds,
             digests=[self.digests[i] for i in index] if self.digests else [],
+            group_pairs=self.group_pairs,
         )
 
     def relative_paths(self) -> list[str]:
@@ -122,8 +126,14 @@ def label_folders(root: Path) -> list[Path]:
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(folders) != 2:
         names = ", ".join(p.name for p in folders) or "none"
+        hint = (
+            f"; fit a pair from a folder holding only those two, e.g. mkdir pair && ln -s {root.resolve()}/"
+            f"{{{folders[0].name},{folders[1].name}}} pair/ && metascope-train fit pair --out NAME"
+            if len(folders) > 2
+            else f"; the label folders go directly in it: {root}/<label>/<culture>/<image>, one per cell line"
+        )
         raise DatasetError(
-            f"{root}: expected exactly two label folders (one per cell line), found {len(folders)}: {names}"
+            f"{root}: expected exactly two label folders (one per cell line), found {len(folders)}: {names}{hint}"
         )
     return folders
 
@@ -196,12 +206,34 @@ def discover(
             else:
                 found.append(LabelledFile(path, folder.name, group))
     if ungrouped:
-        examples = ", ".join(str(p) for p in ungrouped[:3])
-        raise DatasetError(
-            f"{len(ungrouped)} file(s) have no group under --group-by {group_by!r} (e.g. {examples}); "
-            "every file must belong to a group so that splits never cut one"
-        )
+        raise DatasetError(ungrouped_problem(root, ungrouped, len(found), group_by))
+    if not isinstance(group_by, str) or group_by.isdigit():  # folder levels: a pattern says what it means
+        found = paired_across_labels(found, labels)
     return found, labels
+
+
+def ungrouped_problem(root: Path, ungrouped: list[Path], grouped: int, group_by: str | int | None) -> str:
+    """What was found, why it cannot be used, and commands that would work."""
+    examples = ", ".join(str(p) for p in ungrouped[:3])
+    loose = sum(len(p.parts) == 2 for p in ungrouped)  # directly in a label folder
+    found = f"{len(ungrouped)} of {len(ungrouped) + grouped} file(s) have no group under --group-by {group_by!r}"
+    if loose:
+        found += f" ({loose} directly in a label folder, with no culture folder below it)"
+    return (
+        f"{found}, e.g. {examples}. Every file must belong to a group (a culture, slide or day) so that no split "
+        f"cuts one. Put each culture's images in a folder of its own below its label, {root}/<label>/<culture>/, "
+        f"and run `metascope-train fit {root} --out NAME`; or, where the file names begin with the culture "
+        f"(e.g. 10kD2_001.png), `metascope-train fit {root} --out NAME --group-by '/([^/_]+)_[^/]*$'`"
+    )
+
+
+def paired_across_labels(found: list[LabelledFile], labels: tuple[str, str]) -> list[LabelledFile]:
+    """Files regrouped when their folders pair across labels by name (train/grouping.py)."""
+    by_label = {label: sorted({f.group for f in found if f.label == label}) for label in labels}
+    mapping = pair_groups(by_label)
+    if mapping is None:
+        return found
+    return [LabelledFile(f.path, f.label, mapping[f.group], f.group) for f in found]
 
 
 def load(
@@ -239,8 +271,9 @@ def load(
         print(f"skipped {reason}" if str(path) in reason else f"skipped {path}: {reason}", file=sys.stderr)
     if files and len(skipped) > max_bad_fraction * len(files):
         raise DatasetError(
-            f"{len(skipped)} of {len(files)} images could not be used (more than {max_bad_fraction:.0%}; "
-            f"{kinds[UNSEGMENTABLE]} of them unmasked crops with no cell found); see the files listed above"
+            f"{len(skipped)} of {len(files)} images could not be used (more than {max_bad_fraction:.0%}): "
+            f"{len(skipped) - kinds[UNSEGMENTABLE]} unreadable, {kinds[UNSEGMENTABLE]} unmasked crops in which the "
+            "detector finds no cell; see the files listed above"
         )
     present = Counter(item.label for item in kept)
     for label in labels:
@@ -260,7 +293,16 @@ def load(
         areas=np.array(areas, dtype=np.int64),
         crop_kinds={kind: kinds[kind] for kind in (*CROP_KINDS, UNSEGMENTABLE)},
         digests=[file_digest(item.path) for item in kept],
+        group_pairs=pairs_made(kept),
     )
+
+
+def pairs_made(files: Sequence[LabelledFile]) -> str:
+    """The pairs made across labels, for the log, `evaluate` and the card ("" when none)."""
+    mapping = {f.folder_group: f.group for f in files if f.folder_group}
+    if not mapping:
+        return ""
+    return "groups paired across labels by the part of the name that is not the label: " + describe_pairs(mapping)
 
 
 def file_digest(path: Path) -> str:
