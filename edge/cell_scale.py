@@ -128,20 +128,29 @@ class ScaleWatch:
     rig's cells will be compared with the card's; once enough new cells are seen, a warning when
     they are far apart (once, early), and the same warning with every summary."""
 
-    def __init__(self, card_extra: dict[str, Any], card_pixel_um: float | None, rig_pixel_um: float | None):
+    def __init__(
+        self,
+        card_extra: dict[str, Any],
+        card_pixel_um: float | None,
+        rig_pixel_um: float | None,
+        whole_windows: bool = False,
+    ):
         self.card_extra = card_extra
         self.unknown = scale_unknown(card_pixel_um, rig_pixel_um)
+        self.whole_windows = whole_windows  # pipeline.mode "whole": a "cell" is a fixed window, not a cell's area
         self.areas = RigAreas()
         self._warned = False
 
     @property
     def active(self) -> bool:
-        """Compare at all: only where nothing rescales and the card has the training areas."""
-        return self.unknown is not None and training_median_area(self.card_extra) is not None
+        """Compare at all: only where nothing rescales, cells are detected and the card has the areas."""
+        return self.unknown is not None and not self.whole_windows and training_median_area(self.card_extra) is not None
 
     def start_line(self) -> str:
         if self.unknown is None:
             return "scale: the window is rescaled from the model's pixel size to pipeline.pixel_size_um"
+        if self.whole_windows:
+            return f"scale: {self.unknown}; pipeline.mode whole has no cell areas to compare with the card's"
         training = training_median_area(self.card_extra)
         if training is None:
             return f"scale: {self.unknown}, and the model card records no training cell areas to compare with"

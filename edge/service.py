@@ -72,7 +72,7 @@ class Service:
         self.pipeline = Pipeline(classifier, config)
         self.stats = RunStats()
         self.scale = ScaleWatch(classifier.card.extra, classifier.input_spec.pixel_size_um,
-                                config.pipeline.pixel_size_um or None)  # fmt: skip
+                                config.pipeline.pixel_size_um or None, config.pipeline.mode == "whole")  # fmt: skip
         self.stop_reason: str | None = None
         self.exit_reason = ""
         self.run_id: int | None = None

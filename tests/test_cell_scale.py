@@ -94,3 +94,12 @@ def test_area_summary_quantiles() -> None:
     summary = area_summary(range(1, 102))
     assert summary == {"n": 101, "q10": 11.0, "q25": 26.0, "median": 51.0, "q75": 76.0, "q90": 91.0}
     assert area_summary([]) == {"n": 0}
+
+
+def test_whole_window_mode_compares_no_areas(model_copy, tmp_path, capsys) -> None:
+    """mode "whole" classifies a fixed window per frame: its area is the window's, not a cell's."""
+    config = tmp_path / "flow.toml"
+    config.write_text('[pipeline]\nmode = "whole"\n')
+    model = model_with_areas(model_copy, median=60.0)
+    err = run_synthetic(model, tmp_path / "state", capsys, "--config", str(config), "--max-frames", "12")
+    assert "pipeline.mode whole has no cell areas to compare" in err and "cells here have" not in err
