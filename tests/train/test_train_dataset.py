@@ -124,3 +124,16 @@ def test_label_folder_without_readable_images_is_an_error(tmp_path: Path) -> Non
     (tmp_path / "b" / "g" / "1.png").write_bytes(b"")
     with pytest.raises(DatasetError, match="label 'b' has no readable images"):
         load_folder(tmp_path, SPEC, progress=False, max_bad_fraction=0.5)
+
+
+def test_the_shared_data_pairs_into_seven_conditions_holding_both_lines() -> None:
+    """The issue's layout, as published: MDA-MB-231/MDA231_10kD2 ... and PC3/PC3_10kD2 ...."""
+    from conftest import SHARED_DATA
+
+    root = SHARED_DATA / "fayyaz-mda231-pc3"
+    if not root.is_dir():
+        pytest.skip(f"shared data not found at {root} (set METASCOPE_SHARED_DATA)")
+    files, labels = discover(root, positive="PC3")
+    groups = {f.group for f in files}
+    assert groups == {"10kD2", "10kD3", "20kD1", "20kD2", "40kD1", "40kD2", "40kD3"}
+    assert all({f.label for f in files if f.group == group} == set(labels) for group in groups)
