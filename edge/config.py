@@ -102,15 +102,20 @@ class PipelineConfig:
 class DetectConfig:
     min_area_px: int = option(DetectSettings.min_area_px, 1, 10_000_000)
     max_area_px: int = option(DetectSettings.max_area_px, 1, 100_000_000)
-    cluster_area_px: int = option(DetectSettings.cluster_area_px, 1, 100_000_000)
+    # 0 = from the model card: a multiple of its training cells' median area (edge/cell_scale.py),
+    # or DetectSettings' fixed default for a card that records none
+    cluster_area_px: int = option(0, 0, 100_000_000)
     min_solidity: float = option(DetectSettings.min_solidity, 0.0, 1.0)
     noise_factor: float = option(DetectSettings.noise_factor, 0.5, 100.0)
     min_contrast: float = option(DetectSettings.min_contrast, 0.0, 255.0)
     skip_border: bool = option(DetectSettings.skip_border)
     downscale: int = option(DetectSettings.downscale, 1, 4)
 
-    def settings(self) -> DetectSettings:
-        return DetectSettings(**{f.name: getattr(self, f.name) for f in fields(self)})
+    def settings(self, cluster_area_default: int = DetectSettings.cluster_area_px) -> DetectSettings:
+        """Detection's settings; ``cluster_area_default`` stands in for cluster_area_px 0."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["cluster_area_px"] = self.cluster_area_px or cluster_area_default
+        return DetectSettings(**values)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edge.cell_scale import cluster_area_default
 from edge.config import Config
 from edge.detect import Detection, DetectSettings, detect
 from edge.model import Classifier
@@ -130,8 +131,13 @@ class Pipeline:
         self.classifier = classifier
         self.spec = classifier.input_spec
         self.mode = config.pipeline.mode
-        self.settings: DetectSettings = config.detect.settings()
         rig_pixel_size = config.pipeline.pixel_size_um or None
+        cluster_default, self.cluster_area_rule = cluster_area_default(
+            classifier.card.extra, self.spec.pixel_size_um, rig_pixel_size
+        )
+        if config.detect.cluster_area_px:
+            self.cluster_area_rule = f"{config.detect.cluster_area_px} px (detect.cluster_area_px)"
+        self.settings: DetectSettings = config.detect.settings(cluster_default)
         self.window_px = self.spec.window_for(rig_pixel_size)
         self.whole_window_px = config.pipeline.whole_window_px or self.window_px
         self.threshold = config.model.threshold or classifier.threshold

@@ -12,11 +12,17 @@ import math
 import os
 import stat
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
+
+from edge.detect_settings import DetectSettings
+
+if TYPE_CHECKING:  # edge.detect imports scipy, only needed for unmasked crops
+    from edge.detect import Detection
 
 # Larger than any microscope camera frame (HQ camera: 12.3 MP) with room to spare, far below
 # what would exhaust a Pi's memory. Pillow's own guard is only a warning below 2x its limit.
@@ -216,13 +222,40 @@ def is_premasked(gray: np.ndarray) -> bool:
     return bool(np.count_nonzero(gray == 0) >= MASKED_BACKGROUND_MIN_FRACTION * gray.size)
 
 
-def single_cell_window(gray: np.ndarray, spec: InputSpec, window_px: int | None = None) -> np.ndarray:
+# How a single-cell image became a window (the card counts them; `classify` and `evaluate` use
+# the same function, so a crop gets the same treatment wherever it goes).
+PREMASKED = "premasked"  # black background already: the non-zero pixels are the mask
+SEGMENTED = "segmented"  # unmasked: the Pi's detector found the cell, the Pi's mask applied
+UNMASKED = "unmasked"  # unmasked, and the model wants no mask: the image whole around its centre
+CROP_KINDS = (PREMASKED, SEGMENTED, UNMASKED)
+
+
+class UnsegmentableCrop(ImageError):
+    """An unmasked crop in which the Pi's detector finds no cell: it cannot be masked as the
+    Pi would mask it, so it is skipped (by name) rather than fed to the model unmasked."""
+
+
+@dataclass(frozen=True)
+class CropCell:
+    """The one cell of a single-cell image, as the window (before resizing) the model sees."""
+
+    window: np.ndarray
+    area_px: int  # pixels in the cell's mask, at the image's scale (the whole image when unmasked)
+    kind: str  # one of CROP_KINDS
+
+
+def crop_cell(
+    gray: np.ndarray, spec: InputSpec, window_px: int | None = None, detect_settings: DetectSettings | None = None
+) -> CropCell:
     """The window (before resizing) around the one cell of an image, as in the training folders.
 
     A pre-masked crop is centred on the centroid of its non-zero pixels, which are the mask.
-    An unmasked image (a plain single-cell photograph) is taken as one cell centred in the
-    image, without masking. Training augments these windows (rotation, scale, grey levels at
-    the full resolution, as a camera would vary them) and then finishes them like the Pi.
+    An unmasked crop (a plain cut-out of a cell on its real background, the common lab format)
+    goes through the detector and mask the Pi applies to every cell of a frame, keeping the
+    object nearest the image centre; where it finds none the crop is an UnsegmentableCrop.
+    Only a model trained without masks takes an unmasked image whole around its centre.
+    Training augments these windows and then finishes them like the Pi (``finish_input``).
+    ``detect_settings``: the detector's (default: detection's defaults, as a rig's config has them).
     """
     side = spec.window_px if window_px is None else window_px
     if is_premasked(gray):
@@ -230,11 +263,38 @@ def single_cell_window(gray: np.ndarray, spec: InputSpec, window_px: int | None 
         ys, xs = np.nonzero(mask)
         if ys.size:
             use_mask = mask if spec.masked_background else None
-            return cell_window(gray, (ys.mean(), xs.mean()), side, use_mask)
-    centre = ((gray.shape[0] - 1) / 2, (gray.shape[1] - 1) / 2)
-    return cell_window(gray, centre, side)
+            return CropCell(cell_window(gray, (ys.mean(), xs.mean()), side, use_mask), int(ys.size), PREMASKED)
+    if not spec.masked_background:
+        centre = ((gray.shape[0] - 1) / 2, (gray.shape[1] - 1) / 2)
+        return CropCell(cell_window(gray, centre, side), int(gray.size), UNMASKED)
+    found = nearest_to_centre(gray, detect_settings)
+    if found is None:
+        raise UnsegmentableCrop(
+            "unmasked crop in which the detector finds no cell (too little texture against the background, or "
+            "smaller than detect.min_area_px); mask it yourself or leave it out"
+        )
+    window = cell_window(gray, found.centroid_yx, side, found.mask, found.origin_yx)
+    return CropCell(window, found.area, SEGMENTED)
+
+
+def nearest_to_centre(gray: np.ndarray, detect_settings: DetectSettings | None = None) -> Detection | None:
+    """The detected object nearest the image centre, or None. Objects touching the crop's edge
+    are kept: a crop cuts its background, not only its cell."""
+    from edge.detect import detect
+
+    settings = replace(detect_settings or DetectSettings(), skip_border=False)
+    found = detect(gray, settings)
+    if not found:
+        return None
+    cy, cx = (gray.shape[0] - 1) / 2, (gray.shape[1] - 1) / 2
+    return min(found, key=lambda d: (d.centroid_yx[0] - cy) ** 2 + (d.centroid_yx[1] - cx) ** 2)
+
+
+def single_cell_window(gray: np.ndarray, spec: InputSpec, window_px: int | None = None) -> np.ndarray:
+    """The window (before resizing) around the one cell of an image (see ``crop_cell``)."""
+    return crop_cell(gray, spec, window_px).window
 
 
 def single_cell_input(gray: np.ndarray, spec: InputSpec, window_px: int | None = None) -> np.ndarray:
-    """Model input for an image that holds one cell (see ``single_cell_window``)."""
+    """Model input for an image that holds one cell (see ``crop_cell``)."""
     return finish_input(single_cell_window(gray, spec, window_px), spec)

@@ -22,6 +22,7 @@ from typing import Any
 
 from edge import __version__
 from edge.camera_wait import CameraRestarts, CameraWaiter
+from edge.cell_scale import ScaleWatch
 from edge.config import Config, ConfigError
 from edge.errors import EnvironmentProblem, ExitCode
 from edge.logs import RateLimitedWarning, log, setup_logging
@@ -70,6 +71,8 @@ class Service:
         self.observer = observer
         self.pipeline = Pipeline(classifier, config)
         self.stats = RunStats()
+        self.scale = ScaleWatch(classifier.card.extra, classifier.input_spec.pixel_size_um,
+                                config.pipeline.pixel_size_um or None, config.pipeline.mode == "whole")  # fmt: skip
         self.stop_reason: str | None = None
         self.exit_reason = ""
         self.run_id: int | None = None
@@ -201,6 +204,7 @@ class Service:
             self.pipeline.budget_ms,
             self.config.database_path,
         )
+        log.info("%s; clusters: objects over %s", self.scale.start_line(), self.pipeline.cluster_area_rule)
 
     def _run_info(self) -> RunInfo:
         classifier = self.classifier
@@ -296,6 +300,8 @@ class Service:
         if timings["total"] > self.pipeline.budget_ms:
             self._over_budget(result, frame_id)
         self.stats.add_frame(result, time.monotonic())
+        if warning := self.scale.add(cell.area for cell in result.cells if cell.view == 0):
+            log.warning("scale: %s", warning)
         if frame_id is not None and snapshots.wanted(result, self.counters.frames):
             self._snapshot(result, store, snapshots, frame_id)
         if self.observer is not None:
@@ -384,7 +390,8 @@ class Service:
         return self.stats.fps()
 
     def summary_line(self) -> str:
-        return self.stats.summary_line(self.run_id)
+        warning = self.scale.warning()
+        return self.stats.summary_line(self.run_id) + (f"; scale: {warning}" if warning else "")
 
     def write_status(self, state: str) -> None:
         status = self.stats.status(

@@ -10,11 +10,14 @@ from PIL import Image
 
 from edge.preprocess import (
     MAX_IMAGE_PIXELS,
+    SEGMENTED,
     STANDARD_CELL_MEAN,
     STANDARD_CELL_STD,
     ImageError,
     InputSpec,
+    UnsegmentableCrop,
     cell_window,
+    crop_cell,
     model_input,
     read_grayscale,
     resize_window,
@@ -142,11 +145,27 @@ def test_single_cell_input_does_not_depend_on_where_the_cell_sits() -> None:
     assert inputs[0].any()
 
 
-def test_unmasked_image_is_taken_whole_around_its_centre() -> None:
+def test_unmasked_image_is_taken_whole_around_its_centre_only_by_a_model_trained_unmasked() -> None:
     photo = np.full((64, 64), 120, dtype=np.uint8)
     photo[30:34, 30:34] = 200
-    spec = InputSpec(size=64, window_px=64)
-    assert np.array_equal(single_cell_input(photo, spec), photo)
+    assert np.array_equal(single_cell_input(photo, InputSpec(size=64, window_px=64, masked_background=False)), photo)
+    with pytest.raises(UnsegmentableCrop):  # a masked model: no cell the detector would find, no guess
+        single_cell_input(photo, InputSpec(size=64, window_px=64))
+
+
+def test_an_unmasked_crop_is_masked_around_the_object_nearest_its_centre() -> None:
+    rng = np.random.default_rng(4)
+    crop = rng.normal(110, 2.5, (200, 200)).astype(np.float32)
+    centre_patch, centre_mask = render_cell(rng, "round")
+    edge_patch, edge_mask = render_cell(rng, "spindle")
+    for (patch, mask), (top, left) in (((centre_patch, centre_mask), (70, 70)), ((edge_patch, edge_mask), (0, 110))):
+        region = crop[top : top + mask.shape[0], left : left + mask.shape[1]][: 200 - top, : 200 - left]
+        keep = mask[: region.shape[0], : region.shape[1]]
+        region[keep] = patch[: region.shape[0], : region.shape[1]][keep]
+    cell = crop_cell(np.clip(np.rint(crop), 0, 255).astype(np.uint8), InputSpec(size=64, window_px=128))
+    assert cell.kind == SEGMENTED
+    assert abs(cell.area_px - centre_mask.sum()) < 0.25 * centre_mask.sum()  # the centre cell, not the edge one
+    assert cell.window[64, 64] > 0 and cell.window[0, 0] == 0  # its background masked to 0
 
 
 def test_shrinking_by_a_whole_factor_averages_blocks() -> None:

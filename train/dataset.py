@@ -12,6 +12,7 @@ the label folder; ``group_by`` picks another folder level or a regular expressio
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import sys
@@ -24,13 +25,23 @@ import numpy as np
 from tqdm import tqdm
 
 from edge.errors import UsageError
-from edge.preprocess import ImageError, InputSpec, finish_input, read_grayscale, single_cell_window
+from edge.preprocess import (
+    CROP_KINDS,
+    ImageError,
+    InputSpec,
+    UnsegmentableCrop,
+    crop_cell,
+    finish_input,
+    read_grayscale,
+)
+from train.grouping import describe_pairs, pair_groups
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"})
 
 # A few unreadable files are a fact of life in exported microscopy folders; more than this
 # fraction means the folder is not what the user thinks it is.
 DEFAULT_MAX_BAD_FRACTION = 0.05
+UNSEGMENTABLE = "unsegmentable"  # an unmasked crop in which the detector found no cell (skipped)
 
 
 class DatasetError(UsageError, ValueError):
@@ -42,6 +53,7 @@ class LabelledFile:
     path: Path
     label: str
     group: str
+    folder_group: str = ""  # the group before pairing across labels (train/grouping.py), when it changed
 
 
 @dataclass
@@ -58,6 +70,10 @@ class Dataset:
     root: Path
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     windows: np.ndarray | None = None
+    areas: np.ndarray | None = None  # each cell's mask area in pixels at the images' scale
+    crop_kinds: dict[str, int] = field(default_factory=dict)  # how many crops went which way (CROP_KINDS)
+    digests: list[str] = field(default_factory=list)  # each cell's file_digest
+    group_pairs: str = ""  # the groups paired across labels (train/grouping.py), said where they are used
 
     def __len__(self) -> int:
         return len(self.y)
@@ -78,6 +94,10 @@ class Dataset:
             root=self.root,
             skipped=self.skipped,
             windows=None if self.windows is None else self.windows[index],
+            areas=None if self.areas is None else self.areas[index],
+            crop_kinds=self.crop_kinds,
+            digests=[self.digests[i] for i in index] if self.digests else [],
+            group_pairs=self.group_pairs,
         )
 
     def relative_paths(self) -> list[str]:
@@ -106,8 +126,14 @@ def label_folders(root: Path) -> list[Path]:
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(folders) != 2:
         names = ", ".join(p.name for p in folders) or "none"
+        hint = (
+            f"; fit a pair from a folder holding only those two, e.g. mkdir pair && ln -s {root.resolve()}/"
+            f"{{{folders[0].name},{folders[1].name}}} pair/ && metascope-train fit pair --out NAME"
+            if len(folders) > 2
+            else f"; the label folders go directly in it: {root}/<label>/<culture>/<image>, one per cell line"
+        )
         raise DatasetError(
-            f"{root}: expected exactly two label folders (one per cell line), found {len(folders)}: {names}"
+            f"{root}: expected exactly two label folders (one per cell line), found {len(folders)}: {names}{hint}"
         )
     return folders
 
@@ -180,12 +206,34 @@ def discover(
             else:
                 found.append(LabelledFile(path, folder.name, group))
     if ungrouped:
-        examples = ", ".join(str(p) for p in ungrouped[:3])
-        raise DatasetError(
-            f"{len(ungrouped)} file(s) have no group under --group-by {group_by!r} (e.g. {examples}); "
-            "every file must belong to a group so that splits never cut one"
-        )
+        raise DatasetError(ungrouped_problem(root, ungrouped, len(found), group_by))
+    if not isinstance(group_by, str) or group_by.isdigit():  # folder levels: a pattern says what it means
+        found = paired_across_labels(found, labels)
     return found, labels
+
+
+def ungrouped_problem(root: Path, ungrouped: list[Path], grouped: int, group_by: str | int | None) -> str:
+    """What was found, why it cannot be used, and commands that would work."""
+    examples = ", ".join(str(p) for p in ungrouped[:3])
+    loose = sum(len(p.parts) == 2 for p in ungrouped)  # directly in a label folder
+    found = f"{len(ungrouped)} of {len(ungrouped) + grouped} file(s) have no group under --group-by {group_by!r}"
+    if loose:
+        found += f" ({loose} directly in a label folder, with no culture folder below it)"
+    return (
+        f"{found}, e.g. {examples}. Every file must belong to a group (a culture, slide or day) so that no split "
+        f"cuts one. Put each culture's images in a folder of its own below its label, {root}/<label>/<culture>/, "
+        f"and run `metascope-train fit {root} --out NAME`; or, where the file names begin with the culture "
+        f"(e.g. 10kD2_001.png), `metascope-train fit {root} --out NAME --group-by '/([^/_]+)_[^/]*$'`"
+    )
+
+
+def paired_across_labels(found: list[LabelledFile], labels: tuple[str, str]) -> list[LabelledFile]:
+    """Files regrouped when their folders pair across labels by name (train/grouping.py)."""
+    by_label = {label: sorted({f.group for f in found if f.label == label}) for label in labels}
+    mapping = pair_groups(by_label)
+    if mapping is None:
+        return found
+    return [LabelledFile(f.path, f.label, mapping[f.group], f.group) for f in found]
 
 
 def load(
@@ -196,26 +244,36 @@ def load(
     max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION,
     progress: bool = True,
 ) -> Dataset:
-    """Read and preprocess every file; unreadable ones are skipped and listed in ``skipped``."""
+    """Read and preprocess every file; unreadable ones, and unmasked crops in which the Pi's
+    detector finds no cell, are skipped and listed in ``skipped``."""
     windows: list[np.ndarray] = []
+    areas: list[int] = []
+    kinds: Counter[str] = Counter()
     kept: list[LabelledFile] = []
     skipped: list[tuple[Path, str]] = []
     bar = tqdm(files, desc="loading images", unit="img", disable=not progress, file=sys.stderr, leave=False)
     for item in bar:
         try:
-            gray = read_grayscale(item.path)
+            cell = crop_cell(read_grayscale(item.path), spec)
+        except UnsegmentableCrop as exc:
+            kinds[UNSEGMENTABLE] += 1
+            skipped.append((item.path, f"{item.path}: {exc}"))
+            continue
         except ImageError as exc:
             skipped.append((item.path, str(exc)))
             continue
-        windows.append(single_cell_window(gray, spec))
+        windows.append(cell.window)
+        areas.append(cell.area_px)
+        kinds[cell.kind] += 1
         kept.append(item)
     bar.close()
     for path, reason in skipped:
         print(f"skipped {reason}" if str(path) in reason else f"skipped {path}: {reason}", file=sys.stderr)
     if files and len(skipped) > max_bad_fraction * len(files):
         raise DatasetError(
-            f"{len(skipped)} of {len(files)} images could not be read (more than {max_bad_fraction:.0%}); "
-            "see the files listed above"
+            f"{len(skipped)} of {len(files)} images could not be used (more than {max_bad_fraction:.0%}): "
+            f"{len(skipped) - kinds[UNSEGMENTABLE]} unreadable, {kinds[UNSEGMENTABLE]} unmasked crops in which the "
+            "detector finds no cell; see the files listed above"
         )
     present = Counter(item.label for item in kept)
     for label in labels:
@@ -232,7 +290,25 @@ def load(
         root=Path(root),
         skipped=skipped,
         windows=np.stack(windows) if windows else np.zeros((0, side, side), np.uint8),
+        areas=np.array(areas, dtype=np.int64),
+        crop_kinds={kind: kinds[kind] for kind in (*CROP_KINDS, UNSEGMENTABLE)},
+        digests=[file_digest(item.path) for item in kept],
+        group_pairs=pairs_made(kept),
     )
+
+
+def pairs_made(files: Sequence[LabelledFile]) -> str:
+    """The pairs made across labels, for the log, `evaluate` and the card ("" when none)."""
+    mapping = {f.folder_group: f.group for f in files if f.folder_group}
+    if not mapping:
+        return ""
+    return "groups paired across labels by the part of the name that is not the label: " + describe_pairs(mapping)
+
+
+def file_digest(path: Path) -> str:
+    """The first 16 hex digits of a file's sha256: enough to recognise a training file again
+    (the card keeps one per training cell, so 64 would only make it larger)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def load_folder(

@@ -29,6 +29,24 @@ def evaluate_classifier(classifier: Classifier, dataset: Dataset) -> dict[str, A
     return binary_metrics(dataset.y, p, classifier.threshold, dataset.groups)
 
 
+def training_overlap(card_extra: dict[str, Any], dataset: Dataset) -> str | None:
+    """What of ``dataset`` the model was trained on (same file content; group names), when the
+    card records it (cards from before issue 13 do not): such figures are not held-out ones."""
+    trained = (card_extra.get("data") or {}).get("trained_on")
+    if not isinstance(trained, dict):
+        return None
+    known = set(trained.get("file_sha256_16") or [])
+    seen = sum(digest in known for digest in dataset.digests)
+    groups = sorted(set(dataset.groups.tolist()) & set(trained.get("groups") or []))
+    if not seen and not groups:
+        return None
+    named = f"; groups named as its training groups: {', '.join(groups)}" if groups else ""
+    return (
+        f"trained on these cells: {seen} of {len(dataset)} cells are files this model was trained on{named}. "
+        "Figures on cells a model learnt from are not held-out figures (the card's evaluation section has those)"
+    )
+
+
 def load_for_model(
     classifier: Classifier,
     data_dir: str | os.PathLike[str],

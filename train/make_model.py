@@ -4,7 +4,10 @@ NAME.float.tflite, NAME.report.md and its figures out."""
 from __future__ import annotations
 
 import datetime as dt
+import shlex
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,18 +15,20 @@ from typing import Any
 import numpy as np
 
 from edge.card import ModelCard
+from edge.cell_scale import area_summary
 from edge.preprocess import InputSpec
 from train.dataset import DEFAULT_MAX_BAD_FRACTION, Dataset, load_folder
 from train.distill import FINAL, Teacher, TeacherOutputs, TeacherRecorder, distill_path_for
 from train.evaluate import evaluate_classifier
 from train.export import convert_float, write_model
+from train.grouping import few_groups_warnings
 from train.plots import evaluation_figure, training_curves_figure
 from train.provenance import command_line, data_provenance, software_versions
 from train.recipe import MIN_INT8_AGREEMENT
 from train.report import write_report
 from train.robustness import exposure_sensitivity
 from train.speed import count_macs, measured_speed
-from train.split import cross_validation_folds, grouped_split
+from train.split import SplitError, cross_validation_folds, grouped_split
 from train.trainer import FitResult, FitSettings, build_network, fit_model, predict
 from train.validation import (
     artifact_classifier,
@@ -32,7 +37,48 @@ from train.validation import (
     leak_check,
     log,
     run_split,
+    warn,
 )
+
+CROP_RULE = (
+    "premasked: black background, the non-zero pixels are the mask; segmented: unmasked, masked by the Pi's "
+    "detector (the object nearest the centre); unsegmentable: unmasked, no cell found, skipped"
+)
+
+
+def groups_per_label(dataset: Dataset) -> dict[str, int]:
+    return {label: len(set(dataset.groups[dataset.y == value].tolist())) for value, label in enumerate(dataset.labels)}
+
+
+@contextmanager
+def suggested_command(request: FitRequest) -> Iterator[None]:
+    """A SplitError leaves with a command line that would split these groups, where there is one."""
+    try:
+        yield
+    except SplitError as exc:
+        if not (exc.try_args or exc.drop_args):
+            raise
+        words = shlex.split(command_line(request.argv))
+        kept: list[str] = []
+        skip_value = False
+        for word in words:
+            if skip_value:
+                skip_value = False
+            elif word in exc.drop_args:
+                skip_value = word == "--cv-folds"  # takes a value; --cv does not
+            else:
+                kept.append(word)  # a repeated option's last value wins, so try_args can simply follow
+        raise SplitError(f"{exc}; this would work: {shlex.join([*kept, *exc.try_args])}") from None
+
+
+def trained_on(dataset: Dataset, index: np.ndarray) -> dict[str, Any]:
+    """The cells the final model learnt from, so `evaluate` can say when it is shown them again."""
+    part = dataset.subset(index)
+    return {
+        "groups": sorted(set(part.groups.tolist())),
+        "cells": len(part),
+        "file_sha256_16": sorted(set(part.digests)),
+    }
 
 
 @dataclass(frozen=True)
@@ -144,6 +190,14 @@ def data_section(request: FitRequest, dataset: Dataset) -> dict[str, Any]:
         "groups": dataset.group_summary(),
         "skipped_files": len(dataset.skipped),
         "skipped_examples": [reason for _, reason in dataset.skipped[:5]],
+        "crops": {**dataset.crop_kinds, "rule": CROP_RULE},
+        "cell_area_px": {
+            **area_summary([] if dataset.areas is None else dataset.areas.tolist()),
+            "pixel_size_um": request.spec.pixel_size_um,
+            "what": "mask area of the training cells in pixels of the training images (run and doctor compare a "
+            "rig's cells with the median; detect.cluster_area_px 0 derives from it)",
+        },
+        "group_pairs": dataset.group_pairs or None,
         "provenance": provenance,
         "licence": licence,
     }
@@ -175,10 +229,15 @@ def make_model(request: FitRequest) -> ModelCard:
         request.data_dir, request.spec, request.group_by, request.positive, request.max_bad_fraction, request.progress
     )
     counts = ", ".join(f"{k} {v}" for k, v in dataset.class_counts().items())
+    kinds = ", ".join(f"{kind} {count}" for kind, count in dataset.crop_kinds.items() if count)
     log(
-        f"loaded {len(dataset)} cells ({counts}) in {len(dataset.group_summary())} groups; "
-        f"{len(dataset.skipped)} unreadable file(s) skipped"
+        f"loaded {len(dataset)} cells ({counts}) in {len(dataset.group_summary())} groups; crops: {kinds}; "
+        f"{len(dataset.skipped)} file(s) skipped"
     )
+    if dataset.group_pairs:
+        log(dataset.group_pairs)
+    for warning in few_groups_warnings(groups_per_label(dataset)):
+        warn(f"warning: {warning}")
     settings, spec = request.settings, request.spec
     card = base_card(request, dataset)
     evaluation: dict[str, Any] = {}
@@ -194,9 +253,10 @@ def make_model(request: FitRequest) -> ModelCard:
     validation_fraction = request.validation_fraction if settings.early_stopping else None
 
     if request.cv:
-        folds, rule = cross_validation_folds(
-            dataset.groups, dataset.y, request.cv_folds, settings.seed, validation_fraction
-        )
+        with suggested_command(request):
+            folds, rule = cross_validation_folds(
+                dataset.groups, dataset.y, request.cv_folds, settings.seed, validation_fraction, dataset.labels
+            )
         cv = cross_validate(dataset, folds, rule, settings, card, request.progress, teacher, recorder)
         evaluation["cross_validation"] = cv.to_dict()
         held_out = cv.pooled
@@ -228,8 +288,12 @@ def make_model(request: FitRequest) -> ModelCard:
             f"({how}); its held-out performance is the cross-validation above."
         )
         final_data = dataset
+        final_cells = every
     else:
-        split = grouped_split(dataset.groups, dataset.y, request.test_fraction, validation_fraction, settings.seed)
+        with suggested_command(request):
+            split = grouped_split(
+                dataset.groups, dataset.y, request.test_fraction, validation_fraction, settings.seed, dataset.labels
+            )
         groups = split.groups_of(dataset.groups)
         validation = f" | validation {', '.join(groups['validation'])}" if groups["validation"] else ""
         log(f"split by group: train {', '.join(groups['train'])}{validation} | test {', '.join(groups['test'])}")
@@ -248,6 +312,7 @@ def make_model(request: FitRequest) -> ModelCard:
             else f"Trained on the train groups for {epochs} epochs"
         ) + "; the held-out figures above are its own."
         final_data = dataset.subset(split.test)
+        final_cells = np.concatenate([split.train, split.validation])  # validation chose its epoch
     histories["final"] = final_fit.history
 
     if request.leak_check:
@@ -262,7 +327,7 @@ def make_model(request: FitRequest) -> ModelCard:
             "software": software_versions(),
             "wall_seconds": 0.0,  # filled in below, once everything has run
         },
-        "data": data_section(request, dataset),
+        "data": {**data_section(request, dataset), "trained_on": trained_on(dataset, final_cells)},
         "evaluation": evaluation,
         "int8_fidelity": {**exported.fidelity, "cells_are": fidelity_cells},
     }
@@ -300,7 +365,8 @@ def make_model(request: FitRequest) -> ModelCard:
         card.input,
         card.sha256,
         card.version,
-        {"float_version_of": model_path.name},
+        # The training cells' areas too: the Pi derives its cluster size and scale check from them.
+        {"float_version_of": model_path.name, "data": {"cell_area_px": extra["data"]["cell_area_px"]}},
     )
     write_model(float_path, convert_float(final_fit.model), float_card)
     written_files = [model_path.with_suffix(".json").name, float_path.name, f"{request.name}.report.md"]

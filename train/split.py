@@ -9,16 +9,30 @@ reports a figure no new culture will reproduce. Every split here assigns whole g
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from edge.errors import UsageError
+from train.grouping import describe_groups
 
 
 class SplitError(UsageError, ValueError):
-    """The groups cannot be split as asked; the message says what is missing."""
+    """The groups cannot be split as asked; the message says what it found and what is missing.
+    ``try_args`` would split these groups when added to the same command, after taking out
+    ``drop_args`` (make_model turns them into a command line)."""
+
+    def __init__(self, message: str, try_args: tuple[str, ...] = (), drop_args: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.try_args, self.drop_args = try_args, drop_args
+
+
+def found_groups(groups: np.ndarray, y: np.ndarray, labels: Sequence[str]) -> str:
+    """A refusal's account of the groups: how many, and which hold which label."""
+    labels_of = {str(g): {labels[int(v)] for v in np.unique(y[groups == g])} for g in np.unique(groups)}
+    return describe_groups(labels_of.keys(), labels_of, labels)
 
 
 @dataclass(frozen=True)
@@ -42,13 +56,20 @@ def _both_classes(y: np.ndarray) -> bool:
 
 
 def hold_out_groups(
-    groups: np.ndarray, y: np.ndarray, fraction: float, seed: int, what: str = "held-out"
+    groups: np.ndarray,
+    y: np.ndarray,
+    fraction: float,
+    seed: int,
+    what: str = "held-out part",
+    labels: Sequence[str] = ("label 0", "label 1"),
+    try_args: tuple[str, ...] = (),
 ) -> tuple[np.ndarray, np.ndarray]:
     """(kept, held out) positions: about ``fraction`` of the cells, as whole groups, with
     both labels on each side when the groups allow it (stratified grouped folds)."""
     unique = np.unique(groups)
+    found = found_groups(groups, y, labels)
     if len(unique) < 2:
-        raise SplitError(f"only {len(unique)} group(s): a {what} part needs at least one group of its own")
+        raise SplitError(f"cannot make a {what}: it needs a group of its own; {found}", try_args)
     folds = int(np.clip(round(1.0 / fraction), 2, len(unique)))
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
@@ -58,14 +79,14 @@ def hold_out_groups(
         try:
             candidates = list(splitter.split(np.zeros(len(y)), y, groups))
         except ValueError as exc:  # fewer cells of a label than folds
-            raise SplitError(f"cannot make a {what} part from {len(unique)} groups: {exc}") from exc
+            raise SplitError(f"cannot make a {what} ({exc}); {found}", try_args) from exc
     # Prefer a fold whose both sides hold both labels (a test part with one label has no AUC).
     for kept, held in candidates:
         if _both_classes(y[kept]) and _both_classes(y[held]):
             return kept, held
     raise SplitError(
-        f"cannot make a {what} part that holds both labels from {len(unique)} groups; each label needs "
-        "groups on both sides (add groups, or choose coarser ones with --group-by)"
+        f"cannot make a {what} that holds both labels with both labels left beside it; {found}",
+        try_args,
     )
 
 
@@ -75,16 +96,25 @@ def grouped_split(
     test_fraction: float = 0.2,
     validation_fraction: float | None = 0.15,
     seed: int = 0,
+    labels: Sequence[str] = ("label 0", "label 1"),
 ) -> Split:
     """Train / validation / test by whole groups, each part holding both labels. Without
     ``validation_fraction`` (no early stopping) there is no validation part."""
     groups, y = np.asarray(groups), np.asarray(y)
-    rest, test = hold_out_groups(groups, y, test_fraction, seed, "test")
+    # Leave-one-group-out tests on every group in turn, so it needs no spare groups for a test
+    # part; it is suggested only where it would work (3 groups or more, each holding both labels).
+    unique = np.unique(groups)
+    logo = len(unique) >= 3 and all(_both_classes(y[groups == group]) for group in unique)
+    rest, test = hold_out_groups(groups, y, test_fraction, seed, "test part", labels, ("--cv",) if logo else ())
     if validation_fraction is None:
         rule = f"by group: about {test_fraction:.0%} test, whole groups"
         return Split(np.sort(rest), np.zeros(0, dtype=np.int64), np.sort(test), rule)
     inner_fraction = validation_fraction / (1.0 - test_fraction)
-    train, validation = hold_out_groups(groups[rest], y[rest], inner_fraction, seed + 1, "validation")
+    # A validation part exists only for early stopping: fixed epochs (--patience 0) need none.
+    what = f"validation part from the groups left after the test part ({len(np.unique(groups))} in all)"
+    train, validation = hold_out_groups(
+        groups[rest], y[rest], inner_fraction, seed + 1, what, labels, ("--patience", "0")
+    )
     return Split(
         train=np.sort(rest[train]),
         validation=np.sort(rest[validation]),
@@ -105,6 +135,7 @@ def cross_validation_folds(
     folds: int | None = None,
     seed: int = 0,
     validation_fraction: float | None = None,
+    labels: Sequence[str] = ("label 0", "label 1"),
 ) -> tuple[list[Fold], str]:
     """Leave-one-group-out when every group holds both labels (each fold gets its own ROC AUC),
     else ``folds`` (default 5) stratified grouped folds. With ``validation_fraction`` (early
@@ -112,16 +143,20 @@ def cross_validation_folds(
     split; without, the fold trains on every group it does not test on."""
     groups, y = np.asarray(groups), np.asarray(y)
     unique = np.unique(groups)
+    found = found_groups(groups, y, labels)
+    no_cv = ("--cv", "--cv-folds")  # without them: one test part of whole groups
     every_group_mixed = all(_both_classes(y[groups == group]) for group in unique)
     if folds is None and every_group_mixed:
         if len(unique) < 3:
-            raise SplitError(f"leave-one-group-out needs at least 3 groups, found {len(unique)}")
+            raise SplitError(f"leave-one-group-out needs at least 3 groups; {found}", drop_args=no_cv)
         parts = [(str(group), np.flatnonzero(groups != group), np.flatnonzero(groups == group)) for group in unique]
         rule = f"leave-one-group-out over {len(unique)} groups"
     else:
         count = folds or 5
         if len(unique) < count:
-            raise SplitError(f"{count} grouped folds need at least {count} groups, found {len(unique)}")
+            fewer = ("--cv-folds", str(len(unique))) if len(unique) >= 2 else ()
+            raise SplitError(f"{count} grouped folds need at least {count} groups; {found}", fewer,
+                             () if fewer else no_cv)  # fmt: skip
         splitter = StratifiedGroupKFold(n_splits=count, shuffle=True, random_state=seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
@@ -131,14 +166,22 @@ def cross_validation_folds(
                     for rest, test in splitter.split(np.zeros(len(y)), y, groups)
                 ]
             except ValueError as exc:  # fewer cells of a label than folds
-                raise SplitError(f"cannot make {count} grouped folds: {exc}") from exc
+                raise SplitError(f"cannot make {count} grouped folds ({exc}); {found}", drop_args=no_cv) from exc
         rule = f"{count} stratified folds by group"
     result = []
     for index, (name, rest, test) in enumerate(parts):
         if validation_fraction is None:
             split = Split(np.sort(rest), np.zeros(0, dtype=np.int64), np.sort(test), rule)
         else:
-            train, validation = hold_out_groups(groups[rest], y[rest], validation_fraction, seed + index, "validation")
+            train, validation = hold_out_groups(
+                groups[rest],
+                y[rest],
+                validation_fraction,
+                seed + index,
+                f"validation part for fold {name}",
+                labels,
+                ("--patience", "0"),
+            )
             split = Split(np.sort(rest[train]), np.sort(rest[validation]), np.sort(test), rule)
         result.append(Fold(name, split))
     return result, rule

@@ -64,7 +64,7 @@ def classify(args: argparse.Namespace) -> int:
     import numpy as np
 
     from edge.model import not_probabilities
-    from edge.preprocess import ImageError, read_grayscale, single_cell_input
+    from edge.preprocess import ImageError, UnsegmentableCrop, read_grayscale, single_cell_input
 
     classifier = load_classifier(args.model, args.threads, args.interpreter)
     threshold = classifier.threshold if args.threshold is None else args.threshold
@@ -100,6 +100,10 @@ def classify(args: argparse.Namespace) -> int:
     for path in iter_image_paths(args.inputs, empty_folders):
         try:
             cells.append(single_cell_input(read_grayscale(path), spec))
+        except UnsegmentableCrop as exc:  # the image was fine; its cell could not be found
+            failed += 1
+            print(f"metascope classify: skipped {shown(path)}: {exc}", file=sys.stderr)
+            continue
         except ImageError as exc:
             failed += 1
             print(f"metascope classify: skipped {str(exc).replace(str(path), shown(path), 1)}", file=sys.stderr)

@@ -16,13 +16,13 @@ from edge.commands.common import UsageError, add_config_args, load_classifier, p
 @dataclass
 class Check:
     name: str
-    outcome: str  # PASS, FAIL or SKIP
+    outcome: str  # PASS, FAIL, WARN (works, but look at it) or SKIP
     detail: str
     fix: str = ""
 
     def line(self) -> str:
         text = f"{self.outcome:4s}  {self.name}: {self.detail}"
-        return text + (f"\n      fix: {self.fix}" if self.outcome == "FAIL" and self.fix else "")
+        return text + (f"\n      fix: {self.fix}" if self.outcome in ("FAIL", "WARN") and self.fix else "")
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -109,6 +109,7 @@ def run_checks(args: argparse.Namespace, camera_probe: Callable[[], tuple[bool, 
                 f"{classifier.path} ({classifier.card.name}, sha256 {classifier.sha256[:12]}… verified)",
             )
         )
+        checks.append(scale_check(config, classifier))
     except UsageError as exc:
         checks.append(
             Check(
@@ -148,6 +149,52 @@ def run_checks(args: argparse.Namespace, camera_probe: Callable[[], tuple[bool, 
         )
     )
     return checks
+
+
+def scale_check(config, classifier) -> Check:
+    """Where nothing rescales the window (a pixel size missing), the cells of the last runs in
+    the results database against the model card's training cells: WARN when far apart."""
+    import sqlite3
+    import statistics
+
+    from edge.cell_scale import (
+        AREA_RATIO_WARN,
+        MIN_RIG_CELLS,
+        RIG_AREA_SAMPLES,
+        scale_unknown,
+        scale_warning,
+        training_median_area,
+    )
+    from edge.store import StoreError, open_readonly
+
+    extra = classifier.card.extra
+    unknown = scale_unknown(classifier.input_spec.pixel_size_um, config.pipeline.pixel_size_um or None)
+    if unknown is None:
+        return Check("scale", "PASS", "the window is rescaled from the model's pixel size to pipeline.pixel_size_um")
+    training = training_median_area(extra)
+    if training is None:
+        return Check("scale", "SKIP", f"{unknown}; the model card records no training cell areas to compare with")
+    try:
+        db = open_readonly(config.database_path)
+        try:
+            query = "SELECT area_px FROM tracks ORDER BY id DESC LIMIT ?"
+            areas = [row[0] for row in db.execute(query, (RIG_AREA_SAMPLES,))]
+        finally:
+            db.close()
+    except (StoreError, sqlite3.Error) as exc:
+        return Check("scale", "SKIP", f"{unknown}; no cells to compare with the training cells' ({exc})")
+    median = statistics.median(areas) if areas else None
+    warning = scale_warning(median, len(areas), extra)
+    if warning:
+        return Check("scale", "WARN", f"{unknown}; {warning}")  # the warning says what to do
+    if median is None or len(areas) < MIN_RIG_CELLS:
+        return Check("scale", "SKIP", f"{unknown}; too few cells in {config.database_path} to compare ({len(areas)})")
+    return Check(
+        "scale",
+        "PASS",
+        f"{unknown}; the last {len(areas)} cells' median area {median:.0f} px is within {AREA_RATIO_WARN:g}x of the "
+        f"training cells' {training:.0f} px",
+    )
 
 
 def camera_checks(config, args: argparse.Namespace, camera_probe: Callable[[], tuple[bool, str]] | None) -> list[Check]:

@@ -59,3 +59,5 @@ def test_quiet_fit_prints_its_headline_and_nothing_else(tmp_path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     assert result.stdout.startswith("cells: held-out test groups: ROC AUC")
+    # One split: the figure rests on few groups, and the line says how few (4 paired groups here).
+    assert "resting on 1 test group(s) of 4" in result.stdout

@@ -37,7 +37,8 @@ def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def fitted(synthetic_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("fit") / "cells"
-    assert main(["fit", str(synthetic_data), "--out", str(out), "--positive", "spindle", *TINY]) == 0
+    fit = ["fit", str(synthetic_data), "--out", str(out), "--positive", "spindle", "--pixel-size-um", "0.65", *TINY]
+    assert main(fit) == 0
     return out.with_suffix(".tflite")
 
 
@@ -66,7 +67,9 @@ def test_card_is_complete_and_matches_the_file(fitted: Path) -> None:
     evaluation = data["evaluation"]
     split_groups = evaluation["split"]["groups"]
     everything = split_groups["train"] + split_groups["validation"] + split_groups["test"]
-    assert len(everything) == len(set(everything)) == 10, "each of the 10 groups in exactly one part"
+    # round/round_g0 and spindle/spindle_g0 pair by the part of the name that is not the label: 5 groups.
+    assert len(everything) == len(set(everything)) == 5, "each of the 5 groups in exactly one part"
+    assert data["data"]["group_pairs"].endswith("g4 = round_g4 + spindle_g4")
     assert split_groups["validation"] == [], "without early stopping no group is held back to validate on"
     held_out = evaluation["held_out"]
     assert held_out["roc_auc"] > 0.9, "round vs spindle is easy; a working fit separates them"
@@ -75,6 +78,13 @@ def test_card_is_complete_and_matches_the_file(fitted: Path) -> None:
     assert 0 <= fidelity["mean_abs_probability_difference"] < 0.05
     assert evaluation["file_level_split"]["roc_auc"] is not None
     assert data["data"]["cells"] == {"round": 120, "spindle": 120}
+    # Issue 13: how crops were masked, the training scale and cell sizes, what the final model learnt from.
+    assert data["data"]["crops"]["premasked"] == 240 and data["data"]["crops"]["segmented"] == 0
+    assert card.input.pixel_size_um == 0.65 and data["data"]["cell_area_px"]["pixel_size_um"] == 0.65
+    areas = data["data"]["cell_area_px"]
+    assert areas["n"] == 240 and 300 < areas["q10"] < areas["median"] < areas["q90"] < 6000
+    trained = data["data"]["trained_on"]
+    assert trained["groups"] == sorted(split_groups["train"]) and len(trained["file_sha256_16"]) == 240 - 48
     # Standardised input: a 20% dimmer or 25% brighter lamp changes almost no call.
     exposure = evaluation["exposure"]
     assert card.input.intensity == exposure["intensity"] == "standardised"
@@ -97,13 +107,23 @@ def test_evaluate_reproduces_the_fit_test_metrics(fitted: Path, synthetic_data: 
     code = main(["evaluate", str(fitted), str(synthetic_data), "--groups", ",".join(test_groups), "--out", str(out),
                  "--quiet"])  # fmt: skip
     assert code == 0
-    assert "balanced accuracy" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "balanced accuracy" in printed and "trained on these cells" not in printed
     measured = json.loads(out.with_name("eval.json").read_text())["metrics"]
     recorded = card["evaluation"]["held_out"]
     for key in ("n", "positives", "accuracy", "balanced_accuracy", "roc_auc", "sensitivity", "specificity", "ece"):
         assert measured[key] == pytest.approx(recorded[key], abs=1e-9), key
     assert measured["confusion"] == recorded["confusion"]
     assert out.with_name("eval.png").is_file() and out.with_name("eval.md").is_file()
+
+
+def test_evaluate_on_cells_the_model_was_trained_on_says_so(fitted: Path, synthetic_data: Path, capsys) -> None:
+    card = json.loads(fitted.with_suffix(".json").read_text())
+    train_groups = card["evaluation"]["split"]["groups"]["train"]
+    assert main(["evaluate", str(fitted), str(synthetic_data), "--groups", train_groups[0], "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert f"trained on these cells: 48 of 48 cells are files this model was trained on; groups named as its " \
+           f"training groups: {train_groups[0]}" in printed  # fmt: skip
 
 
 @pytest.mark.slow
@@ -175,7 +195,8 @@ def test_too_many_unreadable_files_stop_the_run_and_name_them(tmp_path: Path, ca
     (root / "b" / "batch1" / "empty.png").write_bytes(b"")
     assert main(["fit", str(root), "--out", str(tmp_path / "m"), "--quiet"]) == EXIT_USAGE
     err = capsys.readouterr().err
-    assert "broken.png" in err and "empty.png" in err and "2 of 10 images could not be read" in err
+    assert "broken.png" in err and "empty.png" in err
+    assert "2 of 10 images could not be used (more than 5%): 2 unreadable" in err
 
 
 def test_unknown_positive_label_and_bad_group_pattern_are_named(tmp_path: Path, capsys) -> None:
@@ -199,3 +220,25 @@ def test_evaluate_refuses_a_folder_with_other_labels(fitted: Path, tmp_path: Pat
     root = make_folder(tmp_path / "data", {"cats": 2, "dogs": 2})
     assert main(["evaluate", str(fitted), str(root), "--quiet"]) == EXIT_USAGE
     assert "not the model's labels" in capsys.readouterr().err
+
+
+def test_a_label_with_few_groups_is_warned_and_a_refusal_says_what_it_found(tmp_path: Path, capsys) -> None:
+    root = make_folder(tmp_path / "data", {"a": 4, "b": 4})
+    assert main(["fit", str(root), "--out", str(tmp_path / "m"), "--quiet"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "warning: label 'a' has only 1 group(s)" in err and "warning: label 'b' has only 1 group(s)" in err
+    assert "found 1 group(s): a only in 0; b only in 0; both labels in 1 (batch1)" in err
+
+
+def test_a_split_refusal_offers_a_command_that_works(tmp_path: Path, capsys) -> None:
+    import shlex
+
+    data = write_synthetic_dataset(tmp_path / "cells", per_group=6, groups=2, seed=4)  # pairs into g0, g1
+    quick = [*TINY, "--epochs", "1", "--min-agreement", "0.5", "--no-leak-check"]
+    fit = ["fit", str(data), "--out", str(tmp_path / "m"), *quick, "--patience", "2"]
+    assert main(fit) == EXIT_USAGE  # early stopping wants a validation group besides train and test
+    err = capsys.readouterr().err
+    assert "cannot make a validation part from the groups left after the test part (2 in all)" in err
+    suggested = shlex.split(err.split("this would work: ")[1])
+    assert suggested[0] == "metascope-train" and suggested[-2:] == ["--patience", "0"]
+    assert main(suggested[1:]) == 0

@@ -84,3 +84,22 @@ def test_file_level_split_mixes_groups_which_is_why_it_leaks() -> None:
     split = file_level_split(y, seed=0)
     shared = set(groups[split.train]) & set(groups[split.test])
     assert shared, "a file-level split puts cells of one group on both sides"
+
+
+def test_refusals_say_what_they_found_and_what_would_work() -> None:
+    groups = np.array(["MDA_a"] * 4 + ["PC3_b"] * 4)
+    y = np.array([0] * 4 + [1] * 4)
+    with pytest.raises(SplitError) as refusal:
+        grouped_split(groups, y, labels=("MDA", "PC3"))
+    assert "found 2 group(s): MDA only in 1 (MDA_a); PC3 only in 1 (PC3_b); both labels in 0" in str(refusal.value)
+    with pytest.raises(SplitError) as refusal:
+        cross_validation_folds(groups, y, labels=("MDA", "PC3"))
+    assert "found 2 group(s)" in str(refusal.value)
+    assert refusal.value.try_args == ("--cv-folds", "2")
+    # The validation part comes from what the test part leaves: the message counts both.
+    groups = np.repeat(["a1", "a2", "b1", "b2"], 5)
+    y = np.repeat([0, 0, 1, 1], 5)
+    with pytest.raises(SplitError) as refusal:
+        grouped_split(groups, y, test_fraction=0.5, validation_fraction=0.25, labels=("MDA", "PC3"))
+    assert "validation part from the groups left after the test part (4 in all)" in str(refusal.value)
+    assert refusal.value.try_args == ("--patience", "0")

@@ -56,22 +56,29 @@ def evaluate(args: argparse.Namespace) -> int:
     from edge.native_noise import native_noise_filtered
 
     with native_noise_filtered():  # TensorFlow's import banner, where plotting brings it in
-        from train.evaluate import evaluate_classifier, load_for_model
+        from train.evaluate import evaluate_classifier, load_for_model, training_overlap
 
     classifier = Classifier.load(args.model)
     groups = [g.strip() for g in args.groups.split(",") if g.strip()] if args.groups else None
     dataset = load_for_model(classifier, args.data_dir, args.group_by, groups, progress=not args.quiet)
     metrics = evaluate_classifier(classifier, dataset)
     print(f"{classifier.path} on {args.data_dir}" + (f" (groups {', '.join(groups)})" if groups else ""))
+    if dataset.group_pairs:
+        print(dataset.group_pairs)
     print(format_metrics(metrics, classifier.labels))
+    overlap = training_overlap(classifier.card.extra, dataset)
+    if overlap:
+        print(overlap)
     if dataset.skipped:
-        print(f"{len(dataset.skipped)} unreadable file(s) skipped (listed on stderr)")
+        print(f"{len(dataset.skipped)} file(s) skipped (listed on stderr)")
     if args.out:
-        write_evaluation(args.out, classifier, dataset, metrics)
+        write_evaluation(args.out, classifier, dataset, metrics, overlap)
     return ExitCode.OK
 
 
-def write_evaluation(out: Path, classifier: Any, dataset: Any, metrics: dict[str, Any]) -> None:
+def write_evaluation(
+    out: Path, classifier: Any, dataset: Any, metrics: dict[str, Any], overlap: str | None = None
+) -> None:
     from train.plots import evaluation_figure
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -80,6 +87,8 @@ def write_evaluation(out: Path, classifier: Any, dataset: Any, metrics: dict[str
         "sha256": classifier.sha256,
         "data_dir": str(dataset.root),
         "skipped_files": [reason for _, reason in dataset.skipped],
+        "trained_on_these_cells": overlap,
+        "crops": dataset.crop_kinds,
         "metrics": metrics,
     }
     json_path = out.with_name(out.name + ".json")

@@ -27,6 +27,18 @@ def widths_arg(text: str) -> tuple[int, ...]:
     return widths
 
 
+def pixel_size_arg(text: str) -> float:
+    from edge.card import MAX_PIXEL_UM, MIN_PIXEL_UM
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (micrometres per pixel, e.g. 0.65)") from None
+    if not MIN_PIXEL_UM <= value <= MAX_PIXEL_UM:
+        raise argparse.ArgumentTypeError(f"{text} is not between {MIN_PIXEL_UM:g} and {MAX_PIXEL_UM:g} um per pixel")
+    return value
+
+
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "fit",
@@ -55,6 +67,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--window-px", type=positive_int, default=192, help="window around the cell, pixels (192)")
     parser.add_argument("--size", type=positive_int, default=96, help="model input side, pixels (96)")
+    parser.add_argument(
+        "--pixel-size-um",
+        type=pixel_size_arg,
+        metavar="UM",
+        help="micrometres per pixel of the training images; with pipeline.pixel_size_um on the rig, the Pi "
+        "rescales its window to the same field (default: unknown; then run and doctor compare cell areas instead)",
+    )
     parser.add_argument(
         "--intensity",
         choices=INTENSITY_MODES,
@@ -172,8 +191,15 @@ def fit(args: argparse.Namespace) -> int:
     request = FitRequest(
         data_dir=args.data_dir,
         out=args.out,
+        # Every cell is masked: a pre-masked crop by its black background, an unmasked one by the
+        # Pi's detector (edge.preprocess.crop_cell; the card's data.crops counts which were which).
         spec=InputSpec(
-            size=args.size, channels=1, window_px=args.window_px, masked_background=True, intensity=args.intensity
+            size=args.size,
+            channels=1,
+            window_px=args.window_px,
+            masked_background=True,
+            pixel_size_um=args.pixel_size_um,
+            intensity=args.intensity,
         ),
         settings=fit_settings(args),
         positive=args.positive,
@@ -208,6 +234,12 @@ def headline(card: dict[str, Any]) -> str:
     else:
         m = evaluation["held_out"]
         auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.3f}"
-        held = f"held-out test groups: ROC AUC {auc}, balanced accuracy {m['balanced_accuracy']:.3f}"
+        parts = evaluation["split"]["groups"]
+        tested, total = parts["test"], sum(len(groups) for groups in parts.values())
+        # One split's figure rests on its few test groups: say how few, and what gives more.
+        held = (
+            f"held-out test groups: ROC AUC {auc}, balanced accuracy {m['balanced_accuracy']:.3f}, resting on "
+            f"{len(tested)} test group(s) of {total} ({', '.join(tested)}); --cv tests every group in turn"
+        )
     fidelity = card["int8_fidelity"]
     return f"{card['name']}: {held}; int8 agreement {fidelity['label_agreement']:.2%}"
