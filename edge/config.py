@@ -19,6 +19,7 @@ from edge.interpreter import INTERPRETER_NAMES
 
 SYSTEM_CONFIG = Path("/etc/metascope/metascope.toml")
 SYSTEM_STATE_DIR = Path("/var/lib/metascope")
+DESKTOP_STATE_DIR = "var"  # relative: the folder a desktop command runs in (a checkout's ./var)
 DATABASE_NAME = "metascope.db"
 STATUS_NAME = "status.json"
 SNAPSHOT_DIR_NAME = "snapshots"
@@ -39,7 +40,7 @@ def default_state_dir() -> str:
         return from_systemd.split(":")[0]
     if SYSTEM_STATE_DIR.is_dir():
         return str(SYSTEM_STATE_DIR)
-    return "var"
+    return DESKTOP_STATE_DIR
 
 
 def option(
