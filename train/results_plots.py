@@ -98,7 +98,8 @@ def probability_histogram(databases: Sequence[PulledDatabase]) -> bytes:
         axis.axvline(threshold, color="0.3", linestyle="--", linewidth=1)
     axis.set(xlabel="probability of the positive label (dashed: threshold)", ylabel="cells",
              title="Probability of each cell (the mean of its views' logits)")  # fmt: skip
-    axis.legend(fontsize=8)
+    if axis.get_legend_handles_labels()[0]:
+        axis.legend(fontsize=8)
     return png(figure)
 
 
@@ -138,7 +139,8 @@ def clusters(databases: Sequence[PulledDatabase]) -> bytes:
         if areas[cluster]:
             area_axis.hist(areas[cluster], bins=bins, alpha=0.6, label=f"{label} ({len(areas[cluster])})")
     area_axis.set(xlabel="area (px)", ylabel="cells", title="Area: single cells and clusters")
-    area_axis.legend(fontsize=8)
+    if every:
+        area_axis.legend(fontsize=8)
     keys = sorted(shares)
     share_axis.bar(range(len(keys)), [float(np.mean(shares[k])) for k in keys], color="C1")
     share_axis.set_xticks(range(len(keys)), keys, rotation=30, ha="right", fontsize=7)

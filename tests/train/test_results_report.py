@@ -200,3 +200,17 @@ def test_crops_the_rig_kept_are_training_data_with_the_same_call(tiny_model, tmp
     rig = np.array([first_views[path.stem.split("_track")[1]] for path in dataset.paths])
     assert np.median(np.abs(probabilities - rig)) <= 0.05
     assert np.mean((probabilities >= 0.5) == (rig >= 0.5)) >= 0.9
+
+
+def test_a_host_pulled_before_tracks_and_crops_still_gets_a_page(pulled: Path, tmp_path: Path) -> None:
+    """A Pi older than tracks and crops sent runs, frames and cells only: its runs are listed and
+    the page says why there is no gallery."""
+    old = tmp_path / "results"
+    shutil.copytree(pulled / "scope1", old / "scope1")
+    for database in (old / "scope1").iterdir():
+        if database.is_dir():
+            (database / "tracks.csv").unlink()
+            shutil.rmtree(database / "crops")
+    assert metascope_train(["report", str(old)]) == 0
+    text = (old / "report.html").read_text()
+    assert '<td class="text">scope1</td>' in text and "No crops were pulled" in text
