@@ -65,3 +65,15 @@ def test_crops_stay_under_their_cap_and_stop_on_a_low_disk(classifier, tmp_path:
     off = make_config(tmp_path / "off", source={"kind": "synthetic"}, crops={"max_mb": 0.0})
     run(off, classifier, 2)
     assert not off.crop_dir.exists()
+
+
+def test_a_frame_writes_a_bounded_number_of_crops(classifier, tmp_path: Path) -> None:
+    """A new field every frame (every cell new): at most MAX_CROPS_PER_FRAME crops a frame, so
+    crops never cost a frame more than that; in a still field the rest follow at later views."""
+    from edge.crops import MAX_CROPS_PER_FRAME
+
+    config = make_config(tmp_path, source={"kind": "synthetic", "synthetic_cells": 10})
+    run(config, classifier, 3)
+    names = track_crops(config.database_path)
+    assert len(names) > 3 * MAX_CROPS_PER_FRAME
+    assert len([name for name in names if name]) == len(list(config.crop_dir.glob("*.png"))) == 3 * MAX_CROPS_PER_FRAME

@@ -176,12 +176,12 @@ def test_a_folder_without_pulled_results_is_named(tmp_path: Path, capsys) -> Non
 def test_crops_the_rig_kept_are_training_data_with_the_same_call(tiny_model, tmp_path: Path) -> None:
     """The loop closes: a person sorts pulled crops into label folders and training's loader
     reads them as the rig saw them (the model's call on them is the rig's first view's)."""
-    config = run_rig(tmp_path / "rig", Path(tiny_model[0]), seed=3, frames=3)
+    config = run_rig(tmp_path / "rig", Path(tiny_model[0]), seed=3, frames=6)
     database = pull(config, tmp_path / "results", "scope1")
     import csv
 
     with (database / "tracks.csv").open(newline="") as handle:
-        tracks = list(csv.DictReader(handle))
+        tracks = [track for track in csv.DictReader(handle) if track["crop"]]
     with (database / "cells.csv").open(newline="") as handle:
         first_views = {
             row["track"]: float(row["probability"])
