@@ -22,7 +22,8 @@ usage() {
 Usage: deploy/pull.sh HOST [options]
 
 Pull results from the metascope Pi HOST into DEST/HOST/<database id>/ (tracks.csv: one row per
-cell; cells.csv: one row per view, a model call on a cell; frames.csv, runs.csv, snapshots/;
+cell; cells.csv: one row per view, a model call on a cell; frames.csv, runs.csv, snapshots/,
+crops/: the masked crop of each cell, named in tracks.csv;
 DEST/HOST/CURRENT names the folder of the Pi's present database). Run it
 as often as you like: each pull appends only the rows that are new since the last one. Several
 Pis can be pulled into the same DEST. A folder pulled by an earlier version of this script is
@@ -43,6 +44,7 @@ Options:
                          $METASCOPE_REMOTE_CONFIG, else its own: /etc/metascope/metascope.toml)
   --snapshots DIR        HOST's snapshots folder (default: the one `metascope status` names)
   --no-snapshots         do not copy snapshots
+  --no-crops             do not copy the cells' crops
   -F FILE                ssh config file (passed to ssh)
   -o OPTION              ssh option, e.g. -o Port=2222 (repeatable; passed to ssh)
   -i FILE                ssh identity file (passed to ssh)
@@ -57,6 +59,7 @@ EOF
 
 host="" dest="${METASCOPE_PULL_DEST:-results}" since="" snapshots=""
 remote_command="${METASCOPE_REMOTE_COMMAND:-}" remote_config="${METASCOPE_REMOTE_CONFIG:-}" copy_snapshots=1
+copy_crops=1
 ssh_opts=()
 while [ $# -gt 0 ]; do
     case $1 in
@@ -78,6 +81,10 @@ while [ $# -gt 0 ]; do
         ;;
     --no-snapshots)
         copy_snapshots=0
+        shift
+        ;;
+    --no-crops)
+        copy_crops=0
         shift
         ;;
     -*) die $EXIT_USAGE "unknown option $1 (see --help)" ;;
@@ -170,22 +177,35 @@ export_table frames "$frames_after"
 export_table runs ""
 merger merge "$database_dir" "$work" "$host_name/${database_dir##*/}"
 
+# Copy the host's folder $2 (snapshots or crops) into DATABASE_DIR/$1/.
+copy_folder() {
+    local what=$1 folder=$2
+    remote "$work/has-$what" "looking for $folder" "if [ -d $(sh_quote "$folder") ]; then echo yes; fi"
+    if [ "$(cat "$work/has-$what")" = yes ]; then
+        # No --delete: files the Pi has since dropped (size cap) stay here. rsync writes
+        # each file under a temp name and renames it, so a broken copy damages nothing.
+        rsync -rt --exclude='.*' -e "$rsh" "$host:$folder/" "$database_dir/$what/" 2>"$work/stderr" ||
+            die $EXIT_SNAPSHOTS "copying $what from $host:$folder failed: $(tail -n 5 "$work/stderr")"
+        printf '%s: %s: copied to %s/%s\n' "$host_name" "$what" "$database_dir" "$what"
+    else
+        printf '%s: %s: none on %s (%s does not exist)\n' "$host_name" "$what" "$host" "$folder"
+    fi
+}
+
 if [ $copy_snapshots -eq 1 ]; then
     if [ -z "$snapshots" ]; then
         # The state directory is the Pi's config's business: metascope status named it.
         snapshots=$(python3 "$HERE/pull_merge.py" field "$work/status.json" snapshots folder) ||
             die $EXIT_EXPORT "metascope status on $host named no snapshots folder (give --snapshots DIR or --no-snapshots)"
     fi
-    remote "$work/has-snapshots" "looking for $snapshots" \
-        "if [ -d $(sh_quote "$snapshots") ]; then echo yes; fi"
-    if [ "$(cat "$work/has-snapshots")" = yes ]; then
-        # No --delete: snapshots the Pi has since dropped (size cap) stay here. rsync writes
-        # each file under a temp name and renames it, so a broken copy damages nothing.
-        rsync -rt --exclude='.*' -e "$rsh" "$host:$snapshots/" "$database_dir/snapshots/" 2>"$work/stderr" ||
-            die $EXIT_SNAPSHOTS "copying snapshots from $host:$snapshots failed: $(tail -n 5 "$work/stderr")"
-        printf '%s: snapshots: copied to %s/snapshots\n' "$host_name" "$database_dir"
+    copy_folder snapshots "$snapshots"
+fi
+if [ $copy_crops -eq 1 ]; then
+    # A host older than crops names no crops folder: nothing to copy, not an error.
+    if crops=$(python3 "$HERE/pull_merge.py" field "$work/status.json" crops folder 2>/dev/null); then
+        copy_folder crops "$crops"
     else
-        printf '%s: snapshots: none on %s (%s does not exist)\n' "$host_name" "$host" "$snapshots"
+        printf '%s: crops: none (metascope on %s keeps no crops)\n' "$host_name" "$host"
     fi
 fi
 printf 'pulled %s into %s\n' "$host" "$database_dir"

@@ -19,9 +19,11 @@ from edge.interpreter import INTERPRETER_NAMES
 
 SYSTEM_CONFIG = Path("/etc/metascope/metascope.toml")
 SYSTEM_STATE_DIR = Path("/var/lib/metascope")
+DESKTOP_STATE_DIR = "var"  # relative: the folder a desktop command runs in (a checkout's ./var)
 DATABASE_NAME = "metascope.db"
 STATUS_NAME = "status.json"
 SNAPSHOT_DIR_NAME = "snapshots"
+CROP_DIR_NAME = "crops"
 
 
 # Where frames come from (edge/sources/: picamera2.py, synthetic.py, replay.py, still_field.py).
@@ -39,7 +41,7 @@ def default_state_dir() -> str:
         return from_systemd.split(":")[0]
     if SYSTEM_STATE_DIR.is_dir():
         return str(SYSTEM_STATE_DIR)
-    return "var"
+    return DESKTOP_STATE_DIR
 
 
 def option(
@@ -149,6 +151,14 @@ class SnapshotConfig:
 
 
 @dataclass(frozen=True)
+class CropConfig:
+    """The masked crop of each tracked cell (edge/crops.py): for the report and for retraining."""
+
+    max_mb: float = option(200.0, 0.0, 10_000_000.0)  # size cap of crops/, oldest deleted first; 0 = none
+    min_free_mb: float = option(1024.0, 0.0, 10_000_000.0)  # below this, crops stop (before results)
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     summary_interval_s: float = option(60.0, 1.0, 86_400.0)
     status_interval_s: float = option(2.0, 0.1, 3600.0)
@@ -163,6 +173,7 @@ SECTIONS: dict[str, type] = {
     "tracking": TrackingConfig,
     "store": StoreConfig,
     "snapshots": SnapshotConfig,
+    "crops": CropConfig,
     "service": ServiceConfig,
 }
 
@@ -178,6 +189,7 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     snapshots: SnapshotConfig = field(default_factory=SnapshotConfig)
+    crops: CropConfig = field(default_factory=CropConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
     origin: str = "built-in defaults"  # the file it came from, for messages and the runs table
 
@@ -196,6 +208,10 @@ class Config:
     @property
     def snapshot_dir(self) -> Path:
         return self.state_path / SNAPSHOT_DIR_NAME
+
+    @property
+    def crop_dir(self) -> Path:
+        return self.state_path / CROP_DIR_NAME
 
     def as_dict(self) -> dict[str, Any]:
         """The effective settings, as a TOML file would spell them (stored with each run)."""

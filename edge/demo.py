@@ -3,8 +3,9 @@
 Runs `metascope run` for a bounded number of synthetic frames of a still field (20 cells,
 clusters included, sensor noise and jitter each frame; the stage moves to a new field every 50
 frames) with the given model: each cell is followed, classified a few times and stored once.
-It writes a real database and annotated snapshots under var/demo/, prints the status summary
-and says where everything is. Needs no camera, no network and no tensorflow (the Makefile
+It writes a real database and annotated snapshots into the desktop's default state directory
+(./var), so a plain `metascope status` or `metascope export` afterwards finds them, prints the
+status summary and says where everything is. Needs no camera, no network and no tensorflow (the Makefile
 trains the tiny synthetic model first only when the shipped model is absent).
 """
 
@@ -15,6 +16,7 @@ import sys
 from pathlib import Path
 
 from edge.cli import main as metascope
+from edge.config import DESKTOP_STATE_DIR
 
 DEMO_DIR = Path("var/demo")
 DEMO_CONFIG = """\
@@ -46,7 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=200, help="synthetic frames to classify (default 200)")
     args = parser.parse_args(argv)
     DEMO_DIR.mkdir(parents=True, exist_ok=True)
-    state_dir = DEMO_DIR / "state"
+    # The desktop default, not a demo folder of its own: the commands the README shows next
+    # (status, export) then need no --config. Always ./var, never default_state_dir(): on a Pi
+    # that is the service's own /var/lib/metascope, which a demo must not write into.
+    state_dir = Path(DESKTOP_STATE_DIR)
     config = DEMO_DIR / "metascope.toml"
     config.write_text(DEMO_CONFIG.format(state_dir=state_dir))
     print(f"demo: metascope run --config {config} --model {args.model} --max-frames {args.frames}", file=sys.stderr)
@@ -54,12 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     if code != 0:
         return code
     print()
-    metascope(["status", "--config", str(config)])
+    metascope(["status", "--state-dir", str(state_dir)])
     print(
         f"\ndatabase:  {state_dir / 'metascope.db'}  (sqlite3; tables tracks: one row per cell, cells: one per view"
         "\n           (model call), frames, runs)"
         f"\nsnapshots: {state_dir / 'snapshots'}  (annotated JPEGs: red = positive, cyan = negative, thick = cluster)"
-        f"\nexport:    .venv/bin/metascope export --config {config} --table tracks > tracks.csv"
+        f"\nexport:    .venv/bin/metascope export --state-dir {state_dir} --table tracks > tracks.csv"
     )
     return 0
 

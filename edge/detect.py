@@ -24,7 +24,7 @@ from scipy.spatial import ConvexHull
 
 from edge.detect_settings import DetectSettings
 
-__all__ = ["DetectSettings", "Detection", "detect"]
+__all__ = ["DetectSettings", "Detection", "Inspected", "detect", "inspect"]
 
 NOISE_SAMPLE_STEP = 2  # the noise level is the median over every 2nd (working) pixel each way
 CORE_CHECK_AREA_RATIO = 1.2  # objects this much larger than the frame's median object get the core test
@@ -162,9 +162,40 @@ def _separated(distance: np.ndarray, a: tuple[int, int], b: tuple[int, int], min
     return dip >= max(min_dip_px, 0.25 * lower_peak)
 
 
+# Why an object is not a cell (`metascope detect` lists them; the service only drops them).
+TOO_SMALL = "smaller than detect.min_area_px"
+TOO_LARGE = "larger than detect.max_area_px"
+AT_BORDER = "touches the frame edge (detect.skip_border)"
+# Why a cell is a cluster.
+LARGE = "larger than detect.cluster_area_px"
+CORES = "several cores"
+NOT_CONVEX = "solidity under detect.min_solidity"
+
+
+@dataclass(frozen=True)
+class Inspected:
+    """One object found in a frame, kept or not, with the figures detection decided on."""
+
+    detection: Detection  # what the service would get (rejected ones too, for drawing)
+    solidity: float  # NaN where it was not measured (a rejected object too small to shape)
+    rejected: str  # "" for a cell; else why detection drops it
+    cluster_reasons: tuple[str, ...]  # empty for a single cell
+
+
 def detect(gray: np.ndarray, settings: DetectSettings | None = None) -> list[Detection]:
     """Every cell object in a uint8 grayscale frame, in label order (top to bottom)."""
-    settings = settings or DetectSettings()
+    return [item.detection for item in _objects(gray, settings or DetectSettings(), explain=False)]
+
+
+def inspect(gray: np.ndarray, settings: DetectSettings | None = None) -> list[Inspected]:
+    """Every object of the frame, the ones detection drops included, each with why (for tuning
+    detection on a few frames: `metascope detect`). The kept ones are exactly ``detect``'s."""
+    return _objects(gray, settings or DetectSettings(), explain=True)
+
+
+def _objects(gray: np.ndarray, settings: DetectSettings, explain: bool) -> list[Inspected]:
+    """The one detection: ``explain`` False (the service) makes only the kept objects and skips
+    every figure a decision does not need."""
     factor = settings.downscale
     labels, count = ndimage.label(foreground(bin_pixels(gray, factor), settings))
     if count == 0:
@@ -183,41 +214,58 @@ def detect(gray: np.ndarray, settings: DetectSettings | None = None) -> list[Det
     areas = cells * factor * factor
     centre_offset = (factor - 1) / 2
     height, width = gray.shape
-    kept = [
+    sized = [
         (label, box)
         for label, box in enumerate(ndimage.find_objects(labels), start=1)
         if box is not None and settings.min_area_px <= areas[label] <= settings.max_area_px
     ]
     # Only objects clearly larger than the typical one can be two cells: only they get the core test.
-    typical = float(np.median([areas[label] for label, _ in kept])) if len(kept) >= 3 else 0.0
+    typical = float(np.median([areas[label] for label, _ in sized])) if len(sized) >= 3 else 0.0
     core_check_area = max(2 * settings.min_area_px, CORE_CHECK_AREA_RATIO * typical)
-    detections = []
-    for label, box in kept:
+    candidates = list(enumerate(ndimage.find_objects(labels), start=1)) if explain else sized
+    found = []
+    for label, box in candidates:
+        if box is None:
+            continue
+        area = int(areas[label])
         y0, y1 = box[0].start * factor, box[0].stop * factor
         x0, x1 = box[1].start * factor, box[1].stop * factor
+        rejected = TOO_SMALL if area < settings.min_area_px else TOO_LARGE if area > settings.max_area_px else ""
         if settings.skip_border and (y0 == 0 or x0 == 0 or y1 >= height - factor + 1 or x1 >= width - factor + 1):
+            rejected = rejected or AT_BORDER
+        if rejected and not explain:
             continue
         binned_mask = labels[box] == label
-        area = int(areas[label])
-        cores, convex = 1, True
+        cores, measured_solidity = 1, math.nan
         if area >= core_check_area:  # shape tests on the binned mask: 4x fewer pixels, same shape
             cores = count_cores(binned_mask, min_dip_px=1.5 / factor)
-            convex = cores == 1 and solidity(binned_mask) >= settings.min_solidity
-        mask = binned_mask.repeat(factor, axis=0).repeat(factor, axis=1) if factor > 1 else binned_mask
-        detections.append(
-            Detection(
-                bbox=(y0, x0, y1, x1),
-                centroid_yx=(
-                    factor * sum_y[label] / cells[label] + centre_offset,
-                    factor * sum_x[label] / cells[label] + centre_offset,
-                ),
-                area=area,
-                mask=mask,
-                cluster=area > settings.cluster_area_px or cores > 1 or not convex,
-                cores=cores,
+            if cores == 1:
+                measured_solidity = solidity(binned_mask)
+        if explain and math.isnan(measured_solidity):
+            measured_solidity = solidity(binned_mask)  # for the table; the decision did not need it
+        reasons = tuple(
+            reason
+            for reason, applies in (
+                (LARGE, area > settings.cluster_area_px),
+                (CORES, cores > 1),
+                (NOT_CONVEX, area >= core_check_area and cores == 1 and measured_solidity < settings.min_solidity),
             )
+            if applies
         )
-    return detections
+        mask = binned_mask.repeat(factor, axis=0).repeat(factor, axis=1) if factor > 1 else binned_mask
+        detection = Detection(
+            bbox=(y0, x0, y1, x1),
+            centroid_yx=(
+                factor * sum_y[label] / cells[label] + centre_offset,
+                factor * sum_x[label] / cells[label] + centre_offset,
+            ),
+            area=area,
+            mask=mask,
+            cluster=bool(reasons),
+            cores=cores,
+        )
+        found.append(Inspected(detection, measured_solidity, rejected, reasons))
+    return found
 
 
 def equivalent_diameter(area: int) -> float:

@@ -1,4 +1,4 @@
-"""Where metascope finds its model by default."""
+"""Where metascope finds its model by default, and path helpers the commands share."""
 
 from __future__ import annotations
 
@@ -35,3 +35,12 @@ def find_model(model: str | os.PathLike[str]) -> Path:
             if candidate.is_file():
                 return candidate
     return path
+
+
+def nearest_existing(path: str | os.PathLike[str]) -> Path:
+    """``path`` itself when it exists, else its nearest existing parent (a folder `run` has not
+    made yet is judged, and measured for free space, where it will be made)."""
+    existing = Path(path).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    return existing

@@ -93,6 +93,7 @@ class ClosedCell:
     reclassified: int
     end: str  # why it closed: see END_* below
     positive: bool = False
+    crop: str | None = None  # the file name of its crop in crops/ (edge/crops.py), if one was kept
 
 
 END_LOST, END_NEW_FIELD, END_RUN = "lost", "new field", "run stopped"
@@ -111,6 +112,7 @@ class FrameResult:
     open_cells: int = 0  # tracks live after this frame
     field_number: int = 0  # the stage field it shows (a run counts them from 0)
     new_field: bool = False
+    detections: list[Detection] = field(default_factory=list)  # what ``cells`` were found as, in order
 
     @property
     def positives(self) -> int:
@@ -202,6 +204,7 @@ class Pipeline:
             open_cells=len(self.tracker.live),
             field_number=self.tracker.field,
             new_field=update.new_field,
+            detections=detections,
         )
 
     def close_all(self) -> list[ClosedCell]:

@@ -24,6 +24,7 @@ from edge import __version__
 from edge.camera_wait import CameraRestarts, CameraWaiter
 from edge.cell_scale import ScaleWatch
 from edge.config import Config, ConfigError
+from edge.crops import CropKeeper
 from edge.errors import EnvironmentProblem, ExitCode
 from edge.logs import RateLimitedWarning, log, setup_logging
 from edge.model import Classifier
@@ -70,6 +71,7 @@ class Service:
         self.free_space = free_space
         self.observer = observer
         self.pipeline = Pipeline(classifier, config)
+        self.crops = CropKeeper(config.crop_dir, config.crops, self.pipeline.window_px, free_space)
         self.stats = RunStats()
         self.scale = ScaleWatch(classifier.card.extra, classifier.input_spec.pixel_size_um,
                                 config.pipeline.pixel_size_um or None, config.pipeline.mode == "whole")  # fmt: skip
@@ -85,6 +87,7 @@ class Service:
         self._budget_warning = RateLimitedWarning(10.0)
         self._frame_warning = RateLimitedWarning(10.0)
         self._snapshot_warning = RateLimitedWarning()
+        self._crop_warning = RateLimitedWarning()
         self._capture_warning = RateLimitedWarning(10.0)
         self._status_warning = RateLimitedWarning()
 
@@ -292,9 +295,12 @@ class Service:
         processed_ms = timings["detect"] + timings["preprocess"] + timings["infer"]
         result.over_budget = processed_ms > self.pipeline.budget_ms
         store = self.store
+        result.closed = self.crops.link(result.closed)
         frame_id = self._store(result, store) if disk_ok and store is not None else None
         if not disk_ok or store is None:
             self.counters.unsaved_frames += 1
+        if frame_id is not None:
+            self._keep_crops(result)  # timed as storing: it is part of what a frame costs to record
         timings["store"] = (time.perf_counter() - started) * 1000.0
         timings["total"] = processed_ms + timings["store"]
         if timings["total"] > self.pipeline.budget_ms:
@@ -317,6 +323,12 @@ class Service:
         counters = self.counters
         counters.snapshots, counters.snapshots_skipped = snapshots.written, snapshots.skipped_low_disk
         counters.snapshot_failures = snapshots.failed
+
+    def _keep_crops(self, result: FrameResult) -> None:
+        failed = self.crops.files.failed
+        self.crops.keep(result, self.run_id)
+        if self.crops.files.failed > failed:
+            self._crop_warning("crops: %s; classification goes on", self.crops.files.last_error)
 
     def _store(self, result: FrameResult, store: ResultStore) -> int | None:
         try:
@@ -369,7 +381,7 @@ class Service:
 
     def _finish(self, snapshots: SnapshotWriter) -> None:
         store = self.store
-        closed = self.pipeline.close_all()  # the cells still followed end with the run
+        closed = self.crops.link(self.pipeline.close_all())  # the cells still followed end with the run
         self.stats.add_closed(closed)
         if store is not None:
             try:

@@ -8,28 +8,19 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageDraw
 
+from edge.capped_folder import CappedFolder, free_bytes, time_stamp_name
 from edge.config import SnapshotConfig
-from edge.store import iso_utc
+
+__all__ = ["SnapshotWriter", "annotate", "free_bytes"]
 
 POSITIVE_COLOUR = (255, 60, 60)
 NEGATIVE_COLOUR = (60, 220, 255)
-
-
-def free_bytes(path: str | os.PathLike[str]) -> int:
-    """Free space for unprivileged writers on the filesystem that holds (or will hold) ``path``:
-    a folder not made yet is measured at its nearest existing parent."""
-    target = Path(path)
-    while not target.exists() and target != target.parent:
-        target = target.parent
-    return shutil.disk_usage(target).free
 
 
 def annotate(result: Any) -> Image.Image:
@@ -53,18 +44,24 @@ class SnapshotWriter:
         config: SnapshotConfig,
         free_space: Callable[[Path], int] = free_bytes,
     ):
-        self.folder = Path(folder)
         self.config = config
-        self.free_space = free_space
-        self.written = 0
-        self.skipped_low_disk = 0
-        self.failed = 0  # could not be written (the disk refused)
-        self.last_error = ""
-        # Names start with the capture time, so name order is age order. The folder is made at
-        # the first snapshot: a full disk at start must not stop the run.
-        existing = sorted(path for path in self.folder.glob("*.jpg") if path.is_file())
-        self._files: deque[tuple[Path, int]] = deque((path, path.stat().st_size) for path in existing)
-        self.total_bytes = sum(size for _, size in self._files)
+        self.files = CappedFolder(folder, ".jpg", config.max_mb, config.min_free_mb, free_space)
+
+    @property
+    def written(self) -> int:
+        return self.files.written
+
+    @property
+    def skipped_low_disk(self) -> int:
+        return self.files.skipped_low_disk
+
+    @property
+    def failed(self) -> int:
+        return self.files.failed
+
+    @property
+    def last_error(self) -> str:
+        return self.files.last_error
 
     @property
     def enabled(self) -> bool:
@@ -81,39 +78,13 @@ class SnapshotWriter:
             or (config.on_cluster and result.clusters > 0)
         )
 
-    def disk_ok(self) -> bool:
-        return self.free_space(self.folder) >= self.config.min_free_mb * 1024 * 1024
-
     def write(self, result: Any, run_id: int | None) -> str | None:
         """Save one annotated frame; None (and counted) when the disk is too full for snapshots
         or refuses the write (``failed``, ``last_error``)."""
-        if not self.disk_ok():
-            self.skipped_low_disk += 1
+        if not self.files.disk_ok():
+            self.files.skipped_low_disk += 1
             return None
         buffer = io.BytesIO()
         annotate(result).save(buffer, format="JPEG", quality=self.config.quality)
-        data = buffer.getvalue()
-        cap = self.config.max_mb * 1024 * 1024
-        if len(data) > cap:
-            return None
-        while self._files and self.total_bytes + len(data) > cap:
-            oldest, size = self._files.popleft()
-            oldest.unlink(missing_ok=True)
-            self.total_bytes -= size
-        stamp = iso_utc(result.frame.captured_at).replace(":", "").replace("-", "").replace(".", "_")
-        name = f"{stamp}_run{run_id}_frame{result.frame.index}.jpg"
-        path = self.folder / name
-        temporary = path.with_suffix(".jpg.tmp")
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            temporary.write_bytes(data)
-            os.replace(temporary, path)  # never a half-written JPEG under the real name
-        except OSError as exc:  # disk full, read-only, EIO, no inodes: a lost snapshot, not a lost run
-            temporary.unlink(missing_ok=True)
-            self.failed += 1
-            self.last_error = f"cannot write {path}: {exc}"
-            return None
-        self._files.append((path, len(data)))
-        self.total_bytes += len(data)
-        self.written += 1
-        return name
+        name = f"{time_stamp_name(result.frame.captured_at)}_run{run_id}_frame{result.frame.index}.jpg"
+        return self.files.write(name, buffer.getvalue())

@@ -282,8 +282,8 @@ class ResultStore:
         self._begin()
         self._db.executemany(
             "INSERT INTO tracks (run_id, track, field, first_seen_at, last_seen_at, frames_seen, views, probability,"
-            " label, cluster, area_px, centroid_x, centroid_y, reclassified, end_reason)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " label, cluster, area_px, centroid_x, centroid_y, reclassified, end_reason, crop)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     self.run_id,
@@ -301,6 +301,7 @@ class ResultStore:
                     round(cell.centroid_yx[0], 2),
                     cell.reclassified,
                     cell.end,
+                    cell.crop,
                 )
                 for cell in closed
             ],

@@ -120,7 +120,13 @@ CREATE TABLE tracks (
 CREATE INDEX tracks_last_seen_at ON tracks (last_seen_at);
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
+# Version 5: a cell's row names the file of its masked crop in the state directory's crops/
+# folder (edge/crops.py; NULL: none kept, or since deleted under crops.max_mb).
+_V5 = """
+ALTER TABLE tracks ADD COLUMN crop TEXT;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -12,7 +12,7 @@ import pytest
 from conftest import REPO
 
 from edge.cli import main
-from edge.config import Config, config_from_dict, load_config
+from edge.config import SECTIONS, Config, config_from_dict, load_config
 
 EXAMPLE = REPO / "systemd" / "metascope.example.toml"
 UNIT = REPO / "systemd" / "metascope.service"
@@ -21,7 +21,7 @@ UNIT = REPO / "systemd" / "metascope.service"
 def test_example_config_is_valid_and_spells_out_every_default() -> None:
     example = load_config(EXAMPLE)
     defaults = Config()
-    for section in ("source", "camera", "model", "pipeline", "detect", "tracking", "store", "snapshots", "service"):
+    for section in SECTIONS:
         assert getattr(example, section) == getattr(defaults, section), f"[{section}] differs from the defaults"
     assert example.state_dir == "/var/lib/metascope"
     written = tomllib.loads(EXAMPLE.read_text())

@@ -58,6 +58,9 @@ class Store:
     def snapshots(self) -> set[str]:
         return {path.name for path in (self.state / "snapshots").iterdir()}
 
+    def crops(self) -> set[str]:
+        return {path.name for path in (self.state / "crops").iterdir()}
+
     def database_id(self) -> str:
         with sqlite3.connect(self.state / "metascope.db") as db:
             return db.execute("SELECT value FROM meta WHERE key = 'database_id'").fetchone()[0]
@@ -102,6 +105,10 @@ def test_pull_copies_the_store_then_only_new_rows(sshd: SshServer, store: Store,
     assert len(store.rows("cells")) > 1, "the synthetic frames should hold cells"
     assert len(store.rows("tracks")) > 1, "the cells of a stopped run are closed tracks"
     assert {p.name for p in (pulled / "snapshots").iterdir()} == store.snapshots() != set()
+    # the cells' crops come along, each named by its cell's row
+    tracks = read_csv(pulled / "tracks.csv")
+    named = {row[tracks[0].index("crop")] for row in tracks[1:]} - {""}
+    assert named == {p.name for p in (pulled / "crops").iterdir()} == store.crops() != set()
     before = {table: (pulled / f"{table}.csv").read_bytes() for table in PULLED}
 
     again = pull(sshd, store, dest)

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 
 from edge import __version__
 from edge.errors import ExitCode, MetascopeError
-from train.commands import evaluate, fit
+from train.commands import evaluate, fit, report
 
-COMMANDS = (fit, evaluate)
+COMMANDS = (fit, evaluate, report)
 
 
 def build_parser() -> argparse.ArgumentParser:

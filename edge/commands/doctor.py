@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import shutil
 import sys
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from edge.commands.common import UsageError, add_config_args, load_classifier, positive_int
+from edge.paths import nearest_existing
 
 
 @dataclass
@@ -120,21 +122,8 @@ def run_checks(args: argparse.Namespace, camera_probe: Callable[[], tuple[bool, 
     checks.extend(camera_checks(config, args, camera_probe))
 
     state = config.state_path
-    try:
-        state.mkdir(parents=True, exist_ok=True)
-        probe = state / f".doctor-{uuid.uuid4().hex}"
-        probe.write_bytes(b"ok")
-        probe.unlink()
-        checks.append(Check("state_dir", "PASS", f"{state.resolve()} is writable"))
-    except OSError as exc:
-        checks.append(
-            Check(
-                "state_dir", "FAIL", f"{state}: {exc}", "run as the service user, or set state_dir to a writable folder"
-            )
-        )
-    existing = state if state.exists() else state.resolve().parent
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    checks.append(state_dir_check(state))
+    existing = nearest_existing(state)
     free_mb = shutil.disk_usage(existing).free / 1024 / 1024
     need_mb = config.store.min_free_mb
     detail = f"{free_mb:.0f} MB free under {existing}"
@@ -195,6 +184,23 @@ def scale_check(config, classifier) -> Check:
         f"{unknown}; the last {len(areas)} cells' median area {median:.0f} px is within {AREA_RATIO_WARN:g}x of the "
         f"training cells' {training:.0f} px",
     )
+
+
+def state_dir_check(state: Path) -> Check:
+    """Whether `run` can write the state directory, or make it. Asked of the file system's
+    permissions only: doctor runs anywhere (a desktop's ./var is relative to where it runs)
+    and must not leave a folder or a probe file behind."""
+    fix = "run as the service user, or set state_dir to a writable folder"
+    if state.exists():
+        if not state.is_dir():
+            return Check("state_dir", "FAIL", f"{state} is not a folder", fix)
+        if not os.access(state, os.W_OK | os.X_OK):
+            return Check("state_dir", "FAIL", f"{state.absolute()} is not writable by this user", fix)
+        return Check("state_dir", "PASS", f"{state.absolute()} is writable")
+    parent = nearest_existing(state)
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        return Check("state_dir", "FAIL", f"{state.absolute()} does not exist and {parent} is not writable", fix)
+    return Check("state_dir", "PASS", f"{state.absolute()} does not exist yet; `run` will make it (in {parent})")
 
 
 def camera_checks(config, args: argparse.Namespace, camera_probe: Callable[[], tuple[bool, str]] | None) -> list[Check]:

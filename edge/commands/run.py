@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from edge.commands.common import UsageError, add_config_args, config_from_args, load_classifier, positive_int
+from edge.commands.common import (
+    UsageError,
+    add_config_args,
+    config_from_args,
+    load_classifier,
+    non_negative_int,
+    positive_int,
+)
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -22,6 +29,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--max-frames", type=positive_int, metavar="N", help="stop after N classified frames")
     parser.add_argument("--model", help="NAME.tflite (overrides [model] path)")
+    parser.add_argument(
+        "--snapshot-every",
+        type=non_negative_int,
+        metavar="N",
+        help="an annotated snapshot every N frames; 0: none on a schedule (overrides [snapshots] every_n_frames)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -37,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--source: {exc}") from None
     if args.model:
         config = config.with_overrides("model", path=args.model)
+    if args.snapshot_every is not None:
+        config = config.with_overrides("snapshots", every_n_frames=args.snapshot_every)
     if config.source.kind == "replay" and not config.source.replay_path:
         raise UsageError('source.replay_path: a folder or glob is needed for kind = "replay"')
     setup_logging()

@@ -43,6 +43,11 @@ def _file_size(path: Path) -> int:
         return 0
 
 
+def _folder_report(folder: Path, pattern: str) -> dict[str, Any]:
+    files = list(folder.glob(pattern)) if folder.is_dir() else []
+    return {"folder": str(folder), "files": len(files), "bytes": sum(_file_size(path) for path in files)}
+
+
 def _has_table(db: sqlite3.Connection, name: str) -> bool:
     return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
 
@@ -107,12 +112,8 @@ def gather(config: Any) -> dict[str, Any]:
     }
     wal = Path(f"{database}-wal")
     report["database_bytes"] = _file_size(database) + _file_size(wal)
-    snapshots = config.snapshot_dir
-    report["snapshots"] = {
-        "folder": str(snapshots),
-        "files": sum(1 for _ in snapshots.glob("*.jpg")) if snapshots.is_dir() else 0,
-        "bytes": sum(_file_size(p) for p in snapshots.glob("*.jpg")) if snapshots.is_dir() else 0,
-    }
+    report["snapshots"] = _folder_report(config.snapshot_dir, "*.jpg")
+    report["crops"] = _folder_report(config.crop_dir, "*.png")
     usage = shutil.disk_usage(config.state_path)
     report["disk"] = {"free_bytes": usage.free, "total_bytes": usage.total}
     return report
@@ -180,6 +181,8 @@ def format_text(report: dict[str, Any]) -> str:
     lines.append(f"database:    {report['database']} ({_mb(report['database_bytes'])}; id {identity})")
     snapshots = report["snapshots"]
     lines.append(f"snapshots:   {snapshots['folder']} ({snapshots['files']} files, {_mb(snapshots['bytes'])})")
+    crops = report["crops"]
+    lines.append(f"crops:       {crops['folder']} ({crops['files']} files, {_mb(crops['bytes'])})")
     disk = report["disk"]
     lines.append(f"disk:        {_mb(disk['free_bytes'])} free of {_mb(disk['total_bytes'])}")
     return "\n".join(lines)

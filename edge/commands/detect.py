@@ -1,0 +1,83 @@
+"""`metascope detect`: run the service's cell detection on a few frames and show every object it
+found, kept or rejected, with why: annotated PNGs and objects.csv, to tune [detect]."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+from edge.commands.classify import iter_image_paths, shown
+from edge.commands.common import CommandError, UsageError, add_config_args, config_from_args
+from edge.errors import ExitCode
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "detect",
+        help="show what detection finds in frames: annotated PNGs and a CSV of every object",
+        description="Detect cells in each FRAME (images, or folders of them) with the config's [detect] settings, "
+        "as `run` does, and write DIR/<frame>.detect.png (green: cell, orange: cluster, red: rejected; "
+        "numbered as the CSV) and DIR/objects.csv (area, solidity, cores, cluster and why, kept or why "
+        "rejected). Change [detect] in the config and run it again to tune detection.",
+    )
+    parser.add_argument("frames", nargs="+", metavar="FRAME", help="frames or folders of frames (recursive)")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the PNGs and objects.csv")
+    add_config_args(parser)
+    parser.set_defaults(handler=detect_frames)
+
+
+def detect_frames(args: argparse.Namespace) -> int:
+    from edge.detect import inspect
+    from edge.detect_view import COLUMNS, annotate, rows
+    from edge.preprocess import ImageError, read_grayscale
+
+    settings = config_from_args(args).detect.settings()
+    if args.out.exists() and not args.out.is_dir():
+        raise UsageError(f"--out {args.out}: not a folder")
+    empty: list[Path] = []
+    table, failed, frames = [], 0, 0
+    written: set[str] = set()
+    for path in iter_image_paths(args.frames, empty):
+        try:
+            gray = read_grayscale(path)
+        except ImageError as exc:
+            print(f"metascope detect: skipped {exc}" if str(path) in str(exc) else f"skipped {path}: {exc}",
+                  file=sys.stderr)  # fmt: skip
+            failed += 1
+            continue
+        objects = inspect(gray, settings)
+        name = _unique(f"{path.stem}.detect.png", written)
+        try:
+            args.out.mkdir(parents=True, exist_ok=True)
+            annotate(gray, objects).save(args.out / name)
+        except OSError as exc:
+            raise CommandError(f"cannot write {args.out / name}: {exc}") from None
+        table += rows(str(path), objects)
+        frames += 1
+        kept = [item for item in objects if not item.rejected]
+        print(f"{shown(path)}: {len(kept)} cells ({sum(i.detection.cluster for i in kept)} clusters), "
+              f"{len(objects) - len(kept)} rejected -> {args.out / name}")  # fmt: skip
+    for folder in empty:
+        print(f"metascope detect: {folder}: no files in this folder", file=sys.stderr)
+    if frames:
+        try:
+            with (args.out / "objects.csv").open("w", newline="", encoding="utf-8") as handle:
+                writer = csv.DictWriter(handle, fieldnames=COLUMNS, lineterminator="\n")
+                writer.writeheader()
+                writer.writerows(table)
+        except OSError as exc:
+            raise CommandError(f"cannot write {args.out / 'objects.csv'}: {exc}") from None
+        print(f"objects: {args.out / 'objects.csv'} ({len(table)} rows)")
+    return ExitCode.FAILED if failed or empty or not frames else ExitCode.OK
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    """Frames of the same name from different folders get their own PNG."""
+    stem, number = name.removesuffix(".detect.png"), 1
+    while name in taken:
+        number += 1
+        name = f"{stem}-{number}.detect.png"
+    taken.add(name)
+    return name

@@ -1,0 +1,216 @@
+"""From rig to report to retraining (issue 13.5): `metascope run` results pulled the way
+deploy/pull.sh pulls them, `metascope-train report` on them checked in a real headless Chromium,
+and the crops `run` keeps read by training's own dataset loader."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REPO
+from PIL import Image
+
+from edge.cli import main as metascope
+from edge.model import Classifier
+from train.cli import main as metascope_train
+from train.dataset import load_folder
+
+# The desktop half of pull.sh, used as pull.sh uses it (the ssh half is tests/test_deploy_pull.py's).
+_spec = importlib.util.spec_from_file_location("pull_merge", REPO / "deploy" / "pull_merge.py")
+pull_merge = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(pull_merge)
+
+CHROMIUM_NAMES = ("chromium", "chromium-browser")  # Debian's package, and Ubuntu's name for it
+
+
+def metascope_output(*args: str) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert metascope(list(args)) == 0
+    return out.getvalue()
+
+
+def run_rig(folder: Path, model: Path, seed: int, frames: int = 8) -> Path:
+    """A rig's state directory after `metascope run` on a still synthetic field."""
+    config = folder / "metascope.toml"
+    folder.mkdir(parents=True)
+    config.write_text(
+        f'state_dir = "{folder / "state"}"\n[model]\npath = "{model}"\n'
+        f'[source]\nkind = "still"\nsynthetic_cells = 12\nsynthetic_seed = {seed}\n'
+        "[tracking]\nview_interval_frames = 1\n[snapshots]\nevery_n_frames = 4\n"
+    )
+    assert metascope(["run", "--config", str(config), "--max-frames", str(frames)]) == 0
+    return config
+
+
+def pull(config: Path, dest: Path, host: str) -> Path:
+    """What `deploy/pull.sh HOST --dest DEST` leaves, made without ssh: the same exports, the
+    same merge, the same folders copied. Returns the database's folder."""
+    work = dest / host / ".pull.test"
+    work.mkdir(parents=True)
+    (work / "status.json").write_text(metascope_output("status", "--config", str(config), "--json"))
+    status = json.loads((work / "status.json").read_text())
+    for table in ("runs", "tracks", "cells", "frames"):
+        (work / f"{table}.csv").write_text(metascope_output("export", "--config", str(config), "--table", table))
+    pull_merge.prepare(dest / host, work / "status.json", work / "runs.csv", work / "answer")
+    database = Path((work / "answer").read_text().split("\t")[0])
+    pull_merge.merge(database, work, host)
+    for folder in ("snapshots", "crops"):
+        if Path(status[folder]["folder"]).is_dir():  # as pull.sh: a folder the rig has not made is none
+            shutil.copytree(status[folder]["folder"], database / folder)
+    shutil.rmtree(work)
+    return database
+
+
+@pytest.fixture(scope="module")
+def pulled(tmp_path_factory: pytest.TempPathFactory, tiny_model) -> Path:
+    """Two microscopes' results pulled into one folder."""
+    root = tmp_path_factory.mktemp("rigs")
+    dest = root / "results"
+    for seed, host in enumerate(("scope1", "scope2")):
+        pull(run_rig(root / host, Path(tiny_model[0]), seed), dest, host)
+    return dest
+
+
+def chromium() -> str:
+    found = next((shutil.which(name) for name in CHROMIUM_NAMES if shutil.which(name)), None)
+    if found is None:
+        reason = "headless Chromium is not installed (apt-get install chromium; .ci/run installs it)"
+        if os.environ.get("METASCOPE_CI") == "1":
+            pytest.fail(f"CI must check the report in a browser, but {reason}")
+        pytest.skip(reason)
+    return found
+
+
+# Run in the page once it has loaded: each image's state, and whether its pixels vary (drawn on
+# a canvas; data: URLs are same-origin, so the canvas may be read).
+IMAGE_CHECK = """
+<script>
+window.addEventListener("load", () => {
+  const found = [...document.images].map((img) => {
+    const canvas = document.createElement("canvas");
+    canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+    let distinct = 0;
+    if (img.complete && img.naturalWidth > 0) {
+      const context = canvas.getContext("2d");
+      context.drawImage(img, 0, 0);
+      const pixels = context.getImageData(0, 0, canvas.width, canvas.height).data;
+      const seen = new Set();
+      for (let i = 0; i < pixels.length && seen.size < 3; i += 4) {
+        seen.add(pixels[i] * 65536 + pixels[i + 1] * 256 + pixels[i + 2]);
+      }
+      distinct = seen.size;
+    }
+    return {alt: img.alt, loaded: img.complete && img.naturalWidth > 0, distinct: distinct};
+  });
+  const out = document.createElement("pre");
+  out.id = "image-check";
+  out.textContent = JSON.stringify(found);
+  document.body.appendChild(out);
+});
+</script>
+"""
+
+
+def browser(*args: str) -> subprocess.CompletedProcess:
+    # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start
+    command = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+def test_report_page_shows_every_image_in_a_real_browser(pulled: Path, tmp_path: Path, capsys) -> None:
+    page = tmp_path / "report.html"
+    assert metascope_train(["report", str(pulled), "--out", str(page)]) == 0
+    assert "2 database(s) of scope1, scope2" in capsys.readouterr().out
+    text = page.read_text()
+    assert 'src="http' not in text and "src='http" not in text, "self-contained: nothing fetched"
+    probe = tmp_path / "probe.html"
+    probe.write_text(text.replace("</body>", IMAGE_CHECK + "</body>"))
+    result = browser("--virtual-time-budget=20000", "--dump-dom", probe.as_uri())
+    assert result.returncode == 0, result.stderr[-2000:]
+    dom = result.stdout
+    check = json.loads(dom[dom.index('<pre id="image-check">') + 22 : dom.index("</pre>", dom.index("image-check"))])
+    figures = [image for image in check if not image["alt"].endswith(".png")]
+    crops = [image for image in check if image["alt"].endswith(".png")]
+    assert len(figures) == 5, "cells over time, probability, latency, clusters, dropped frames"
+    assert crops, "the gallery shows the cells' crops"
+    assert all(image["loaded"] for image in check), [image["alt"] for image in check if not image["loaded"]]
+    assert all(image["distinct"] >= 2 for image in check), [i["alt"] for i in check if i["distinct"] < 2]
+    shown = [image["alt"] for image in crops]
+    assert any("run1_track" in name for name in shown)
+
+    screenshot = tmp_path / "report.png"
+    result = browser("--window-size=1280,3000", f"--screenshot={screenshot}", page.as_uri())
+    assert result.returncode == 0 and screenshot.is_file(), result.stderr[-2000:]
+    with Image.open(screenshot) as image:
+        assert image.size == (1280, 3000)
+        low, high = image.convert("L").getextrema()
+        assert high - low > 100, "the screenshot shows a page, not a blank"
+
+
+def test_gallery_is_sorted_by_probability_and_bounded(pulled: Path, tmp_path: Path) -> None:
+    page = tmp_path / "small.html"
+    assert metascope_train(["report", str(pulled), "--out", str(page), "--gallery", "5"]) == 0
+    text = page.read_text()
+    tiles = text.split('<div class="tile')[1:]
+    assert len(tiles) == 5
+    probabilities = [float(tile.split("<br>")[1].split()[0]) for tile in tiles]
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert "Crops shown: 5 of " in text
+
+
+def test_a_folder_without_pulled_results_is_named(tmp_path: Path, capsys) -> None:
+    assert metascope_train(["report", str(tmp_path)]) == 2
+    assert f"{tmp_path}: no pulled results here" in capsys.readouterr().err
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_crops_the_rig_kept_are_training_data_with_the_same_call(tiny_model, tmp_path: Path) -> None:
+    """The loop closes: a person sorts pulled crops into label folders and training's loader
+    reads them as the rig saw them (the model's call on them is the rig's first view's)."""
+    config = run_rig(tmp_path / "rig", Path(tiny_model[0]), seed=3, frames=6)
+    database = pull(config, tmp_path / "results", "scope1")
+    import csv
+
+    with (database / "tracks.csv").open(newline="") as handle:
+        tracks = [track for track in csv.DictReader(handle) if track["crop"]]
+    with (database / "cells.csv").open(newline="") as handle:
+        first_views = {
+            row["track"]: float(row["probability"])
+            for row in csv.DictReader(handle)
+            if row["view"] == "0" and row["orientation"] == "0"
+        }
+    data = tmp_path / "data"
+    for track in tracks:  # sorted by the rig's own call, one group per run
+        target = data / track["label"] / f"run{track['run_id']}" / track["crop"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(database / "crops" / track["crop"], target)
+    classifier = Classifier.load(tiny_model[0])
+    dataset = load_folder(data, classifier.input_spec, progress=False)
+    assert len(dataset) == len(tracks) >= 8 and not dataset.skipped
+    probabilities = classifier.predict(dataset.images)
+    rig = np.array([first_views[path.stem.split("_track")[1]] for path in dataset.paths])
+    assert np.median(np.abs(probabilities - rig)) <= 0.05
+    assert np.mean((probabilities >= 0.5) == (rig >= 0.5)) >= 0.9
+
+
+def test_a_host_pulled_before_tracks_and_crops_still_gets_a_page(pulled: Path, tmp_path: Path) -> None:
+    """A Pi older than tracks and crops sent runs, frames and cells only: its runs are listed and
+    the page says why there is no gallery."""
+    old = tmp_path / "results"
+    shutil.copytree(pulled / "scope1", old / "scope1")
+    for database in (old / "scope1").iterdir():
+        if database.is_dir():
+            (database / "tracks.csv").unlink()
+            shutil.rmtree(database / "crops")
+    assert metascope_train(["report", str(old)]) == 0
+    text = (old / "report.html").read_text()
+    assert '<td class="text">scope1</td>' in text and "No crops were pulled" in text

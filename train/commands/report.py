@@ -1,0 +1,52 @@
+"""`metascope-train report`: a folder deploy/pull.sh wrote (one host or many) as one
+self-contained HTML page: runs, figures over time, latency, clusters, dropped frames and a
+gallery of cell crops sorted by probability."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from edge.commands.common import folder_arg, positive_int
+from edge.errors import CommandError, ExitCode
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "report",
+        help="an HTML page of pulled results: plots over time and a gallery of cell crops",
+        description="Read RESULTS_DIR as deploy/pull.sh writes it (HOST/<database id>/{tracks,cells,frames,runs}.csv, "
+        "snapshots/, crops/; one host or many) and write one self-contained HTML page with PNG figures "
+        "(cells and positive fraction over time per host and run, probability histogram, latency per stage, "
+        "clusters, dropped frames) and the cells' crops sorted by probability.",
+    )
+    parser.add_argument("results_dir", type=folder_arg, metavar="RESULTS_DIR")
+    parser.add_argument("--out", type=Path, help="the HTML file to write (default: RESULTS_DIR/report.html)")
+    parser.add_argument(
+        "--gallery",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="show at most N crops, evenly spaced along the probability order (default 200)",
+    )
+    parser.set_defaults(handler=report)
+
+
+def report(args: argparse.Namespace) -> int:
+    from train.pulled import find_databases
+    from train.results_report import DEFAULT_GALLERY, build_page
+
+    databases = find_databases(args.results_dir)
+    out = args.out or args.results_dir / "report.html"
+    page = build_page(databases, args.results_dir, args.gallery or DEFAULT_GALLERY)
+    temporary = out.with_name(f".{out.name}.tmp")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        temporary.write_text(page, encoding="utf-8")
+        temporary.replace(out)  # a page that failed half way never replaces the last good one
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise CommandError(f"cannot write {out}: {exc}") from None
+    hosts = sorted({database.host for database in databases})
+    print(f"report: {out} ({len(databases)} database(s) of {', '.join(hosts)})")
+    return ExitCode.OK
