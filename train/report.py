@@ -81,12 +81,18 @@ def write_report(
     ]
     if cv:
         s = cv["summary"]
+        fixed_epochs = not training.get("settings", {}).get("patience")
+        fold_training = (
+            "for a fixed number of epochs, exactly like the final fit"
+            if fixed_epochs
+            else "early stopping on one further group held back as validation"
+        )
         lines += [
             "## Held-out performance (cross-validation: the numbers to quote)",
             "",
-            f"Split rule: {cv['rule']}. Each fold trains a fresh model on the other groups (early stopping on "
-            "one further group held back as validation), exports it to int8 and evaluates that int8 model on "
-            "the held-out group through edge's Classifier. No cell is ever scored by a model that saw its group.",
+            f"Split rule: {cv['rule']}. Each fold trains a fresh model on the other groups ({fold_training}), "
+            "exports it to int8 and evaluates that int8 model on the held-out group through edge's Classifier. "
+            "No cell is ever scored by a model that saw its group.",
             "",
             f"**ROC AUC {_f(s['roc_auc']['mean'])} ± {_f(s['roc_auc']['sd'])}, balanced accuracy "
             f"{_f(s['balanced_accuracy']['mean'])} ± {_f(s['balanced_accuracy']['sd'])}** "
