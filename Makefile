@@ -79,14 +79,15 @@ bench: $(EDGE_STAMP)
 #                         condition-out CV (7 folds), the final fit, the file-level comparison,
 #                         int8 export, card, report, and every model's answers on 8 fixed views
 #                         of each cell (mda231-pc3.distill.npz) for the student below;
-# models/mda231-pc3-fast  the compact CNN taught by it, each CV fold by the same fold's teacher.
+# models/mda231-pc3-fast  a compact CNN (96 px, widths 24-48-96-128: 16 M MACs) taught by it,
+#                         each CV fold by the same fold's teacher.
 # About 2 hours on 2 CPU cores; the cards record the wall time.
 MODEL_DATA ?= ../shared/data/fayyaz-mda231-pc3
 MODEL_ARGS := --positive PC3 --group-by '(\d+kD\d)' --cv
 model: $(STAMP)
 	$(PY) -m train fit $(MODEL_DATA) --out models/mda231-pc3 $(MODEL_ARGS) --distill-views 8
-	$(PY) -m train fit $(MODEL_DATA) --out models/mda231-pc3-fast $(MODEL_ARGS) --backbone compact --size 64 \
-	  --teacher models/mda231-pc3 --no-leak-check
+	$(PY) -m train fit $(MODEL_DATA) --out models/mda231-pc3-fast $(MODEL_ARGS) --backbone compact --size 96 \
+	  --widths 24,48,96,128 --teacher models/mda231-pc3 --no-leak-check
 
 clean:
 	rm -rf $(VENV) $(EDGE_VENV) var .pytest_cache .ruff_cache
