@@ -45,6 +45,14 @@ def start_service(config: Path, model: Path, notify: str, *extra: str) -> subpro
     )
 
 
+def stop_and_time(service: subprocess.Popen, limit_s: float) -> tuple[int, float]:
+    """SIGTERM the service; its exit status and the seconds it took to exit."""
+    service.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    code = service.wait(limit_s)
+    return code, time.monotonic() - signalled
+
+
 @pytest.fixture
 def notify_socket(tmp_path: Path):
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -151,10 +159,7 @@ def test_sigterm_exits_0_within_2_s_and_nothing_after_stopping_is_lost(tiny_mode
     try:
         wait_for(listener, "READY=1", STARTUP_LIMIT_S)
         wait_for_frames(database, 10)
-        service.send_signal(signal.SIGTERM)
-        signalled = time.monotonic()
-        code = service.wait(5)
-        took = time.monotonic() - signalled
+        code, took = stop_and_time(service, limit_s=5)
     finally:
         service.kill()
         output, _ = service.communicate()
@@ -226,10 +231,7 @@ def test_sigterm_does_not_wait_out_a_slow_paced_source(tiny_model, tmp_path, not
     try:
         wait_for(listener, "READY=1", STARTUP_LIMIT_S)
         time.sleep(1.0)  # inside the wait for the second frame
-        service.send_signal(signal.SIGTERM)
-        signalled = time.monotonic()
-        code = service.wait(15)
-        took = time.monotonic() - signalled
+        code, took = stop_and_time(service, limit_s=15)
     finally:
         service.kill()
         output, _ = service.communicate()

@@ -13,6 +13,7 @@ import io
 import os
 import warnings
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -134,16 +135,7 @@ def write_model(path: str | os.PathLike[str], content: bytes, card: ModelCard) -
     tmp.write_bytes(content)
     os.replace(tmp, path)
     extra = {**card.extra, "quantization": tensor_quantization(content)}
-    ModelCard(
-        name=card.name,
-        labels=card.labels,
-        positive_label=card.positive_label,
-        threshold=card.threshold,
-        input=card.input,
-        sha256=sha256_file(path),
-        version=card.version,
-        extra=extra,
-    ).write(card_path_for(path))
+    replace(card, sha256=sha256_file(path), extra=extra).write(card_path_for(path))
     return path
 
 

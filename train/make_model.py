@@ -8,7 +8,7 @@ import shlex
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -164,16 +164,7 @@ def base_card(request: FitRequest, dataset: Dataset) -> ModelCard:
 
 
 def with_extra(card: ModelCard, extra: dict[str, Any]) -> ModelCard:
-    return ModelCard(
-        card.name,
-        card.labels,
-        card.positive_label,
-        card.threshold,
-        card.input,
-        card.sha256,
-        card.version,
-        {**card.extra, **extra},
-    )
+    return replace(card, extra={**card.extra, **extra})
 
 
 def data_section(request: FitRequest, dataset: Dataset) -> dict[str, Any]:
@@ -357,16 +348,11 @@ def make_model(request: FitRequest) -> ModelCard:
 
     model_path = write_model(request.model_path, exported.content, card)
     float_path = model_path.with_name(f"{request.name}.float.tflite")
-    float_card = ModelCard(
-        f"{request.name}.float",
-        card.labels,
-        card.positive_label,
-        card.threshold,
-        card.input,
-        card.sha256,
-        card.version,
+    float_card = replace(
+        card,
+        name=f"{request.name}.float",
         # The training cells' areas too: the Pi derives its cluster size and scale check from them.
-        {"float_version_of": model_path.name, "data": {"cell_area_px": extra["data"]["cell_area_px"]}},
+        extra={"float_version_of": model_path.name, "data": {"cell_area_px": extra["data"]["cell_area_px"]}},
     )
     write_model(float_path, convert_float(final_fit.model), float_card)
     written_files = [model_path.with_suffix(".json").name, float_path.name, f"{request.name}.report.md"]
