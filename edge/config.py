@@ -13,9 +13,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from edge.detect_settings import DetectSettings
+from edge.cells.detect_settings import DetectSettings
+from edge.classify.interpreter import INTERPRETER_NAMES
 from edge.errors import UsageError
-from edge.interpreter import INTERPRETER_NAMES
 
 SYSTEM_CONFIG = Path("/etc/metascope/metascope.toml")
 SYSTEM_STATE_DIR = Path("/var/lib/metascope")
@@ -26,7 +26,7 @@ SNAPSHOT_DIR_NAME = "snapshots"
 CROP_DIR_NAME = "crops"
 
 
-# Where frames come from (edge/sources/: picamera2.py, synthetic.py, replay.py, still_field.py).
+# Where frames come from (edge/capture/: picamera2.py, synthetic.py, replay.py, still_field.py).
 SOURCE_KINDS = ("picamera2", "synthetic", "replay", "still")
 
 
@@ -95,7 +95,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class PipelineConfig:
     mode: str = option("cells", choices=("cells", "whole"))
-    budget_ms: float = option(0.0, 0.0, 60_000.0)  # 0 = from the model's card (edge.pipeline.budget_ms)
+    budget_ms: float = option(0.0, 0.0, 60_000.0)  # 0 = from the model's card (edge.service.pipeline.budget_ms)
     pixel_size_um: float = option(0.0, 0.0, 1000.0)  # the rig's um per pixel; 0 = the model's scale
     whole_window_px: int = option(0, 0, 8192)  # mode "whole": window side; 0 = the model's window
 
@@ -104,7 +104,7 @@ class PipelineConfig:
 class DetectConfig:
     min_area_px: int = option(DetectSettings.min_area_px, 1, 10_000_000)
     max_area_px: int = option(DetectSettings.max_area_px, 1, 100_000_000)
-    # 0 = from the model card: a multiple of its training cells' median area (edge/cell_scale.py),
+    # 0 = from the model card: a multiple of its training cells' median area (edge/cells/scale.py),
     # or DetectSettings' fixed default for a card that records none
     cluster_area_px: int = option(0, 0, 100_000_000)
     min_solidity: float = option(DetectSettings.min_solidity, 0.0, 1.0)
@@ -122,7 +122,7 @@ class DetectConfig:
 
 @dataclass(frozen=True)
 class TrackingConfig:
-    """edge/tracking.py and edge/views.py; the defaults and why are in the README."""
+    """edge/cells/tracking.py and edge/cells/views.py; the defaults and why are in the README."""
 
     views_per_cell: int = option(8, 1, 64)  # K: model calls averaged into a cell's call
     view_interval_frames: int = option(3, 1, 100_000)  # frames at least between a cell's views
@@ -152,7 +152,7 @@ class SnapshotConfig:
 
 @dataclass(frozen=True)
 class CropConfig:
-    """The masked crop of each tracked cell (edge/crops.py): for the report and for retraining."""
+    """The masked crop of each tracked cell (edge/record/crops.py): for the report and for retraining."""
 
     max_mb: float = option(200.0, 0.0, 10_000_000.0)  # size cap of crops/, oldest deleted first; 0 = none
     min_free_mb: float = option(1024.0, 0.0, 10_000_000.0)  # below this, crops stop (before results)

@@ -1,9 +1,11 @@
-"""Where metascope finds its model by default, and path helpers the commands share."""
+"""Where metascope finds its model by default, and file helpers the commands and the service share."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 DEFAULT_MODEL_NAME = "mda231-pc3"  # accurate: ImageNet-pretrained EfficientNet-Lite0
 FAST_MODEL_NAME = "mda231-pc3-fast"  # a compact CNN taught by it: for many cells a frame
@@ -44,3 +46,14 @@ def nearest_existing(path: str | os.PathLike[str]) -> Path:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     return existing
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Readers see the old file or the new one, never half of one."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        temporary.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(temporary, path)
+    except OSError:
+        temporary.unlink(missing_ok=True)
+        raise

@@ -42,7 +42,7 @@ def fake_camera(monkeypatch):
 
     from fakes import FakeLibcamera, FakePicamera2
 
-    import edge.sources.picamera as picamera_module
+    import edge.capture.picamera as picamera_module
 
     FakePicamera2.behaviour = "ok"
     FakePicamera2.busy = False

@@ -12,8 +12,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from edge.capture.synthetic import render_frame
 from edge.config import Config, config_from_dict
-from edge.sources.synthetic import render_frame
 
 
 class FakeColorSpace:
@@ -44,7 +44,7 @@ class FakeColorSpace:
         return FakeColorSpace("Rec709")
 
 
-# The libcamera module as edge.sources.picamera uses it: ColorSpace and controls.AfModeEnum
+# The libcamera module as edge.capture.picamera uses it: ColorSpace and controls.AfModeEnum
 # (libcamera src/libcamera/control_ids_core.yaml: AfModeManual = 0).
 FakeLibcamera = SimpleNamespace(
     ColorSpace=FakeColorSpace, controls=SimpleNamespace(AfModeEnum=SimpleNamespace(Manual=0, Auto=1, Continuous=2))
@@ -96,7 +96,7 @@ def fake_tuning(model: str) -> dict[str, Any]:
 
 
 class FakePicamera2:
-    """The picamera2 calls edge.sources.picamera makes, behaving as picamera2 0.3.36 does (each
+    """The picamera2 calls edge.capture.picamera makes, behaving as picamera2 0.3.36 does (each
     behaviour names the function in raspberrypi/picamera2 picamera2/picamera2.py it mirrors).
 
     ``behaviour`` (class attribute, set per test): "ok" returns YUV420 lores buffers whose rows

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edge.bench import steal_percent
 from edge.cli import main
+from edge.commands.benchmarks import steal_percent
 
 
 def test_pipeline_bench_writes_stage_percentiles_and_memory(tiny_model, tmp_path: Path, capsys) -> None:

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from fakes import make_config
 
-import edge.camera_wait as camera_wait
-from edge.camera_wait import CameraRestarts
-from edge.model import Classifier
+import edge.capture.camera_wait as camera_wait
+from edge.capture import open_source
+from edge.capture.camera_wait import CameraRestarts
+from edge.classify.classifier import Classifier
 from edge.notify import Notifier
-from edge.service import EXIT_OK, EXIT_SOURCE_FAILED, Service
-from edge.sources import open_source
+from edge.service.loop import EXIT_OK, EXIT_SOURCE_FAILED, Service
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,9 @@ import json
 import statistics
 from pathlib import Path
 
-from edge.cell_scale import CLUSTER_AREA_MULTIPLE, area_summary
+from edge.cells.detect_settings import DetectSettings
+from edge.cells.scale import CLUSTER_AREA_MULTIPLE, area_summary
 from edge.cli import main
-from edge.detect_settings import DetectSettings
 
 
 def model_with_areas(model_copy: Path, median: float | None, pixel_size_um: float | None = None) -> Path:

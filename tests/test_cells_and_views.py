@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from fakes import make_config
 
+from edge.capture import open_source
+from edge.cells.logits import mean_of_logits
+from edge.classify.classifier import Classifier
 from edge.config import TrackingConfig
-from edge.logits import mean_of_logits
-from edge.model import Classifier
 from edge.notify import Notifier
-from edge.service import EXIT_OK, Service
-from edge.sources import open_source
-from edge.store import RECOVERED, ResultStore
+from edge.record.store import RECOVERED, ResultStore
+from edge.service.loop import EXIT_OK, Service
 
 K = TrackingConfig().views_per_cell  # the documented defaults, not numbers of this test's own
 INTERVAL = TrackingConfig().view_interval_frames
@@ -133,8 +133,8 @@ def test_the_database_grows_with_cells_not_frames_times_cells(classifier, tmp_pa
 def test_cells_open_at_an_unclean_stop_are_closed_from_their_views_at_the_next_start(tmp_path: Path) -> None:
     from test_store_export import run_info, view
 
-    from edge.pipeline import CellResult, FrameResult
-    from edge.sources.base import Frame
+    from edge.capture.base import Frame
+    from edge.records import CellResult, FrameResult
 
     path = tmp_path / "metascope.db"
     store = ResultStore(path)

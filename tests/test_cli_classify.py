@@ -13,8 +13,8 @@ import pytest
 from conftest import REPO
 from PIL import Image
 
+from edge.capture.synthetic_cells import KINDS, synthetic_batch
 from edge.cli import main
-from edge.synthetic_cells import KINDS, synthetic_batch
 
 
 @pytest.fixture
@@ -150,7 +150,7 @@ def test_awkward_names_and_non_files_are_named_and_every_row_stays_one_row(cells
 def test_a_model_answer_that_is_not_a_probability_fails_that_file_only(
     cells_dir: Path, tiny_model, capsys, monkeypatch
 ) -> None:
-    from edge.model import Classifier
+    from edge.classify.classifier import Classifier
 
     real = Classifier._positive_probability
 

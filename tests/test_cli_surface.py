@@ -10,7 +10,7 @@ from pathlib import Path
 from conftest import REPO
 
 from edge.cli import main
-from edge.store import ResultStore, RunInfo
+from edge.record.store import ResultStore, RunInfo
 
 
 def test_bare_metascope_prints_help_listing_every_command() -> None:
@@ -38,7 +38,7 @@ def test_native_notices_are_dropped_and_anything_else_passes(capfd) -> None:
     """TensorFlow Lite's XNNPACK notice bypasses Python; it is dropped, a real message is not."""
     import os
 
-    from edge.native_noise import native_noise_filtered
+    from edge.classify.native_noise import native_noise_filtered
 
     with native_noise_filtered():
         os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
@@ -49,7 +49,7 @@ def test_native_notices_are_dropped_and_anything_else_passes(capfd) -> None:
 def test_classify_writes_only_its_own_lines_on_stderr(tiny_model, tmp_path: Path) -> None:
     from PIL import Image
 
-    from edge.synthetic_cells import synthetic_batch
+    from edge.capture.synthetic_cells import synthetic_batch
 
     crops, _ = synthetic_batch(2, seed=5)
     for index, crop in enumerate(crops):

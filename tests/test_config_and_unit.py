@@ -228,7 +228,7 @@ def test_no_edge_module_imports_tensorflow_or_train() -> None:
         "names = [m.name for m in pkgutil.walk_packages(edge.__path__, 'edge.') if m.name != 'edge.__main__']\n"
         "for name in names:\n"
         "    importlib.import_module(name)\n"
-        "assert 'edge.service' in names and 'edge.sources.picamera' in names\n"
+        "assert 'edge.service.loop' in names and 'edge.capture.picamera' in names\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'train', 'picamera2', 'keras')]\n"
         "assert not bad, bad\n"
     )

@@ -11,11 +11,11 @@ import pytest
 from fakes import make_config
 from PIL import Image
 
-from edge.model import Classifier
+from edge.capture import open_source
+from edge.classify.classifier import Classifier
+from edge.classify.preprocess import is_premasked
 from edge.notify import Notifier
-from edge.preprocess import is_premasked
-from edge.service import EXIT_OK, Service
-from edge.sources import open_source
+from edge.service.loop import EXIT_OK, Service
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_crops_stay_under_their_cap_and_stop_on_a_low_disk(classifier, tmp_path:
 def test_a_frame_writes_a_bounded_number_of_crops(classifier, tmp_path: Path) -> None:
     """A new field every frame (every cell new): at most MAX_CROPS_PER_FRAME crops a frame, so
     crops never cost a frame more than that; in a still field the rest follow at later views."""
-    from edge.crops import MAX_CROPS_PER_FRAME
+    from edge.record.crops import MAX_CROPS_PER_FRAME
 
     config = make_config(tmp_path, source={"kind": "synthetic", "synthetic_cells": 10})
     run(config, classifier, 3)

@@ -1,4 +1,4 @@
-"""edge.detect on synthetic frames with known cells, and on real cell crops composed into frames."""
+"""edge.cells.detect on synthetic frames with known cells, and on real cell crops composed into frames."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from edge.detect import DetectSettings, detect, fill_holes, solidity
-from edge.preprocess import read_grayscale
-from edge.sources.synthetic import render_frame
+from edge.capture.images import read_grayscale
+from edge.capture.synthetic import render_frame
+from edge.cells.detect import DetectSettings, detect, fill_holes, solidity
 
 SHARED = REPO.parent / "shared"
 

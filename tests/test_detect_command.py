@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from edge.capture.synthetic import render_frame
+from edge.cells.detect import AT_BORDER, LARGE, TOO_SMALL, detect, inspect
 from edge.cli import main
-from edge.detect import AT_BORDER, LARGE, TOO_SMALL, detect, inspect
-from edge.sources.synthetic import render_frame
 
 
 @pytest.fixture(scope="module")

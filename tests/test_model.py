@@ -1,4 +1,4 @@
-"""edge.model.Classifier against real int8 and float TFLite models."""
+"""edge.classify.classifier.Classifier against real int8 and float TFLite models."""
 
 from __future__ import annotations
 
@@ -11,15 +11,17 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from edge.card import ModelCardError, ModelFileError, ModelIntegrityError
-from edge.model import MAX_BATCH, Classifier, InterpreterUnavailableError, ModelMismatchError
-from edge.synthetic_cells import synthetic_inputs
+from edge.capture.synthetic_cells import synthetic_batch
+from edge.classify.card import ModelCardError, ModelFileError, ModelIntegrityError
+from edge.classify.classifier import MAX_BATCH, Classifier, InterpreterUnavailableError, ModelMismatchError
+from edge.classify.preprocess import single_cell_inputs
 
 
 @pytest.fixture(scope="module")
 def held_out(tiny_model):
     """Synthetic cells the tiny model never saw (seed differs from its training seed)."""
-    return synthetic_inputs(300, 1234, Classifier.load(tiny_model[0]).input_spec)
+    crops, labels = synthetic_batch(300, seed=1234)
+    return single_cell_inputs(crops, Classifier.load(tiny_model[0]).input_spec), labels
 
 
 def test_load_exposes_what_the_card_says(tiny_model) -> None:
@@ -205,7 +207,7 @@ def test_card_that_disagrees_with_the_tensors(model_copy: Path, change, message:
 def test_not_a_tflite_file(model_copy: Path) -> None:
     from dataclasses import replace
 
-    from edge.card import ModelCard, sha256_file
+    from edge.classify.card import ModelCard, sha256_file
 
     model_copy.write_bytes(b"this is not a flatbuffer" * 10)
     card = ModelCard.load(model_copy.with_suffix(".json"))
@@ -233,7 +235,7 @@ def test_edge_never_imports_tensorflow(tiny_model) -> None:
         "import sys, numpy as np\n"
         "import edge, edge.cli\n"
         "assert 'tensorflow' not in sys.modules, 'import edge pulled in tensorflow'\n"
-        "from edge.model import Classifier\n"
+        "from edge.classify.classifier import Classifier\n"
         f"c = Classifier.load({str(tiny_model[0])!r})\n"
         "c.predict(np.zeros((3, 32, 32), dtype=np.uint8))\n"
         "assert 'tensorflow' not in sys.modules, 'loading a model pulled in tensorflow'\n"

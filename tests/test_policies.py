@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.pipeline import CellResult, ClosedCell, FrameResult
-from edge.policies import DiskGuard, Every, FailureStreak, Retention
-from edge.run_stats import RunStats
-from edge.sources.base import Frame
-from edge.store import RETENTION_BATCH_FRAMES, ResultStore, RunInfo
+from edge.capture.base import Frame
+from edge.record.store import RETENTION_BATCH_FRAMES, ResultStore, RunInfo
+from edge.records import CellResult, ClosedCell, FrameResult
+from edge.service.policies import DiskGuard, Every, FailureStreak, Retention
+from edge.service.run_stats import RunStats
 
 
 def test_a_failure_streak_ends_at_its_limit_and_a_success_resets_it() -> None:

@@ -1,4 +1,4 @@
-"""edge.preprocess: reading any image as grayscale, and the model-input window."""
+"""edge.classify.preprocess: reading any image as grayscale, and the model-input window."""
 
 from __future__ import annotations
 
@@ -8,22 +8,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge.preprocess import (
-    MAX_IMAGE_PIXELS,
+from edge.capture.images import MAX_IMAGE_PIXELS, ImageError, read_grayscale
+from edge.capture.synthetic_cells import render_cell
+from edge.classify.preprocess import (
     SEGMENTED,
     STANDARD_CELL_MEAN,
     STANDARD_CELL_STD,
-    ImageError,
     InputSpec,
     UnsegmentableCrop,
     cell_window,
     crop_cell,
     model_input,
-    read_grayscale,
     resize_window,
     single_cell_input,
 )
-from edge.synthetic_cells import render_cell
 
 RNG = np.random.default_rng(7)
 GRADIENT = np.tile(np.arange(0, 256, 4, dtype=np.uint8), (16, 1))  # 16x64, values 0..252

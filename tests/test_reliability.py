@@ -260,7 +260,7 @@ def test_a_second_run_on_the_same_state_directory_is_refused(tiny_model, tmp_pat
 
 
 def real_frames(folder: Path, names: list[str]) -> None:
-    from edge.sources.synthetic import render_frame
+    from edge.capture.synthetic import render_frame
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)

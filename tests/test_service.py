@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from fakes import make_config
 
+from edge.capture import open_source
+from edge.capture.base import Frame, SourceError
+from edge.capture.synthetic import SyntheticSource
+from edge.classify.classifier import Classifier
 from edge.config import ConfigError
-from edge.model import Classifier
 from edge.notify import Notifier
-from edge.service import EXIT_OK, EXIT_PIPELINE_FAILED, EXIT_SOURCE_FAILED, Service
-from edge.sources import open_source
-from edge.sources.base import Frame, SourceError
-from edge.sources.synthetic import SyntheticSource
+from edge.service.loop import EXIT_OK, EXIT_PIPELINE_FAILED, EXIT_SOURCE_FAILED, Service
 
 
 @pytest.fixture(scope="module")
@@ -186,13 +186,13 @@ def test_disk_filling_stops_snapshots_first_then_results_and_never_the_classific
         free_space=lambda path: free["bytes"],
         observer=observe,
     )
-    import edge.policies
+    import edge.service.policies
 
-    edge.policies.DISK_CHECK_INTERVAL_S, saved = 0.0, edge.policies.DISK_CHECK_INTERVAL_S
+    edge.service.policies.DISK_CHECK_INTERVAL_S, saved = 0.0, edge.service.policies.DISK_CHECK_INTERVAL_S
     try:
         assert service.run() == EXIT_OK
     finally:
-        edge.policies.DISK_CHECK_INTERVAL_S = saved
+        edge.service.policies.DISK_CHECK_INTERVAL_S = saved
     counters = service.counters
     assert counters.frames == 20, "classification went on throughout"
     assert counters.unsaved_frames == 5
@@ -300,7 +300,7 @@ def test_whole_mode_classifies_the_central_window_as_one_cell(classifier, tmp_pa
 def test_rig_pixel_size_rescales_the_window(classifier, tmp_path: Path) -> None:
     from dataclasses import replace
 
-    from edge.pipeline import Pipeline
+    from edge.service.pipeline import Pipeline
 
     spec = replace(classifier.input_spec, pixel_size_um=0.5)
     classifier.card = replace(classifier.card, input=spec)
@@ -316,7 +316,7 @@ def test_the_default_budget_follows_the_model(classifier, tmp_path: Path) -> Non
     work, at least 100 ms; a configured budget wins."""
     from dataclasses import replace
 
-    from edge.pipeline import Pipeline
+    from edge.service.pipeline import Pipeline
 
     original = classifier.card
     try:
@@ -334,8 +334,8 @@ def test_the_default_budget_follows_the_model(classifier, tmp_path: Path) -> Non
 
 
 def test_pipeline_results_use_the_shared_preprocessing(classifier, tmp_path: Path) -> None:
-    from edge.pipeline import Pipeline
-    from edge.preprocess import model_input
+    from edge.classify.preprocess import model_input
+    from edge.service.pipeline import Pipeline
 
     config = make_config(tmp_path)
     source = open_source(config)
@@ -343,7 +343,7 @@ def test_pipeline_results_use_the_shared_preprocessing(classifier, tmp_path: Pat
     frame = source.next_frame(1.0)
     pipeline = Pipeline(classifier, config)
     result = pipeline.process(frame)
-    from edge.detect import detect
+    from edge.cells.detect import detect
 
     detections = detect(frame.pixels, pipeline.settings)
     expected = classifier.predict(

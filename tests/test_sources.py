@@ -11,16 +11,16 @@ import pytest
 from fakes import make_config
 from PIL import Image
 
-import edge.sources.picamera as picamera_module
+import edge.capture.picamera as picamera_module
+from edge.capture import open_source, parse_source_arg
+from edge.capture.base import BadFrame, CaptureTimeout, EndOfSource, SourceError
+from edge.capture.camera_setup import CameraAbsent, CameraBusy, CameraSettingsRejected
+from edge.capture.latest_frame import LatestFrameCapture
+from edge.capture.picamera import Picamera2Source, camera_present, y_plane
+from edge.capture.replay import ReplaySource
+from edge.capture.still_field import StillFieldSource
+from edge.capture.synthetic import SyntheticSource, render_frame
 from edge.config import CameraConfig
-from edge.sources import open_source, parse_source_arg
-from edge.sources.base import BadFrame, CaptureTimeout, EndOfSource, SourceError
-from edge.sources.camera_setup import CameraAbsent, CameraBusy, CameraSettingsRejected
-from edge.sources.capture import LatestFrameCapture
-from edge.sources.picamera import Picamera2Source, camera_present, y_plane
-from edge.sources.replay import ReplaySource
-from edge.sources.still_field import StillFieldSource
-from edge.sources.synthetic import SyntheticSource, render_frame
 
 
 def camera_source(width: int = 320, height: int = 240, **camera) -> Picamera2Source:
@@ -52,7 +52,7 @@ def test_paced_synthetic_source_drops_frames_it_could_not_deliver() -> None:
 
 
 def test_a_still_field_keeps_its_cells_in_place_through_noise_and_jitter_until_the_stage_moves() -> None:
-    from edge.detect import detect
+    from edge.cells.detect import detect
 
     source = StillFieldSource(cells=12, seed=5, move_every=3)
     source.open()
@@ -70,7 +70,7 @@ def test_a_still_field_keeps_its_cells_in_place_through_noise_and_jitter_until_t
 
 
 def test_a_dividing_cell_leaves_two_daughters_where_it_was() -> None:
-    from edge.detect import detect
+    from edge.cells.detect import detect
 
     source = StillFieldSource(cells=10, seed=2, divide_every=3)
     source.open()

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge.capture.base import Frame
 from edge.cli import main
-from edge.pipeline import CellResult, ClosedCell, FrameResult
-from edge.sources.base import Frame
-from edge.store import ResultStore, RunInfo, iso_utc, parse_time
+from edge.record.store import ResultStore, RunInfo, iso_utc, parse_time
+from edge.records import CellResult, ClosedCell, FrameResult
 
 DAY = 86_400.0
 

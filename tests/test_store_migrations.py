@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.store import ResultStore, StoreError
-from edge.store_schema import MIGRATIONS, SCHEMA_VERSION
+from edge.record.schema import MIGRATIONS, SCHEMA_VERSION
+from edge.record.store import ResultStore, StoreError
 
 
 def first_release_database(path: Path) -> None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.detect import Detection
-from edge.tracking import Tracker, mask_iou
+from edge.cells.detect import Detection
+from edge.cells.tracking import Tracker, mask_iou
 
 
 def disc(y: float, x: float, radius: float = 6.0) -> Detection:

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from edge.capture.synthetic import add_sensor_noise, render_field
 from edge.cli import main
-from edge.sources.synthetic import add_sensor_noise, render_field
 
 FRAME_HEIGHT, FRAME_WIDTH = 480, 640
 MARGIN_PX = 20  # background kept around the cell in an unmasked crop
@@ -104,7 +104,8 @@ def test_real_unmasked_brightfield_crops_are_segmented_around_their_cell() -> No
     a mask that is the cell and not the whole crop, and a black background around it."""
     from conftest import SHARED_DATA
 
-    from edge.preprocess import SEGMENTED, InputSpec, crop_cell, read_grayscale
+    from edge.capture.images import read_grayscale
+    from edge.classify.preprocess import SEGMENTED, InputSpec, crop_cell
 
     crops = sorted((SHARED_DATA / "meng-atom").glob("*/*.jpg"))
     if not crops:

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from test_tracking import disc
 
-from edge.logits import logit, mean_of_logits, sigmoid
-from edge.tracking import Track
-from edge.views import CHANGE_CONFIRM_FRAMES, DIHEDRAL_ORDER, ViewScheduler, dihedral, learnt_any_orientation
+from edge.cells.logits import logit, mean_of_logits, sigmoid
+from edge.cells.tracking import Track
+from edge.cells.views import CHANGE_CONFIRM_FRAMES, DIHEDRAL_ORDER, ViewScheduler, dihedral, learnt_any_orientation
 
 
 def tracks(count: int, radius: float = 6.0) -> list[Track]:

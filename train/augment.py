@@ -5,7 +5,7 @@ real as the original; illumination, focus and camera noise vary between sessions
 does not: the crops are at one fixed scale, and size is part of what tells the lines apart,
 so scale is only jittered slightly (focus and segmentation make the outline a few percent
 uncertain). Everything works on the uint8 windows around the cells (before resizing) with the masked
-background (0) kept at 0, and ends in edge.preprocess.finish_input, as the Pi's cells do.
+background (0) kept at 0, and ends in edge.classify.preprocess.finish_input, as the Pi's cells do.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage
 
-from edge.preprocess import InputSpec, finish_input
+from edge.classify.preprocess import InputSpec, finish_input
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """A labelled folder of single-cell images -> model-input tensors, labels and groups.
 
 Layout: ``ROOT/<label>/.../<image>``, exactly two label folders, any depth below them. Every
-image becomes a model input through ``edge.preprocess``: the same window, mask and resize the
+image becomes a model input through ``edge.classify.preprocess``: the same window, mask and resize the
 Pi uses, so there is no second preprocessing path to drift. The windows are kept too (before
 resizing), because training augments at that resolution and then finishes them the same way.
 
@@ -24,16 +24,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from edge.capture.images import ImageError, read_grayscale
+from edge.classify.preprocess import CROP_KINDS, InputSpec, UnsegmentableCrop, crop_cell, finish_input
 from edge.errors import UsageError
-from edge.preprocess import (
-    CROP_KINDS,
-    ImageError,
-    InputSpec,
-    UnsegmentableCrop,
-    crop_cell,
-    finish_input,
-    read_grayscale,
-)
 from train.grouping import describe_pairs, pair_groups
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"})

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.preprocess import InputSpec, finish_input
+from edge.classify.preprocess import InputSpec, finish_input
 from train.augment import AugmentSettings, augment_window
 from train.dataset import Dataset, DatasetError
 from train.trainer import SoftTargets

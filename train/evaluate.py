@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.model import Classifier
+from edge.classify.classifier import Classifier
 from train.dataset import Dataset, DatasetError, discover, load, select_groups
 from train.metrics import binary_metrics
 

@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from edge.card import ModelCard, card_path_for, sha256_file
+from edge.classify.card import ModelCard, card_path_for, sha256_file
+from edge.classify.interpreter import find_interpreter
+from edge.classify.native_noise import native_noise_filtered
 from edge.errors import EXIT_EXPORT_REFUSED, MetascopeError
-from edge.interpreter import find_interpreter
-from edge.native_noise import native_noise_filtered
 from train.int8_aware import bias_corrected
 from train.recipe import MIN_INT8_AGREEMENT
 

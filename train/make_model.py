@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from edge.card import ModelCard
-from edge.cell_scale import area_summary
-from edge.preprocess import InputSpec
+from edge.cells.scale import area_summary
+from edge.classify.card import ModelCard
+from edge.classify.preprocess import InputSpec
 from train.dataset import DEFAULT_MAX_BAD_FRACTION, Dataset, load_folder
 from train.distill import FINAL, Teacher, TeacherOutputs, TeacherRecorder, distill_path_for
 from train.evaluate import evaluate_classifier

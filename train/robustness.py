@@ -9,8 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from edge.model import Classifier
-from edge.preprocess import read_grayscale, single_cell_input
+from edge.capture.images import read_grayscale
+from edge.classify.classifier import Classifier
+from edge.classify.preprocess import single_cell_input
 from train.dataset import Dataset
 
 EXPOSURE_GAINS = (0.8, 0.9, 1.1, 1.25)

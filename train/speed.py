@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from keras import layers
 
-from edge.bench import machine, summarise_ms, time_calls
-from edge.model import Classifier
+from edge.classify.classifier import Classifier
+from edge.commands.benchmarks import machine, summarise_ms, time_calls
 
 PI4_REFERENCE_MS = 50.0
 # count_macs(build_lite0_imagenet(224)): the reference network as this project counts MACs

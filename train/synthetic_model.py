@@ -16,16 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.card import ModelCard
-from edge.preprocess import InputSpec
-from edge.synthetic_cells import KINDS, synthetic_inputs
+from edge.capture.synthetic_cells import KINDS, synthetic_batch
+from edge.classify.card import ModelCard
+from edge.classify.preprocess import InputSpec, single_cell_inputs
 from train.export import convert_float, convert_int8, write_model
 
 SPEC = InputSpec(size=32, channels=1, window_px=128, masked_background=True)
 REPO = Path(__file__).resolve().parent.parent
 # The code whose changes make a committed tiny model stale.
-MAKERS = ("train/synthetic_model.py", "train/export.py", "train/compact_cnn.py", "edge/card.py",
-          "edge/preprocess.py", "edge/synthetic_cells.py")  # fmt: skip
+MAKERS = ("train/synthetic_model.py", "train/export.py", "train/compact_cnn.py", "edge/classify/card.py",
+          "edge/classify/preprocess.py", "edge/capture/synthetic_cells.py")  # fmt: skip
 
 
 def makers_digest() -> str:
@@ -45,7 +45,8 @@ def train_synthetic_model(out: str | os.PathLike[str], epochs: int = 8, seed: in
     from train.compact_cnn import build_cnn
 
     keras.utils.set_random_seed(seed)
-    inputs, labels = synthetic_inputs(400, seed, SPEC)
+    crops, labels = synthetic_batch(400, seed=seed)
+    inputs = single_cell_inputs(crops, SPEC)
     inputs = inputs[..., np.newaxis]
     model = build_cnn(SPEC.size, widths=(8, 16, 32), convs_per_stage=1, dropout=0.0, pooling="avg", seed=seed)
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="binary_crossentropy", metrics=["accuracy"])
@@ -60,7 +61,7 @@ def train_synthetic_model(out: str | os.PathLike[str], epochs: int = 8, seed: in
         sha256="0" * 64,  # replaced by write_model
         extra={
             "training": {
-                "data": "synthetic round vs spindle cells (edge/synthetic_cells.py)",
+                "data": "synthetic round vs spindle cells (edge/capture/synthetic_cells.py)",
                 "epochs": epochs,
                 "seed": seed,
             },

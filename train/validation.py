@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from edge.card import ModelCard
-from edge.model import Classifier
+from edge.classify.card import ModelCard
+from edge.classify.classifier import Classifier
 from train.dataset import Dataset
 from train.distill import Teacher, TeacherRecorder
 from train.evaluate import evaluate_classifier

@@ -36,7 +36,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def bench(args: argparse.Namespace) -> int:
-    from edge.bench import bench_model_threads, bench_pipeline, write_json
+    from edge.commands.benchmarks import bench_model_threads, bench_pipeline, write_json
 
     if args.what == "model":
         result = bench_model_threads(

@@ -63,8 +63,9 @@ def shown(path: Path) -> str:
 def classify(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from edge.model import not_probabilities
-    from edge.preprocess import ImageError, UnsegmentableCrop, read_grayscale, single_cell_input
+    from edge.capture.images import ImageError, read_grayscale
+    from edge.classify.classifier import not_probabilities
+    from edge.classify.preprocess import UnsegmentableCrop, single_cell_input
 
     classifier = load_classifier(args.model, args.threads, args.interpreter)
     threshold = classifier.threshold if args.threshold is None else args.threshold

@@ -8,13 +8,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edge.classify.interpreter import INTERPRETER_NAMES
 from edge.config import Config, load_config
 from edge.errors import CommandError, UsageError
-from edge.interpreter import INTERPRETER_NAMES
 from edge.paths import default_model_path, find_model
 
-if TYPE_CHECKING:  # edge.model imports numpy; status and export must not
-    from edge.model import Classifier
+if TYPE_CHECKING:  # edge.classify.classifier imports numpy; status and export must not
+    from edge.classify.classifier import Classifier
 
 __all__ = ["CommandError", "UsageError"]
 
@@ -90,7 +90,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 def load_classifier(model: str | None, threads: int = 0, interpreter: str | None = None) -> Classifier:
     """``model``: a path, a bare NAME of an installed model, or None for the default model;
     ``threads`` 0: every core. An unusable model is a ModelError (a usage error, exit 2)."""
-    from edge.model import Classifier
+    from edge.classify.classifier import Classifier
 
     path = find_model(model) if model else default_model_path()
     if path is None:

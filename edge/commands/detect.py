@@ -29,9 +29,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def detect_frames(args: argparse.Namespace) -> int:
-    from edge.detect import inspect
-    from edge.detect_view import COLUMNS, annotate, rows
-    from edge.preprocess import ImageError, read_grayscale
+    from edge.capture.images import ImageError, read_grayscale
+    from edge.cells.detect import inspect
+    from edge.commands.detect_view import COLUMNS, annotate, rows
 
     settings = config_from_args(args).detect.settings()
     if args.out.exists() and not args.out.is_dir():

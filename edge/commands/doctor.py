@@ -92,8 +92,8 @@ def run_checks(args: argparse.Namespace, camera_probe: Callable[[], tuple[bool, 
     except ImportError as exc:
         checks.append(Check("scipy", "FAIL", str(exc), "sudo apt install python3-scipy, or pip install 'scipy>=1.10'"))
 
-    from edge.interpreter import find_interpreter
-    from edge.model import ModelError
+    from edge.classify.classifier import ModelError
+    from edge.classify.interpreter import find_interpreter
 
     interpreter = config.model.interpreter or None
     try:
@@ -146,7 +146,7 @@ def scale_check(config, classifier) -> Check:
     import sqlite3
     import statistics
 
-    from edge.cell_scale import (
+    from edge.cells.scale import (
         AREA_RATIO_WARN,
         MIN_RIG_CELLS,
         RIG_AREA_SAMPLES,
@@ -154,7 +154,7 @@ def scale_check(config, classifier) -> Check:
         scale_warning,
         training_median_area,
     )
-    from edge.store import StoreError, open_readonly
+    from edge.record.store import StoreError, open_readonly
 
     extra = classifier.card.extra
     unknown = scale_unknown(classifier.input_spec.pixel_size_um, config.pipeline.pixel_size_um or None)
@@ -207,7 +207,7 @@ def camera_checks(config, args: argparse.Namespace, camera_probe: Callable[[], t
     """Is a camera listed; with --capture, what its frames look like."""
     if config.source.kind != "picamera2":
         return [Check("camera", "SKIP", f"source.kind is {config.source.kind!r}")]
-    from edge.sources.picamera import camera_present
+    from edge.capture.picamera import camera_present
 
     found, detail = (camera_probe or camera_present)()
     fix = (
@@ -222,9 +222,9 @@ def camera_checks(config, args: argparse.Namespace, camera_probe: Callable[[], t
 
 def capture_checks(config, frames: int, focus: bool) -> list[Check]:
     """`--capture N`: real frames through the service's own camera code, measured."""
-    from edge.camera_check import capture_problem, capture_report
-    from edge.sources.base import SourceError
-    from edge.sources.camera_setup import CameraSettingsRejected
+    from edge.capture.base import SourceError
+    from edge.capture.camera_setup import CameraSettingsRejected
+    from edge.commands.camera_check import capture_problem, capture_report
 
     try:
         report = capture_report(config, frames, focus)

@@ -64,7 +64,7 @@ def _time_arg(name: str, text: str | None, parse_time) -> str | None:
 
 
 def export(args: argparse.Namespace) -> int:
-    from edge.store import StoreError, open_readonly, parse_time, select_rows
+    from edge.record.store import StoreError, open_readonly, parse_time, select_rows
 
     config = config_from_args(args)
     since, until = (_time_arg(name, getattr(args, name), parse_time) for name in ("since", "until"))

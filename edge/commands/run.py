@@ -39,8 +39,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge.service import Service, setup_logging
-    from edge.sources import open_source, parse_source_arg
+    from edge.capture import open_source, parse_source_arg
+    from edge.service.loop import Service, setup_logging
 
     config = config_from_args(args)
     if args.source:

@@ -61,7 +61,7 @@ def _database_id(db: sqlite3.Connection) -> str | None:
 
 
 def gather(config: Any) -> dict[str, Any]:
-    from edge.store import StoreError, open_readonly
+    from edge.record.store import StoreError, open_readonly
 
     database = config.database_path
     report: dict[str, Any] = {"state_dir": str(config.state_path), "database": str(database)}

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge.capture.camera_setup import CameraBusy, pinned_sensor_mode
+from edge.capture.picamera import Picamera2Source
 from edge.config import Config, SourceConfig
-from edge.sources.camera_setup import CameraBusy, pinned_sensor_mode
-from edge.sources.picamera import Picamera2Source
 
 
 def on_a_pi() -> bool:

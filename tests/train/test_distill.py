@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge.capture.synthetic_cells import write_synthetic_dataset
+from edge.classify.preprocess import InputSpec
 from edge.errors import ExitCode
-from edge.preprocess import InputSpec
-from edge.synthetic_cells import write_synthetic_dataset
 from train.augment import AugmentSettings
 from train.cli import main
 from train.dataset import DatasetError, load_folder

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 from conftest import REPO, SHARED_DATA
 
+from edge.capture.images import read_grayscale
+from edge.classify.classifier import Classifier
+from edge.classify.preprocess import single_cell_input
 from edge.cli import main
-from edge.model import Classifier
 from edge.paths import DEFAULT_MODEL_NAME
-from edge.preprocess import read_grayscale, single_cell_input
 from train.robustness import scaled_exposure
 
 FOREIGN = SHARED_DATA / "meng-atom"

@@ -18,8 +18,8 @@ import pytest
 from conftest import REPO
 from PIL import Image
 
+from edge.classify.classifier import Classifier
 from edge.cli import main as metascope
-from edge.model import Classifier
 from train.cli import main as metascope_train
 from train.dataset import load_folder
 

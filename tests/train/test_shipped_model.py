@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from conftest import REPO, SHARED_DATA
 
-from edge.card import ModelCard, sha256_file
-from edge.model import Classifier
+from edge.classify.card import ModelCard, sha256_file
+from edge.classify.classifier import Classifier
 from edge.paths import DEFAULT_MODEL_NAME, FAST_MODEL_NAME
 from train.evaluate import evaluate_classifier, load_for_model
 

@@ -9,13 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.model import Classifier, ModelMismatchError
-from edge.synthetic_cells import synthetic_inputs
+from edge.capture.synthetic_cells import synthetic_batch
+from edge.classify.classifier import Classifier, ModelMismatchError
+from edge.classify.preprocess import single_cell_inputs
 
 
 @pytest.fixture(scope="module")
 def held_out(tiny_model):
-    return synthetic_inputs(300, 1234, Classifier.load(tiny_model[0]).input_spec)
+    crops, labels = synthetic_batch(300, seed=1234)
+    return single_cell_inputs(crops, Classifier.load(tiny_model[0]).input_spec), labels
 
 
 def test_three_class_model_is_refused(tiny_model, tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from conftest import TINY_MODEL
 
-from edge.card import CARD_FORMAT, ModelCard, sha256_file
+from edge.classify.card import CARD_FORMAT, ModelCard, sha256_file
 from train.synthetic_model import MAKERS, makers_digest
 
 

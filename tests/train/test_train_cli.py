@@ -47,7 +47,7 @@ def test_a_missing_data_folder_is_named_before_tensorflow_loads(command: list[st
 
 def test_quiet_fit_prints_its_headline_and_nothing_else(tmp_path) -> None:
     """`--quiet` means quiet: no progress, no TensorFlow banner, no converter chatter."""
-    from edge.synthetic_cells import write_synthetic_dataset
+    from edge.capture.synthetic_cells import write_synthetic_dataset
 
     data = write_synthetic_dataset(tmp_path / "cells", per_group=8, groups=4, seed=3)
     result = subprocess.run(

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge.preprocess import InputSpec, read_grayscale, single_cell_input
+from edge.capture.images import read_grayscale
+from edge.classify.preprocess import InputSpec, single_cell_input
 from train.dataset import DatasetError, discover, load_folder
 
 SPEC = InputSpec(size=32, window_px=64)
@@ -68,8 +69,8 @@ def test_a_flat_label_folder_is_refused_with_what_was_found_and_a_command_that_w
 def test_unmasked_crops_are_masked_by_the_detector_and_one_without_a_cell_is_a_named_skip(
     tmp_path: Path, capsys
 ) -> None:
-    from edge.sources.synthetic import add_sensor_noise
-    from edge.synthetic_cells import render_cell
+    from edge.capture.synthetic import add_sensor_noise
+    from edge.capture.synthetic_cells import render_cell
 
     rng = np.random.default_rng(8)
     for label, kind in (("MDA", "round"), ("PC3", "spindle")):

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge.capture.synthetic_cells import write_synthetic_dataset
+from edge.classify.preprocess import InputSpec
 from edge.errors import EXIT_EXPORT_REFUSED
-from edge.preprocess import InputSpec
-from edge.synthetic_cells import write_synthetic_dataset
 from train.cli import main
 from train.compact_cnn import build_cnn
 from train.dataset import Dataset
@@ -77,9 +77,9 @@ def test_lite0_fit_exports_a_full_int8_model_with_a_per_tensor_head(tmp_path: Pa
     int8 (uint8 pixels map exactly onto its int8 input), its card saying what it is and costs."""
     import os
 
-    from edge.card import CARD_FORMAT, ModelCard
-    from edge.interpreter import find_interpreter
-    from edge.model import Classifier
+    from edge.classify.card import CARD_FORMAT, ModelCard
+    from edge.classify.classifier import Classifier
+    from edge.classify.interpreter import find_interpreter
     from train.export import dense_weight_quantization
     from train.lite0 import WEIGHTS_SHA256
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge.card import ModelCard, sha256_file
+from edge.capture.synthetic_cells import write_synthetic_dataset
+from edge.classify.card import ModelCard, sha256_file
+from edge.classify.classifier import Classifier
 from edge.errors import ExitCode
-from edge.model import Classifier
-from edge.synthetic_cells import write_synthetic_dataset
 from train.cli import main
 from train.export import dense_weight_quantization
 

@@ -52,8 +52,8 @@ def format_metrics(metrics: dict[str, Any], labels: tuple[str, str]) -> str:
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    from edge.model import Classifier
-    from edge.native_noise import native_noise_filtered
+    from edge.classify.classifier import Classifier
+    from edge.classify.native_noise import native_noise_filtered
 
     with native_noise_filtered():  # TensorFlow's import banner, where plotting brings it in
         from train.evaluate import evaluate_classifier, load_for_model, training_overlap

@@ -8,9 +8,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from edge.classify.preprocess import INTENSITY_MODES
 from edge.commands.common import folder_arg, positive_int, probability_arg
 from edge.errors import ExitCode, UsageError
-from edge.preprocess import INTENSITY_MODES
 from train.dataset import DEFAULT_MAX_BAD_FRACTION
 from train.recipe import BACKBONES, MIN_INT8_AGREEMENT
 
@@ -28,7 +28,7 @@ def widths_arg(text: str) -> tuple[int, ...]:
 
 
 def pixel_size_arg(text: str) -> float:
-    from edge.card import MAX_PIXEL_UM, MIN_PIXEL_UM
+    from edge.classify.card import MAX_PIXEL_UM, MIN_PIXEL_UM
 
     try:
         value = float(text)
@@ -177,8 +177,8 @@ def fit_settings(args: argparse.Namespace) -> Any:
 
 
 def fit(args: argparse.Namespace) -> int:
-    from edge.native_noise import native_noise_filtered
-    from edge.preprocess import InputSpec
+    from edge.classify.native_noise import native_noise_filtered
+    from edge.classify.preprocess import InputSpec
 
     with native_noise_filtered():  # TensorFlow's import banner
         from train.make_model import FitRequest, make_model
@@ -192,7 +192,7 @@ def fit(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         out=args.out,
         # Every cell is masked: a pre-masked crop by its black background, an unmasked one by the
-        # Pi's detector (edge.preprocess.crop_cell; the card's data.crops counts which were which).
+        # Pi's detector (edge.classify.preprocess.crop_cell; the card's data.crops counts which were which).
         spec=InputSpec(
             size=args.size,
             channels=1,

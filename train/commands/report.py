@@ -33,8 +33,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def report(args: argparse.Namespace) -> int:
-    from train.pulled import find_databases
-    from train.results_report import DEFAULT_GALLERY, build_page
+    from train.results.pulled import find_databases
+    from train.results.report import DEFAULT_GALLERY, build_page
 
     databases = find_databases(args.results_dir)
     out = args.out or args.results_dir / "report.html"

@@ -1,0 +1,1 @@
+"""Record: the results database (store, schema) and the capped folders of crops and snapshots beside it."""

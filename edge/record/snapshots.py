@@ -1,0 +1,90 @@
+"""Annotated JPEG snapshots of frames: boxes coloured by label, probability printed.
+
+They live in the state directory's snapshots/ folder under their own size cap (oldest deleted
+first) and are the first thing to stop when the disk runs low.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageDraw
+
+from edge.config import SnapshotConfig
+from edge.record.capped_folder import CappedFolder, free_bytes, time_stamp_name
+
+__all__ = ["SnapshotWriter", "annotate", "free_bytes"]
+
+POSITIVE_COLOUR = (255, 60, 60)
+NEGATIVE_COLOUR = (60, 220, 255)
+
+
+def annotate(result: Any) -> Image.Image:
+    """The frame in colour with each cell's box (red: positive, cyan: negative; clusters drawn
+    with a double line) and its probability."""
+    image = Image.fromarray(result.frame.pixels).convert("RGB")
+    draw = ImageDraw.Draw(image)
+    for cell in result.cells:
+        y0, x0, y1, x1 = cell.bbox
+        colour = POSITIVE_COLOUR if cell.positive else NEGATIVE_COLOUR
+        draw.rectangle((x0, y0, x1 - 1, y1 - 1), outline=colour, width=3 if cell.cluster else 1)
+        text = f"{cell.probability:.2f}" + (" C" if cell.cluster else "")
+        draw.text((x0 + 2, max(y0 - 11, 0)), text, fill=colour)
+    return image
+
+
+class SnapshotWriter:
+    def __init__(
+        self,
+        folder: str | os.PathLike[str],
+        config: SnapshotConfig,
+        free_space: Callable[[Path], int] = free_bytes,
+    ):
+        self.config = config
+        self.files = CappedFolder(folder, ".jpg", config.max_mb, config.min_free_mb, free_space)
+
+    @property
+    def written(self) -> int:
+        return self.files.written
+
+    @property
+    def skipped_low_disk(self) -> int:
+        return self.files.skipped_low_disk
+
+    @property
+    def failed(self) -> int:
+        return self.files.failed
+
+    @property
+    def last_error(self) -> str:
+        return self.files.last_error
+
+    @property
+    def enabled(self) -> bool:
+        config = self.config
+        return config.max_mb > 0 and (config.every_n_frames > 0 or config.on_positive or config.on_cluster)
+
+    def wanted(self, result: Any, frame_number: int) -> bool:
+        config = self.config
+        if not self.enabled:
+            return False
+        return (
+            (config.every_n_frames > 0 and frame_number % config.every_n_frames == 0)
+            or (config.on_positive and result.positives > 0)
+            or (config.on_cluster and result.clusters > 0)
+        )
+
+    def write(self, result: Any, run_id: int | None) -> str | None:
+        """Save one annotated frame; None (and counted) when the disk is too full for snapshots
+        or refuses the write (``failed``, ``last_error``)."""
+        if not self.files.disk_ok():
+            self.files.skipped_low_disk += 1
+            return None
+        buffer = io.BytesIO()
+        annotate(result).save(buffer, format="JPEG", quality=self.config.quality)
+        name = f"{time_stamp_name(result.frame.captured_at)}_run{run_id}_frame{result.frame.index}.jpg"
+        return self.files.write(name, buffer.getvalue())

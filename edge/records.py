@@ -1,0 +1,88 @@
+"""The records every stage passes on: what one frame produced (FrameResult, with a
+DetectionResult per object found) and a cell that closed (ClosedCell, a row of the results'
+cells). Light on purpose: the recorder, the snapshots, the crops and the run statistics read them
+without importing detection or the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from edge.capture.base import Frame
+
+if TYPE_CHECKING:  # edge.cells.detect imports scipy
+    from edge.cells.detect import Detection
+
+STAGES = ("capture_wait", "detect", "preprocess", "infer", "store", "total")
+
+
+@dataclass(frozen=True)
+class CellResult:
+    """One detection in a frame and the call of the cell (track) it belongs to."""
+
+    bbox: tuple[int, int, int, int]  # y0, x0, y1, x1
+    centroid_yx: tuple[float, float]
+    area: int
+    cluster: bool
+    probability: float  # the cell's call so far: the mean of its views' logits, as a probability
+    label: str
+    positive: bool
+    track: int = 0  # the cell's track number in this run
+    view: int | None = None  # the number of the view the model took of it in this frame, if it did
+    view_probability: float | None = None  # that one model call's answer
+    view_label: str | None = None  # and the label it alone gives
+    orientation: int = 0  # the dihedral orientation of that view (edge.cells.views.dihedral)
+
+
+@dataclass(frozen=True)
+class ClosedCell:
+    """A track that ended: one distinct cell and its averaged call (a row of ``tracks``)."""
+
+    track: int
+    field: int
+    first_seen_at: float
+    last_seen_at: float
+    frames_seen: int
+    views: int
+    probability: float | None  # None only for a cell whose first view never ran (its frame failed)
+    label: str | None
+    cluster: bool
+    area: int
+    centroid_yx: tuple[float, float]
+    reclassified: int
+    end: str  # why it closed: see END_* below
+    positive: bool = False
+    crop: str | None = None  # the file name of its crop in crops/ (edge/record/crops.py), if one was kept
+
+
+END_LOST, END_NEW_FIELD, END_RUN = "lost", "new field", "run stopped"
+END_WHOLE = "next frame"  # mode "whole": every frame's window is a cell of its own (a flow channel)
+
+
+@dataclass
+class FrameResult:
+    frame: Frame
+    cells: list[CellResult]  # every detection of the frame, with its cell's call
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    over_budget: bool = False
+    views: int = 0  # model calls this frame
+    new_cells: int = 0  # tracks this frame started
+    closed: list[ClosedCell] = field(default_factory=list)  # tracks this frame ended
+    open_cells: int = 0  # tracks live after this frame
+    field_number: int = 0  # the stage field it shows (a run counts them from 0)
+    new_field: bool = False
+    detections: list[Detection] = field(default_factory=list)  # what ``cells`` were found as, in order
+
+    @property
+    def positives(self) -> int:
+        return sum(cell.positive for cell in self.cells)
+
+    @property
+    def clusters(self) -> int:
+        return sum(cell.cluster for cell in self.cells)
+
+    @property
+    def viewed(self) -> list[CellResult]:
+        """The cells the model looked at in this frame (the rows of ``cells``)."""
+        return [cell for cell in self.cells if cell.view is not None]

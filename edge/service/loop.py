@@ -1,0 +1,470 @@
+"""`metascope run`: the loop the systemd unit starts.
+
+Each turn: take the newest frame, classify its cells, record the result, and tick the
+periodic work (status, summary, retention, watchdog). Frames the loop could not take are
+dropped at the source and counted, never queued. One bad frame is logged, counted and
+skipped; ``source.max_failures`` failed captures (errors, garbage, or timeouts: a stalled
+camera) in a row end the process with EXIT_SOURCE_FAILED so systemd restarts it, as do as many
+failed frames in a row (EXIT_PIPELINE_FAILED). A busy or missing camera at start is waited
+for, never an exit (edge/capture/camera_wait.py). SIGTERM/SIGINT: STOPPING=1, flush, exit 0.
+The decisions themselves live in edge/service/policies.py and the bookkeeping in edge/service/run_stats.py.
+"""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edge import __version__
+from edge.capture.base import CaptureTimeout, EndOfSource, FrameSource, NothingNew, SourceError, check_frame
+from edge.capture.camera_wait import CameraRestarts, CameraWaiter
+from edge.cells.scale import ScaleWatch
+from edge.classify.classifier import Classifier
+from edge.config import Config, ConfigError
+from edge.errors import EnvironmentProblem, ExitCode
+from edge.logs import RateLimitedWarning, log, setup_logging
+from edge.notify import WATCHDOG_MIN_INTERVAL_S, Notifier
+from edge.paths import write_json_atomic
+from edge.record.crops import CropKeeper
+from edge.record.snapshots import SnapshotWriter, free_bytes
+from edge.record.store import ResultStore, RunInfo, StoreError
+from edge.records import FrameResult
+from edge.service.pipeline import Pipeline
+from edge.service.policies import DiskGuard, Every, FailureStreak, Retention, watchdog_problem
+from edge.service.run_stats import Counters, RunStats
+from edge.service.state_lock import StateLock
+
+__all__ = ["EXIT_OK", "EXIT_PIPELINE_FAILED", "EXIT_SOURCE_FAILED", "Service", "setup_logging"]
+
+EXIT_OK, EXIT_SOURCE_FAILED, EXIT_PIPELINE_FAILED = ExitCode.OK, ExitCode.SOURCE_FAILED, ExitCode.PIPELINE_FAILED
+STORE_RETRY_S = 10.0  # while the results database cannot be opened (a full disk), try again this often
+
+
+class StopRun(Exception):
+    """Ends the loop: ``code`` is the process's exit status, ``reason`` what the run records."""
+
+    def __init__(self, code: int, reason: str):
+        super().__init__(reason)
+        self.code, self.reason = code, reason
+
+
+class Service:
+    def __init__(
+        self,
+        config: Config,
+        classifier: Classifier,
+        source: FrameSource,
+        *,
+        max_frames: int | None = None,
+        notifier: Notifier | None = None,
+        free_space: Callable[[Path], int] = free_bytes,
+        observer: Callable[[FrameResult], None] | None = None,
+    ):
+        self.config = config
+        self.classifier = classifier
+        self.source = source
+        self.max_frames = max_frames
+        self.notifier = notifier or Notifier()
+        self.free_space = free_space
+        self.observer = observer
+        self.pipeline = Pipeline(classifier, config)
+        self.crops = CropKeeper(config.crop_dir, config.crops, self.pipeline.window_px, free_space)
+        self.stats = RunStats()
+        self.scale = ScaleWatch(classifier.card.extra, classifier.input_spec.pixel_size_um,
+                                config.pipeline.pixel_size_um or None, config.pipeline.mode == "whole")  # fmt: skip
+        self.stop_reason: str | None = None
+        self.exit_reason = ""
+        self.run_id: int | None = None
+        self.store: ResultStore | None = None
+        self.capture_failures = FailureStreak(config.source.max_failures)
+        self.camera_restarts = CameraRestarts(config.state_path) if config.source.kind == "picamera2" else None
+        self.frame_failures = FailureStreak(config.source.max_failures)
+        self._store_warning = RateLimitedWarning()
+        self._disk_warning = RateLimitedWarning()
+        self._budget_warning = RateLimitedWarning(10.0)
+        self._frame_warning = RateLimitedWarning(10.0)
+        self._snapshot_warning = RateLimitedWarning()
+        self._crop_warning = RateLimitedWarning()
+        self._capture_warning = RateLimitedWarning(10.0)
+        self._status_warning = RateLimitedWarning()
+
+    @property
+    def counters(self) -> Counters:
+        return self.stats.counters
+
+    # --------------------------------------------------------------- signals
+    def request_stop(self, reason: str) -> None:
+        self.stop_reason = reason
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous = {}
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, lambda s, _f: self.request_stop(signal.Signals(s).name))
+        return previous
+
+    # ------------------------------------------------------------------- run
+    def run(self) -> int:
+        config = self.config
+        problem = watchdog_problem(self.notifier.watchdog_period_s, config.source.timeout_s, WATCHDOG_MIN_INTERVAL_S)
+        if problem:
+            raise ConfigError(problem)
+        lock = StateLock(config.state_path)
+        try:
+            config.state_path.mkdir(parents=True, exist_ok=True)
+            lock.acquire()
+        except OSError as exc:
+            lock.release()
+            raise EnvironmentProblem(f"state directory {config.state_path}: {exc}") from exc
+        started = time.monotonic()
+        try:
+            code = self._run_with(SnapshotWriter(config.snapshot_dir, config.snapshots, self.free_space))
+            if self.camera_restarts is not None:
+                self.camera_restarts.record(code == EXIT_SOURCE_FAILED, time.monotonic() - started)
+            return code
+        finally:
+            lock.release()
+
+    def open_store(self) -> bool:
+        """Open the results database and start this run's row in it. A database that cannot be
+        opened or written (a full disk) is not fatal: the run classifies without storing and
+        the loop tries again every STORE_RETRY_S, so the service is there when space returns."""
+        try:
+            store = ResultStore(self.config.database_path, self.config.store.commit_interval_s)
+        except StoreError as exc:
+            self._store_warning("store: %s; classifying without storing, trying again every %.0f s", exc,
+                                STORE_RETRY_S)  # fmt: skip
+            return False
+        try:
+            for run_id, frames, cells in store.close_unfinished_runs():
+                log.warning("run %d did not stop cleanly (killed, crashed or powered off): closed with its %d "
+                            "stored frames; %d cells it was following closed from their stored views",
+                            run_id, frames, cells)  # fmt: skip
+            self.run_id = store.start_run(self._run_info())
+            store.commit()
+        except sqlite3.Error as exc:
+            store.rollback()
+            store.close_quietly()
+            self._store_warning("store: cannot start the run in %s (%s); trying again every %.0f s",
+                                self.config.database_path, exc, STORE_RETRY_S)  # fmt: skip
+            return False
+        self.store = store
+        return True
+
+    def _run_with(self, snapshots: SnapshotWriter) -> int:
+        previous_handlers = self._install_signal_handlers()
+        exit_code = EXIT_OK
+        try:
+            try:
+                if not self._open_source():
+                    self.exit_reason = f"{self.stop_reason} received while waiting for the camera"
+                    return EXIT_OK
+            except SourceError as exc:
+                log.error("source: %s", exc)
+                self.exit_reason = f"source failed to open: {exc}"
+                return EXIT_SOURCE_FAILED
+            # After the source opens, so the run records what the camera actually runs with.
+            self.open_store()
+            self._log_start()
+            self.notifier.ready(f"run {self.run_id}: classifying")
+            exit_code = self._loop(snapshots)
+        finally:
+            self.notifier.stopping(f"stopping: {self.exit_reason or self.stop_reason}")
+            try:
+                self.source.close()
+            except Exception as exc:  # a camera that fails on close must not lose the results
+                log.warning("source: close failed: %s", exc)
+            self._finish(snapshots)
+            for signum, handler in previous_handlers.items():
+                signal.signal(signum, handler)
+        return exit_code
+
+    def _open_source(self) -> bool:
+        """Open the source; False when stopped first. A busy or missing camera is waited for,
+        never given up on, and after runs that ended with a camera failure the camera gets a
+        growing pause before it is opened again (edge/capture/camera_wait.py)."""
+        waiter = CameraWaiter(self.notifier, lambda: self.stop_reason is not None)
+        failures = self.camera_restarts.failures() if self.camera_restarts is not None else 0
+        return waiter.back_off_after_failed_runs(failures) and waiter.open(self.source)
+
+    def _log_start(self) -> None:
+        classifier = self.classifier
+        log.info(
+            "started run %s: metascope %s, source %s, model %s (%s, %d threads, sha256 %s…), mode %s, "
+            "budget %.0f ms a frame, database %s",
+            self.run_id,
+            __version__,
+            self.source.description,
+            classifier.card.name,
+            classifier.interpreter_name,
+            classifier.threads,
+            classifier.sha256[:12],
+            self.config.pipeline.mode,
+            self.pipeline.budget_ms,
+            self.config.database_path,
+        )
+        log.info("%s; clusters: objects over %s", self.scale.start_line(), self.pipeline.cluster_area_rule)
+
+    def _run_info(self) -> RunInfo:
+        classifier = self.classifier
+        return RunInfo(
+            model_name=classifier.card.name,
+            model_sha256=classifier.sha256,
+            interpreter=f"{classifier.interpreter_name} {classifier.interpreter_version}",
+            source=getattr(self.source, "description", type(self.source).__name__),
+            mode=self.config.pipeline.mode,
+            threshold=self.pipeline.threshold,
+            window_px=self.pipeline.window_px,
+            config={**self.config.as_dict(), "origin": self.config.origin, **_applied_camera(self.source)},
+        )
+
+    def _loop(self, snapshots: SnapshotWriter) -> int:
+        """Take a frame, classify it, record it, tick: until stopped or something gives up."""
+        ticks = _Ticks(self)
+        try:
+            while self.stop_reason is None and not self._reached_max_frames():
+                frame, waited_ms = self._take_frame()
+                result = None if frame is None else self._classify(frame)
+                if result is not None:
+                    result.timings_ms["capture_wait"] = waited_ms
+                    self._record(result, snapshots, ticks.disk.allows_writing(time.monotonic()))
+                ticks.tick(time.monotonic())
+        except StopRun as stop:
+            self.exit_reason = stop.reason
+            return stop.code
+        if self.stop_reason is not None and not self.exit_reason:
+            self.exit_reason = f"{self.stop_reason} received"
+        return EXIT_OK
+
+    def _reached_max_frames(self) -> bool:
+        if self.max_frames is not None and self.counters.frames >= self.max_frames:
+            self.exit_reason = f"--max-frames {self.max_frames} reached"
+            return True
+        return False
+
+    def _take_frame(self) -> tuple[Any, float]:
+        """(the newest frame, ms waited for it), or (None, ms) after a counted failed capture."""
+        waiting = time.perf_counter()
+        try:
+            frame = self.source.next_frame(self.config.source.timeout_s, lambda: self.stop_reason is not None)
+            check_frame(frame.pixels)
+        except EndOfSource as exc:
+            raise StopRun(EXIT_OK, str(exc)) from None
+        except NothingNew:
+            return None, (time.perf_counter() - waiting) * 1000.0
+        except SourceError as exc:
+            waited_ms = (time.perf_counter() - waiting) * 1000.0
+            if self.stop_reason is not None and isinstance(exc, CaptureTimeout):
+                return None, waited_ms
+            self.counters.source_failures += 1
+            streak = self.capture_failures
+            given_up = streak.failed()
+            self._capture_warning("source: %s (%d in a row, limit %d)", exc, streak.count, streak.limit)
+            if given_up:
+                log.error("source: %d failed captures in a row; exiting so systemd restarts the service", streak.count)
+                raise StopRun(EXIT_SOURCE_FAILED, f"source failed {streak.count} times in a row: {exc}") from None
+            return None, waited_ms
+        self.capture_failures.succeeded()
+        self.counters.dropped += frame.dropped_before
+        return frame, (time.perf_counter() - waiting) * 1000.0
+
+    def _classify(self, frame: Any) -> FrameResult | None:
+        """The frame's result, or None for a frame that failed (counted; too many in a row stop)."""
+        try:
+            result = self.pipeline.process(frame)
+        except Exception as exc:  # one bad frame never stops the service
+            self.counters.bad_frames += 1
+            self._frame_warning("frame %d: not classified: %s: %s", frame.index, type(exc).__name__, exc)
+            if self.frame_failures.failed():
+                failures = self.frame_failures.count
+                log.error("pipeline: %d frames failed in a row; exiting", failures)
+                reason = f"{failures} frames failed in a row: {type(exc).__name__}: {exc}"
+                raise StopRun(EXIT_PIPELINE_FAILED, reason) from None
+            return None
+        self.frame_failures.succeeded()
+        return result
+
+    def _record(self, result: FrameResult, snapshots: SnapshotWriter, disk_ok: bool) -> None:
+        """Store the frame (when the disk allows), check the budget, count it, snapshot it."""
+        timings = result.timings_ms
+        started = time.perf_counter()
+        processed_ms = timings["detect"] + timings["preprocess"] + timings["infer"]
+        result.over_budget = processed_ms > self.pipeline.budget_ms
+        store = self.store
+        result.closed = self.crops.link(result.closed)
+        frame_id = self._store(result, store) if disk_ok and store is not None else None
+        if not disk_ok or store is None:
+            self.counters.unsaved_frames += 1
+        if frame_id is not None:
+            self._keep_crops(result)  # timed as storing: it is part of what a frame costs to record
+        timings["store"] = (time.perf_counter() - started) * 1000.0
+        timings["total"] = processed_ms + timings["store"]
+        if timings["total"] > self.pipeline.budget_ms:
+            self._over_budget(result, frame_id)
+        self.stats.add_frame(result, time.monotonic())
+        if warning := self.scale.add(cell.area for cell in result.cells if cell.view == 0):
+            log.warning("scale: %s", warning)
+        if frame_id is not None and snapshots.wanted(result, self.counters.frames):
+            self._snapshot(result, store, snapshots, frame_id)
+        if self.observer is not None:
+            self.observer(result)
+
+    def _snapshot(self, result: FrameResult, store: ResultStore, snapshots: SnapshotWriter, frame_id: int) -> None:
+        failed = snapshots.failed
+        name = snapshots.write(result, self.run_id)
+        if name is not None:
+            store.set_snapshot(frame_id, name)
+        elif snapshots.failed > failed:
+            self._snapshot_warning("snapshot: %s; classification goes on", snapshots.last_error)
+        counters = self.counters
+        counters.snapshots, counters.snapshots_skipped = snapshots.written, snapshots.skipped_low_disk
+        counters.snapshot_failures = snapshots.failed
+
+    def _keep_crops(self, result: FrameResult) -> None:
+        failed = self.crops.files.failed
+        self.crops.keep(result, self.run_id)
+        if self.crops.files.failed > failed:
+            self._crop_warning("crops: %s; classification goes on", self.crops.files.last_error)
+
+    def _store(self, result: FrameResult, store: ResultStore) -> int | None:
+        try:
+            frame_id = store.add_frame(result)
+            store.maybe_commit()
+            return frame_id
+        except sqlite3.Error as exc:
+            self.store_failed(store, exc)
+            return None
+
+    def store_failed(self, store: ResultStore, exc: sqlite3.Error) -> None:
+        lost = store.pending_frames
+        store.rollback()
+        self.counters.store_errors += 1
+        self.counters.unsaved_frames += max(lost, 1)
+        self._store_warning("store: write failed (%s); %d uncommitted frames lost, classification goes on", exc, lost)
+
+    def _over_budget(self, result: FrameResult, frame_id: int | None) -> None:
+        timings = result.timings_ms
+        self.counters.over_budget += 1
+        self._budget_warning(
+            "frame %d over budget: %.1f ms > %.0f ms (%s)",
+            result.frame.index,
+            timings["total"],
+            self.pipeline.budget_ms,
+            ", ".join(f"{stage} {timings[stage]:.1f}" for stage in ("detect", "preprocess", "infer", "store")),
+        )
+        if frame_id is not None and not result.over_budget:
+            result.over_budget = True
+            self.store.mark_over_budget(frame_id)
+
+    # ------------------------------------------------------- periodic work
+    def disk_low(self, free: int) -> None:
+        store = self.store
+        try:
+            if store is not None:
+                store.commit()  # whatever is already batched goes in while there is room
+        except sqlite3.Error:
+            store.rollback()
+        self._disk_warning(
+            "disk: only %.0f MB free under %s (store.min_free_mb %.0f): results are not being written; "
+            "classification goes on and writing resumes when space returns",
+            free / 1024 / 1024,
+            self.config.state_path,
+            self.config.store.min_free_mb,
+        )
+
+    def retention_failed(self, exc: sqlite3.Error) -> None:
+        self._store_warning("store: retention failed: %s", exc)
+
+    def _finish(self, snapshots: SnapshotWriter) -> None:
+        store = self.store
+        closed = self.crops.link(self.pipeline.close_all())  # the cells still followed end with the run
+        self.stats.add_closed(closed)
+        if store is not None:
+            try:
+                store.add_tracks(closed)
+                store.end_run(self.exit_reason or "stopped")
+            except sqlite3.Error as exc:
+                log.error("store: final commit failed: %s", exc)
+                store.rollback()
+            finally:
+                store.close_quietly()
+        self.counters.snapshots = snapshots.written
+        self.write_status("stopped")
+        log.info("stopped: %s; %s", self.exit_reason or "stopped", self.summary_line())
+        log.info("results: database %s, snapshots %s", self.config.database_path, self.config.snapshot_dir)
+
+    # ---------------------------------------------------------------- status
+    def fps(self) -> float:
+        return self.stats.fps()
+
+    def summary_line(self) -> str:
+        warning = self.scale.warning()
+        return self.stats.summary_line(self.run_id) + (f"; scale: {warning}" if warning else "")
+
+    def write_status(self, state: str) -> None:
+        status = self.stats.status(
+            state,
+            run_id=self.run_id,
+            source=getattr(self.source, "description", ""),
+            model=self.classifier.card.name,
+            model_sha256=self.classifier.sha256,
+            mode=self.config.pipeline.mode,
+            budget_ms=self.pipeline.budget_ms,
+            exit_reason=self.exit_reason or None,
+        )
+        try:
+            write_json_atomic(self.config.status_path, status)
+        except OSError as exc:
+            self.counters.status_failures += 1
+            self._status_warning("status: cannot write %s: %s", self.config.status_path, exc)
+
+
+def _applied_camera(source: FrameSource) -> dict[str, Any]:
+    """What a camera source read back once open (sensor mode, ScalerCrop, colour space...),
+    stored with the run's config as "camera_applied"; nothing for other sources."""
+    applied = getattr(source, "applied", None)
+    return {"camera_applied": applied} if applied else {}
+
+
+class _Ticks:
+    """The loop's periodic work, done at the end of every turn: the watchdog, an aged batch's
+    commit, status.json, the summary line, a bounded step of retention, and (while the database
+    could not be opened) another try at it; the disk guard is asked before each store."""
+
+    def __init__(self, service: Service):
+        config = service.config
+        self.service = service
+        self.status = Every(config.service.status_interval_s)
+        self.summary = Every(config.service.summary_interval_s, first_after_s=config.service.summary_interval_s)
+        self.retention = Retention(config.store.retention_days, config.store.max_db_mb, service.retention_failed)
+        self.disk = DiskGuard(config.state_path, config.store.min_free_mb, service.free_space, service.disk_low)
+        self.store_retry = Every(STORE_RETRY_S, first_after_s=STORE_RETRY_S)
+
+    def tick(self, now: float) -> None:
+        service = self.service
+        service.notifier.watchdog()
+        store = service.store
+        if store is None:
+            if self.store_retry.due(now) and service.open_store():
+                log.info("store: results database %s open; storing from now on", service.config.database_path)
+        else:
+            # A batch waiting for the next frame is committed once it is old enough even when
+            # no frame comes (a followed folder, a stalled camera): idle time holds nothing back.
+            try:
+                store.maybe_commit()
+            except sqlite3.Error as exc:
+                service.store_failed(store, exc)
+        if self.status.due(now):
+            service.write_status("running")
+        if self.summary.due(now):
+            log.info("%s", service.summary_line())
+        if store is not None:
+            deleted = self.retention.step(store, now)
+            if deleted:
+                log.info("retention: deleted the %d oldest frames and their cells", deleted)

@@ -1,0 +1,132 @@
+"""A pulled results folder as one self-contained HTML page: a table per host and run, the PNG
+figures of train/results/plots.py and a gallery of cell crops sorted by probability. Every
+image is embedded (data: URLs), so the page can be mailed or archived as one file."""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from edge import __version__
+from train.results.plots import FIGURES
+from train.results.pulled import PulledDatabase, number
+
+DEFAULT_GALLERY = 200  # crops shown at most: a page of thousands of images is no longer read
+STYLE = """
+body { font-family: sans-serif; margin: 1.5em; color: #222; }
+table { border-collapse: collapse; font-size: 0.85em; }
+td, th { border: 1px solid #ccc; padding: 0.2em 0.5em; text-align: right; }
+th { background: #eee; } td.text { text-align: left; }
+figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #ddd; }
+.gallery { display: flex; flex-wrap: wrap; gap: 6px; }
+.tile { width: 112px; font-size: 0.7em; text-align: center; }
+.tile img { width: 104px; height: 104px; image-rendering: pixelated; border: 3px solid #60dcff; }
+.tile.positive img { border-color: #ff3c3c; }
+"""
+
+
+def data_url(kind: str, data: bytes) -> str:
+    return f"data:{kind};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def run_rows(databases: Sequence[PulledDatabase]) -> list[str]:
+    """One table row per run: when, model, frames, cells, positives, clusters, dropped."""
+    rows = []
+    for database in databases:
+        thresholds = database.thresholds()
+        tracks_by_run: dict[str, list[dict[str, str]]] = {}
+        for track in database.rows("tracks"):
+            tracks_by_run.setdefault(track["run_id"], []).append(track)
+        frames_by_run: dict[str, list[dict[str, str]]] = {}
+        for frame in database.rows("frames"):
+            frames_by_run.setdefault(frame["run_id"], []).append(frame)
+        for run in database.rows("runs"):
+            tracks = tracks_by_run.get(run["id"], [])
+            frames = frames_by_run.get(run["id"], [])
+            probabilities = [number(t.get("probability")) for t in tracks]
+            called = [p for p in probabilities if not np.isnan(p)]
+            positives = sum(p >= thresholds.get(run["id"], 0.5) for p in called)
+            clusters = sum(t.get("cluster") == "1" for t in tracks)
+            dropped = sum(number(f.get("dropped_before"), 0.0) for f in frames)
+            fraction = f"{positives / len(called):.1%}" if called else "-"
+            cells = [
+                ("text", database.host), ("text", database.database_id[:8]), ("", run["id"]),
+                ("text", run.get("started_at", "")[:19]), ("text", (run.get("ended_at") or "not ended")[:19]),
+                ("text", run.get("model_name", "")), ("", str(len(frames))), ("", str(len(tracks))),
+                ("", str(positives)), ("", fraction), ("", str(clusters)), ("", f"{dropped:.0f}"),
+            ]  # fmt: skip
+            rows.append("<tr>" + "".join(f'<td class="{c}">{html.escape(v)}</td>' for c, v in cells) + "</tr>")
+    return rows
+
+
+def gallery(databases: Sequence[PulledDatabase], limit: int) -> tuple[list[str], int]:
+    """Tiles of the cells with a pulled crop, highest probability first; when there are more
+    than ``limit``, evenly spaced ones along that order, so every part of the range shows.
+    Returns (tiles, how many crops there were)."""
+    cells = []
+    for database in databases:
+        thresholds = database.thresholds()
+        for track in database.rows("tracks"):
+            path = database.crop_path(track)
+            probability = number(track.get("probability"))
+            if path is not None and not np.isnan(probability):
+                cells.append((probability, database, track, path, thresholds.get(track["run_id"], 0.5)))
+    cells.sort(key=lambda cell: -cell[0])
+    shown = cells
+    if len(cells) > limit:
+        shown = [cells[int(i)] for i in np.linspace(0, len(cells) - 1, limit).round().astype(int)]
+    tiles = []
+    for probability, database, track, path, threshold in shown:
+        positive = probability >= threshold
+        caption = f"{probability:.3f}{' C' if track.get('cluster') == '1' else ''}"
+        where = f"{database.host} run {track['run_id']} cell {track['track']}"
+        tiles.append(
+            f'<div class="tile{" positive" if positive else ""}"><img alt="{html.escape(path.name)}" '
+            f'title="{html.escape(where)}: {html.escape(track.get("label") or "")}" '
+            f'src="{data_url("image/png", path.read_bytes())}"><br>{html.escape(caption)}<br>'
+            f"{html.escape(where)}</div>"
+        )
+    return tiles, len(cells)
+
+
+def build_page(databases: Sequence[PulledDatabase], source: Path, gallery_limit: int = DEFAULT_GALLERY) -> str:
+    hosts = sorted({database.host for database in databases})
+    figures = [
+        f'<figure><img alt="{html.escape(title)}" src="{data_url("image/png", draw(databases))}">'
+        f"<figcaption>{html.escape(title)}</figcaption></figure>"
+        for title, draw in FIGURES
+    ]
+    tiles, crops = gallery(databases, gallery_limit)
+    shown = f"all {crops}" if len(tiles) == crops else f"{len(tiles)} of {crops}, evenly spaced in that order"
+    header = ("host", "database", "run", "started (UTC)", "ended", "model", "frames", "cells", "positive",
+              "positive fraction", "clusters", "dropped frames")  # fmt: skip
+    made = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            f"<title>metascope results: {html.escape(', '.join(hosts))}</title>",
+            f"<style>{STYLE}</style></head><body>",
+            f"<h1>metascope results: {html.escape(', '.join(hosts))}</h1>",
+            f"<p>From {html.escape(str(source))}, made {made} by metascope-train {__version__}. A cell is one "
+            "tracked cell (a <code>tracks</code> row); its probability is the mean of its views' logits.</p>",
+            "<h2>Runs</h2>",
+            "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>",
+            *run_rows(databases),
+            "</table>",
+            "<h2>Figures</h2>",
+            *figures,
+            "<h2>Cells, highest probability first</h2>",
+            f"<p>Crops shown: {shown}. Red border: called positive; C: cluster. Each crop is what the Pi "
+            "classified (black outside the cell's mask): sort crops into DATA_DIR/&lt;label&gt;/&lt;group&gt;/ "
+            "folders and <code>metascope-train fit DATA_DIR</code> takes them as training data.</p>",
+            '<div class="gallery">',
+            *(tiles or ["<p>No crops were pulled (a Pi older than crops, or pulled with --no-crops).</p>"]),
+            "</div></body></html>",
+        ]
+    )
