@@ -27,7 +27,7 @@ CROP_DIR_NAME = "crops"
 
 
 # Where frames come from (edge/capture/: picamera2.py, synthetic.py, replay.py, still_field.py).
-SOURCE_KINDS = ("picamera2", "synthetic", "replay", "still")
+SOURCE_KINDS = ("picamera2", "synthetic", "replay", "still", "composed")
 
 
 class ConfigError(UsageError, ValueError):
@@ -66,6 +66,10 @@ class SourceConfig:
     synthetic_seed: int = option(0, 0, 2**31 - 1)
     still_move_every: int = option(0, 0, 10_000_000)  # kind "still": frames between stage moves; 0 = never
     still_divide_every: int = option(0, 0, 10_000_000)  # kind "still": frames between cell divisions; 0 = never
+    composed_path: str = option("")  # kind "composed": a folder of masked single-cell crops
+    composed_repeats: int = option(24, 1, 100_000)  # kind "composed": frames each field is held still
+    composed_pair_fraction: float = option(0.0, 0.0, 1.0)  # kind "composed": objects that are two touching cells
+    composed_triple_fraction: float = option(0.0, 0.0, 1.0)  # kind "composed": objects of three touching cells
 
 
 @dataclass(frozen=True)

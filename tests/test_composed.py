@@ -7,8 +7,10 @@ import json
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA
 from PIL import Image
 
+from edge.capture.base import EndOfSource
 from edge.capture.composed import (
     ComposedSource,
     ComposeSettings,
@@ -21,10 +23,8 @@ from edge.capture.composed import (
     render,
     write_frames,
 )
-from edge.detect import detect
-from edge.sources.base import EndOfSource
-from edge.synthetic_cells import synthetic_crop
-from tests.conftest import SHARED_DATA
+from edge.capture.synthetic_cells import synthetic_crop
+from edge.cells.detect import detect
 
 
 def synthetic_crops(count: int, seed: int = 0) -> list[Crop]:
@@ -121,7 +121,7 @@ def test_the_background_is_estimated_from_the_crops_flat_pixels() -> None:
 
 
 def test_a_crop_on_its_own_background_is_segmented_like_a_frame_cell() -> None:
-    from edge.preprocess import SEGMENTED, InputSpec, crop_cell
+    from edge.classify.preprocess import SEGMENTED, InputSpec, crop_cell
 
     crop = synthetic_crops(1)[0]
     image = on_background(crop, np.random.default_rng(0))
@@ -131,7 +131,7 @@ def test_a_crop_on_its_own_background_is_segmented_like_a_frame_cell() -> None:
 
 
 def test_written_frames_replay_with_their_truth(tmp_path) -> None:
-    from edge.sources.replay import ReplaySource
+    from edge.capture.replay import ReplaySource
 
     source = ComposedSource(synthetic_crops(6), ComposeSettings(width=320, height=240, per_frame=3, repeats=2))
     dest = write_frames(tmp_path / "frames", source)
@@ -169,3 +169,44 @@ def test_real_crops_compose_into_frames_whose_single_cells_are_found() -> None:
             cy, cx = (round(v) for v in obj.centroid_yx)
             found += any(d.bbox[0] <= cy < d.bbox[2] and d.bbox[1] <= cx < d.bbox[3] for d in detections)
     assert found >= 0.9 * total
+
+
+def crop_folder(tmp_path, count: int = 8):
+    for index, crop in enumerate(synthetic_crops(count)):
+        folder = tmp_path / "crops" / crop.label / "culture1"
+        folder.mkdir(parents=True, exist_ok=True)
+        image = np.zeros((120, 120), dtype=np.uint8)
+        image[: crop.pixels.shape[0], : crop.pixels.shape[1]][crop.mask] = crop.pixels[crop.mask]
+        Image.fromarray(image).save(folder / f"{index}.png")
+    return tmp_path / "crops"
+
+
+def test_the_service_runs_on_composed_frames_and_counts_each_cell_once(tmp_path, tiny_model) -> None:
+    import sqlite3
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    crops = crop_folder(tmp_path)
+    state = tmp_path / "state"
+    result = subprocess.run(
+        [sys.executable, "-m", "edge", "run", "--source", f"composed:{crops}", "--model", str(tiny_model[0]),
+         "--state-dir", str(state)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    with sqlite3.connect(state / "metascope.db") as db:
+        tables = {row[0] for row in db.execute("select name from sqlite_master where type = 'table'")}
+        cells_table = "cells" if "views" in tables else "tracks"
+        assert db.execute(f"select count(*) from {cells_table}").fetchone()[0] == 8, "8 crops: 8 cells, each once"
+
+
+def test_bench_pipeline_runs_on_composed_crops(tmp_path, tiny_model) -> None:
+    from edge.classify.classifier import Classifier
+    from edge.commands.benchmarks import bench_pipeline
+
+    result = bench_pipeline(Classifier.load(tiny_model[0]), cells=4, frames=30, warmup=5, field="composed",
+                            move_every=10, crops=str(crop_folder(tmp_path)))  # fmt: skip
+    assert result["field"] == "composed" and result["exit_code"] == 0
+    assert result["cells_per_frame"]["max"] <= 4

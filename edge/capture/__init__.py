@@ -20,16 +20,16 @@ __all__ = [
 
 
 def parse_source_arg(text: str) -> dict[str, str]:
-    """`--source replay:DIR|synthetic|still|picamera2` as overrides of the [source] section."""
+    """`--source replay:DIR|composed:DIR|synthetic|still|picamera2` as overrides of the [source] section."""
     kind, _, rest = text.partition(":")
-    if kind == "replay":
+    if kind in ("replay", "composed"):
         if not rest:
-            raise ValueError("replay needs a folder or glob: --source replay:DIR")
-        return {"kind": "replay", "replay_path": rest}
+            raise ValueError(f"{kind} needs a folder: --source {kind}:DIR")
+        return {"kind": kind, f"{kind}_path": rest}
     if kind in SOURCE_KINDS and not rest:
         return {"kind": kind}
-    others = ", ".join(k for k in SOURCE_KINDS if k != "replay")
-    raise ValueError(f"unknown source {text!r}; use replay:DIR, {others}")
+    others = ", ".join(k for k in SOURCE_KINDS if k not in ("replay", "composed"))
+    raise ValueError(f"unknown source {text!r}; use replay:DIR, composed:DIR, {others}")
 
 
 def open_source(config: Config, max_frames: int | None = None) -> FrameSource:
@@ -45,6 +45,21 @@ def open_source(config: Config, max_frames: int | None = None) -> FrameSource:
         from edge.capture.synthetic import SyntheticSource
 
         return SyntheticSource(**drawn)
+    if source.kind == "composed":
+        from edge.capture.composed import ComposedSource, ComposeSettings, load_crops
+
+        settings = ComposeSettings(
+            width=source.width,
+            height=source.height,
+            repeats=source.composed_repeats,
+            pair_fraction=source.composed_pair_fraction,
+            triple_fraction=source.composed_triple_fraction,
+            seed=source.synthetic_seed,
+        )
+        crops = load_crops(source.composed_path)
+        if not crops:
+            raise ValueError(f"source.composed_path: no masked crops found in {source.composed_path!r}")
+        return ComposedSource(crops, settings, fps=source.fps, max_frames=max_frames)
     if source.kind == "replay":
         from edge.capture.replay import ReplaySource
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from edge.sources.base import EndOfSource, Frame, Pacer
+from edge.capture.base import EndOfSource, Frame, Pacer
 
 KINDS = ("single", "pair", "triple")
 MEMBERS = {"single": 1, "pair": 2, "triple": 3}
@@ -199,7 +199,7 @@ def load_crops(folder: str | os.PathLike[str]) -> list[Crop]:
     """Every masked crop below ``folder`` (png/jpg/tif, sorted; hidden files left out). Its label
     is the first folder below ``folder`` (the training layout DATA/<label>/...), or the folder's
     own name for crops directly in it."""
-    from edge.preprocess import read_grayscale
+    from edge.capture.images import read_grayscale
 
     root = Path(folder)
     suffixes = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}

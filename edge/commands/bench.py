@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from edge.commands.common import add_model_args, load_classifier, positive_int
-from edge.errors import ExitCode
+from edge.errors import ExitCode, UsageError
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -25,11 +25,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--height", type=positive_int, default=480, help="pipeline: frame height")
     parser.add_argument(
         "--field",
-        choices=["new", "still", "moving"],
+        choices=["new", "still", "moving", "composed"],
         default="new",
         help="pipeline: every frame a new synthetic field (each cell new every frame: the most model calls), "
-        "one still field, or a stage that moves every --move-every frames (default: new)",
+        "one still field, a stage that moves every --move-every frames, or real crops (--crops) composed into "
+        "fields of --cells cells held --move-every frames each (default: new)",
     )
+    parser.add_argument("--crops", help="pipeline --field composed: a folder of masked single-cell crops")
     parser.add_argument("--move-every", type=positive_int, default=50, help="pipeline --field moving: frames per field")
     parser.add_argument("--out", help="also write the JSON here")
     parser.set_defaults(handler=bench)
@@ -38,6 +40,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def bench(args: argparse.Namespace) -> int:
     from edge.commands.benchmarks import bench_model_threads, bench_pipeline, write_json
 
+    if args.what == "pipeline" and (args.field == "composed") != bool(args.crops):
+        raise UsageError("--crops DIR goes with --field composed (and --field composed needs it)")
     if args.what == "model":
         result = bench_model_threads(
             lambda threads: load_classifier(args.model, threads, args.interpreter),
@@ -56,6 +60,7 @@ def bench(args: argparse.Namespace) -> int:
             rss_every=500,
             field=args.field,
             move_every=args.move_every,
+            crops=args.crops,
         )
     print(write_json(result, args.out))
     return ExitCode.OK

@@ -8,8 +8,9 @@ written into the store's open batch; the batched commit, at most once a second, 
 store stage of the frame that triggers it), model calls (views) per frame and cells found, plus
 resident memory over the run. ``field`` picks the frames: "new" (every frame a new synthetic
 field: every cell is new in every frame, the most model calls tracking can meet), "still" (one
-field held still: after the first frames only the views cells are still owed) or "moving" (the
-stage moves to a new field every ``move_every`` frames).
+field held still: after the first frames only the views cells are still owed), "moving" (the
+stage moves to a new field every ``move_every`` frames) or "composed" (real masked crops from the
+folder ``crops``, ``cells`` to a field, each field held ``move_every`` frames: edge/capture/composed.py).
 Results are JSON (stdout, and --out FILE) with medians and p99 in milliseconds, and the
 machine they were measured on.
 """
@@ -30,7 +31,7 @@ import numpy as np
 from edge import __version__
 from edge.classify.classifier import Classifier
 
-FIELDS = ("new", "still", "moving")
+FIELDS = ("new", "still", "moving", "composed")
 
 
 def machine() -> dict[str, Any]:
@@ -157,6 +158,7 @@ def bench_pipeline(
     seed: int = 0,
     field: str = "new",
     move_every: int = 50,
+    crops: str | None = None,
 ) -> dict[str, Any]:
     """The service loop on ``frames`` synthetic frames (after ``warmup``), store in a temp dir."""
     from edge.capture.still_field import StillFieldSource
@@ -193,8 +195,13 @@ def bench_pipeline(
         config = Config(state_dir=state_dir)
         config = config.with_overrides("snapshots", every_n_frames=0)
         config = config.with_overrides("service", summary_interval_s=86_400.0)
-        if field == "new":
-            source: Any = SyntheticSource(height=height, width=width, cells=cells, seed=seed, pool=32)
+        if field == "composed":
+            from edge.capture.composed import ComposedSource, ComposeSettings, load_crops
+
+            settings = ComposeSettings(width=width, height=height, per_frame=cells, repeats=move_every, seed=seed)
+            source: Any = ComposedSource(load_crops(crops or ""), settings, loop=True)
+        elif field == "new":
+            source = SyntheticSource(height=height, width=width, cells=cells, seed=seed, pool=32)
         else:
             moves = move_every if field == "moving" else 0
             source = StillFieldSource(height=height, width=width, cells=cells, seed=seed, move_every=moves)
@@ -212,7 +219,8 @@ def bench_pipeline(
         "threads": classifier.threads,
         "frame": {"width": width, "height": height, "cells_requested": cells},
         "field": field,
-        **({"move_every": move_every} if field == "moving" else {}),
+        **({"move_every": move_every} if field in ("moving", "composed") else {}),
+        **({"crops": str(crops)} if field == "composed" else {}),
         "cells_per_frame": {
             "mean": round(float(np.mean(cell_counts)), 2),
             "min": int(np.min(cell_counts)),

@@ -25,7 +25,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     add_config_args(parser)
     parser.add_argument(
-        "--source", metavar="SOURCE", help="replay:DIR_OR_GLOB, synthetic or picamera2 (overrides [source] kind)"
+        "--source",
+        metavar="SOURCE",
+        help="replay:DIR_OR_GLOB, composed:CROPS_DIR, synthetic, still or picamera2 (overrides [source] kind)",
     )
     parser.add_argument("--max-frames", type=positive_int, metavar="N", help="stop after N classified frames")
     parser.add_argument("--model", help="NAME.tflite (overrides [model] path)")
@@ -54,6 +56,10 @@ def run(args: argparse.Namespace) -> int:
         config = config.with_overrides("snapshots", every_n_frames=args.snapshot_every)
     if config.source.kind == "replay" and not config.source.replay_path:
         raise UsageError('source.replay_path: a folder or glob is needed for kind = "replay"')
+    if config.source.kind == "composed" and not config.source.composed_path:
+        raise UsageError('source.composed_path: a folder of masked crops is needed for kind = "composed"')
+    if config.source.composed_pair_fraction + config.source.composed_triple_fraction > 1:
+        raise UsageError("source.composed_pair_fraction + source.composed_triple_fraction: at most 1 together")
     setup_logging()
     model = config.model
     classifier = load_classifier(model.path or None, model.threads, model.interpreter or None)
