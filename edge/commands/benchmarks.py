@@ -30,6 +30,7 @@ import numpy as np
 
 from edge import __version__
 from edge.classify.classifier import Classifier
+from edge.records import STAGES
 
 FIELDS = ("new", "still", "moving", "composed")
 
@@ -147,6 +148,86 @@ def resident_mb() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 1024 / 1024
 
 
+class PipelineSamples:
+    """Each measured frame's stage timings, detections and views, and the resident memory every
+    ``rss_every`` frames; the first ``warmup`` frames are seen but not kept. Preallocated, so the
+    benchmark's own bookkeeping does not show up as the service growing."""
+
+    def __init__(self, frames: int, warmup: int, rss_every: int):
+        self.warmup, self.rss_every = warmup, rss_every
+        self.timings = np.zeros((len(STAGES), frames), dtype=np.float64)
+        self.cell_counts = np.zeros(frames, dtype=np.int32)
+        self.view_counts = np.zeros(frames, dtype=np.int32)
+        self.rss: list[tuple[int, float]] = []
+        self.seen = 0
+
+    def observe(self, result: Any) -> None:
+        """The service's observer: called with each frame's result."""
+        self.seen += 1
+        measured = self.seen - self.warmup
+        if measured <= 0:
+            return
+        for row, stage in enumerate(STAGES):
+            self.timings[row, measured - 1] = result.timings_ms[stage] / 1000.0
+        self.cell_counts[measured - 1] = len(result.cells)
+        self.view_counts[measured - 1] = result.views
+        if self.rss_every and (measured == 1 or measured % self.rss_every == 0):
+            self.rss.append((measured, round(resident_mb(), 1)))
+
+    def per_frame(self) -> dict[str, Any]:
+        cells, views = self.cell_counts, self.view_counts
+        return {
+            "cells_per_frame": {
+                "mean": round(float(np.mean(cells)), 2),
+                "min": int(np.min(cells)),
+                "max": int(np.max(cells)),
+            },
+            "views_per_frame": {
+                "mean": round(float(np.mean(views)), 3),
+                "p50": float(np.percentile(views, 50)),
+                "p99": float(np.percentile(views, 99)),
+                "max": int(np.max(views)),
+            },
+        }
+
+    def latency(self) -> dict[str, Any]:
+        """End to end (the "total" stage) and each stage apart."""
+        stages = {stage: summarise_ms(list(self.timings[row])) for row, stage in enumerate(STAGES)}
+        return {"end_to_end": stages.pop("total"), "stages": stages}
+
+    def memory(self) -> dict[str, Any]:
+        if not self.rss:
+            return {}
+        return {
+            "resident_mb": {
+                "start": self.rss[0][1],
+                "end": self.rss[-1][1],
+                "max": max(value for _, value in self.rss),
+                "samples": [{"frame": frame, "mb": value} for frame, value in self.rss],
+            }
+        }
+
+
+def bench_source(
+    field: str, height: int, width: int, cells: int, seed: int, move_every: int, crops: str | None = None
+) -> Any:
+    """The frames of a ``field`` (one of FIELDS)."""
+    from edge.capture.still_field import StillFieldSource
+    from edge.capture.synthetic import SyntheticSource
+
+    if field not in FIELDS:
+        raise ValueError(f"field must be one of {', '.join(FIELDS)}, got {field!r}")
+    if field == "composed":
+        from edge.capture.composed import ComposedSource, ComposeSettings, load_crops
+
+        settings = ComposeSettings(width=width, height=height, per_frame=cells, repeats=move_every, seed=seed)
+        return ComposedSource(load_crops(crops or ""), settings, loop=True)
+    if field == "new":
+        return SyntheticSource(height=height, width=width, cells=cells, seed=seed, pool=32)
+    moves = move_every if field == "moving" else 0
+    return StillFieldSource(height=height, width=width, cells=cells, seed=seed, move_every=moves)
+
+
 def bench_pipeline(
     classifier: Classifier,
     cells: int = 20,
@@ -161,59 +242,29 @@ def bench_pipeline(
     crops: str | None = None,
 ) -> dict[str, Any]:
     """The service loop on ``frames`` synthetic frames (after ``warmup``), store in a temp dir."""
-    from edge.capture.still_field import StillFieldSource
-    from edge.capture.synthetic import SyntheticSource
     from edge.config import Config
     from edge.notify import Notifier
-    from edge.records import STAGES
     from edge.service.loop import Service
 
-    if field not in FIELDS:
-        raise ValueError(f"field must be one of {', '.join(FIELDS)}, got {field!r}")
-
-    # Preallocated, so the benchmark's own bookkeeping does not show up as the service growing.
-    timings = np.zeros((len(STAGES), frames), dtype=np.float64)
-    cell_counts = np.zeros(frames, dtype=np.int32)
-    view_counts = np.zeros(frames, dtype=np.int32)
-    rss: list[tuple[int, float]] = []
-    seen = 0
-
-    def observe(result: Any) -> None:
-        nonlocal seen
-        seen += 1
-        measured = seen - warmup
-        if measured <= 0:
-            return
-        for row, stage in enumerate(STAGES):
-            timings[row, measured - 1] = result.timings_ms[stage] / 1000.0
-        cell_counts[measured - 1] = len(result.cells)
-        view_counts[measured - 1] = result.views
-        if rss_every and (measured == 1 or measured % rss_every == 0):
-            rss.append((measured, round(resident_mb(), 1)))
-
+    source = bench_source(field, height, width, cells, seed, move_every, crops)
+    samples = PipelineSamples(frames, warmup, rss_every)
     with tempfile.TemporaryDirectory(prefix="metascope-bench-") as state_dir:
         config = Config(state_dir=state_dir)
         config = config.with_overrides("snapshots", every_n_frames=0)
         config = config.with_overrides("service", summary_interval_s=86_400.0)
-        if field == "composed":
-            from edge.capture.composed import ComposedSource, ComposeSettings, load_crops
-
-            settings = ComposeSettings(width=width, height=height, per_frame=cells, repeats=move_every, seed=seed)
-            source: Any = ComposedSource(load_crops(crops or ""), settings, loop=True)
-        elif field == "new":
-            source = SyntheticSource(height=height, width=width, cells=cells, seed=seed, pool=32)
-        else:
-            moves = move_every if field == "moving" else 0
-            source = StillFieldSource(height=height, width=width, cells=cells, seed=seed, move_every=moves)
         service = Service(
-            config, classifier, source, max_frames=frames + warmup, notifier=Notifier(address=""), observer=observe
+            config,
+            classifier,
+            source,
+            max_frames=frames + warmup,
+            notifier=Notifier(address=""),
+            observer=samples.observe,
         )
         started, cpu_before = time.perf_counter(), cpu_times()
         exit_code = service.run()
         elapsed, cpu_after = time.perf_counter() - started, cpu_times()
         database_mb = round(Path(config.database_path).stat().st_size / 1024 / 1024, 2)
-    stages = {stage: summarise_ms(list(timings[row])) for row, stage in enumerate(STAGES)}
-    result: dict[str, Any] = {
+    return {
         "benchmark": "pipeline",
         "model": classifier.describe(),
         "threads": classifier.threads,
@@ -221,34 +272,16 @@ def bench_pipeline(
         "field": field,
         **({"move_every": move_every} if field in ("moving", "composed") else {}),
         **({"crops": str(crops)} if field == "composed" else {}),
-        "cells_per_frame": {
-            "mean": round(float(np.mean(cell_counts)), 2),
-            "min": int(np.min(cell_counts)),
-            "max": int(np.max(cell_counts)),
-        },
-        "views_per_frame": {
-            "mean": round(float(np.mean(view_counts)), 3),
-            "p50": float(np.percentile(view_counts, 50)),
-            "p99": float(np.percentile(view_counts, 99)),
-            "max": int(np.max(view_counts)),
-        },
+        **samples.per_frame(),
         "cells_found": service.counters.cells,  # distinct cells (tracks), warm-up included
         "views": service.counters.views,
         "frames": frames,
         "warmup_frames": warmup,
         "frames_per_second": round((frames + warmup) / elapsed, 1),
-        "end_to_end": stages.pop("total"),
-        "stages": stages,
+        **samples.latency(),
         "exit_code": exit_code,
         "database_mb": database_mb,
         "machine": machine(),
         "cpu_steal_percent": steal_percent(cpu_before, cpu_after),
+        **samples.memory(),
     }
-    if rss:
-        result["resident_mb"] = {
-            "start": rss[0][1],
-            "end": rss[-1][1],
-            "max": max(value for _, value in rss),
-            "samples": [{"frame": frame, "mb": value} for frame, value in rss],
-        }
-    return result
