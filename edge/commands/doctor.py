@@ -10,9 +10,13 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge.commands.common import UsageError, add_config_args, load_classifier, positive_int
 from edge.paths import nearest_existing
+
+if TYPE_CHECKING:
+    from edge.config import Config
 
 
 @dataclass
@@ -46,24 +50,39 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run_checks(args: argparse.Namespace, camera_probe: Callable[[], tuple[bool, str]] | None = None) -> list[Check]:
+    version = sys.version_info
+    checks = [
+        Check("python", "PASS" if version >= (3, 11) else "FAIL", platform.python_version(), "use Python 3.11 or newer")
+    ]
+    config, config_check = config_and_check(args)
+    checks.append(config_check)
+    checks += [numpy_check(), scipy_check()]
+    checks += model_checks(config, args)
+    checks.extend(camera_checks(config, args, camera_probe))
+    checks.append(state_dir_check(config.state_path))
+    checks.append(free_space_check(config))
+    return checks
+
+
+def config_and_check(args: argparse.Namespace) -> tuple[Config, Check]:
+    """The config the rest is checked against (the defaults where it cannot be read), and its check."""
     from edge.config import Config, ConfigError, load_config
 
-    checks = []
-    version = sys.version_info
-    checks.append(
-        Check("python", "PASS" if version >= (3, 11) else "FAIL", platform.python_version(), "use Python 3.11 or newer")
-    )
     try:
         config = load_config(args.config)
-        checks.append(Check("config", "PASS", config.origin))
+        check = Check("config", "PASS", config.origin)
     except ConfigError as exc:
-        checks.append(Check("config", "FAIL", str(exc), "correct the key named above (see README, 'The service')"))
+        check = Check("config", "FAIL", str(exc), "correct the key named above (see README, 'The service')")
         config = Config()
     if getattr(args, "state_dir", None):
         from dataclasses import replace
 
         config = replace(config, state_dir=args.state_dir)
+    return config, check
 
+
+def numpy_check() -> Check:
+    """numpy, and whether picamera2 imports against it."""
     import numpy
 
     numpy_ok = int(numpy.__version__.split(".")[0]) < 2
@@ -77,24 +96,29 @@ def run_checks(args: argparse.Namespace, camera_probe: Callable[[], tuple[bool, 
     except Exception as exc:  # an ABI mismatch shows up as odd errors at import
         numpy_ok = False
         picamera2_detail = f"; picamera2 fails to import: {type(exc).__name__}: {exc}"
-    checks.append(
-        Check(
-            "numpy",
-            "PASS" if numpy_ok else "FAIL",
-            f"{numpy.__version__}{picamera2_detail}",
-            "apt's picamera2 is built against numpy 1.x: pip install 'numpy<2' in the venv",
-        )
+    return Check(
+        "numpy",
+        "PASS" if numpy_ok else "FAIL",
+        f"{numpy.__version__}{picamera2_detail}",
+        "apt's picamera2 is built against numpy 1.x: pip install 'numpy<2' in the venv",
     )
+
+
+def scipy_check() -> Check:
     try:
         import scipy
 
-        checks.append(Check("scipy", "PASS", scipy.__version__))
+        return Check("scipy", "PASS", scipy.__version__)
     except ImportError as exc:
-        checks.append(Check("scipy", "FAIL", str(exc), "sudo apt install python3-scipy, or pip install 'scipy>=1.10'"))
+        return Check("scipy", "FAIL", str(exc), "sudo apt install python3-scipy, or pip install 'scipy>=1.10'")
 
+
+def model_checks(config: Config, args: argparse.Namespace) -> list[Check]:
+    """The interpreter, the model and its card, and (where they open) the scale of the rig's cells."""
     from edge.classify.classifier import ModelError
     from edge.classify.interpreter import find_interpreter
 
+    checks = []
     interpreter = config.model.interpreter or None
     try:
         choice = find_interpreter(interpreter)
@@ -118,26 +142,22 @@ def run_checks(args: argparse.Namespace, camera_probe: Callable[[], tuple[bool, 
                 "model", "FAIL", str(exc), "install the model and its .json card (deploy/push.sh) or set [model] path"
             )
         )
+    return checks
 
-    checks.extend(camera_checks(config, args, camera_probe))
 
-    state = config.state_path
-    checks.append(state_dir_check(state))
-    existing = nearest_existing(state)
+def free_space_check(config: Config) -> Check:
+    existing = nearest_existing(config.state_path)
     free_mb = shutil.disk_usage(existing).free / 1024 / 1024
     need_mb = config.store.min_free_mb
     detail = f"{free_mb:.0f} MB free under {existing}"
     if free_mb < config.snapshots.min_free_mb:
         detail += f" (below snapshots.min_free_mb {config.snapshots.min_free_mb:g}: no snapshots)"
-    checks.append(
-        Check(
-            "free space",
-            "PASS" if free_mb >= need_mb else "FAIL",
-            detail,
-            f"free space (store.min_free_mb is {need_mb:g}) or lower store.retention_days / store.max_db_mb",
-        )
+    return Check(
+        "free space",
+        "PASS" if free_mb >= need_mb else "FAIL",
+        detail,
+        f"free space (store.min_free_mb is {need_mb:g}) or lower store.retention_days / store.max_db_mb",
     )
-    return checks
 
 
 def scale_check(config, classifier) -> Check:
