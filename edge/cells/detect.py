@@ -200,72 +200,107 @@ def _objects(gray: np.ndarray, settings: DetectSettings, explain: bool) -> list[
     labels, count = ndimage.label(foreground(bin_pixels(gray, factor), settings))
     if count == 0:
         return []
-    # Per-object sums over the binned grid; a binned pixel (y, x) stands for the factor x factor
-    # block whose centre is factor * y + (factor - 1) / 2 in frame pixels.
-    index = labels.ravel()
-    binned_height, binned_width = labels.shape
-    cells = np.bincount(index, minlength=count + 1)
-    sum_y = np.bincount(
-        index, weights=np.repeat(np.arange(binned_height, dtype=np.float64), binned_width), minlength=count + 1
-    )
-    sum_x = np.bincount(
-        index, weights=np.tile(np.arange(binned_width, dtype=np.float64), binned_height), minlength=count + 1
-    )
-    areas = cells * factor * factor
-    centre_offset = (factor - 1) / 2
-    height, width = gray.shape
+    stats = _LabelStats.of(labels, count, factor)
+    boxes = list(enumerate(ndimage.find_objects(labels), start=1))
     sized = [
         (label, box)
-        for label, box in enumerate(ndimage.find_objects(labels), start=1)
-        if box is not None and settings.min_area_px <= areas[label] <= settings.max_area_px
+        for label, box in boxes
+        if box is not None and settings.min_area_px <= stats.areas[label] <= settings.max_area_px
     ]
     # Only objects clearly larger than the typical one can be two cells: only they get the core test.
-    typical = float(np.median([areas[label] for label, _ in sized])) if len(sized) >= 3 else 0.0
+    typical = float(np.median([stats.areas[label] for label, _ in sized])) if len(sized) >= 3 else 0.0
     core_check_area = max(2 * settings.min_area_px, CORE_CHECK_AREA_RATIO * typical)
-    candidates = list(enumerate(ndimage.find_objects(labels), start=1)) if explain else sized
     found = []
-    for label, box in candidates:
+    for label, box in boxes if explain else sized:
         if box is None:
             continue
-        area = int(areas[label])
-        y0, y1 = box[0].start * factor, box[0].stop * factor
-        x0, x1 = box[1].start * factor, box[1].stop * factor
-        rejected = TOO_SMALL if area < settings.min_area_px else TOO_LARGE if area > settings.max_area_px else ""
-        if settings.skip_border and (y0 == 0 or x0 == 0 or y1 >= height - factor + 1 or x1 >= width - factor + 1):
-            rejected = rejected or AT_BORDER
+        area = int(stats.areas[label])
+        bbox = (box[0].start * factor, box[1].start * factor, box[0].stop * factor, box[1].stop * factor)
+        rejected = _rejection(area, bbox, gray.shape, settings)
         if rejected and not explain:
             continue
         binned_mask = labels[box] == label
-        cores, measured_solidity = 1, math.nan
-        if area >= core_check_area:  # shape tests on the binned mask: 4x fewer pixels, same shape
-            cores = count_cores(binned_mask, min_dip_px=1.5 / factor)
-            if cores == 1:
-                measured_solidity = solidity(binned_mask)
-        if explain and math.isnan(measured_solidity):
-            measured_solidity = solidity(binned_mask)  # for the table; the decision did not need it
-        reasons = tuple(
-            reason
-            for reason, applies in (
-                (LARGE, area > settings.cluster_area_px),
-                (CORES, cores > 1),
-                (NOT_CONVEX, area >= core_check_area and cores == 1 and measured_solidity < settings.min_solidity),
-            )
-            if applies
-        )
+        cores, measured_solidity = _shape(binned_mask, area >= core_check_area, factor, explain)
+        reasons = _cluster_reasons(area, cores, measured_solidity, area >= core_check_area, settings)
         mask = binned_mask.repeat(factor, axis=0).repeat(factor, axis=1) if factor > 1 else binned_mask
         detection = Detection(
-            bbox=(y0, x0, y1, x1),
-            centroid_yx=(
-                factor * sum_y[label] / cells[label] + centre_offset,
-                factor * sum_x[label] / cells[label] + centre_offset,
-            ),
-            area=area,
-            mask=mask,
-            cluster=bool(reasons),
-            cores=cores,
+            bbox=bbox, centroid_yx=stats.centroid(label), area=area, mask=mask, cluster=bool(reasons), cores=cores
         )
         found.append(Inspected(detection, measured_solidity, rejected, reasons))
     return found
+
+
+@dataclass(frozen=True)
+class _LabelStats:
+    """Per-object sums over the binned grid; a binned pixel (y, x) stands for the factor x factor
+    block whose centre is factor * y + (factor - 1) / 2 in frame pixels."""
+
+    factor: int
+    pixels: np.ndarray  # binned pixels per label (index 0: the background)
+    areas: np.ndarray  # frame pixels per label
+    sum_y: np.ndarray
+    sum_x: np.ndarray
+
+    @classmethod
+    def of(cls, labels: np.ndarray, count: int, factor: int) -> _LabelStats:
+        index = labels.ravel()
+        binned_height, binned_width = labels.shape
+        rows = np.repeat(np.arange(binned_height, dtype=np.float64), binned_width)
+        columns = np.tile(np.arange(binned_width, dtype=np.float64), binned_height)
+        pixels = np.bincount(index, minlength=count + 1)
+        return cls(
+            factor,
+            pixels,
+            pixels * factor * factor,
+            np.bincount(index, weights=rows, minlength=count + 1),
+            np.bincount(index, weights=columns, minlength=count + 1),
+        )
+
+    def centroid(self, label: int) -> tuple[float, float]:
+        """The label's centroid (y, x) in frame pixels."""
+        factor, pixels, centre_offset = self.factor, self.pixels[label], (self.factor - 1) / 2
+        return factor * self.sum_y[label] / pixels + centre_offset, factor * self.sum_x[label] / pixels + centre_offset
+
+
+def _rejection(
+    area: int, bbox: tuple[int, int, int, int], frame_shape: tuple[int, ...], settings: DetectSettings
+) -> str:
+    """Why an object is not a cell ("" when it is one)."""
+    rejected = TOO_SMALL if area < settings.min_area_px else TOO_LARGE if area > settings.max_area_px else ""
+    y0, x0, y1, x1 = bbox
+    height, width = frame_shape[:2]
+    factor = settings.downscale
+    if settings.skip_border and (y0 == 0 or x0 == 0 or y1 >= height - factor + 1 or x1 >= width - factor + 1):
+        rejected = rejected or AT_BORDER
+    return rejected
+
+
+def _shape(binned_mask: np.ndarray, core_test: bool, factor: int, explain: bool) -> tuple[int, float]:
+    """(cores, solidity) of an object: measured on the binned mask (4x fewer pixels, same shape) only
+    where ``core_test`` asks for them, or for the table when ``explain``; solidity NaN otherwise."""
+    cores, measured_solidity = 1, math.nan
+    if core_test:
+        cores = count_cores(binned_mask, min_dip_px=1.5 / factor)
+        if cores == 1:
+            measured_solidity = solidity(binned_mask)
+    if explain and math.isnan(measured_solidity):
+        measured_solidity = solidity(binned_mask)  # for the table; the decision did not need it
+    return cores, measured_solidity
+
+
+def _cluster_reasons(
+    area: int, cores: int, measured_solidity: float, core_test: bool, settings: DetectSettings
+) -> tuple[str, ...]:
+    """Why an object is a cluster (empty for a single cell)."""
+    return tuple(
+        reason
+        for reason, applies in (
+            (LARGE, area > settings.cluster_area_px),
+            (CORES, cores > 1),
+            (NOT_CONVEX, core_test and cores == 1 and measured_solidity < settings.min_solidity),
+        )
+        if applies
+    )
 
 
 def equivalent_diameter(area: int) -> float:
