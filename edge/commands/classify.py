@@ -9,9 +9,15 @@ import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge.commands.common import add_model_args, load_classifier, probability_arg
 from edge.errors import ExitCode
+
+if TYPE_CHECKING:  # numpy and the model load only when the command runs (the CLI starts light)
+    import numpy as np
+
+    from edge.classify.classifier import Classifier
 
 CLASSIFY_CHUNK = 32  # images decoded per predict call: one interpreter call, bounded memory
 
@@ -60,41 +66,60 @@ def shown(path: Path) -> str:
     return text.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
-def classify(args: argparse.Namespace) -> int:
-    import numpy as np
+class Rows:
+    """Prints one row per classified image (tab-separated or JSON lines) and a message per image
+    skipped, counting both for the summary."""
 
-    from edge.capture.images import ImageError, read_grayscale
-    from edge.classify.classifier import not_probabilities
-    from edge.classify.preprocess import UnsegmentableCrop, single_cell_input
+    def __init__(self, classifier: Classifier, threshold: float, as_json: bool):
+        self.classifier, self.threshold, self.as_json = classifier, threshold, as_json
+        self.counts: Counter[str] = Counter()
+        self.failed = 0
+        if not as_json:
+            print("file\tlabel\tprobability")
 
-    classifier = load_classifier(args.model, args.threads, args.interpreter)
-    threshold = classifier.threshold if args.threshold is None else args.threshold
-    spec = classifier.input_spec
-    counts: Counter[str] = Counter()
-    failed = 0
-    if not args.json:
-        print("file\tlabel\tprobability")
+    def skipped(self, message: str) -> None:
+        self.failed += 1
+        print(f"metascope classify: {message}", file=sys.stderr)
 
-    def flush(paths: list[Path], cells: list[np.ndarray]) -> None:
-        nonlocal failed
+    def classify(self, paths: list[Path], cells: list[np.ndarray]) -> None:
+        """One predict call for a chunk of images, then their rows."""
+        import numpy as np
+
+        from edge.classify.classifier import not_probabilities
+
         if not paths:
             return
+        classifier = self.classifier
         probabilities = classifier.predict(np.stack(cells), check=False)
         for path, probability, bad in zip(paths, probabilities, not_probabilities(probabilities), strict=True):
             if bad:
-                failed += 1
-                print(f"metascope classify: skipped {shown(path)}: the model's answer {probability!r} is not a "
-                      "probability", file=sys.stderr)  # fmt: skip
+                self.skipped(f"skipped {shown(path)}: the model's answer {probability!r} is not a probability")
                 continue
-            label = classifier.label_for(float(probability), threshold)
-            counts[label] += 1
-            if args.json:
+            label = classifier.label_for(float(probability), self.threshold)
+            self.counts[label] += 1
+            if self.as_json:
                 row = {"file": shown(path), "label": label, "probability": round(float(probability), 6)}
                 print(json.dumps({**row, "model": classifier.card.name}))
             else:
                 print(f"{shown(path)}\t{label}\t{probability:.4f}")
         sys.stdout.flush()
 
+    def summary(self) -> str:
+        classifier = self.classifier
+        per_label = ", ".join(f"{label} {self.counts[label]}" for label in classifier.labels)
+        return (
+            f"metascope classify: {sum(self.counts.values())} classified ({per_label}; threshold {self.threshold:g}), "
+            f"{self.failed} failed; model {classifier.card.name} via {classifier.interpreter_name}"
+        )
+
+
+def classify(args: argparse.Namespace) -> int:
+    from edge.capture.images import ImageError, read_grayscale
+    from edge.classify.preprocess import UnsegmentableCrop, single_cell_input
+
+    classifier = load_classifier(args.model, args.threads, args.interpreter)
+    rows = Rows(classifier, classifier.threshold if args.threshold is None else args.threshold, args.json)
+    spec = classifier.input_spec
     paths: list[Path] = []
     cells: list[np.ndarray] = []
     empty_folders: list[Path] = []
@@ -102,26 +127,17 @@ def classify(args: argparse.Namespace) -> int:
         try:
             cells.append(single_cell_input(read_grayscale(path), spec))
         except UnsegmentableCrop as exc:  # the image was fine; its cell could not be found
-            failed += 1
-            print(f"metascope classify: skipped {shown(path)}: {exc}", file=sys.stderr)
+            rows.skipped(f"skipped {shown(path)}: {exc}")
             continue
         except ImageError as exc:
-            failed += 1
-            print(f"metascope classify: skipped {str(exc).replace(str(path), shown(path), 1)}", file=sys.stderr)
+            rows.skipped(f"skipped {str(exc).replace(str(path), shown(path), 1)}")
             continue
         paths.append(path)
         if len(paths) == CLASSIFY_CHUNK:
-            flush(paths, cells)
+            rows.classify(paths, cells)
             paths, cells = [], []
-    flush(paths, cells)
+    rows.classify(paths, cells)
     for folder in empty_folders:
-        failed += 1
-        print(f"metascope classify: {shown(folder)}: no files in this folder", file=sys.stderr)
-
-    per_label = ", ".join(f"{label} {counts[label]}" for label in classifier.labels)
-    print(
-        f"metascope classify: {sum(counts.values())} classified ({per_label}; threshold {threshold:g}), "
-        f"{failed} failed; model {classifier.card.name} via {classifier.interpreter_name}",
-        file=sys.stderr,
-    )
-    return ExitCode.FAILED if failed else ExitCode.OK
+        rows.skipped(f"{shown(folder)}: no files in this folder")
+    print(rows.summary(), file=sys.stderr)
+    return ExitCode.FAILED if rows.failed else ExitCode.OK
