@@ -20,6 +20,7 @@ from edge.classify.card import (
 from edge.classify.interpreter import InterpreterUnavailableError, find_interpreter
 from edge.classify.native_noise import native_noise_filtered
 from edge.classify.preprocess import InputSpec
+from edge.classify.tensors import ModelMismatchError, check_tensors
 
 __all__ = [
     "Classifier",
@@ -47,8 +48,6 @@ def resolve_threads(threads: int | None) -> int:
 # keeping per-call overhead negligible.
 MAX_BATCH = 64
 
-_INPUT_DTYPES = {np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.float32)}
-
 
 def not_probabilities(values: np.ndarray) -> np.ndarray:
     """Which values are no probability: NaN, infinite, or outside 0..1."""
@@ -57,10 +56,6 @@ def not_probabilities(values: np.ndarray) -> np.ndarray:
 
 class ModelOutputError(ModelError, ValueError):
     """The model answered something that is not a probability."""
-
-
-class ModelMismatchError(ModelError):
-    """The model's tensors disagree with its card, or it is not a binary classifier."""
 
 
 def resolve_model_path(path: str | os.PathLike[str]) -> Path:
@@ -91,8 +86,10 @@ class Classifier:
         self.interpreter_name = interpreter_name
         self.interpreter_version = interpreter_version
         self._interpreter = interpreter
-        self._check_tensors()
-        self._input_lut = self._build_input_lut()
+        tensors = check_tensors(path, card, interpreter)
+        self._input, self._output, self._input_lut = tensors.input, tensors.output, tensors.input_lut
+        self.batching = tensors.batching  # "resize": a batch per interpreter call; "loop": a cell per call
+        self._batch_size = int(tensors.input["shape"][0])  # the input tensor's batch dimension now
 
     # ---------------------------------------------------------------- loading
     @classmethod
@@ -135,87 +132,6 @@ class Classifier:
         except (ValueError, RuntimeError) as exc:
             raise ModelFileError(f"{model_path}: {choice.name} cannot load it as a TFLite model: {exc}") from exc
         return cls(model_path, card, tflite, choice.name, choice.version, threads)
-
-    def _check_tensors(self) -> None:
-        inputs = self._interpreter.get_input_details()
-        outputs = self._interpreter.get_output_details()
-        where = str(self.path)
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ModelMismatchError(
-                f"{where}: not a binary classifier: expected 1 input and 1 output tensor, "
-                f"found {len(inputs)} and {len(outputs)}"
-            )
-        self._input, self._output = inputs[0], outputs[0]
-        spec = self.card.input
-        shape = tuple(int(d) for d in self._input["shape"])
-        expected = (spec.size, spec.size, spec.channels)
-        if len(shape) != 4 or shape[1:] != expected:
-            raise ModelMismatchError(
-                f"{where}: input tensor shape {list(shape)} disagrees with the card's input "
-                f"(size {spec.size}, channels {spec.channels}: expected [N, {spec.size}, {spec.size}, {spec.channels}])"
-            )
-        dtype = np.dtype(self._input["dtype"])
-        if dtype not in _INPUT_DTYPES:
-            raise ModelMismatchError(f"{where}: unsupported input dtype {dtype}; expected int8, uint8 or float32")
-        declared = self._declared_input_dtype()
-        if declared is not None and declared != dtype:
-            raise ModelMismatchError(f"{where}: input dtype is {dtype} but the card says {declared}")
-        out_shape = tuple(int(d) for d in self._output["shape"])
-        if len(out_shape) != 2 or out_shape[1] not in (1, 2):
-            raise ModelMismatchError(
-                f"{where}: not a binary classifier: output shape {list(out_shape)}, expected [N, 1] "
-                "(sigmoid) or [N, 2] (softmax)"
-            )
-        signature = self._input.get("shape_signature")
-        self.batching = "resize" if signature is not None and int(signature[0]) == -1 else "loop"
-        self._batch_size = shape[0]
-        if self.batching == "resize" and not self._takes_batches(shape):
-            self.batching = "loop"
-
-    def _takes_batches(self, shape: tuple[int, ...]) -> bool:
-        """Whether a batch of two really runs: some models claim any batch size but reshape to
-        one cell inside, and would fail at the first frame with two cells, not at load."""
-        interpreter, index = self._interpreter, self._input["index"]
-        try:
-            interpreter.resize_tensor_input(index, [2, *shape[1:]])
-            interpreter.allocate_tensors()
-            interpreter.set_tensor(index, np.zeros([2, *shape[1:]], dtype=self._input["dtype"]))
-            interpreter.invoke()
-            return True
-        except (RuntimeError, ValueError):
-            return False
-        finally:
-            interpreter.resize_tensor_input(index, list(shape))
-            interpreter.allocate_tensors()
-
-    def _declared_input_dtype(self) -> np.dtype | None:
-        """The card's quantization.input.dtype, if it records one (a garbled record is a card error)."""
-        record = self.card.extra.get("quantization")
-        if record is None:
-            return None
-        problem = ModelCardError(
-            f'{card_path_for(self.path)}: \'quantization\' must be like {{"input": {{"dtype": "int8", ...}}}}, '
-            f"got {record!r}"
-        )
-        if not isinstance(record, dict) or not isinstance(record.get("input", {}), dict):
-            raise problem
-        declared = record.get("input", {}).get("dtype")
-        try:
-            return None if declared is None else np.dtype(declared)
-        except TypeError:
-            raise problem from None
-
-    def _build_input_lut(self) -> np.ndarray:
-        """Pixel value (0..255) -> value in the input tensor's dtype, scale and zero point."""
-        dtype = np.dtype(self._input["dtype"])
-        pixels = np.arange(256, dtype=np.float64)
-        if dtype == np.float32:
-            return pixels.astype(np.float32)
-        scale, zero_point = self._input["quantization"]
-        if scale == 0:
-            raise ModelMismatchError(f"{self.path}: {dtype} input tensor has no quantisation scale")
-        info = np.iinfo(dtype)
-        return np.clip(np.rint(pixels / scale + zero_point), info.min, info.max).astype(dtype)
 
     # ------------------------------------------------------------ properties
     @property
