@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import SHARED_DATA
 
 from edge.capture.images import read_grayscale
 from edge.capture.synthetic import render_frame
 from edge.cells.detect import DetectSettings, detect, fill_holes, solidity
 
-SHARED = REPO.parent / "shared"
+SHARED = SHARED_DATA.parent  # data/ and tools/
 
 
 def match(truth_centres: list[tuple[float, float]], found_centres: list[tuple[float, float]], within: float):
