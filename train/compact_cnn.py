@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import keras
 from keras import layers
@@ -41,6 +42,12 @@ def build_cnn(
     initializer = keras.initializers.HeNormal(seed=seed)
     inputs = keras.Input(shape=(input_size, input_size, channels), name="cell")
     x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale")(inputs)
+    x = conv_stages(x, widths, convs_per_stage, initializer)
+    return keras.Model(inputs, pooled_head(x, pooling, dropout, seed), name="metascope_cnn")
+
+
+def conv_stages(x: Any, widths: Sequence[int], convs_per_stage: int, initializer: Any) -> Any:
+    """Each stage: ``convs_per_stage`` 3x3 convolutions + BatchNorm + ReLU6, the first striding 2."""
     for stage, width in enumerate(widths):
         for conv in range(convs_per_stage):
             stride = 2 if conv == 0 else 1
@@ -65,11 +72,15 @@ def build_cnn(
             # ReLU6, not ReLU: bounded activations keep each int8 scale fine (the shipped
             # model's int8 agreement with float rose from 98.9% to 99.7%).
             x = Int8AwareReLU6(max_value=6.0, name=f"relu{stage}_{conv}")(x)
+    return x
+
+
+def pooled_head(x: Any, pooling: str, dropout: float, seed: int) -> Any:
+    """Global pooling, dropout and one sigmoid unit: the probability of the positive label."""
     if pooling == "avg":
         x = layers.GlobalAveragePooling2D(name="pool")(x)
         x = layers.Dropout(dropout, seed=seed, name="dropout")(x)
-        outputs = layers.Dense(1, activation="sigmoid", name="head")(x)
-        return keras.Model(inputs, outputs, name="metascope_cnn")
+        return layers.Dense(1, activation="sigmoid", name="head")(x)
     # One linear unit per pooled vector, summed, rather than one unit on their concatenation:
     # maxima are several times larger than averages, and int8 gives a concatenation a single
     # scale, which would round the averages away (int8 vs float agreement fell to 96.5%).
@@ -78,5 +89,4 @@ def build_cnn(
         pooled = pool(name=f"{kind}_pool")(x)
         pooled = layers.Dropout(dropout, seed=seed, name=f"{kind}_dropout")(pooled)
         logits.append(layers.Dense(1, name=f"head_{kind}")(pooled))
-    outputs = layers.Activation("sigmoid", name="probability")(layers.Add(name="logit")(logits))
-    return keras.Model(inputs, outputs, name="metascope_cnn")
+    return layers.Activation("sigmoid", name="probability")(layers.Add(name="logit")(logits))
