@@ -61,9 +61,30 @@ def write_report(
     per-group) of the held-out predictions the headline numbers come from; ``figures``:
     caption -> PNG file name beside the report."""
     labels = card["labels"]
-    training, data, evaluation = card["training"], card["data"], card["evaluation"]
+    evaluation = card["evaluation"]
     cv = evaluation.get("cross_validation")
-    lines = [
+    lines = introduction(card)
+    if cv:
+        lines += cross_validation_section(cv, card["training"], held_out, labels)
+    else:
+        lines += split_section(evaluation["split"], held_out, labels)
+    if "per_group" in held_out:
+        lines += ["Per held-out group:", "", *per_group_table(held_out["per_group"], labels), ""]
+    for caption, name in figures.items():
+        lines += [f"![{caption}]({name})", ""]
+    lines += leak_section(evaluation.get("file_level_split"))
+    lines += exposure_section(evaluation.get("exposure"))
+    lines += shipped_model_section(card)
+    lines += how_made_section(card)
+    lines += data_section(card["data"], labels)
+    path = Path(path)
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def introduction(card: dict[str, Any]) -> list[str]:
+    labels = card["labels"]
+    return [
         f"# Model report: {card['name']}",
         "",
         f"Tells **{labels[0]}** from **{labels[1]}** (positive: {card['positive_label']}, threshold "
@@ -76,94 +97,105 @@ def write_report(
         )
         + "A research instrument trained on a few cultures of two cell lines, not a diagnostic.",
         "",
-        f"Created {card['created']} by `{training['command']}`.",
+        f"Created {card['created']} by `{card['training']['command']}`.",
         "",
     ]
-    if cv:
-        s = cv["summary"]
-        fixed_epochs = not training.get("settings", {}).get("patience")
-        fold_training = (
-            "for a fixed number of epochs, exactly like the final fit"
-            if fixed_epochs
-            else "early stopping on one further group held back as validation"
+
+
+def cross_validation_section(
+    cv: dict[str, Any], training: dict[str, Any], held_out: dict[str, Any], labels: list[str]
+) -> list[str]:
+    s = cv["summary"]
+    fixed_epochs = not training.get("settings", {}).get("patience")
+    fold_training = (
+        "for a fixed number of epochs, exactly like the final fit"
+        if fixed_epochs
+        else "early stopping on one further group held back as validation"
+    )
+    lines = [
+        "## Held-out performance (cross-validation: the numbers to quote)",
+        "",
+        f"Split rule: {cv['rule']}. Each fold trains a fresh model on the other groups ({fold_training}), "
+        "exports it to int8 and evaluates that int8 model on the held-out group through edge's Classifier. "
+        "No cell is ever scored by a model that saw its group.",
+        "",
+        f"**ROC AUC {_f(s['roc_auc']['mean'])} ± {_f(s['roc_auc']['sd'])}, balanced accuracy "
+        f"{_f(s['balanced_accuracy']['mean'])} ± {_f(s['balanced_accuracy']['sd'])}** "
+        f"(mean ± sd over {s['roc_auc']['folds']} folds; AUC range {_f(s['roc_auc']['min'])}-"
+        f"{_f(s['roc_auc']['max'])}).",
+        "",
+        "| held out | validation | cells | " + labels[1] + " | ROC AUC | balanced acc. | accuracy | sensitivity "
+        "| specificity | ECE | best epoch | int8 agreement |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for fold in cv["folds"]:
+        lines.append(
+            f"| {fold['held_out']} | {', '.join(fold['groups']['validation'])} | {fold['n']} | {fold['positives']} "
+            f"| {_f(fold['roc_auc'])} | {_f(fold['balanced_accuracy'])} | {_f(fold['accuracy'])} "
+            f"| {_f(fold['sensitivity'])} | {_f(fold['specificity'])} | {_f(fold['ece'])} | {fold['best_epoch']} "
+            f"| {_pct(fold['int8_label_agreement'])} |"
         )
-        lines += [
-            "## Held-out performance (cross-validation: the numbers to quote)",
-            "",
-            f"Split rule: {cv['rule']}. Each fold trains a fresh model on the other groups ({fold_training}), "
-            "exports it to int8 and evaluates that int8 model on the held-out group through edge's Classifier. "
-            "No cell is ever scored by a model that saw its group.",
-            "",
-            f"**ROC AUC {_f(s['roc_auc']['mean'])} ± {_f(s['roc_auc']['sd'])}, balanced accuracy "
-            f"{_f(s['balanced_accuracy']['mean'])} ± {_f(s['balanced_accuracy']['sd'])}** "
-            f"(mean ± sd over {s['roc_auc']['folds']} folds; AUC range {_f(s['roc_auc']['min'])}-"
-            f"{_f(s['roc_auc']['max'])}).",
-            "",
-            "| held out | validation | cells | " + labels[1] + " | ROC AUC | balanced acc. | accuracy | sensitivity "
-            "| specificity | ECE | best epoch | int8 agreement |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-        ]
-        for fold in cv["folds"]:
-            lines.append(
-                f"| {fold['held_out']} | {', '.join(fold['groups']['validation'])} | {fold['n']} | {fold['positives']} "
-                f"| {_f(fold['roc_auc'])} | {_f(fold['balanced_accuracy'])} | {_f(fold['accuracy'])} "
-                f"| {_f(fold['sensitivity'])} | {_f(fold['specificity'])} | {_f(fold['ece'])} | {fold['best_epoch']} "
-                f"| {_pct(fold['int8_label_agreement'])} |"
-            )
-        lines += [
-            "",
-            "All held-out cells pooled (each scored by the fold model that had not seen its group):",
-            "",
-            *metrics_table(held_out, labels),
-            "",
-        ]
-    else:
-        split = evaluation["split"]
-        lines += [
-            "## Held-out performance (test split)",
-            "",
-            f"Split rule: {split['rule']}. Groups: train {', '.join(split['groups']['train'])}; validation "
-            f"{', '.join(split['groups']['validation'])}; test {', '.join(split['groups']['test'])}. Measured "
-            "on the exported int8 model through edge's Classifier.",
-            "",
-            *metrics_table(held_out, labels),
-            "",
-        ]
-    if "per_group" in held_out:
-        lines += ["Per held-out group:", "", *per_group_table(held_out["per_group"], labels), ""]
-    for caption, name in figures.items():
-        lines += [f"![{caption}]({name})", ""]
-    leak = evaluation.get("file_level_split")
-    if leak:
-        lines += [
-            "## What a leaky split would have claimed",
-            "",
-            f"The same training with a random split **by file** ({leak['test_cells']} test cells) reports ROC AUC "
-            f"{_f(leak['roc_auc'])}, balanced accuracy {_f(leak['balanced_accuracy'])}, accuracy "
-            f"{_f(leak['accuracy'])}. Crops of one culture are near-duplicates, so that figure measures "
-            "recognising cultures already seen, not cells from a new one; it is shown only for comparison "
-            "and was never used to choose anything.",
-            "",
-        ]
-    exposure = evaluation.get("exposure")
-    if exposure:
-        changed = ", ".join(
-            f"{float(gain):.0%} lamp: {share:.1%}" for gain, share in exposure["label_changed_at_gain"].items()
-        )
-        lines += [
-            "## Lamp and exposure",
-            "",
-            f"Share of the {exposure['cells']} cells whose label changes when their grey levels are scaled, as a "
-            f"dimmer or brighter lamp would (input intensity: {exposure['intensity']}): {changed}.",
-            "",
-        ]
-    final = evaluation["final_model"]
+    return [
+        *lines,
+        "",
+        "All held-out cells pooled (each scored by the fold model that had not seen its group):",
+        "",
+        *metrics_table(held_out, labels),
+        "",
+    ]
+
+
+def split_section(split: dict[str, Any], held_out: dict[str, Any], labels: list[str]) -> list[str]:
+    return [
+        "## Held-out performance (test split)",
+        "",
+        f"Split rule: {split['rule']}. Groups: train {', '.join(split['groups']['train'])}; validation "
+        f"{', '.join(split['groups']['validation'])}; test {', '.join(split['groups']['test'])}. Measured "
+        "on the exported int8 model through edge's Classifier.",
+        "",
+        *metrics_table(held_out, labels),
+        "",
+    ]
+
+
+def leak_section(leak: dict[str, Any] | None) -> list[str]:
+    if not leak:
+        return []
+    return [
+        "## What a leaky split would have claimed",
+        "",
+        f"The same training with a random split **by file** ({leak['test_cells']} test cells) reports ROC AUC "
+        f"{_f(leak['roc_auc'])}, balanced accuracy {_f(leak['balanced_accuracy'])}, accuracy "
+        f"{_f(leak['accuracy'])}. Crops of one culture are near-duplicates, so that figure measures "
+        "recognising cultures already seen, not cells from a new one; it is shown only for comparison "
+        "and was never used to choose anything.",
+        "",
+    ]
+
+
+def exposure_section(exposure: dict[str, Any] | None) -> list[str]:
+    if not exposure:
+        return []
+    changed = ", ".join(
+        f"{float(gain):.0%} lamp: {share:.1%}" for gain, share in exposure["label_changed_at_gain"].items()
+    )
+    return [
+        "## Lamp and exposure",
+        "",
+        f"Share of the {exposure['cells']} cells whose label changes when their grey levels are scaled, as a "
+        f"dimmer or brighter lamp would (input intensity: {exposure['intensity']}): {changed}.",
+        "",
+    ]
+
+
+def shipped_model_section(card: dict[str, Any]) -> list[str]:
+    final = card["evaluation"]["final_model"]
     fidelity = card["int8_fidelity"]
-    lines += [
+    lines = [
         "## The shipped model",
         "",
         f"{final['description']} Training took {final['seconds']:.0f} s ({final['epochs']} epochs); the whole "
-        f"command {training['wall_seconds']:.0f} s.",
+        f"command {card['training']['wall_seconds']:.0f} s.",
         "",
         f"int8 vs float Keras on {fidelity['cells']} {fidelity['cells_are']}: same label for "
         f"{_pct(fidelity['label_agreement'])} (bar {_pct(fidelity['minimum_agreement'])}), mean |Δp| "
@@ -176,11 +208,16 @@ def write_report(
             "Its own figures per group (on cells it was trained on when the fit used every group: a check that "
             "the artifact works, not an estimate of performance):",
             "",
-            *per_group_table(final["per_group"], labels),
+            *per_group_table(final["per_group"], card["labels"]),
             "",
         ]
+    return lines
+
+
+def how_made_section(card: dict[str, Any]) -> list[str]:
+    training = card["training"]
     arch = training["architecture"]
-    lines += [
+    return [
         "## How it was made",
         "",
         f"- Command: `{training['command']}`",
@@ -190,6 +227,11 @@ def write_report(
         f"- Seed {training['settings']['seed']}; software: "
         + ", ".join(f"{k} {v}" for k, v in training["software"].items()),
         "",
+    ]
+
+
+def data_section(data: dict[str, Any], labels: list[str]) -> list[str]:
+    return [
         "## Data",
         "",
         f"- Folder: `{data['root']}`; group rule: {data['group_rule']}",
@@ -207,6 +249,3 @@ def write_report(
         ],
         "",
     ]
-    path = Path(path)
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
