@@ -83,7 +83,7 @@ class FrozenStatisticsBatchNorm(layers.BatchNormalization):
     edges on a flat background) shrink towards 0, BatchNorm then scales their weights up
     by 100x and more when it is folded into the convolutions, and int8 weight rounding
     makes the Pi's model call 77 % of cells like the float one (with frozen statistics:
-    every cell of the synthetic test, see tests/test_train_export.py).
+    every cell of the synthetic test, see tests/train/test_train_export.py).
     """
 
     def call(self, inputs, training=None, mask=None):
