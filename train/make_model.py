@@ -31,6 +31,7 @@ from train.speed import count_macs, measured_speed
 from train.split import SplitError, cross_validation_folds, grouped_split
 from train.trainer import FitResult, FitSettings, build_network, fit_model, predict
 from train.validation import (
+    Exported,
     artifact_classifier,
     cross_validate,
     export_checked,
@@ -214,8 +215,33 @@ def history_for_plot(fits: dict[str, dict[str, list[float]]]) -> dict[str, dict[
     return {name: history for name, history in fits.items() if "loss" in history}
 
 
-def make_model(request: FitRequest) -> ModelCard:
-    started = time.monotonic()
+PER_GROUP_KEYS = ("n", "positives", "accuracy", "balanced_accuracy", "roc_auc")
+
+
+def per_group_summary(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {group: {k: m[k] for k in PER_GROUP_KEYS} for group, m in metrics.get("per_group", {}).items()}
+
+
+@dataclass
+class HeldOut:
+    """What cross-validation or the single split found, and the final model it leaves to ship."""
+
+    evaluation: dict[str, Any]  # the card's evaluation section: "cross_validation", or "split"
+    metrics: dict[str, Any]  # of the held-out cells (with calibration and per group)
+    y: np.ndarray  # the held-out cells' labels
+    p: np.ndarray  # and their int8 probabilities
+    histories: dict[str, dict[str, list[float]]]  # every fit's training curves, "final" last
+    final_fit: FitResult
+    exported: Exported
+    epochs: int
+    fidelity_cells: str  # which cells the int8 check ran on
+    final_description: str
+    final_data: Dataset  # where the shipped model's own per-group figures are measured
+    final_cells: np.ndarray  # the cells the shipped model learnt from
+    rule_name: str  # the figures' caption: "cross-validation" or "test split"
+
+
+def load_dataset(request: FitRequest) -> Dataset:
     dataset = load_folder(
         request.data_dir, request.spec, request.group_by, request.positive, request.max_bad_fraction, request.progress
     )
@@ -229,153 +255,209 @@ def make_model(request: FitRequest) -> ModelCard:
         log(dataset.group_pairs)
     for warning in few_groups_warnings(groups_per_label(dataset)):
         warn(f"warning: {warning}")
-    settings, spec = request.settings, request.spec
-    card = base_card(request, dataset)
-    evaluation: dict[str, Any] = {}
-    histories: dict[str, dict[str, list[float]]] = {}
+    return dataset
 
+
+def validation_fraction(request: FitRequest) -> float | None:
+    return request.validation_fraction if request.settings.early_stopping else None
+
+
+def by_cross_validation(
+    request: FitRequest,
+    dataset: Dataset,
+    card: ModelCard,
+    teacher: Teacher | None,
+    recorder: TeacherRecorder | None,
+) -> HeldOut:
+    """Every fold scored by a model that never saw its group, then the final fit on every cell."""
+    settings = request.settings
+    with suggested_command(request):
+        folds, rule = cross_validation_folds(
+            dataset.groups, dataset.y, request.cv_folds, settings.seed, validation_fraction(request), dataset.labels
+        )
+    cv = cross_validate(dataset, folds, rule, settings, card, request.progress, teacher, recorder)
+    epochs = max(cv.chosen_epochs, 1)
+    every = np.arange(len(dataset))
+    how = "the median of the folds' early-stopped best epochs" if settings.early_stopping else "as every fold"
+    log(f"final fit on all {len(dataset)} cells for {epochs} epochs ({how})")
+    final_fit = fit_model(
+        dataset,
+        None,
+        settings,
+        epochs=epochs,
+        label="final",
+        progress=request.progress,
+        teacher=None if teacher is None else teacher.targets(FINAL, every),
+    )
+    if recorder is not None:
+        recorder.record(FINAL, every, lambda images: predict(final_fit.model, images))
+    # No cell is held out from the final fit; fidelity is checked on every cell, and the
+    # folds' int8 models were each checked on their held-out group above.
+    exported = export_checked(final_fit, dataset, dataset, request.threshold, settings.seed, request.min_agreement)
+    return HeldOut(
+        evaluation={"cross_validation": cv.to_dict()},
+        metrics=cv.pooled,
+        y=cv.pooled_y,
+        p=cv.pooled_p,
+        histories={**{f"fold {fold.name}": fold.history for fold in cv.folds}, "final": final_fit.history},
+        final_fit=final_fit,
+        exported=exported,
+        epochs=epochs,
+        fidelity_cells="cells (all of them: the final fit holds none out; every fold model was also checked on its "
+        "held-out group)",
+        final_description=f"Trained on all {len(dataset)} cells of all {len(dataset.group_summary())} groups for "
+        f"{epochs} epochs ({how}); its held-out performance is the cross-validation above.",
+        final_data=dataset,
+        final_cells=every,
+        rule_name="cross-validation",
+    )
+
+
+def by_split(request: FitRequest, dataset: Dataset, card: ModelCard) -> HeldOut:
+    """One grouped split: the model trained on its train groups is the one shipped."""
+    settings = request.settings
+    with suggested_command(request):
+        split = grouped_split(
+            dataset.groups,
+            dataset.y,
+            request.test_fraction,
+            validation_fraction(request),
+            settings.seed,
+            dataset.labels,
+        )
+    groups = split.groups_of(dataset.groups)
+    validation = f" | validation {', '.join(groups['validation'])}" if groups["validation"] else ""
+    log(f"split by group: train {', '.join(groups['train'])}{validation} | test {', '.join(groups['test'])}")
+    final_fit, exported, outcome = run_split(
+        dataset, split, settings, card, "fit", request.progress, request.min_agreement
+    )
+    return HeldOut(
+        evaluation={"split": {"rule": split.rule, "groups": groups}},
+        metrics=outcome.metrics,
+        y=dataset.y[split.test],
+        p=outcome.probabilities,
+        histories={"final": final_fit.history},
+        final_fit=final_fit,
+        exported=exported,
+        epochs=final_fit.epochs_run,
+        fidelity_cells="held-out test cells",
+        final_description=(
+            f"Trained on the train groups with early stopping on the validation groups (best epoch "
+            f"{final_fit.best_epoch} of {final_fit.epochs_run} run)"
+            if settings.early_stopping
+            else f"Trained on the train groups for {final_fit.epochs_run} epochs"
+        )
+        + "; the held-out figures above are its own.",
+        final_data=dataset.subset(split.test),
+        final_cells=np.concatenate([split.train, split.validation]),  # validation chose its epoch
+        rule_name="test split",
+    )
+
+
+def finished_card(
+    request: FitRequest,
+    dataset: Dataset,
+    card: ModelCard,
+    held: HeldOut,
+    evaluation: dict[str, Any],
+    teacher: Teacher | None,
+    started: float,
+) -> ModelCard:
+    """The card with everything known: training, data, evaluation of the int8 artifact itself."""
+    settings = request.settings
+    extra: dict[str, Any] = {
+        "created": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+        "training": {
+            "command": command_line(request.argv),
+            "settings": settings.to_dict(),
+            "architecture": architecture(request.spec, settings),
+            "software": software_versions(),
+            "wall_seconds": 0.0,  # filled in below, once everything has run
+        },
+        "data": {**data_section(request, dataset), "trained_on": trained_on(dataset, held.final_cells)},
+        "evaluation": evaluation,
+        "int8_fidelity": {**held.exported.fidelity, "cells_are": held.fidelity_cells},
+    }
+    if teacher is not None:
+        assert request.teacher is not None
+        extra["training"]["teacher"] = teacher_section(request.teacher, teacher, settings)
+    with artifact_classifier(held.exported.content, with_extra(card, extra)) as classifier:
+        final_metrics = evaluate_classifier(classifier, held.final_data)
+        evaluation["exposure"] = exposure_sensitivity(classifier, held.final_data)
+        extra["speed"] = measured_speed(classifier, extra["training"]["architecture"]["macs_per_cell"])
+    evaluation["held_out"] = {k: v for k, v in held.metrics.items() if k not in ("calibration", "per_group")}
+    evaluation["held_out"]["per_group"] = per_group_summary(held.metrics)
+    evaluation["final_model"] = {
+        "description": held.final_description,
+        "epochs": held.epochs,
+        "seconds": round(held.final_fit.seconds, 1),
+        "per_group": per_group_summary(final_metrics),
+    }
+    extra["file_bytes"] = len(held.exported.content)
+    extra["training"]["wall_seconds"] = round(time.monotonic() - started, 1)
+    return with_extra(card, extra)
+
+
+def write_files(request: FitRequest, card: ModelCard, held: HeldOut, recorder: TeacherRecorder | None) -> list[str]:
+    """NAME.tflite and its card, the float model, the teacher's views, figures and report; the
+    names written beside NAME.tflite."""
+    name = request.name
+    model_path = write_model(request.model_path, held.exported.content, card)
+    float_path = model_path.with_name(f"{name}.float.tflite")
+    float_card = replace(
+        card,
+        name=f"{name}.float",
+        # The training cells' areas too: the Pi derives its cluster size and scale check from them.
+        extra={"float_version_of": model_path.name, "data": {"cell_area_px": card.extra["data"]["cell_area_px"]}},
+    )
+    write_model(float_path, convert_float(held.final_fit.model), float_card)
+    written_files = [model_path.with_suffix(".json").name, float_path.name, f"{name}.report.md"]
+    if recorder is not None:
+        written_files.append(recorder.outputs().save(distill_path_for(model_path)).name)
+
+    written = ModelCard.load(model_path.with_suffix(".json")).to_dict()
+    figures = {
+        "Held-out ROC, confusion matrix and reliability diagram": f"{name}.heldout.png",
+        "Training curves": f"{name}.curves.png",
+    }
+    evaluation_figure(
+        model_path.with_name(figures["Held-out ROC, confusion matrix and reliability diagram"]),
+        held.y,
+        held.p,
+        held.metrics,
+        list(card.labels),
+        f"{name}: held-out cells ({held.rule_name}, int8)",
+    )
+    training_curves_figure(model_path.with_name(figures["Training curves"]), history_for_plot(held.histories))
+    write_report(model_path.with_name(f"{name}.report.md"), written, held.metrics, figures)
+    return written_files
+
+
+def make_model(request: FitRequest) -> ModelCard:
+    started = time.monotonic()
+    dataset = load_dataset(request)
+    card = base_card(request, dataset)
     teacher = None
     if request.teacher is not None:
         teacher = Teacher(TeacherOutputs.load(distill_path_for(request.teacher)), dataset)
         log(f"learning from teacher {teacher.outputs.teacher} ({teacher.outputs.views} views per cell)")
     recorder = None
     if request.distill_views:
+        settings = request.settings
         recorder = TeacherRecorder(request.name, dataset, request.distill_views, settings.seed, settings.augment)
-    validation_fraction = request.validation_fraction if settings.early_stopping else None
 
     if request.cv:
-        with suggested_command(request):
-            folds, rule = cross_validation_folds(
-                dataset.groups, dataset.y, request.cv_folds, settings.seed, validation_fraction, dataset.labels
-            )
-        cv = cross_validate(dataset, folds, rule, settings, card, request.progress, teacher, recorder)
-        evaluation["cross_validation"] = cv.to_dict()
-        held_out = cv.pooled
-        held_out_y, held_out_p = cv.pooled_y, cv.pooled_p
-        histories.update({f"fold {fold.name}": fold.history for fold in cv.folds})
-        epochs = max(cv.chosen_epochs, 1)
-        every = np.arange(len(dataset))
-        how = "the median of the folds' early-stopped best epochs" if settings.early_stopping else "as every fold"
-        log(f"final fit on all {len(dataset)} cells for {epochs} epochs ({how})")
-        final_fit: FitResult = fit_model(
-            dataset,
-            None,
-            settings,
-            epochs=epochs,
-            label="final",
-            progress=request.progress,
-            teacher=None if teacher is None else teacher.targets(FINAL, every),
-        )
-        if recorder is not None:
-            recorder.record(FINAL, every, lambda images: predict(final_fit.model, images))
-        # No cell is held out from the final fit; fidelity is checked on every cell, and the
-        # folds' int8 models were each checked on their held-out group above.
-        exported = export_checked(final_fit, dataset, dataset, request.threshold, settings.seed, request.min_agreement)
-        fidelity_cells = (
-            "cells (all of them: the final fit holds none out; every fold model was also checked on its held-out group)"
-        )
-        final_description = (
-            f"Trained on all {len(dataset)} cells of all {len(dataset.group_summary())} groups for {epochs} epochs "
-            f"({how}); its held-out performance is the cross-validation above."
-        )
-        final_data = dataset
-        final_cells = every
+        held = by_cross_validation(request, dataset, card, teacher, recorder)
     else:
-        with suggested_command(request):
-            split = grouped_split(
-                dataset.groups, dataset.y, request.test_fraction, validation_fraction, settings.seed, dataset.labels
-            )
-        groups = split.groups_of(dataset.groups)
-        validation = f" | validation {', '.join(groups['validation'])}" if groups["validation"] else ""
-        log(f"split by group: train {', '.join(groups['train'])}{validation} | test {', '.join(groups['test'])}")
-        final_fit, exported, outcome = run_split(
-            dataset, split, settings, card, "fit", request.progress, request.min_agreement
-        )
-        evaluation["split"] = {"rule": split.rule, "groups": groups}
-        held_out = outcome.metrics
-        held_out_y, held_out_p = dataset.y[split.test], outcome.probabilities
-        epochs = final_fit.epochs_run
-        fidelity_cells = "held-out test cells"
-        final_description = (
-            f"Trained on the train groups with early stopping on the validation groups (best epoch "
-            f"{final_fit.best_epoch} of {final_fit.epochs_run} run)"
-            if settings.early_stopping
-            else f"Trained on the train groups for {epochs} epochs"
-        ) + "; the held-out figures above are its own."
-        final_data = dataset.subset(split.test)
-        final_cells = np.concatenate([split.train, split.validation])  # validation chose its epoch
-    histories["final"] = final_fit.history
-
+        held = by_split(request, dataset, card)
+    evaluation = dict(held.evaluation)
     if request.leak_check:
-        evaluation["file_level_split"] = leak_check(dataset, settings, request.threshold, request.progress)
+        evaluation["file_level_split"] = leak_check(dataset, request.settings, request.threshold, request.progress)
 
-    extra: dict[str, Any] = {
-        "created": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
-        "training": {
-            "command": command_line(request.argv),
-            "settings": settings.to_dict(),
-            "architecture": architecture(spec, settings),
-            "software": software_versions(),
-            "wall_seconds": 0.0,  # filled in below, once everything has run
-        },
-        "data": {**data_section(request, dataset), "trained_on": trained_on(dataset, final_cells)},
-        "evaluation": evaluation,
-        "int8_fidelity": {**exported.fidelity, "cells_are": fidelity_cells},
-    }
-    if teacher is not None:
-        extra["training"]["teacher"] = teacher_section(request.teacher, teacher, settings)
-    with artifact_classifier(exported.content, with_extra(card, extra)) as classifier:
-        final_metrics = evaluate_classifier(classifier, final_data)
-        evaluation["exposure"] = exposure_sensitivity(classifier, final_data)
-        extra["speed"] = measured_speed(classifier, extra["training"]["architecture"]["macs_per_cell"])
-    evaluation["held_out"] = {k: v for k, v in held_out.items() if k not in ("calibration", "per_group")}
-    evaluation["held_out"]["per_group"] = {
-        group: {k: m[k] for k in ("n", "positives", "accuracy", "balanced_accuracy", "roc_auc")}
-        for group, m in held_out.get("per_group", {}).items()
-    }
-    evaluation["final_model"] = {
-        "description": final_description,
-        "epochs": epochs,
-        "seconds": round(final_fit.seconds, 1),
-        "per_group": {
-            group: {k: m[k] for k in ("n", "positives", "accuracy", "balanced_accuracy", "roc_auc")}
-            for group, m in final_metrics.get("per_group", {}).items()
-        },
-    }
-    extra["file_bytes"] = len(exported.content)
-    extra["training"]["wall_seconds"] = round(time.monotonic() - started, 1)
-    card = with_extra(card, extra)
-
-    model_path = write_model(request.model_path, exported.content, card)
-    float_path = model_path.with_name(f"{request.name}.float.tflite")
-    float_card = replace(
-        card,
-        name=f"{request.name}.float",
-        # The training cells' areas too: the Pi derives its cluster size and scale check from them.
-        extra={"float_version_of": model_path.name, "data": {"cell_area_px": extra["data"]["cell_area_px"]}},
-    )
-    write_model(float_path, convert_float(final_fit.model), float_card)
-    written_files = [model_path.with_suffix(".json").name, float_path.name, f"{request.name}.report.md"]
-    if recorder is not None:
-        written_files.append(recorder.outputs().save(distill_path_for(model_path)).name)
-
-    written = ModelCard.load(model_path.with_suffix(".json")).to_dict()
-    figures = {
-        "Held-out ROC, confusion matrix and reliability diagram": f"{request.name}.heldout.png",
-        "Training curves": f"{request.name}.curves.png",
-    }
-    evaluation_figure(
-        model_path.with_name(figures["Held-out ROC, confusion matrix and reliability diagram"]),
-        held_out_y,
-        held_out_p,
-        held_out,
-        list(card.labels),
-        f"{request.name}: held-out cells ({'cross-validation' if request.cv else 'test split'}, int8)",
-    )
-    training_curves_figure(model_path.with_name(figures["Training curves"]), history_for_plot(histories))
-    write_report(model_path.with_name(f"{request.name}.report.md"), written, held_out, figures)
+    card = finished_card(request, dataset, card, held, evaluation, teacher, started)
+    written_files = write_files(request, card, held, recorder)
     log(
-        f"wrote {model_path} ({len(exported.content):,} bytes), {', '.join(written_files)} "
+        f"wrote {request.model_path} ({len(held.exported.content):,} bytes), {', '.join(written_files)} "
         f"in {time.monotonic() - started:.0f} s"
     )
-    return ModelCard.load(model_path.with_suffix(".json"))
+    return ModelCard.load(request.model_path.with_suffix(".json"))
