@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from edge import __version__
 from edge.errors import ExitCode, MetascopeError
+from train import progress
 from train.commands import evaluate, fit, report
 
 COMMANDS = (fit, evaluate, report)
@@ -36,6 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.OK
     args = parser.parse_args(argv)
     args.argv = None if argv is None else list(argv)  # the card records the command line
+    progress.set_from(args)
     try:
         return int(args.handler(args))
     except MetascopeError as exc:

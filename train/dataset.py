@@ -27,6 +27,7 @@ from tqdm import tqdm
 from edge.capture.images import ImageError, read_grayscale
 from edge.classify.preprocess import CROP_KINDS, InputSpec, UnsegmentableCrop, crop_cell, finish_input
 from edge.errors import UsageError
+from train import progress
 from train.grouping import describe_pairs, pair_groups
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"})
@@ -235,7 +236,6 @@ def load(
     spec: InputSpec,
     root: str | os.PathLike[str],
     max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION,
-    progress: bool = True,
 ) -> Dataset:
     """Read and preprocess every file; unreadable ones, and unmasked crops in which the Pi's
     detector finds no cell, are skipped and listed in ``skipped``."""
@@ -244,7 +244,7 @@ def load(
     kinds: Counter[str] = Counter()
     kept: list[LabelledFile] = []
     skipped: list[tuple[Path, str]] = []
-    bar = tqdm(files, desc="loading images", unit="img", disable=not progress, file=sys.stderr, leave=False)
+    bar = tqdm(files, desc="loading images", unit="img", disable=not progress.shown(), file=sys.stderr, leave=False)
     for item in bar:
         try:
             cell = crop_cell(read_grayscale(item.path), spec)
@@ -310,10 +310,9 @@ def load_folder(
     group_by: str | int | None = None,
     positive: str | None = None,
     max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION,
-    progress: bool = True,
 ) -> Dataset:
     files, labels = discover(root, group_by, positive)
-    return load(files, labels, spec, root, max_bad_fraction, progress)
+    return load(files, labels, spec, root, max_bad_fraction)
 
 
 def select_groups(dataset: Dataset, groups: Iterable[str]) -> Dataset:

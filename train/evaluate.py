@@ -52,7 +52,6 @@ def load_for_model(
     data_dir: str | os.PathLike[str],
     group_by: str | None = None,
     groups: list[str] | None = None,
-    progress: bool = True,
 ) -> Dataset:
     """The folder's cells as this model's inputs; its label folders must be the card's labels."""
     files, labels = discover(
@@ -69,7 +68,7 @@ def load_for_model(
             known = ", ".join(sorted({f.group for f in files}))
             raise DatasetError(f"unknown group(s) {', '.join(unknown)}; the groups are: {known}")
         files = [f for f in files if f.group in wanted]
-    dataset = load(files, labels, classifier.input_spec, data_dir, progress=progress)
+    dataset = load(files, labels, classifier.input_spec, data_dir)
     return select_groups(dataset, groups) if groups else dataset
 
 

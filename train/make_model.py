@@ -23,23 +23,15 @@ from train.evaluate import evaluate_classifier
 from train.export import convert_float, write_model
 from train.grouping import few_groups_warnings
 from train.plots import evaluation_figure, training_curves_figure
+from train.progress import log, warn
 from train.provenance import command_line, data_provenance, software_versions
-from train.recipe import MIN_INT8_AGREEMENT
+from train.recipe import MIN_INT8_AGREEMENT, TEST_FRACTION, THRESHOLD, VALIDATION_FRACTION
 from train.report import write_report
 from train.robustness import exposure_sensitivity
 from train.speed import count_macs, measured_speed
 from train.split import SplitError, cross_validation_folds, grouped_split
 from train.trainer import FitResult, FitSettings, build_network, fit_model, predict
-from train.validation import (
-    Exported,
-    artifact_classifier,
-    cross_validate,
-    export_checked,
-    leak_check,
-    log,
-    run_split,
-    warn,
-)
+from train.validation import Exported, artifact_classifier, cross_validate, export_checked, leak_check, run_split
 
 CROP_RULE = (
     "premasked: black background, the non-zero pixels are the mask; segmented: unmasked, masked by the Pi's "
@@ -92,15 +84,14 @@ class FitRequest:
     group_by: str | None = None
     cv: bool = False
     cv_folds: int | None = None
-    test_fraction: float = 0.2
-    validation_fraction: float = 0.15
+    test_fraction: float = TEST_FRACTION
+    validation_fraction: float = VALIDATION_FRACTION
     leak_check: bool = True
-    threshold: float = 0.5
+    threshold: float = THRESHOLD
     min_agreement: float = MIN_INT8_AGREEMENT
     max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION
     teacher: Path | None = None  # a model whose NAME.distill.npz the student learns from
     distill_views: int | None = None  # record this many views per cell for a later student
-    progress: bool = True
     argv: list[str] | None = None
 
     @property
@@ -242,9 +233,7 @@ class HeldOut:
 
 
 def load_dataset(request: FitRequest) -> Dataset:
-    dataset = load_folder(
-        request.data_dir, request.spec, request.group_by, request.positive, request.max_bad_fraction, request.progress
-    )
+    dataset = load_folder(request.data_dir, request.spec, request.group_by, request.positive, request.max_bad_fraction)
     counts = ", ".join(f"{k} {v}" for k, v in dataset.class_counts().items())
     kinds = ", ".join(f"{kind} {count}" for kind, count in dataset.crop_kinds.items() if count)
     log(
@@ -275,7 +264,7 @@ def by_cross_validation(
         folds, rule = cross_validation_folds(
             dataset.groups, dataset.y, request.cv_folds, settings.seed, validation_fraction(request), dataset.labels
         )
-    cv = cross_validate(dataset, folds, rule, settings, card, request.progress, teacher, recorder)
+    cv = cross_validate(dataset, folds, rule, settings, card, teacher, recorder)
     epochs = max(cv.chosen_epochs, 1)
     every = np.arange(len(dataset))
     how = "the median of the folds' early-stopped best epochs" if settings.early_stopping else "as every fold"
@@ -286,7 +275,6 @@ def by_cross_validation(
         settings,
         epochs=epochs,
         label="final",
-        progress=request.progress,
         teacher=None if teacher is None else teacher.targets(FINAL, every),
     )
     if recorder is not None:
@@ -328,9 +316,7 @@ def by_split(request: FitRequest, dataset: Dataset, card: ModelCard) -> HeldOut:
     groups = split.groups_of(dataset.groups)
     validation = f" | validation {', '.join(groups['validation'])}" if groups["validation"] else ""
     log(f"split by group: train {', '.join(groups['train'])}{validation} | test {', '.join(groups['test'])}")
-    final_fit, exported, outcome = run_split(
-        dataset, split, settings, card, "fit", request.progress, request.min_agreement
-    )
+    final_fit, exported, outcome = run_split(dataset, split, settings, card, "fit", request.min_agreement)
     return HeldOut(
         evaluation={"split": {"rule": split.rule, "groups": groups}},
         metrics=outcome.metrics,
@@ -452,7 +438,7 @@ def make_model(request: FitRequest) -> ModelCard:
         held = by_split(request, dataset, card)
     evaluation = dict(held.evaluation)
     if request.leak_check:
-        evaluation["file_level_split"] = leak_check(dataset, request.settings, request.threshold, request.progress)
+        evaluation["file_level_split"] = leak_check(dataset, request.settings, request.threshold)
 
     card = finished_card(request, dataset, card, held, evaluation, teacher, started)
     written_files = write_files(request, card, held, recorder)

@@ -1,7 +1,9 @@
-"""How a model is trained: the settings of one fit, and each backbone's recipe.
+"""How a model is trained: the settings of one fit, each backbone's recipe, and how its cells are
+split and called.
 
-Kept apart from train/fit.py (which imports Keras) so the command line can name the choices
-and defaults without loading TensorFlow.
+Kept apart from train/trainer.py and train/make_model.py (which import Keras) so the command
+line can name the choices and defaults without loading TensorFlow: `metascope-train fit`'s
+options are built from these settings, and its --help shows each recipe's numbers.
 """
 
 from __future__ import annotations
@@ -16,6 +18,13 @@ BACKBONES = ("lite0", "compact")
 # int8 and float must call the same label on at least this share of the checked cells, or the
 # Pi would run a different classifier than the one evaluated (the export is refused).
 MIN_INT8_AGREEMENT = 0.99
+
+# A single split (no cross-validation) tests on about this share of the groups; with early
+# stopping, about this share more is held back as validation.
+TEST_FRACTION = 0.2
+VALIDATION_FRACTION = 0.15
+# A cell is called positive at or above this probability (the card's threshold).
+THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)

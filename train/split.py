@@ -17,6 +17,7 @@ from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from edge.errors import UsageError
 from train.grouping import describe_groups
+from train.recipe import TEST_FRACTION, VALIDATION_FRACTION
 
 
 class SplitError(UsageError, ValueError):
@@ -93,8 +94,8 @@ def hold_out_groups(
 def grouped_split(
     groups: np.ndarray,
     y: np.ndarray,
-    test_fraction: float = 0.2,
-    validation_fraction: float | None = 0.15,
+    test_fraction: float = TEST_FRACTION,
+    validation_fraction: float | None = VALIDATION_FRACTION,
     seed: int = 0,
     labels: Sequence[str] = ("label 0", "label 1"),
 ) -> Split:
@@ -188,7 +189,7 @@ def cross_validation_folds(
 
 
 def file_level_split(
-    y: np.ndarray, seed: int = 0, test_fraction: float = 0.2, validation_fraction: float = 0.15
+    y: np.ndarray, seed: int = 0, test_fraction: float = TEST_FRACTION, validation_fraction: float = VALIDATION_FRACTION
 ) -> Split:
     """A random split by file, stratified by label: the leaky split, for comparison only."""
     index = np.arange(len(y))

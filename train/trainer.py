@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
+from train import progress
 from train.augment import augment_windows
 from train.compact_cnn import build_cnn
 from train.dataset import Dataset
@@ -155,7 +156,6 @@ def fit_model(
     settings: FitSettings,
     epochs: int | None = None,
     label: str = "fit",
-    progress: bool = True,
     teacher: SoftTargets | None = None,
 ) -> FitResult:
     """Train from the backbone's starting weights.
@@ -172,7 +172,7 @@ def fit_model(
     steps = settings.epochs * math.ceil(len(train) / settings.batch_size)
     model = build_model(train.spec.size, settings, steps, track_auc=teacher is None or stopping)
     callbacks: list[keras.callbacks.Callback] = []
-    if progress:
+    if progress.shown():
         callbacks.append(EpochLine(label, run_epochs))
     validation_data = None
     if stopping:

@@ -4,7 +4,6 @@ exported artifact itself."""
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from train.distill import Teacher, TeacherRecorder
 from train.evaluate import evaluate_classifier
 from train.export import ExportError, convert_int8, fidelity, int8_probabilities, write_model
 from train.metrics import binary_metrics, summarise_folds
+from train.progress import log, warn
 from train.split import Fold, Split, file_level_split
 from train.trainer import FitResult, FitSettings, SoftTargets, fit_model, predict
 
@@ -29,26 +29,6 @@ from train.trainer import FitResult, FitSettings, SoftTargets, fit_model, predic
 CALIBRATION_DRAWS = 3
 
 FOLD_KEYS = ("roc_auc", "balanced_accuracy", "accuracy", "sensitivity", "specificity", "ece")
-
-
-class _Progress:
-    """Whether progress lines are shown: `--quiet` turns them off for the whole command."""
-
-    shown = True
-
-
-def show_progress(shown: bool) -> None:
-    _Progress.shown = shown
-
-
-def log(message: str) -> None:
-    """A progress line on stderr (not shown under --quiet; warnings use ``warn``)."""
-    if _Progress.shown:
-        print(message, file=sys.stderr, flush=True)
-
-
-def warn(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -137,7 +117,6 @@ def run_split(
     settings: FitSettings,
     card: ModelCard,
     label: str,
-    progress: bool = True,
     min_agreement: float | None = None,
     teacher: SoftTargets | None = None,
 ) -> tuple[FitResult, Exported, FoldOutcome]:
@@ -151,7 +130,7 @@ def run_split(
         dataset.subset(split.validation),
         dataset.subset(split.test),
     )
-    fit = fit_model(train, validation, settings, label=label, progress=progress, teacher=teacher)
+    fit = fit_model(train, validation, settings, label=label, teacher=teacher)
     exported = export_checked(fit, train, test, card.threshold, settings.seed, min_agreement)
     metrics, p = artifact_metrics(exported.content, card, test)
     float_metrics = binary_metrics(test.y, predict(fit.model, test.images), card.threshold)
@@ -207,7 +186,6 @@ def cross_validate(
     rule: str,
     settings: FitSettings,
     card: ModelCard,
-    progress: bool = True,
     teacher: Teacher | None = None,
     recorder: TeacherRecorder | None = None,
 ) -> CrossValidation:
@@ -221,9 +199,7 @@ def cross_validate(
         validation = f" (validation {', '.join(groups['validation'])})" if groups["validation"] else ""
         log(f"cross-validation fold {number}/{len(folds)}: held out {fold.name}{validation}")
         targets = None if teacher is None else teacher.targets(fold.name, fold.split.train)
-        fit, _, outcome = run_split(
-            dataset, fold.split, settings, card, f"fold {number}/{len(folds)}", progress, 0.0, targets
-        )
+        fit, _, outcome = run_split(dataset, fold.split, settings, card, f"fold {number}/{len(folds)}", 0.0, targets)
         if recorder is not None:
             recorder.record(fold.name, fold.split.train, lambda images, model=fit.model: predict(model, images))
         outcome.name = fold.name
@@ -242,13 +218,11 @@ def cross_validate(
     return CrossValidation(rule, outcomes, pooled, summary, dataset.y[index], p, time.monotonic() - started)
 
 
-def leak_check(dataset: Dataset, settings: FitSettings, threshold: float, progress: bool = True) -> dict[str, Any]:
+def leak_check(dataset: Dataset, settings: FitSettings, threshold: float) -> dict[str, Any]:
     """The same training on a random file-level split: what a leaky evaluation would claim."""
     split = file_level_split(dataset.y, settings.seed)
     log("file-level split (for comparison only: it leaks near-duplicates across the split)")
-    fit = fit_model(
-        dataset.subset(split.train), dataset.subset(split.validation), settings, label="file-level", progress=progress
-    )
+    fit = fit_model(dataset.subset(split.train), dataset.subset(split.validation), settings, label="file-level")
     test = dataset.subset(split.test)
     metrics = binary_metrics(test.y, predict(fit.model, test.images), threshold)
     return {

@@ -40,7 +40,7 @@ def teacher(cells: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_views_are_the_same_every_time_they_are_drawn(cells: Path) -> None:
     spec = InputSpec(size=32, window_px=128)
-    dataset = load_folder(cells, spec, progress=False)
+    dataset = load_folder(cells, spec)
     first = fixed_views(dataset.windows[:4], 3, 11, AugmentSettings(), spec)
     assert first.shape == (4, 3, 32, 32)
     assert np.array_equal(first, fixed_views(dataset.windows[:4], 3, 11, AugmentSettings(), spec))
@@ -53,7 +53,7 @@ def test_the_teacher_records_every_fold_model_and_the_final_one(teacher: Path, c
     card = json.loads(teacher.with_suffix(".json").read_text())
     folds = [fold["held_out"] for fold in card["evaluation"]["cross_validation"]["folds"]]
     assert outputs.models == [*folds, FINAL] and outputs.views == 3 and outputs.window_px == 128
-    dataset = load_folder(cells, InputSpec(size=32, window_px=128), r"_(g\d+)/", progress=False)
+    dataset = load_folder(cells, InputSpec(size=32, window_px=128), r"_(g\d+)/")
     assert outputs.paths == dataset.relative_paths()
     for name in folds:
         scored = ~np.isnan(outputs.probabilities[outputs.models.index(name)].astype(np.float32)).any(axis=1)

@@ -194,7 +194,7 @@ def test_crops_the_rig_kept_are_training_data_with_the_same_call(tiny_model, tmp
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(database / "crops" / track["crop"], target)
     classifier = Classifier.load(tiny_model[0])
-    dataset = load_folder(data, classifier.input_spec, progress=False)
+    dataset = load_folder(data, classifier.input_spec)
     assert len(dataset) == len(tracks) >= 8 and not dataset.skipped
     probabilities = classifier.predict(dataset.images)
     rig = np.array([first_views[path.stem.split("_track")[1]] for path in dataset.paths])

@@ -58,7 +58,7 @@ def test_the_fast_model_was_taught_by_the_shipped_default() -> None:
 def test_shipped_model_on_one_real_condition_matches_its_card(name: str) -> None:
     classifier = Classifier.load(REPO / "models" / f"{name}.tflite")
     card = classifier.card.to_dict()
-    dataset = load_for_model(classifier, DATA, card["data"]["group_by"], [CONDITION], progress=False)
+    dataset = load_for_model(classifier, DATA, card["data"]["group_by"], [CONDITION])
     measured = evaluate_classifier(classifier, dataset)
     recorded = card["evaluation"]["final_model"]["per_group"][CONDITION]
     assert measured["n"] == recorded["n"] and measured["positives"] == recorded["positives"]

@@ -40,7 +40,7 @@ def test_default_group_is_the_folder_below_the_label_paired_across_labels_by_nam
     assert sorted({f.group for f in files}) == ["10kD2", "20kD1"]
     assert sorted({f.folder_group for f in files}) == ["MDA_10kD2", "MDA_20kD1", "PC3_10kD2", "PC3_20kD1"]
     assert len(files) == 8, "hidden folders and non-images are not cells"
-    dataset = load_folder(folder, SPEC, progress=False)
+    dataset = load_folder(folder, SPEC)
     assert dataset.group_pairs.endswith("10kD2 = MDA_10kD2 + PC3_10kD2; 20kD1 = MDA_20kD1 + PC3_20kD1")
 
 
@@ -85,7 +85,7 @@ def test_unmasked_crops_are_masked_by_the_detector_and_one_without_a_cell_is_a_n
     crop(tmp_path / "PC3" / "PC3_g0" / "masked.png", 120)
     blank = add_sensor_noise(rng, np.full((140, 140), 110.0, dtype=np.float32))
     Image.fromarray(blank).save(tmp_path / "PC3" / "PC3_g1" / "blank.png")
-    dataset = load_folder(tmp_path, InputSpec(size=32, window_px=128), progress=False, max_bad_fraction=0.5)
+    dataset = load_folder(tmp_path, InputSpec(size=32, window_px=128), max_bad_fraction=0.5)
     assert dataset.crop_kinds == {"premasked": 1, "segmented": 6, "unmasked": 0, "unsegmentable": 1}
     assert [path.name for path, _ in dataset.skipped] == ["blank.png"]
     assert "blank.png: unmasked crop in which the detector finds no cell" in capsys.readouterr().err
@@ -102,7 +102,7 @@ def test_group_by_level_and_by_pattern(folder: Path) -> None:
 
 
 def test_inputs_are_the_pis_own_preprocessing(folder: Path) -> None:
-    dataset = load_folder(folder, SPEC, progress=False)
+    dataset = load_folder(folder, SPEC)
     expected = single_cell_input(read_grayscale(dataset.paths[0]), SPEC)
     assert np.array_equal(dataset.images[0], expected)
     assert dataset.images.shape == (8, 32, 32) and dataset.y.tolist() == [0] * 4 + [1] * 4
@@ -112,7 +112,7 @@ def test_a_few_unreadable_files_are_skipped_and_counted(folder: Path, capsys) ->
     for index in range(40):
         crop(folder / "MDA" / "MDA_10kD2" / "more" / f"m{index}.png", 100)
     (folder / "PC3" / "PC3_10kD2" / "broken.png").write_bytes(b"\x89PNG truncated")
-    dataset = load_folder(folder, SPEC, progress=False)
+    dataset = load_folder(folder, SPEC)
     assert len(dataset) == 48
     assert [path.name for path, _ in dataset.skipped] == ["broken.png"]
     assert "broken.png" in capsys.readouterr().err
@@ -124,7 +124,7 @@ def test_label_folder_without_readable_images_is_an_error(tmp_path: Path) -> Non
     (tmp_path / "b" / "g").mkdir(parents=True)
     (tmp_path / "b" / "g" / "1.png").write_bytes(b"")
     with pytest.raises(DatasetError, match="label 'b' has no readable images"):
-        load_folder(tmp_path, SPEC, progress=False, max_bad_fraction=0.5)
+        load_folder(tmp_path, SPEC, max_bad_fraction=0.5)
 
 
 def test_the_shared_data_pairs_into_seven_conditions_holding_both_lines() -> None:

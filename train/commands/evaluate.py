@@ -10,6 +10,7 @@ from typing import Any
 
 from edge.commands.common import folder_arg
 from edge.errors import ExitCode
+from train.progress import add_quiet_option
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -25,7 +26,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--group-by", help="as for fit: folder level or regular expression")
     parser.add_argument("--groups", help="evaluate only these groups (comma-separated)")
     parser.add_argument("--out", type=Path, help="also write OUT.json, OUT.md and OUT.png")
-    parser.add_argument("--quiet", action="store_true", help="no progress display")
+    add_quiet_option(parser)
     parser.set_defaults(handler=evaluate)
 
 
@@ -60,7 +61,7 @@ def evaluate(args: argparse.Namespace) -> int:
 
     classifier = Classifier.load(args.model)
     groups = [g.strip() for g in args.groups.split(",") if g.strip()] if args.groups else None
-    dataset = load_for_model(classifier, args.data_dir, args.group_by, groups, progress=not args.quiet)
+    dataset = load_for_model(classifier, args.data_dir, args.group_by, groups)
     metrics = evaluate_classifier(classifier, dataset)
     print(f"{classifier.path} on {args.data_dir}" + (f" (groups {', '.join(groups)})" if groups else ""))
     if dataset.group_pairs:

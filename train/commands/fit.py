@@ -8,11 +8,22 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from edge.classify.preprocess import INTENSITY_MODES
+from edge.classify.preprocess import INTENSITY_MODES, InputSpec
 from edge.commands.common import folder_arg, positive_int, probability_arg
 from edge.errors import ExitCode, UsageError
+from train.augment import NO_AUGMENTATION
 from train.dataset import DEFAULT_MAX_BAD_FRACTION
-from train.recipe import BACKBONES, MIN_INT8_AGREEMENT
+from train.progress import add_quiet_option
+from train.recipe import (
+    BACKBONES,
+    MIN_INT8_AGREEMENT,
+    RECIPES,
+    TEST_FRACTION,
+    THRESHOLD,
+    VALIDATION_FRACTION,
+    FitSettings,
+    recipe,
+)
 
 
 def widths_arg(text: str) -> tuple[int, ...]:
@@ -39,6 +50,62 @@ def pixel_size_arg(text: str) -> float:
     return value
 
 
+# The recipe's settings the command line can change: FitSettings field -> its argparse keywords.
+# Every one defaults to the chosen backbone's recipe (train/recipe.py), whose numbers --help shows.
+RECIPE_OPTIONS: dict[str, dict[str, Any]] = {
+    "widths": {"type": widths_arg, "help": "compact: conv stage widths, e.g. 16,32,64,96"},
+    "convs_per_stage": {"type": positive_int, "help": "compact: convolutions per stage"},
+    "pooling": {"choices": ("avg", "avg+max"), "help": "compact: global pooling"},
+    "epochs": {"type": positive_int, "help": "epochs per fit; the most with --patience"},
+    "patience": {
+        "type": int,
+        "help": "0: train exactly --epochs, folds exactly like the final fit; N: stop after N epochs without a "
+        "better validation AUC, on validation groups held back",
+    },
+    "min_epochs": {"type": int, "help": "with --patience: epochs before stopping may act"},
+    "batch_size": {"type": positive_int, "help": "cells per training step"},
+    "learning_rate": {"type": float, "help": "peak learning rate"},
+    "dropout": {"type": float, "help": "dropout before the output unit"},
+    "label_smoothing": {"type": float, "help": "label smoothing"},
+    "teacher_weight": {"type": probability_arg, "help": "with --teacher: the teacher's share"},
+    "class_weighting": {
+        "flag": "--no-class-weights",
+        "action": "store_const",
+        "const": False,
+        "help": "do not weight classes by inverse frequency",
+    },
+    "augment": {
+        "flag": "--no-augment",
+        "action": "store_const",
+        "const": NO_AUGMENTATION,
+        "help": "train on the images as they are",
+    },
+    "seed": {"type": int, "help": "seed of weights, augmentation and splits"},
+}
+
+
+def recipe_values(name: str) -> str:
+    """Each backbone recipe's value of one FitSettings field, as --help shows it."""
+
+    def shown(value: Any) -> str:
+        if isinstance(value, tuple):
+            return ",".join(str(part) for part in value)
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    values = {backbone: shown(getattr(settings, name)) for backbone, settings in RECIPES.items()}
+    if len(set(values.values())) == 1:
+        return f"recipe: {next(iter(values.values()))}"
+    return "recipe: " + ", ".join(f"{backbone} {value}" for backbone, value in values.items())
+
+
+def add_recipe_options(parser: argparse.ArgumentParser) -> None:
+    for name, keywords in RECIPE_OPTIONS.items():
+        keywords = dict(keywords)
+        flag = keywords.pop("flag", "--" + name.replace("_", "-"))
+        shown = "" if "const" in keywords else f" ({recipe_values(name)})"
+        parser.add_argument(flag, dest=name, default=None, **{**keywords, "help": keywords["help"] + shown})
+
+
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "fit",
@@ -61,12 +128,27 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--backbone",
         choices=BACKBONES,
-        default="lite0",
+        default=FitSettings.backbone,
         help="lite0: EfficientNet-Lite0 fine-tuned from ImageNet (the default; accurate, ~70 M MACs at 96 px); "
         "compact: a small CNN from scratch or taught by --teacher (fast, a few M MACs)",
     )
-    parser.add_argument("--window-px", type=positive_int, default=192, help="window around the cell, pixels (192)")
-    parser.add_argument("--size", type=positive_int, default=96, help="model input side, pixels (96)")
+    add_input_options(parser)
+    add_teacher_options(parser)
+    add_recipe_options(parser)
+    add_split_and_export_options(parser)
+    add_quiet_option(parser)
+    parser.set_defaults(handler=fit)
+
+
+def add_input_options(parser: argparse.ArgumentParser) -> None:
+    """What the model sees: the card's input section."""
+    parser.add_argument(
+        "--window-px",
+        type=positive_int,
+        default=InputSpec.window_px,
+        help="window around the cell, pixels (%(default)s)",
+    )
+    parser.add_argument("--size", type=positive_int, default=96, help="model input side, pixels (%(default)s)")
     parser.add_argument(
         "--pixel-size-um",
         type=pixel_size_arg,
@@ -77,10 +159,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--intensity",
         choices=INTENSITY_MODES,
-        default="raw",
+        default=InputSpec.intensity,
         help="keep each cell's grey levels (raw, the default; training varies offset, gain and contrast so that "
         "lamp and camera matter little) or map each cell to a standard mean and spread (standardised)",
     )
+
+
+def add_teacher_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--teacher",
         type=Path,
@@ -95,76 +180,45 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="also score K fixed augmented views of every cell with every model trained (folds and final) into "
         "NAME.distill.npz, for a later --teacher NAME (needs --cv)",
     )
-    recipe_note = "default: the backbone's recipe"
+
+
+def add_split_and_export_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--widths", type=widths_arg, help=f"compact: conv stage widths, e.g. 16,32,64,96 ({recipe_note})"
-    )
-    parser.add_argument("--convs-per-stage", type=positive_int, help=f"compact: convolutions per stage ({recipe_note})")
-    parser.add_argument("--pooling", choices=("avg", "avg+max"), help=f"compact: global pooling ({recipe_note})")
-    parser.add_argument("--epochs", type=positive_int, help=f"epochs per fit; the most with --patience ({recipe_note})")
-    parser.add_argument(
-        "--patience",
-        type=int,
-        help="0: train exactly --epochs, folds exactly like the final fit; N: stop after N epochs without a better "
-        f"validation AUC, on validation groups held back ({recipe_note})",
+        "--test-fraction",
+        type=probability_arg,
+        default=TEST_FRACTION,
+        help="without --cv: test groups' share (%(default)s)",
     )
     parser.add_argument(
-        "--min-epochs", type=int, help=f"with --patience: epochs before stopping may act ({recipe_note})"
+        "--validation-fraction",
+        type=probability_arg,
+        default=VALIDATION_FRACTION,
+        help="with --patience: validation groups' share (%(default)s)",
     )
-    parser.add_argument("--batch-size", type=positive_int, help=recipe_note)
-    parser.add_argument("--learning-rate", type=float, help=f"peak learning rate ({recipe_note})")
-    parser.add_argument("--dropout", type=float, help=recipe_note)
-    parser.add_argument("--label-smoothing", type=float, help=recipe_note)
     parser.add_argument(
-        "--teacher-weight", type=probability_arg, help=f"with --teacher: the teacher's share ({recipe_note})"
+        "--threshold",
+        type=probability_arg,
+        default=THRESHOLD,
+        help="positive at or above this probability (%(default)s)",
     )
-    parser.add_argument("--no-class-weights", action="store_true", help="do not weight classes by inverse frequency")
-    parser.add_argument("--no-augment", action="store_true", help="train on the images as they are")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--test-fraction", type=probability_arg, default=0.2, help="without --cv: test groups' share")
-    parser.add_argument(
-        "--validation-fraction", type=probability_arg, default=0.15, help="with --patience: validation groups' share"
-    )
-    parser.add_argument("--threshold", type=probability_arg, default=0.5, help="positive at or above this probability")
     parser.add_argument(
         "--min-agreement",
         type=probability_arg,
         default=MIN_INT8_AGREEMENT,
-        help=f"int8 vs float label agreement bar ({MIN_INT8_AGREEMENT})",
+        help="int8 vs float label agreement bar (%(default)s)",
     )
     parser.add_argument(
         "--max-bad-fraction",
         type=float,
         default=DEFAULT_MAX_BAD_FRACTION,
-        help=f"share of unreadable files tolerated ({DEFAULT_MAX_BAD_FRACTION})",
+        help="share of unreadable files tolerated (%(default)s)",
     )
     parser.add_argument("--no-leak-check", action="store_true", help="skip the file-level split comparison fit")
-    parser.add_argument("--quiet", action="store_true", help="no progress display")
-    parser.set_defaults(handler=fit)
 
 
-def fit_settings(args: argparse.Namespace) -> Any:
+def fit_settings(args: argparse.Namespace) -> FitSettings:
     """The backbone's recipe with what the command line set explicitly."""
-    from train.augment import NO_AUGMENTATION
-    from train.recipe import recipe
-
-    settings = recipe(
-        args.backbone,
-        widths=args.widths,
-        convs_per_stage=args.convs_per_stage,
-        pooling=args.pooling,
-        dropout=args.dropout,
-        epochs=args.epochs,
-        patience=args.patience,
-        min_epochs=args.min_epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        label_smoothing=args.label_smoothing,
-        teacher_weight=args.teacher_weight,
-        class_weighting=False if args.no_class_weights else None,
-        seed=args.seed,
-        augment=NO_AUGMENTATION if args.no_augment else None,
-    )
+    settings = recipe(args.backbone, **{name: getattr(args, name) for name in RECIPE_OPTIONS})
     if settings.patience < 0:
         raise UsageError(f"--patience must be 0 (fixed epochs) or more, got {settings.patience}")
     if settings.early_stopping and settings.min_epochs >= settings.epochs:
@@ -178,13 +232,9 @@ def fit_settings(args: argparse.Namespace) -> Any:
 
 def fit(args: argparse.Namespace) -> int:
     from edge.classify.native_noise import native_noise_filtered
-    from edge.classify.preprocess import InputSpec
 
     with native_noise_filtered():  # TensorFlow's import banner
         from train.make_model import FitRequest, make_model
-        from train.validation import show_progress
-
-    show_progress(not args.quiet)
 
     if (args.teacher or args.distill_views) and not (args.cv or args.cv_folds):
         raise UsageError("--teacher and --distill-views need --cv: each fold's student learns from its own teacher")
@@ -214,7 +264,6 @@ def fit(args: argparse.Namespace) -> int:
         max_bad_fraction=args.max_bad_fraction,
         teacher=args.teacher,
         distill_views=args.distill_views,
-        progress=not args.quiet,
         argv=args.argv,
     )
     card = make_model(request)
