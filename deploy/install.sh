@@ -50,7 +50,7 @@ APT_PACKAGES=(
     python3-venv
     python3-numpy # 1.24, what picamera2 is built against; pip keeps it (constraints-pi.txt)
     python3-pil
-    python3-scipy # edge/detect labels objects with scipy.ndimage; apt's build saves a pip build
+    python3-scipy # edge/cells/detect labels objects with scipy.ndimage; apt's build saves a pip build
     rsync         # deploy/push.sh and deploy/pull.sh copy with it
 )
 

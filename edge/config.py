@@ -26,7 +26,7 @@ SNAPSHOT_DIR_NAME = "snapshots"
 CROP_DIR_NAME = "crops"
 
 
-# Where frames come from (edge/capture/: picamera2.py, synthetic.py, replay.py, still_field.py).
+# Where frames come from (edge/capture/: picamera.py, synthetic.py, replay.py, still_field.py, composed.py).
 SOURCE_KINDS = ("picamera2", "synthetic", "replay", "still", "composed")
 
 

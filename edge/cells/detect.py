@@ -301,7 +301,3 @@ def _cluster_reasons(
         )
         if applies
     )
-
-
-def equivalent_diameter(area: int) -> float:
-    return 2.0 * math.sqrt(area / math.pi)
