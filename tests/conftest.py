@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from edge.classify.classifier import Classifier
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("METASCOPE_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -23,6 +27,14 @@ def tiny_model() -> tuple[Path, Path]:
     for path in (TINY_MODEL, float_model):
         assert path.is_file() and path.with_suffix(".json").is_file(), f"{path} or its card is missing: make tiny-model"
     return TINY_MODEL, float_model
+
+
+@pytest.fixture(scope="module")
+def classifier(tiny_model) -> Classifier:
+    """The tiny model's Classifier, loaded once a module (a test that changes its card puts it back)."""
+    from edge.classify.classifier import Classifier
+
+    return Classifier.load(tiny_model[0])
 
 
 @pytest.fixture

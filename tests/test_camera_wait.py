@@ -15,14 +15,8 @@ from fakes import make_config
 import edge.capture.camera_wait as camera_wait
 from edge.capture import open_source
 from edge.capture.camera_wait import CameraRestarts
-from edge.classify.classifier import Classifier
 from edge.notify import Notifier
 from edge.service.loop import EXIT_OK, EXIT_SOURCE_FAILED, Service
-
-
-@pytest.fixture(scope="module")
-def classifier(tiny_model) -> Classifier:
-    return Classifier.load(tiny_model[0])
 
 
 @pytest.fixture

@@ -23,11 +23,6 @@ K = TrackingConfig().views_per_cell  # the documented defaults, not numbers of t
 INTERVAL = TrackingConfig().view_interval_frames
 
 
-@pytest.fixture(scope="module")
-def classifier(tiny_model) -> Classifier:
-    return Classifier.load(tiny_model[0])
-
-
 class CountingClassifier:
     """The classifier, counting the cells each predict() call hands the model."""
 

@@ -7,7 +7,6 @@ import sqlite3
 from pathlib import Path
 
 import numpy as np
-import pytest
 from fakes import make_config
 from PIL import Image
 
@@ -16,11 +15,6 @@ from edge.classify.classifier import Classifier
 from edge.classify.preprocess import is_premasked
 from edge.notify import Notifier
 from edge.service.loop import EXIT_OK, Service
-
-
-@pytest.fixture(scope="module")
-def classifier(tiny_model) -> Classifier:
-    return Classifier.load(tiny_model[0])
 
 
 def run(config, classifier: Classifier, frames: int, free_space=None) -> Service:

@@ -18,10 +18,10 @@ from edge.classify.preprocess import single_cell_inputs
 
 
 @pytest.fixture(scope="module")
-def held_out(tiny_model):
+def held_out(classifier):
     """Synthetic cells the tiny model never saw (seed differs from its training seed)."""
     crops, labels = synthetic_batch(300, seed=1234)
-    return single_cell_inputs(crops, Classifier.load(tiny_model[0]).input_spec), labels
+    return single_cell_inputs(crops, classifier.input_spec), labels
 
 
 def test_load_exposes_what_the_card_says(tiny_model) -> None:
@@ -42,9 +42,9 @@ def test_load_accepts_the_stem_or_the_card_path(tiny_model, form: str) -> None:
     assert Classifier.load(given).path == path
 
 
-def test_int8_model_classifies_held_out_synthetic_cells(tiny_model, held_out) -> None:
+def test_int8_model_classifies_held_out_synthetic_cells(classifier, held_out) -> None:
     inputs, labels = held_out
-    probabilities = Classifier.load(tiny_model[0]).predict(inputs)
+    probabilities = classifier.predict(inputs)
     assert probabilities.shape == (len(inputs),)
     assert probabilities.dtype == np.float32
     assert ((probabilities >= 0) & (probabilities <= 1)).all()
@@ -60,25 +60,22 @@ def test_int8_and_float_exports_agree(tiny_model, held_out) -> None:
     assert np.abs(int8 - float_).mean() < 0.05
 
 
-def test_batches_of_any_size_match_one_cell_at_a_time(tiny_model, held_out) -> None:
+def test_batches_of_any_size_match_one_cell_at_a_time(classifier, held_out) -> None:
     inputs = held_out[0][: MAX_BATCH + 7]  # forces a second chunk
-    classifier = Classifier.load(tiny_model[0])
     batched = classifier.predict(inputs)
     single = np.concatenate([classifier.predict(inputs[i : i + 1]) for i in range(len(inputs))])
     np.testing.assert_allclose(batched, single, atol=1e-6)
     assert classifier.predict(inputs[:0]).shape == (0,)
 
 
-def test_predict_rejects_wrong_shapes_and_dtypes(tiny_model) -> None:
-    classifier = Classifier.load(tiny_model[0])
+def test_predict_rejects_wrong_shapes_and_dtypes(classifier) -> None:
     with pytest.raises(ValueError, match=r"does not fit the model input \[N, 32, 32, 1\]"):
         classifier.predict(np.zeros((2, 40, 40), dtype=np.uint8))
     with pytest.raises(ValueError, match="expected uint8"):
         classifier.predict(np.zeros((2, 32, 32), dtype=np.float32))
 
 
-def test_label_for_uses_card_or_given_threshold(tiny_model) -> None:
-    classifier = Classifier.load(tiny_model[0])
+def test_label_for_uses_card_or_given_threshold(classifier) -> None:
     assert classifier.label_for(0.5) == "spindle"
     assert classifier.label_for(0.49) == "round"
     assert classifier.label_for(0.6, threshold=0.7) == "round"

@@ -16,15 +16,9 @@ from fakes import make_config
 from edge.capture import open_source
 from edge.capture.base import Frame, SourceError
 from edge.capture.synthetic import SyntheticSource
-from edge.classify.classifier import Classifier
 from edge.config import ConfigError
 from edge.notify import Notifier
 from edge.service.loop import EXIT_OK, EXIT_PIPELINE_FAILED, EXIT_SOURCE_FAILED, Service
-
-
-@pytest.fixture(scope="module")
-def classifier(tiny_model) -> Classifier:
-    return Classifier.load(tiny_model[0])
 
 
 def frames_in(database: Path) -> list[tuple]:
