@@ -30,10 +30,13 @@ def stub_commands(folder: Path, log: Path, **behaviour: str) -> Path:
 
 
 def install(
-    root: Path, stubs: Path, *args: str, project: Path = REPO, sudo_user: str | None = None
+    root: Path | None, stubs: Path, *args: str, project: Path = REPO, sudo_user: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = {key: value for key, value in os.environ.items() if key != "SUDO_USER"}
-    env.update(METASCOPE_ROOT=str(root), PATH=f"{stubs}:{os.environ['PATH']}")
+    """install.sh with the stand-ins first on PATH, into the scratch ``root`` (None: the real /, as on a Pi)."""
+    env = {key: value for key, value in os.environ.items() if key not in ("SUDO_USER", "METASCOPE_ROOT")}
+    env["PATH"] = f"{stubs}:{os.environ['PATH']}"
+    if root is not None:
+        env["METASCOPE_ROOT"] = str(root)
     if sudo_user:
         env["SUDO_USER"] = sudo_user
     script = project / "deploy" / "install.sh"
@@ -59,6 +62,45 @@ def steps(output: str) -> list[list[str]]:
     return [shlex.split(line[4:]) for line in output.splitlines() if line.startswith("  + ")]
 
 
+def transcript(root: Path, model: Path, *, upgrade: bool, start: bool = True) -> list[list[str]]:
+    """The steps a dry run of install.sh with --model MODEL prints: a first install (no user,
+    venv or config yet) or an upgrade (all three there: the user's config is kept, the new one
+    lands beside it); a model not named like the default gets a drop-in naming it, the default
+    one removes it; --no-start (start False) leaves the restart out."""
+    r, src, models = str(root), str(REPO), f"{root}/opt/metascope/models"
+    add_user = [
+        "useradd", "--system", "--user-group", "--groups", "video", "--home-dir", "/var/lib/metascope",
+        "--no-create-home", "--shell", "/usr/sbin/nologin", "metascope",
+    ]  # fmt: skip
+    if model.stem == "mda231-pc3":
+        drop_in = [["rm", "-f", f"{r}/{DROP_IN}"]]
+    else:
+        drop_in = [["mkdir", "-p", f"{r}/etc/systemd/system/metascope.service.d"], ["write", f"{r}/{DROP_IN}"]]
+    pip = [f"{r}/opt/metascope/venv/bin/python", "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    config = "metascope.toml.new" if upgrade else "metascope.toml"
+    restart = [["systemctl", "reset-failed", "metascope.service"], ["systemctl", "restart", "metascope.service"]]
+    return [
+        ["apt-get", "update", "-q"],
+        ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q", "--no-install-recommends", *APT],
+        ["usermod", "--append", "--groups", "video", "metascope"] if upgrade else add_user,
+        ["install", "-d", "-m", "0755", f"{r}/opt/metascope", models, f"{r}/etc/metascope"],
+        ["mkdir", "-p", f"{r}/etc/systemd/system", f"{r}/usr/local/bin"],
+        *([] if upgrade else [["python3", "-m", "venv", "--system-site-packages", f"{r}/opt/metascope/venv"]]),
+        ["rm", "-rf", f"{src}/build"],
+        [*pip, "--constraint", f"{src}/deploy/constraints-pi.txt", f"{src}[edge]"],
+        ["ln", "-sfn", "/opt/metascope/venv/bin/metascope", f"{r}/usr/local/bin/metascope"],
+        ["install", "-m", "0644", f"{src}/README.md", f"{r}/opt/metascope/README.md"],
+        ["install", "-m", "0644", str(model), f"{models}/{model.name}"],
+        ["install", "-m", "0644", str(model.with_suffix(".json")), f"{models}/{model.stem}.json"],
+        *drop_in,
+        ["install", "-m", "0644", f"{src}/systemd/metascope.example.toml", f"{r}/etc/metascope/{config}"],
+        ["install", "-m", "0644", f"{src}/systemd/metascope.service", f"{r}/etc/systemd/system/metascope.service"],
+        ["systemctl", "daemon-reload"],
+        ["systemctl", "enable", "metascope.service"],
+        *(restart if start else []),
+    ]
+
+
 @pytest.fixture
 def model(model_copy: Path) -> Path:
     return model_copy  # tiny.tflite + tiny.json: not the default model's name
@@ -77,51 +119,7 @@ def test_dry_run_of_a_first_install(tmp_path: Path, model: Path) -> None:
     stubs = stub_commands(tmp_path / "bin", tmp_path / "log", getent="exit 2")
     result = install(root, stubs, "--dry-run", "--model", str(model))
     assert result.returncode == 0, result.stderr
-    r, src = str(root), str(REPO)
-    assert steps(result.stdout) == [
-        ["apt-get", "update", "-q"],
-        ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q", "--no-install-recommends", *APT],
-        [
-            "useradd",
-            "--system",
-            "--user-group",
-            "--groups",
-            "video",
-            "--home-dir",
-            "/var/lib/metascope",
-            "--no-create-home",
-            "--shell",
-            "/usr/sbin/nologin",
-            "metascope",
-        ],
-        ["install", "-d", "-m", "0755", f"{r}/opt/metascope", f"{r}/opt/metascope/models", f"{r}/etc/metascope"],
-        ["mkdir", "-p", f"{r}/etc/systemd/system", f"{r}/usr/local/bin"],
-        ["python3", "-m", "venv", "--system-site-packages", f"{r}/opt/metascope/venv"],
-        ["rm", "-rf", f"{src}/build"],
-        [
-            f"{r}/opt/metascope/venv/bin/python",
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--constraint",
-            f"{src}/deploy/constraints-pi.txt",
-            f"{src}[edge]",
-        ],
-        ["ln", "-sfn", "/opt/metascope/venv/bin/metascope", f"{r}/usr/local/bin/metascope"],
-        ["install", "-m", "0644", f"{src}/README.md", f"{r}/opt/metascope/README.md"],
-        ["install", "-m", "0644", str(model), f"{r}/opt/metascope/models/tiny.tflite"],
-        ["install", "-m", "0644", str(model.with_suffix(".json")), f"{r}/opt/metascope/models/tiny.json"],
-        ["mkdir", "-p", f"{r}/etc/systemd/system/metascope.service.d"],
-        ["write", f"{r}/{DROP_IN}"],
-        ["install", "-m", "0644", f"{src}/systemd/metascope.example.toml", f"{r}/etc/metascope/metascope.toml"],
-        ["install", "-m", "0644", f"{src}/systemd/metascope.service", f"{r}/etc/systemd/system/metascope.service"],
-        ["systemctl", "daemon-reload"],
-        ["systemctl", "enable", "metascope.service"],
-        ["systemctl", "reset-failed", "metascope.service"],
-        ["systemctl", "restart", "metascope.service"],
-    ]
+    assert steps(result.stdout) == transcript(root, model, upgrade=False)
     assert "Environment=METASCOPE_MODEL=/opt/metascope/models/tiny.tflite" in result.stdout
     assert "journalctl -u metascope -f" in result.stdout
     assert not root.exists(), "a dry run changes nothing"
@@ -141,42 +139,8 @@ def test_dry_run_of_an_upgrade_keeps_the_users_config(tmp_path: Path, default_na
     stubs = stub_commands(tmp_path / "bin", tmp_path / "log", getent="echo metascope:x:999:999::/:/bin/false")
     result = install(root, stubs, "--dry-run", "--no-start", "--model", str(default_named_model))
     assert result.returncode == 0, result.stderr
-    r, src = str(root), str(REPO)
     assert "(exists: reused)" in result.stdout
-    assert steps(result.stdout) == [
-        ["apt-get", "update", "-q"],
-        ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q", "--no-install-recommends", *APT],
-        ["usermod", "--append", "--groups", "video", "metascope"],
-        ["install", "-d", "-m", "0755", f"{r}/opt/metascope", f"{r}/opt/metascope/models", f"{r}/etc/metascope"],
-        ["mkdir", "-p", f"{r}/etc/systemd/system", f"{r}/usr/local/bin"],
-        ["rm", "-rf", f"{src}/build"],
-        [
-            f"{r}/opt/metascope/venv/bin/python",
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--constraint",
-            f"{src}/deploy/constraints-pi.txt",
-            f"{src}[edge]",
-        ],
-        ["ln", "-sfn", "/opt/metascope/venv/bin/metascope", f"{r}/usr/local/bin/metascope"],
-        ["install", "-m", "0644", f"{src}/README.md", f"{r}/opt/metascope/README.md"],
-        ["install", "-m", "0644", str(default_named_model), f"{r}/opt/metascope/models/mda231-pc3.tflite"],
-        [
-            "install",
-            "-m",
-            "0644",
-            str(default_named_model.with_suffix(".json")),
-            f"{r}/opt/metascope/models/mda231-pc3.json",
-        ],
-        ["rm", "-f", f"{r}/{DROP_IN}"],
-        ["install", "-m", "0644", f"{src}/systemd/metascope.example.toml", f"{r}/etc/metascope/metascope.toml.new"],
-        ["install", "-m", "0644", f"{src}/systemd/metascope.service", f"{r}/etc/systemd/system/metascope.service"],
-        ["systemctl", "daemon-reload"],
-        ["systemctl", "enable", "metascope.service"],
-    ]
+    assert steps(result.stdout) == transcript(root, default_named_model, upgrade=True, start=False)
 
 
 def test_install_into_a_scratch_root_then_upgrade(tmp_path: Path, model: Path, project: Path) -> None:
@@ -321,19 +285,14 @@ def test_a_system_that_is_not_64_bit_raspberry_pi_os_is_refused_first(tmp_path: 
     install stops before anything (the root check included); a dry run only says so."""
     log = tmp_path / "log"
     stubs = stub_commands(tmp_path / "bin", log, dpkg=f"echo {arch}")
-    env = {key: value for key, value in os.environ.items() if key not in ("SUDO_USER", "METASCOPE_ROOT")}
-    env["PATH"] = f"{stubs}:{os.environ['PATH']}"
-    script = str(REPO / "deploy" / "install.sh")
-    refused = subprocess.run(["bash", script, "--model", str(model)], capture_output=True, text=True, env=env)
+    refused = install(None, stubs, "--model", str(model))
     assert refused.returncode == 1
     assert f"this system is {arch}; metascope needs 64-bit Raspberry Pi OS Bookworm (arm64)" in refused.stderr
     assert not steps(refused.stdout) and log.read_text() == "dpkg --print-architecture\n"
-    dry = subprocess.run(["bash", script, "--dry-run", "--model", str(model)], capture_output=True, text=True, env=env)
+    dry = install(None, stubs, "--dry-run", "--model", str(model))
     assert dry.returncode == 0 and "a real install would stop here" in dry.stdout
     stub_commands(tmp_path / "bin", log, dpkg="echo arm64")
-    accepted = subprocess.run(
-        ["bash", script, "--dry-run", "--model", str(model)], capture_output=True, text=True, env=env
-    )
+    accepted = install(None, stubs, "--dry-run", "--model", str(model))
     assert accepted.returncode == 0 and "would stop here" not in accepted.stdout
 
 
