@@ -71,6 +71,29 @@ def fake_camera(monkeypatch):
     FakePicamera2.release.set()  # frees any capture thread a "hang" test left blocked
 
 
+@pytest.fixture
+def notify_socket(tmp_path: Path):
+    """(listener, address): a datagram socket where a Notifier (NOTIFY_SOCKET) sends to."""
+    import socket
+
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    address = str(tmp_path / "notify.sock")
+    listener.bind(address)
+    yield listener, address
+    listener.close()
+
+
+def received(listener) -> list[str]:
+    """Every notify message waiting on ``listener``, without waiting for more."""
+    messages = []
+    listener.setblocking(False)
+    while True:
+        try:
+            messages.append(listener.recv(4096).decode())
+        except BlockingIOError:
+            return messages
+
+
 @pytest.fixture(scope="session")
 def sshd(tmp_path_factory: pytest.TempPathFactory):
     """A real sshd on loopback (tests/sshd_harness.py), shared by the deploy tests."""

@@ -4,12 +4,12 @@ the fake camera: the service waits for it in-process and backs off between resta
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from conftest import received
 from fakes import make_config
 
 import edge.capture.camera_wait as camera_wait
@@ -37,14 +37,13 @@ def run_in_thread(service: Service) -> tuple[threading.Thread, list[int]]:
 
 
 def test_a_busy_camera_is_waited_for_with_one_journal_line(
-    classifier, fake_camera, quick_backoff, tmp_path: Path, caplog
+    classifier, fake_camera, quick_backoff, tmp_path: Path, caplog, notify_socket
 ) -> None:
     caplog.set_level(logging.INFO, logger="metascope")
     fake_camera.busy = True  # someone is focusing with rpicam-hello
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    listener.bind(str(tmp_path / "notify.sock"))
+    listener, address = notify_socket
     config = camera_config(tmp_path)
-    notifier = Notifier(address=str(tmp_path / "notify.sock"))
+    notifier = Notifier(address=address)
     service = Service(config, classifier, open_source(config), max_frames=2, notifier=notifier)
     thread, outcome = run_in_thread(service)
     time.sleep(0.6)  # several tries, all busy
@@ -55,14 +54,7 @@ def test_a_busy_camera_is_waited_for_with_one_journal_line(
     busy_lines = [r for r in caplog.records if "camera busy" in r.getMessage()]
     assert len(busy_lines) == 1 and "never gives up" in busy_lines[0].getMessage()
     assert "camera: open after" in caplog.text
-    listener.setblocking(False)
-    messages = []
-    while True:
-        try:
-            messages.append(listener.recv(4096).decode())
-        except BlockingIOError:
-            break
-    listener.close()
+    messages = received(listener)
     # Before READY=1 the unit's TimeoutStartSec would kill a waiting service: each pause extends it.
     assert any(m.startswith("EXTEND_TIMEOUT_USEC=") for m in messages)
     assert any(m.startswith("READY=1") for m in messages)

@@ -53,15 +53,6 @@ def stop_and_time(service: subprocess.Popen, limit_s: float) -> tuple[int, float
     return code, time.monotonic() - signalled
 
 
-@pytest.fixture
-def notify_socket(tmp_path: Path):
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    address = str(tmp_path / "notify.sock")
-    listener.bind(address)
-    yield listener, address
-    listener.close()
-
-
 def wait_for(listener: socket.socket, wanted: str, limit_s: float) -> list[str]:
     """Read notify messages until one starts with ``wanted``; all messages seen so far."""
     seen = []

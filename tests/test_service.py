@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import received
 from fakes import make_config
 
 from edge.capture import open_source
@@ -212,24 +213,13 @@ def test_snapshots_respect_their_size_cap(classifier, tmp_path: Path) -> None:
         assert image.mode == "RGB" and image.size == (640, 480)
 
 
-def test_notify_protocol_ready_watchdog_stopping_in_order(classifier, tmp_path: Path) -> None:
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    address = str(tmp_path / "notify.sock")
-    listener.bind(address)
-    listener.settimeout(5)
+def test_notify_protocol_ready_watchdog_stopping_in_order(classifier, tmp_path: Path, notify_socket) -> None:
+    listener, address = notify_socket
     config = make_config(tmp_path)
     notifier = Notifier(address=address, watchdog_usec="30000000")  # the unit's WatchdogSec=30
     service = Service(config, classifier, open_source(config), max_frames=3, notifier=notifier)
     assert service.run() == EXIT_OK
-    messages = []
-    listener.setblocking(False)
-    while True:
-        try:
-            messages.append(listener.recv(4096).decode())
-        except BlockingIOError:
-            break
-    listener.close()
-    kinds = [m.splitlines()[0] for m in messages]
+    kinds = [m.splitlines()[0] for m in received(listener)]
     assert kinds[0] == "READY=1"
     assert kinds[-1] == "STOPPING=1"
     assert kinds == ["READY=1", "WATCHDOG=1", "STOPPING=1"]  # 3 quick turns: one ping a second
