@@ -9,7 +9,7 @@ import pytest
 
 from edge.capture.synthetic_cells import write_synthetic_dataset
 from edge.classify.preprocess import InputSpec
-from edge.errors import EXIT_EXPORT_REFUSED
+from edge.errors import ExitCode
 from train.cli import main
 from train.compact_cnn import build_cnn
 from train.dataset import Dataset
@@ -56,7 +56,7 @@ def test_fidelity_reports_agreement_and_probability_difference() -> None:
         fidelity(np.array([0.49, 0.9]), np.array([0.51, 0.9]), 0.5)
 
 
-def test_fit_exits_3_and_writes_nothing_when_int8_disagrees(tmp_path: Path, monkeypatch, capsys) -> None:
+def test_fit_exits_export_refused_and_writes_nothing_when_int8_disagrees(tmp_path: Path, monkeypatch, capsys) -> None:
     import train.validation
 
     # The int8 model's answers, turned around: the check must stop the export.
@@ -66,7 +66,7 @@ def test_fit_exits_3_and_writes_nothing_when_int8_disagrees(tmp_path: Path, monk
     out = tmp_path / "refused"
     args = ["fit", str(data), "--out", str(out), "--size", "32", "--window-px", "128", "--widths", "4,8",
             "--epochs", "2", "--min-epochs", "1", "--no-leak-check", "--quiet"]  # fmt: skip
-    assert main(args) == EXIT_EXPORT_REFUSED
+    assert main(args) == ExitCode.EXPORT_REFUSED == 6  # its own status: 3 is the camera's
     assert "export refused" in capsys.readouterr().err
     assert not list(tmp_path.glob("refused*")), "nothing may be written when the export is refused"
 
