@@ -16,10 +16,7 @@ class ExitCode(IntEnum):
     SOURCE_FAILED = 3  # run: the camera failed, returned garbage or stalled repeatedly (restarted)
     PIPELINE_FAILED = 4  # run: frames kept failing (restarted)
     ENVIRONMENT = 5  # run: the state directory is missing, unwritable or its database unusable (restarted)
-
-
-# metascope-train only: the int8 model disagreed with the float one (nothing was written).
-EXIT_EXPORT_REFUSED = 3
+    EXPORT_REFUSED = 6  # metascope-train: the int8 model disagreed with the float one (nothing was written)
 
 
 class MetascopeError(Exception):

@@ -23,7 +23,7 @@ import tensorflow as tf
 from edge.classify.card import ModelCard, card_path_for, sha256_file
 from edge.classify.interpreter import find_interpreter
 from edge.classify.native_noise import native_noise_filtered
-from edge.errors import EXIT_EXPORT_REFUSED, MetascopeError
+from edge.errors import ExitCode, MetascopeError
 from train.int8_aware import bias_corrected
 from train.recipe import MIN_INT8_AGREEMENT
 
@@ -36,7 +36,7 @@ REPRESENTATIVE_SAMPLES = 2000
 class ExportError(MetascopeError):
     """The converted model is not one the Pi can be trusted to run (nothing is written)."""
 
-    exit_code = EXIT_EXPORT_REFUSED
+    exit_code = ExitCode.EXPORT_REFUSED
 
     def __init__(self, problem: str):
         super().__init__(f"export refused: {problem}")
