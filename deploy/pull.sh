@@ -3,7 +3,7 @@
 #
 # Each results database the Pi has had gets its own folder, DEST/HOST/<database id>/, so a Pi
 # that was re-flashed or reinstalled (its ids start again at 1) never mixes its rows with the old
-# ones. For tracks (one row per cell), cells (one per view) and frames it asks the Pi for the rows
+# ones. For cells (one row per cell), views (one per model call) and frames it asks the Pi for the rows
 # after the highest id already held there
 # (`metascope export --after-id N`): repeated pulls add only new rows, with no duplicates and no
 # gaps. deploy/pull_merge.py decides where rows go and merges them: every export is checked
@@ -21,9 +21,9 @@ usage() {
     cat <<'EOF'
 Usage: deploy/pull.sh HOST [options]
 
-Pull results from the metascope Pi HOST into DEST/HOST/<database id>/ (tracks.csv: one row per
-cell; cells.csv: one row per view, a model call on a cell; frames.csv, runs.csv, snapshots/,
-crops/: the masked crop of each cell, named in tracks.csv;
+Pull results from the metascope Pi HOST into DEST/HOST/<database id>/ (cells.csv: one row per
+cell; views.csv: one row per view, a model call on a cell; frames.csv, runs.csv, snapshots/,
+crops/: the masked crop of each cell, named in cells.csv;
 DEST/HOST/CURRENT names the folder of the Pi's present database). Run it
 as often as you like: each pull appends only the rows that are new since the last one. Several
 Pis can be pulled into the same DEST. A folder pulled by an earlier version of this script is
@@ -35,7 +35,7 @@ makes several ssh connections.
 
 Options:
   --dest DIR             where to keep pulled results (default: $METASCOPE_PULL_DEST or ./results)
-  --since ISO8601        only tracks last seen, and cells and frames captured, at or after this
+  --since ISO8601        only cells last seen, and views and frames captured, at or after this
                          time (runs are always pulled in full, they describe the cells)
   --remote-command CMD   the metascope command on HOST, as a shell command
                          (default: $METASCOPE_REMOTE_COMMAND, else `metascope` on HOST's PATH,
@@ -150,8 +150,9 @@ remote() {
     esac
 }
 
+# export_table LOCAL_NAME HOST_NAME AFTER_ID: the host's table into $work/LOCAL_NAME.csv.
 export_table() {
-    local table=$1 after=$2 command="$remote_prefix export$config_arg --table $1 --format csv"
+    local table=$1 after=$3 command="$remote_prefix export$config_arg --table $2 --format csv"
     [ -z "$after" ] || command+=" --after-id $after"
     if [ -n "$since" ] && [ "$table" != runs ]; then
         command+=" --since $(sh_quote "$since")"
@@ -165,16 +166,17 @@ merger() {
 
 # Which database the host has now, and where its rows go here (rearranging an old layout).
 remote "$work/status.json" "asking metascope status" "$remote_prefix status$config_arg --json"
-export_table runs ""
+export_table runs runs ""
 merger prepare "$host_dir" "$work/status.json" "$work/runs.csv" "$work/answer"
-IFS=$'\t' read -r database_dir cells_after frames_after tracks_after <"$work/answer"
-# Tracks first, runs last: a track is committed together with or after its views (cells), a
-# view with or after its frame, and a frame after its run, so every row pulled has its views,
-# frame and run in the same or an earlier pull. An older host has no tracks ("-").
-[ "$tracks_after" = - ] || export_table tracks "$tracks_after"
-export_table cells "$cells_after"
-export_table frames "$frames_after"
-export_table runs ""
+# The answer: the database's folder here, then each table to pull in order (cells first, runs
+# last: see pull_merge.py), as its name here, its name on the host (older hosts use older names)
+# and the last id held here.
+{
+    read -r database_dir
+    while IFS=$'\t' read -r table remote_table after; do
+        export_table "$table" "$remote_table" "$after"
+    done
+} <"$work/answer"
 merger merge "$database_dir" "$work" "$host_name/${database_dir##*/}"
 
 # Copy the host's folder $2 (snapshots or crops) into DATABASE_DIR/$1/.

@@ -3,19 +3,22 @@
 
 Standard library only (the desktop needs no metascope install). pull.sh fetches, this decides:
 
-    prepare HOST_DIR STATUS_JSON RUNS_CSV ANSWER  -> ANSWER: DATABASE_DIR, CELLS_AFTER, FRAMES_AFTER and
-                                             TRACKS_AFTER, tab-separated (TRACKS_AFTER "-": the host's
-                                             database has no tracks table yet)
-    merge DATABASE_DIR WORK_DIR LABEL        -> merges WORK_DIR/{tracks,cells,frames,runs}.csv in
+    prepare HOST_DIR STATUS_JSON RUNS_CSV ANSWER  -> ANSWER: DATABASE_DIR on the first line, then one line
+                                             per table to export: LOCAL_NAME, the host's name for it
+                                             and the last id held, tab-separated
+    merge DATABASE_DIR WORK_DIR LABEL        -> merges WORK_DIR/{cells,views,frames,runs}.csv in
     field STATUS_JSON KEY...                 -> prints one value of `metascope status --json`
 
-Layout (version 2): HOST_DIR/LAYOUT names the version; HOST_DIR/<database id>/ holds one
-results database's tracks.csv, cells.csv, frames.csv, runs.csv and snapshots/. Every database a Pi makes
+Layout (version 3): HOST_DIR/LAYOUT names the version; HOST_DIR/<database id>/ holds one
+results database's cells.csv (one row per cell), views.csv (one row per model call on a cell),
+frames.csv, runs.csv, snapshots/ and crops/. Every database a Pi makes
 (at first start, and again after a re-flash, a reinstall or `rm metascope.db`) has a random
 id, so rows that share ids but belong to different databases are never mixed. HOST_DIR/CURRENT
 names the folder the latest pull wrote. A folder pulled by the first layout (the CSVs straight
 in HOST_DIR) is moved, on the first pull, into the folder of the database it came from when its
-runs match that database's, else into HOST_DIR/earlier/.
+runs match that database's, else into HOST_DIR/earlier/. Files pulled under the names before
+schema 6 (layout 2: views in cells.csv, cells in tracks.csv) are renamed on the first pull, and
+rows from a host that still uses those names arrive under today's.
 
 Exit status: 0 done; 5 what the host sent is not usable (named; nothing written); 1 a local
 file problem.
@@ -31,11 +34,19 @@ import sys
 import tempfile
 from pathlib import Path
 
-LAYOUT = "metascope-pull/2"
-TABLES = ("cells", "frames", "runs")
-TRACKS = "tracks"  # one row per cell; only from a host whose database has the table (metascope 0.2 on)
-APPENDED = ("cells", "frames", TRACKS)  # runs are replaced: a run's end and totals change as it goes
-NO_TRACKS = "-"
+LAYOUT = "metascope-pull/3"
+# Pulled in this order: a cell is committed together with or after its views, a view with or
+# after its frame, and a frame after its run, so every row pulled has its views, frame and run in
+# the same or an earlier pull (runs, replaced as a whole, come last).
+TABLES = ("cells", "views", "frames", "runs")
+APPENDED = ("cells", "views", "frames")  # runs are replaced: a run's end and totals change as it goes
+FIRST_LAYOUT = ("cells", "frames", "runs")  # what the first layout held straight in HOST_DIR
+# Before schema 6 (metascope 0.3) the tables views and cells were called cells and tracks, and
+# some columns had other names; a host tells its schema version in `status --json`.
+RENAMED_IN_6 = 6
+TABLES_BEFORE_6 = {"views": "cells", "cells": "tracks"}
+COLUMNS_BEFORE_6 = {"frames": {"cells": "detections"}, "runs": {"cells": "views", "tracks": "cells"}}
+NAMED_TODAY = {"frames": "detections", "runs": "views"}  # a header with this column has today's names
 UNIDENTIFIED = "unidentified"  # a database the service has not migrated yet (no id)
 EARLIER = "earlier"
 MAX_ID = 2**63 - 1  # SQLite's largest rowid: anything else is not an id the Pi made
@@ -112,7 +123,7 @@ def migrate_first_layout(
     host_dir: Path, database_dir: Path, runs_header: list[str], fresh_runs: list[list[str]]
 ) -> str | None:
     """Move what the first layout left in HOST_DIR into its database's folder (or earlier/)."""
-    old = [host_dir / f"{table}.csv" for table in TABLES] + [host_dir / "snapshots"]
+    old = [host_dir / f"{table}.csv" for table in FIRST_LAYOUT] + [host_dir / "snapshots"]
     if not any(path.exists() for path in old):
         return None
     runs = host_dir / "runs.csv"
@@ -126,8 +137,66 @@ def migrate_first_layout(
     return target.name
 
 
+def todays_columns(table: str, header: list[str]) -> list[str]:
+    """A header as a host before schema 6 wrote it, in today's column names (others unchanged)."""
+    renamed = COLUMNS_BEFORE_6.get(table, {})
+    if not renamed or NAMED_TODAY[table] in header:
+        return header
+    return [renamed.get(column, column) for column in header]
+
+
+def header_of(path: Path) -> list[str]:
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            return next(csv.reader(handle), [])
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise PullError(EXIT_LOCAL, f"{path}: not a readable CSV: {exc}") from None
+
+
+def rename_layout_2(host_dir: Path) -> list[str]:
+    """Give the files of every database folder under HOST_DIR today's names (layout 3): views in
+    views.csv, cells in cells.csv, today's column names. Decided by each file's columns, not by
+    the LAYOUT file: a cells.csv with a frame_id column holds views. Returns the folders renamed."""
+    renamed = []
+    for folder in sorted(path for path in host_dir.iterdir() if path.is_dir() and not path.name.startswith(".")):
+        old_views, old_cells = folder / "cells.csv", folder / "tracks.csv"
+        changed = False
+        if old_views.is_file() and "frame_id" in header_of(old_views) and not (folder / "views.csv").exists():
+            old_views.rename(folder / "views.csv")
+            changed = True
+        if old_cells.is_file() and not (folder / "cells.csv").exists():
+            old_cells.rename(folder / "cells.csv")
+            changed = True
+        for table in ("frames", "runs"):
+            path = folder / f"{table}.csv"
+            if path.is_file() and todays_columns(table, header_of(path)) != header_of(path):
+                header, rows = read_table(path, str(path))
+                write_atomically(path, todays_columns(table, header), rows)
+                changed = True
+        if changed:
+            renamed.append(folder.name)
+    return renamed
+
+
+def export_plan(status: dict[str, object], database_dir: Path) -> list[str]:
+    """For each table to pull: its name here, its name on the host and the last id held here
+    (empty for runs, pulled whole). A host before schema 6 knows views and cells as cells and
+    tracks; one before cells existed (metascope 0.1) has none to pull."""
+    version = status.get("schema_version")
+    old_names = not isinstance(version, int) or version < RENAMED_IN_6
+    tables = status.get("tables")
+    lines = []
+    for table in TABLES:
+        remote = TABLES_BEFORE_6.get(table, table) if old_names else table
+        if table == "cells" and old_names and not (isinstance(tables, list) and remote in tables):
+            continue
+        after = "" if table == "runs" else str(last_id(database_dir / f"{table}.csv"))
+        lines.append(f"{table}\t{remote}\t{after}")
+    return lines
+
+
 def prepare(host_dir: Path, status_json: Path, runs_csv: Path, answer: Path) -> None:
-    """Arrange HOST_DIR for this pull; ANSWER gets "DATABASE_DIR<TAB>CELLS_AFTER<TAB>FRAMES_AFTER"."""
+    """Arrange HOST_DIR for this pull; ANSWER gets the database folder and the export plan."""
     try:
         status = json.loads(status_json.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -140,6 +209,7 @@ def prepare(host_dir: Path, status_json: Path, runs_csv: Path, answer: Path) -> 
     try:
         host_dir.mkdir(parents=True, exist_ok=True)
         moved = migrate_first_layout(host_dir, database_dir, runs_header, fresh_runs)
+        renamed = rename_layout_2(host_dir)
         database_dir.mkdir(exist_ok=True)
         (host_dir / "LAYOUT").write_text(LAYOUT + "\n", encoding="utf-8")
         (host_dir / "CURRENT").write_text(name + "\n", encoding="utf-8")
@@ -152,21 +222,24 @@ def prepare(host_dir: Path, status_json: Path, runs_csv: Path, answer: Path) -> 
             f"the rows pulled before are from another database than the one on the host now: "
             f"moved them to {host_dir.name}/{moved}/; this pull starts {host_dir.name}/{name}/"
         )
+    if renamed:
+        print(
+            f"renamed the files pulled before into today's names in {host_dir.name}/{{{','.join(renamed)}}}/: "
+            "views.csv (one row per model call, was cells.csv) and cells.csv (one row per cell, was tracks.csv)"
+        )
     if name == UNIDENTIFIED:
         print(f"the host's database has no id yet (metascope there is older, or has not run since an upgrade): {name}/")
-    tables = status.get("tables")
-    tracks = last_id(database_dir / f"{TRACKS}.csv") if isinstance(tables, list) and TRACKS in tables else NO_TRACKS
-    after = f"{last_id(database_dir / 'cells.csv')}\t{last_id(database_dir / 'frames.csv')}\t{tracks}"
-    answer.write_text(f"{database_dir}\t{after}\n", encoding="utf-8")
+    answer.write_text("\n".join([str(database_dir), *export_plan(status, database_dir)]) + "\n", encoding="utf-8")
 
 
 def merge(database_dir: Path, work: Path, label: str) -> list[str]:
     """Check every exported table first, then write: a bad export changes nothing."""
-    tables = (TRACKS, *TABLES) if (work / f"{TRACKS}.csv").is_file() else TABLES
+    tables = [table for table in TABLES if (work / f"{table}.csv").is_file()]
     incoming = {table: read_table(work / f"{table}.csv", f"the export of {table}") for table in tables}
     planned: dict[str, tuple[list[str], list[list[str]]]] = {}
     messages = []
-    for table, (header, rows) in incoming.items():
+    for table, (exported, rows) in incoming.items():
+        header = todays_columns(table, exported)
         path = database_dir / f"{table}.csv"
         if not path.is_file():
             planned[table] = (header, rows)

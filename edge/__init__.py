@@ -4,4 +4,4 @@ Imports only the standard library, numpy, pillow, a TFLite interpreter and (lazi
 picamera2; never tensorflow or train/.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.4.0"

@@ -61,10 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     print()
     metascope(["status", "--state-dir", str(state_dir)])
     print(
-        f"\ndatabase:  {state_dir / 'metascope.db'}  (sqlite3; tables tracks: one row per cell, cells: one per view"
-        "\n           (model call), frames, runs)"
+        f"\ndatabase:  {state_dir / 'metascope.db'}  (sqlite3; tables cells: one row per cell, views: one per"
+        "\n           model call on a cell, frames, runs)"
         f"\nsnapshots: {state_dir / 'snapshots'}  (annotated JPEGs: red = positive, cyan = negative, thick = cluster)"
-        f"\nexport:    .venv/bin/metascope export --state-dir {state_dir} --table tracks > tracks.csv"
+        f"\nexport:    .venv/bin/metascope export --state-dir {state_dir} --table cells > cells.csv"
     )
     return 0
 

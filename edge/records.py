@@ -1,6 +1,6 @@
 """The records every stage passes on: what one frame produced (FrameResult, with a
-DetectionResult per object found) and a cell that closed (ClosedCell, a row of the results'
-cells). Light on purpose: the recorder, the snapshots, the crops and the run statistics read them
+DetectionResult per object found) and a cell that closed (ClosedCell, a row of the ``cells``
+table). Light on purpose: the recorder, the snapshots, the crops and the run statistics read them
 without importing detection or the model.
 """
 
@@ -18,8 +18,9 @@ STAGES = ("capture_wait", "detect", "preprocess", "infer", "store", "total")
 
 
 @dataclass(frozen=True)
-class CellResult:
-    """One detection in a frame and the call of the cell (track) it belongs to."""
+class DetectionResult:
+    """One detection in a frame, the cell (track) it belongs to and that cell's call so far; a
+    view too when the model looked at it in this frame (``view`` is set)."""
 
     bbox: tuple[int, int, int, int]  # y0, x0, y1, x1
     centroid_yx: tuple[float, float]
@@ -37,7 +38,7 @@ class CellResult:
 
 @dataclass(frozen=True)
 class ClosedCell:
-    """A track that ended: one distinct cell and its averaged call (a row of ``tracks``)."""
+    """A cell whose track ended, with its averaged call (a row of the ``cells`` table)."""
 
     track: int
     field: int
@@ -63,26 +64,26 @@ END_WHOLE = "next frame"  # mode "whole": every frame's window is a cell of its 
 @dataclass
 class FrameResult:
     frame: Frame
-    cells: list[CellResult]  # every detection of the frame, with its cell's call
+    detections: list[DetectionResult]  # every object found in the frame, with its cell's call
     timings_ms: dict[str, float] = field(default_factory=dict)
     over_budget: bool = False
     views: int = 0  # model calls this frame
-    new_cells: int = 0  # tracks this frame started
-    closed: list[ClosedCell] = field(default_factory=list)  # tracks this frame ended
-    open_cells: int = 0  # tracks live after this frame
+    new_cells: int = 0  # cells this frame started following
+    closed: list[ClosedCell] = field(default_factory=list)  # cells whose tracks this frame ended
+    open_cells: int = 0  # cells followed after this frame
     field_number: int = 0  # the stage field it shows (a run counts them from 0)
     new_field: bool = False
-    detections: list[Detection] = field(default_factory=list)  # what ``cells`` were found as, in order
+    found: list[Detection] = field(default_factory=list)  # what each of ``detections`` was found as (masks)
 
     @property
     def positives(self) -> int:
-        return sum(cell.positive for cell in self.cells)
+        return sum(seen.positive for seen in self.detections)
 
     @property
     def clusters(self) -> int:
-        return sum(cell.cluster for cell in self.cells)
+        return sum(seen.cluster for seen in self.detections)
 
     @property
-    def viewed(self) -> list[CellResult]:
-        """The cells the model looked at in this frame (the rows of ``cells``)."""
-        return [cell for cell in self.cells if cell.view is not None]
+    def viewed(self) -> list[DetectionResult]:
+        """The detections the model looked at in this frame (the rows of ``views``)."""
+        return [seen for seen in self.detections if seen.view is not None]

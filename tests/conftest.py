@@ -5,6 +5,8 @@ a real TFLite interpreter without TensorFlow. Tests that need TensorFlow live in
 from __future__ import annotations
 
 import os
+import subprocess
+import tarfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -102,3 +104,26 @@ def sshd(tmp_path_factory: pytest.TempPathFactory):
     require_tools("rsync")
     with running_sshd(tmp_path_factory.mktemp("sshd")) as server:
         yield server
+
+
+# The last release before the tables were renamed (schema 5: views in `cells`, cells in `tracks`).
+RELEASE_0_3 = "22c2942"
+
+
+@pytest.fixture(scope="session")
+def release_0_3(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """That release's edge/ and deploy/, taken from this repository's history: a real older Pi and
+    an older desktop's pull.sh, for the tests that mix versions."""
+    target = tmp_path_factory.mktemp("release-0.3")
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", RELEASE_0_3, "edge", "deploy"], capture_output=True, timeout=60
+    )
+    if archive.returncode != 0:
+        reason = f"this checkout has no git history with {RELEASE_0_3}: {archive.stderr.decode()[:200]}"
+        if os.environ.get("METASCOPE_CI") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    (target / "release.tar").write_bytes(archive.stdout)
+    with tarfile.open(target / "release.tar") as tar:
+        tar.extractall(target, filter="data")
+    return target

@@ -32,7 +32,7 @@ def run_synthetic(model: Path, state: Path, capsys, *extra: str) -> str:
 
 
 def track_areas(state: Path, capsys) -> list[dict]:
-    assert main(["export", "--state-dir", str(state), "--table", "tracks", "--format", "jsonl"]) == 0
+    assert main(["export", "--state-dir", str(state), "--table", "cells", "--format", "jsonl"]) == 0
     return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
 
 

@@ -1,5 +1,5 @@
 """`run` keeps the masked crop of each tracked cell (issue 13.5): one per cell, named by its
-tracks row, masked like the training crops, under its size cap and free-disk floor."""
+cells row, masked like the training crops, under its size cap and free-disk floor."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def run(config, classifier: Classifier, frames: int, free_space=None) -> Service
 
 def track_crops(database: Path) -> list[str | None]:
     with sqlite3.connect(database) as db:
-        return [row[0] for row in db.execute("SELECT crop FROM tracks ORDER BY id")]
+        return [row[0] for row in db.execute("SELECT crop FROM cells ORDER BY id")]
 
 
 def test_each_cell_gets_one_masked_crop_named_by_its_row(classifier, tmp_path: Path) -> None:

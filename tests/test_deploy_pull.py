@@ -4,6 +4,8 @@ pipeline (`metascope run --source synthetic` with the tiny model)."""
 from __future__ import annotations
 
 import csv
+import io
+import os
 import shlex
 import shutil
 import sqlite3
@@ -19,8 +21,9 @@ PULL = REPO / "deploy" / "pull.sh"
 # What the "remote" runs: this checkout's metascope, through the venv's python (PYTHONPATH: the
 # ssh session starts elsewhere, where an installed metascope of another checkout would answer).
 REMOTE_METASCOPE = f"env PYTHONPATH={shlex.quote(str(REPO))} {shlex.quote(sys.executable)} -m edge"
-TABLES = ("cells", "frames", "runs")  # what every pull brings (and the first layout held)
-PULLED = (*TABLES, "tracks")  # what a pull from this version's database brings
+PULLED = ("cells", "views", "frames", "runs")  # what a pull brings: HOST/<database id>/<table>.csv
+FIRST_LAYOUT = {"cells": "views", "frames": "frames", "runs": "runs"}  # the first pull.sh's files, by table
+COLUMNS_BEFORE_V6 = {"frames": {"detections": "cells"}, "runs": {"views": "cells", "cells": "tracks"}}
 
 pytestmark = pytest.mark.slow
 
@@ -54,6 +57,12 @@ class Store:
             cursor = db.execute(f"SELECT * FROM {table} ORDER BY id")
             header = [column[0] for column in cursor.description]
             return [header] + [["" if value is None else str(value) for value in row] for row in cursor]
+
+    def old_rows(self, table: str) -> list[list[str]]:
+        """``rows`` under the column names before schema 6 (what an older pull.sh wrote)."""
+        header, *rows = self.rows(table)
+        before = COLUMNS_BEFORE_V6.get(table, {})
+        return [[before.get(column, column) for column in header], *rows]
 
     def snapshots(self) -> set[str]:
         return {path.name for path in (self.state / "snapshots").iterdir()}
@@ -99,30 +108,30 @@ def test_pull_copies_the_store_then_only_new_rows(sshd: SshServer, store: Store,
     assert first.returncode == 0, first.stderr
     pulled = store.pulled(dest)
     assert (dest / ALIAS / "CURRENT").read_text().strip() == store.database_id()
-    assert (dest / ALIAS / "LAYOUT").read_text().strip() == "metascope-pull/2"
+    assert (dest / ALIAS / "LAYOUT").read_text().strip() == "metascope-pull/3"
     for table in PULLED:
         assert read_csv(pulled / f"{table}.csv") == store.rows(table), table
-    assert len(store.rows("cells")) > 1, "the synthetic frames should hold cells"
-    assert len(store.rows("tracks")) > 1, "the cells of a stopped run are closed tracks"
+    assert len(store.rows("views")) > 1, "the synthetic frames should hold views"
+    assert len(store.rows("cells")) > 1, "the cells of a stopped run are closed"
     assert {p.name for p in (pulled / "snapshots").iterdir()} == store.snapshots() != set()
     # the cells' crops come along, each named by its cell's row
-    tracks = read_csv(pulled / "tracks.csv")
-    named = {row[tracks[0].index("crop")] for row in tracks[1:]} - {""}
+    cells = read_csv(pulled / "cells.csv")
+    named = {row[cells[0].index("crop")] for row in cells[1:]} - {""}
     assert named == {p.name for p in (pulled / "crops").iterdir()} == store.crops() != set()
     before = {table: (pulled / f"{table}.csv").read_bytes() for table in PULLED}
 
     again = pull(sshd, store, dest)
     assert again.returncode == 0, again.stderr
     assert {table: (pulled / f"{table}.csv").read_bytes() for table in PULLED} == before
-    assert "cells: no new rows" in again.stdout
+    assert "views: no new rows" in again.stdout
 
     store.run(frames=3)
-    old_cells = len(before["cells"].splitlines()) - 1
-    new_cells = len(store.rows("cells")) - 1 - old_cells
+    old_views = len(before["views"].splitlines()) - 1
+    new_views = len(store.rows("views")) - 1 - old_views
     third = pull(sshd, store, dest)
     assert third.returncode == 0, third.stderr
-    assert f"cells: {new_cells} new rows" in third.stdout
-    for table in ("cells", "frames", "tracks"):
+    assert f"views: {new_views} new rows" in third.stdout
+    for table in ("cells", "views", "frames"):
         # appended after what was there, byte for byte
         assert (pulled / f"{table}.csv").read_bytes().startswith(before[table])
     for table in PULLED:
@@ -138,23 +147,23 @@ def test_pull_copies_the_store_then_only_new_rows(sshd: SshServer, store: Store,
 def test_rows_pulled_before_a_schema_change_get_its_new_columns_empty(
     sshd: SshServer, store: Store, tmp_path: Path
 ) -> None:
-    """A Pi upgraded to a metascope whose database has more columns (views: cells.track...) must
-    not stop the pulls into a folder that holds the older, narrower rows."""
+    """A Pi upgraded to a metascope whose database has more columns (views: track...) must not
+    stop the pulls into a folder that holds the older, narrower rows."""
     store.run(frames=2)
     dest = tmp_path / "results"
     assert pull(sshd, store, dest, "--no-snapshots").returncode == 0
-    pulled = store.pulled(dest) / "cells.csv"
+    pulled = store.pulled(dest) / "views.csv"
     narrow = [row[:-3] for row in read_csv(pulled)]  # as a pull before schema 4 left it
     with pulled.open("w", newline="") as handle:
         csv.writer(handle, lineterminator="\n").writerows(narrow)
     store.run(frames=2)
     result = pull(sshd, store, dest, "--no-snapshots")
     assert result.returncode == 0, result.stderr
-    assert "cells: new columns track, view, orientation" in result.stdout
+    assert "views: new columns track, view, orientation" in result.stdout
     rows = read_csv(pulled)
-    assert rows[0] == store.rows("cells")[0]
+    assert rows[0] == store.rows("views")[0]
     assert rows[1 : len(narrow)] == [[*row, "", "", ""] for row in narrow[1:]]
-    assert rows[len(narrow) :] == store.rows("cells")[len(narrow) :]
+    assert rows[len(narrow) :] == store.rows("views")[len(narrow) :]
 
 
 def test_two_microscopes_pull_into_one_place(sshd: SshServer, store: Store, tiny_model, tmp_path: Path) -> None:
@@ -165,20 +174,20 @@ def test_two_microscopes_pull_into_one_place(sshd: SshServer, store: Store, tiny
     assert pull(sshd, store, dest).returncode == 0
     assert pull(sshd, other, dest, host=f"{sshd.user}@{SECOND_ALIAS}").returncode == 0
     assert sorted(p.name for p in dest.iterdir()) == sorted([ALIAS, SECOND_ALIAS])
-    assert read_csv(store.pulled(dest) / "cells.csv") == store.rows("cells")
-    assert read_csv(other.pulled(dest, SECOND_ALIAS) / "cells.csv") == other.rows("cells")
+    assert read_csv(store.pulled(dest) / "views.csv") == store.rows("views")
+    assert read_csv(other.pulled(dest, SECOND_ALIAS) / "views.csv") == other.rows("views")
 
 
-def test_since_limits_cells_and_frames_but_keeps_every_run(sshd: SshServer, store: Store, tmp_path: Path) -> None:
+def test_since_limits_views_and_frames_but_keeps_every_run(sshd: SshServer, store: Store, tmp_path: Path) -> None:
     store.run(frames=2)
     store.run(frames=2)
     second_start = store.rows("runs")[2][1]
     result = pull(sshd, store, tmp_path / "results", "--since", second_start, "--no-snapshots")
     assert result.returncode == 0, result.stderr
     pulled = store.pulled(tmp_path / "results")
-    cells = read_csv(pulled / "cells.csv")
-    run_column = cells[0].index("run_id")
-    assert cells[1:] and {row[run_column] for row in cells[1:]} == {"2"}
+    views = read_csv(pulled / "views.csv")
+    run_column = views[0].index("run_id")
+    assert views[1:] and {row[run_column] for row in views[1:]} == {"2"}
     assert read_csv(pulled / "runs.csv") == store.rows("runs")
     assert not (pulled / "snapshots").exists()
 
@@ -228,7 +237,7 @@ def test_a_replaced_database_gets_its_own_folder_and_the_old_rows_stay(
     assert again.returncode == 0, again.stderr
     new = store.pulled(dest)
     assert new != old and snapshot_of(old) == held
-    for table in TABLES:
+    for table in PULLED:
         assert read_csv(new / f"{table}.csv") == store.rows(table), table
     assert (dest / ALIAS / "CURRENT").read_text().strip() == new.name
 
@@ -240,15 +249,15 @@ def test_a_folder_pulled_by_the_first_layout_is_moved_into_its_database(
     dest = tmp_path / "results"
     first_layout = dest / ALIAS
     first_layout.mkdir(parents=True)
-    for table in TABLES:  # what the first pull.sh left: the CSVs straight in the host folder
-        with (first_layout / f"{table}.csv").open("w", newline="") as handle:
-            csv.writer(handle, lineterminator="\n").writerows(store.rows(table))
+    for name, table in FIRST_LAYOUT.items():  # what the first pull.sh left: CSVs straight in the host folder
+        with (first_layout / f"{name}.csv").open("w", newline="") as handle:
+            csv.writer(handle, lineterminator="\n").writerows(store.old_rows(table))
     store.run(frames=2)
     moved = pull(sshd, store, dest, "--no-snapshots")
     assert moved.returncode == 0, moved.stderr
     assert "moved the rows an earlier version pulled" in moved.stdout
     assert not (first_layout / "cells.csv").exists()
-    for table in TABLES:
+    for table in FIRST_LAYOUT.values():
         assert read_csv(store.pulled(dest) / f"{table}.csv") == store.rows(table), table
     assert "new rows (after id" in moved.stdout, "carried on from where the earlier pull stopped"
 
@@ -262,13 +271,13 @@ def test_a_first_layout_folder_of_another_database_is_set_aside(
     dest = tmp_path / "results"
     first_layout = dest / ALIAS
     first_layout.mkdir(parents=True)
-    for table in TABLES:  # another database's rows under this host's name (a re-flash since)
-        with (first_layout / f"{table}.csv").open("w", newline="") as handle:
-            csv.writer(handle, lineterminator="\n").writerows(other.rows(table))
+    for name, table in FIRST_LAYOUT.items():  # another database's rows under this host's name (a re-flash)
+        with (first_layout / f"{name}.csv").open("w", newline="") as handle:
+            csv.writer(handle, lineterminator="\n").writerows(other.old_rows(table))
     result = pull(sshd, store, dest, "--no-snapshots")
     assert result.returncode == 0, result.stderr
     assert "from another database than the one on the host now" in result.stdout
-    for table in TABLES:
+    for table in FIRST_LAYOUT.values():
         assert read_csv(first_layout / "earlier" / f"{table}.csv") == other.rows(table), table
         assert read_csv(store.pulled(dest) / f"{table}.csv") == store.rows(table), table
 
@@ -282,7 +291,7 @@ def test_a_host_that_sends_impossible_ids_changes_nothing(sshd: SshServer, store
     liar = tmp_path / "liar.sh"
     liar.write_text(
         "#!/bin/sh\n"
-        'case "$*" in *"--table cells"*) printf \'id,frame_id\\n100000000000000000000,1\\n\' ;;\n'
+        'case "$*" in *"--table views"*) printf \'id,frame_id\\n100000000000000000000,1\\n\' ;;\n'
         f'*) exec {REMOTE_METASCOPE} "$@" ;; esac\n'
     )
     liar.chmod(0o755)
@@ -317,3 +326,71 @@ def test_bad_arguments_are_named(args: list[str], message: str, tmp_path: Path) 
     assert result.returncode == 2
     assert message in result.stderr
     assert not any(tmp_path.iterdir()), "bad arguments must not create anything"
+
+
+# ------------------------------------------------ desktops and Pis of different versions
+def on_release(release: Path) -> str:
+    """The remote command of a Pi that runs the given release's metascope."""
+    return f"cd {shlex.quote(str(release))} && env PYTHONPATH=. {shlex.quote(sys.executable)} -m edge"
+
+
+def run_release(release: Path, store: Store, frames: int) -> None:
+    """`metascope run` of that release on the store (its schema stays the release's)."""
+    command = [sys.executable, "-m", "edge", "run", "--config", str(store.config), "--max-frames", str(frames)]
+    # cwd: `python -m` puts the current folder first on sys.path, where today's edge/ may be.
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=release,
+                            env={**os.environ, "PYTHONPATH": str(release)})  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+
+def pull_with(release: Path, sshd: SshServer, store: Store, dest: Path, remote: str) -> subprocess.CompletedProcess:
+    """That release's deploy/pull.sh against a Pi running ``remote``."""
+    args = ["bash", str(release / "deploy" / "pull.sh"), ALIAS, "-F", str(sshd.ssh_config), "--dest", str(dest)]
+    args += ["--remote-command", remote, "--remote-config", str(store.config), "--no-snapshots"]
+    return subprocess.run(args, capture_output=True, text=True, timeout=120)
+
+
+def test_a_folder_pulled_by_the_last_release_carries_over_when_both_sides_upgrade(
+    sshd: SshServer, store: Store, release_0_3: Path, tmp_path: Path
+) -> None:
+    dest = tmp_path / "results"
+    run_release(release_0_3, store, frames=3)
+    assert pull_with(release_0_3, sshd, store, dest, on_release(release_0_3)).returncode == 0
+    folder = store.pulled(dest)
+    held_views = (folder / "cells.csv").read_bytes()  # the last release kept views in cells.csv
+    assert (folder / "tracks.csv").is_file()
+    store.run(frames=3)  # today's metascope on the Pi: the database migrates to today's names
+    result = pull(sshd, store, dest, "--no-snapshots")
+    assert result.returncode == 0, result.stderr
+    assert "renamed the files pulled before into today's names" in result.stdout
+    assert not (folder / "tracks.csv").exists()
+    for table in PULLED:
+        assert read_csv(folder / f"{table}.csv") == store.rows(table), table
+    assert (folder / "views.csv").read_bytes().startswith(held_views), "the rows held are kept, new ones appended"
+
+
+def test_todays_pull_of_a_pi_on_the_last_release_lands_under_todays_names(
+    sshd: SshServer, store: Store, release_0_3: Path, tmp_path: Path
+) -> None:
+    run_release(release_0_3, store, frames=3)
+    result = pull(sshd, store, tmp_path / "results", "--no-snapshots", "--remote-command", on_release(release_0_3))
+    assert result.returncode == 0, result.stderr
+    folder = store.pulled(tmp_path / "results")
+    for table in PULLED:  # today's export reads the Pi's older database under today's names
+        exported = subprocess.run([sys.executable, "-m", "edge", "export", "--config", str(store.config), "--table",
+                                   table], capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+        assert read_csv(folder / f"{table}.csv") == list(csv.reader(io.StringIO(exported.stdout))), table
+    assert len(read_csv(folder / "cells.csv")) > 1 and "frame_id" not in read_csv(folder / "cells.csv")[0]
+
+
+def test_the_last_release_pulling_an_upgraded_pi_stops_instead_of_mixing_tables(
+    sshd: SshServer, store: Store, release_0_3: Path, tmp_path: Path
+) -> None:
+    dest = tmp_path / "results"
+    run_release(release_0_3, store, frames=2)
+    assert pull_with(release_0_3, sshd, store, dest, on_release(release_0_3)).returncode == 0
+    held = snapshot_of(dest)
+    store.run(frames=2)
+    result = pull_with(release_0_3, sshd, store, dest, REMOTE_METASCOPE)
+    assert result.returncode != 0 and "columns of cells changed" in result.stderr
+    assert snapshot_of(dest) == held, "nothing pulled before was changed"

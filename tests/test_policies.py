@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from edge.capture.base import Frame
-from edge.record.store import RETENTION_BATCH_FRAMES, ResultStore, RunInfo
-from edge.records import CellResult, ClosedCell, FrameResult
+from edge.record.retention import RETENTION_BATCH_FRAMES
+from edge.record.store import ResultStore, RunInfo
+from edge.records import ClosedCell, DetectionResult, FrameResult
 from edge.service.policies import DiskGuard, Every, FailureStreak, Retention
 from edge.service.run_stats import RunStats
 
@@ -47,7 +48,7 @@ def test_the_disk_guard_looks_at_most_once_per_interval_and_reports_low_space() 
 
 
 def frame_result(index: int, cells: int = 2) -> FrameResult:
-    cell = CellResult((0, 0, 4, 4), (2.0, 2.0), 16, False, 0.7, "b", True)
+    cell = DetectionResult((0, 0, 4, 4), (2.0, 2.0), 16, False, 0.7, "b", True)
     result = FrameResult(Frame(np.zeros((8, 8), np.uint8), captured_at=float(index), index=index), [cell] * cells)
     result.timings_ms = {"detect": 1.0, "preprocess": 1.0, "infer": 1.0, "store": 0.1, "total": 3.1}
     return result

@@ -306,8 +306,8 @@ def test_a_killed_run_keeps_current_totals_and_is_closed_at_the_next_start(tiny_
     config = write_config(tmp_path)
     database = kill_9_after(config, tiny_model[0], notify_socket, frames=20, settle_s=0.5)
     with sqlite3.connect(database) as db:
-        stored = db.execute("SELECT count(*), sum(cells) FROM frames").fetchone()
-        totals = db.execute("SELECT frames, cells, updated_at FROM runs WHERE id = 1").fetchone()
+        stored = db.execute("SELECT count(*), sum(detections) FROM frames").fetchone()
+        totals = db.execute("SELECT frames, views, updated_at FROM runs WHERE id = 1").fetchone()
     assert totals[0] > 0 and totals[2] is not None
     assert stored[0] - totals[0] <= 60, "the run's totals follow its commits"
     restarted = start_service(config, tiny_model[0], address, "--max-frames", "3")
@@ -326,17 +326,17 @@ def test_a_killed_run_loses_no_cell(tiny_model, tmp_path, notify_socket) -> None
     source = {"kind": "still", "synthetic_cells": 8, "fps": 50.0, "still_move_every": 10}
     config = write_config(tmp_path, source=source)
     database = kill_9_after(config, tiny_model[0], notify_socket, frames=25)
-    track_rows = "SELECT * FROM tracks WHERE run_id = 1 ORDER BY track"
+    track_rows = "SELECT * FROM cells WHERE run_id = 1 ORDER BY track"
     with sqlite3.connect(database) as db:
         closed_before = db.execute(track_rows).fetchall()
-        viewed = [row[0] for row in db.execute("SELECT DISTINCT track FROM cells WHERE run_id = 1 ORDER BY track")]
+        viewed = [row[0] for row in db.execute("SELECT DISTINCT track FROM views WHERE run_id = 1 ORDER BY track")]
     assert closed_before, "the stage moved: cells had closed before the kill"
     restarted = start_service(config, tiny_model[0], address, "--max-frames", "3")
     output, _ = restarted.communicate(timeout=STARTUP_LIMIT_S)
     assert restarted.returncode == 0, output
     with sqlite3.connect(database) as db:
         closed_after = db.execute(track_rows).fetchall()
-        reasons = dict(db.execute("SELECT track, end_reason FROM tracks WHERE run_id = 1").fetchall())
+        reasons = dict(db.execute("SELECT track, end_reason FROM cells WHERE run_id = 1").fetchall())
     assert set(closed_before) <= set(closed_after), "closed cells are kept as they were"
     assert [row[2] for row in closed_after] == viewed, "every cell with a view, exactly once"
     recovered = set(viewed) - {row[2] for row in closed_before}

@@ -24,7 +24,7 @@ from edge.service.loop import EXIT_OK, EXIT_PIPELINE_FAILED, EXIT_SOURCE_FAILED,
 
 def frames_in(database: Path) -> list[tuple]:
     with sqlite3.connect(database) as db:
-        return db.execute("SELECT id, run_id, cells, snapshot FROM frames ORDER BY id").fetchall()
+        return db.execute("SELECT id, run_id, detections, snapshot FROM frames ORDER BY id").fetchall()
 
 
 def run_in_thread(service: Service, limit_s: float = 20.0) -> int:
@@ -276,7 +276,7 @@ def test_whole_mode_classifies_the_central_window_as_one_cell(classifier, tmp_pa
     service = Service(config, classifier, open_source(config), max_frames=2, notifier=Notifier(address=""))
     assert service.run() == EXIT_OK
     with sqlite3.connect(config.database_path) as db:
-        boxes = db.execute("SELECT bbox_x0, bbox_y0, bbox_x1, bbox_y1 FROM cells").fetchall()
+        boxes = db.execute("SELECT bbox_x0, bbox_y0, bbox_x1, bbox_y1 FROM views").fetchall()
     window = classifier.input_spec.window_px
     assert boxes == [((640 - window) // 2, (480 - window) // 2, (640 + window) // 2, (480 + window) // 2)] * 2
 
@@ -335,4 +335,4 @@ def test_pipeline_results_use_the_shared_preprocessing(classifier, tmp_path: Pat
             [model_input(frame.pixels, d.centroid_yx, classifier.input_spec, d.mask, d.origin_yx) for d in detections]
         )
     )
-    np.testing.assert_allclose([c.probability for c in result.cells], expected, atol=1e-6)
+    np.testing.assert_allclose([c.probability for c in result.detections], expected, atol=1e-6)

@@ -15,16 +15,18 @@ import pytest
 
 from edge.capture.base import Frame
 from edge.cli import main
-from edge.record.store import ResultStore, RunInfo, iso_utc, parse_time
-from edge.records import CellResult, ClosedCell, FrameResult
+from edge.record.retention import checkpoint, used_bytes
+from edge.record.store import ResultStore, RunInfo
+from edge.record.times import iso_utc, parse_time
+from edge.records import ClosedCell, DetectionResult, FrameResult
 
 DAY = 86_400.0
 
 
-def view(i: int) -> CellResult:
+def view(i: int) -> DetectionResult:
     """Cell i's first view."""
     probability, label = 0.25 + 0.25 * i, "b" if i else "a"
-    return CellResult((1, 2, 11, 12), (6.0, 7.0), 80, i == 0, probability, label, i > 0, track=i + 1, view=0,
+    return DetectionResult((1, 2, 11, 12), (6.0, 7.0), 80, i == 0, probability, label, i > 0, track=i + 1, view=0,
                       view_probability=probability, view_label=label)  # fmt: skip
 
 
@@ -37,7 +39,7 @@ def fake_result(captured_at: float, cells: int = 3, index: int = 0) -> FrameResu
                         index == 0, 80, (6.0, 7.0), 0, "lost", positive=probability >= 0.5)  # fmt: skip
     return FrameResult(
         frame=frame,
-        cells=[view(i) for i in range(cells)],
+        detections=[view(i) for i in range(cells)],
         timings_ms={"capture_wait": 0.1, "detect": 1.0, "preprocess": 0.5, "infer": 0.7},
         views=cells,
         closed=[closed],
@@ -46,6 +48,15 @@ def fake_result(captured_at: float, cells: int = 3, index: int = 0) -> FrameResu
 
 def run_info() -> RunInfo:
     return RunInfo("tiny", "0" * 64, "ai_edge_litert 2.3.0", "synthetic", "cells", 0.5, 128, {"state_dir": "x"})
+
+
+def apply_retention(store: ResultStore, retention_days: float, max_db_mb: float, now: float | None = None) -> int:
+    """Every retention step until nothing is left to delete (the service spreads them over its loop)."""
+    deleted, done = 0, False
+    while not done:
+        step, done = store.retention_step(retention_days, max_db_mb, now)
+        deleted += step
+    return deleted
 
 
 def filled_store(path: Path, frames: int, start: float, step: float = 1.0) -> ResultStore:
@@ -60,7 +71,7 @@ def filled_store(path: Path, frames: int, start: float, step: float = 1.0) -> Re
 def test_schema_contract_autoincrement_ids_on_every_table(tmp_path: Path) -> None:
     filled_store(tmp_path / "r.db", 2, time.time()).close()
     with sqlite3.connect(tmp_path / "r.db") as db:
-        for table in ("runs", "frames", "cells"):
+        for table in ("runs", "frames", "views", "cells"):
             sql = db.execute("SELECT sql FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0]
             assert "id INTEGER PRIMARY KEY AUTOINCREMENT" in sql
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -69,27 +80,30 @@ def test_schema_contract_autoincrement_ids_on_every_table(tmp_path: Path) -> Non
 def test_retention_by_age_never_reuses_ids(tmp_path: Path) -> None:
     now = time.time()
     store = filled_store(tmp_path / "r.db", 10, now - 10 * DAY, step=DAY)  # one frame a day, oldest 10 days
-    assert store.apply_retention(retention_days=5.5, max_db_mb=0, now=now) == 5
+    assert apply_retention(store, retention_days=5.5, max_db_mb=0, now=now) == 5
     store.add_frame(fake_result(now))
     store.commit()
     with sqlite3.connect(tmp_path / "r.db") as db:
         ids = [row[0] for row in db.execute("SELECT id FROM frames ORDER BY id")]
         oldest = db.execute("SELECT min(captured_at) FROM frames").fetchone()[0]
-        cell_frames = {row[0] for row in db.execute("SELECT frame_id FROM cells")}
+        view_frames = {row[0] for row in db.execute("SELECT frame_id FROM views")}
     assert ids == [6, 7, 8, 9, 10, 11], "the deleted ids 1-5 are never handed out again"
     assert oldest >= iso_utc(now - 5.5 * DAY)
-    assert cell_frames == set(ids), "cells went with their frames"
+    assert view_frames == set(ids), "views went with their frames"
     store.close()
 
 
 def test_retention_by_size_deletes_oldest_first(tmp_path: Path) -> None:
     store = filled_store(tmp_path / "r.db", 3000, time.time())
-    store.checkpoint()  # the rows in the file, not in the write-ahead log
-    before = store.used_bytes()
+    store.commit()
+    with sqlite3.connect(tmp_path / "r.db") as db:
+        checkpoint(db)  # the rows in the file, not in the write-ahead log
+        before = used_bytes(db, tmp_path / "r.db")
     cap_mb = before / 2 / 1024 / 1024
-    deleted = store.apply_retention(retention_days=0, max_db_mb=cap_mb)
+    deleted = apply_retention(store, retention_days=0, max_db_mb=cap_mb)
     assert deleted > 0
-    assert store.used_bytes() <= cap_mb * 1024 * 1024
+    with sqlite3.connect(tmp_path / "r.db") as db:
+        assert used_bytes(db, tmp_path / "r.db") <= cap_mb * 1024 * 1024
     with sqlite3.connect(tmp_path / "r.db") as db:
         first, last, count = db.execute("SELECT min(id), max(id), count(*) FROM frames").fetchone()
     assert last == 3000 and first == 3000 - count + 1, "the newest frames are the ones kept"
@@ -129,7 +143,7 @@ def test_export_csv_header_first_column_id_rows_in_id_order(state: Path, capsys)
 
 
 def test_export_after_id_since_until(state: Path, capsys) -> None:
-    _, out, _ = export(capsys, "--state-dir", str(state), "--table", "cells", "--after-id", "9")
+    _, out, _ = export(capsys, "--state-dir", str(state), "--table", "views", "--after-id", "9")
     assert [int(r[0]) for r in list(csv.reader(io.StringIO(out)))[1:]] == [10, 11, 12]
     _, out, _ = export(
         capsys,
@@ -145,24 +159,31 @@ def test_export_after_id_since_until(state: Path, capsys) -> None:
     assert [int(r[0]) for r in list(csv.reader(io.StringIO(out)))[1:]] == [2, 3]
 
 
-def test_export_of_tracks_gives_closed_cells_incrementally(state: Path, capsys) -> None:
-    code, out, _ = export(capsys, "--state-dir", str(state), "--table", "tracks")
+def test_export_of_cells_gives_closed_cells_incrementally(state: Path, capsys) -> None:
+    code, out, _ = export(capsys, "--state-dir", str(state), "--table", "cells")
     table = list(csv.reader(io.StringIO(out)))
     assert code == 0 and table[0][0] == "id" and [int(r[0]) for r in table[1:]] == [1, 2, 3, 4]
     assert {"run_id", "track", "field", "first_seen_at", "last_seen_at", "frames_seen", "views", "probability",
             "label", "cluster", "area_px"} <= set(table[0])  # fmt: skip
-    _, out, _ = export(capsys, "--state-dir", str(state), "--table", "tracks", "--after-id", "2")
+    _, out, _ = export(capsys, "--state-dir", str(state), "--table", "cells", "--after-id", "2")
     assert [int(r[0]) for r in list(csv.reader(io.StringIO(out)))[1:]] == [3, 4]
-    _, out, _ = export(capsys, "--state-dir", str(state), "--table", "tracks", "--since", "2025-03-01T02:00:00Z")
+    _, out, _ = export(capsys, "--state-dir", str(state), "--table", "cells", "--since", "2025-03-01T02:00:00Z")
     assert [int(r[0]) for r in list(csv.reader(io.StringIO(out)))[1:]] == [3, 4], "by last seen"
+
+
+def test_export_table_tracks_is_cells_with_a_warning(state: Path, capsys) -> None:
+    code, out, err = export(capsys, "--state-dir", str(state), "--table", "tracks")
+    _, cells, _ = export(capsys, "--state-dir", str(state), "--table", "cells")
+    assert code == 0 and out == cells
+    assert "--table tracks is now --table cells" in err
 
 
 def test_retention_removes_cells_by_when_they_were_last_seen(tmp_path: Path) -> None:
     now = time.time()
     store = filled_store(tmp_path / "r.db", 10, now - 10 * DAY, step=DAY)  # a cell closes each day
-    store.apply_retention(retention_days=5.5, max_db_mb=0, now=now)
+    apply_retention(store, retention_days=5.5, max_db_mb=0, now=now)
     with sqlite3.connect(tmp_path / "r.db") as db:
-        last_seen = [row[0] for row in db.execute("SELECT last_seen_at FROM tracks ORDER BY id")]
+        last_seen = [row[0] for row in db.execute("SELECT last_seen_at FROM cells ORDER BY id")]
     assert len(last_seen) == 5 and min(last_seen) >= iso_utc(now - 5.5 * DAY)
     store.close()
 
@@ -174,7 +195,7 @@ def test_export_with_no_rows_is_just_the_header(state: Path, capsys) -> None:
 
 
 def test_export_jsonl(state: Path, capsys) -> None:
-    code, out, _ = export(capsys, "--state-dir", str(state), "--table", "cells", "--format", "jsonl")
+    code, out, _ = export(capsys, "--state-dir", str(state), "--table", "views", "--format", "jsonl")
     records = [json.loads(line) for line in out.splitlines()]
     assert code == 0 and len(records) == 12
     assert records[0]["id"] == 1 and records[0]["label"] == "a" and records[0]["cluster"] == 1

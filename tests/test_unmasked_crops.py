@@ -66,7 +66,7 @@ def test_masked_unmasked_and_in_frame_cells_get_the_same_call(tiny_model, tmp_pa
     assert main(args) == 0
     capsys.readouterr()
     frame_index = {row["id"]: row["frame_index"] for row in export_rows(state, "frames", capsys)}
-    views = export_rows(state, "cells", capsys)
+    views = export_rows(state, "views", capsys)
     in_frame = {}
     for cell in truth:
         candidates = [v for v in views if frame_index[v["frame_id"]] == cell["frame"]]

@@ -169,7 +169,7 @@ class PipelineSamples:
             return
         for row, stage in enumerate(STAGES):
             self.timings[row, measured - 1] = result.timings_ms[stage] / 1000.0
-        self.cell_counts[measured - 1] = len(result.cells)
+        self.cell_counts[measured - 1] = len(result.detections)
         self.view_counts[measured - 1] = result.views
         if self.rss_every and (measured == 1 or measured % self.rss_every == 0):
             self.rss.append((measured, round(resident_mb(), 1)))

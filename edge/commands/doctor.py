@@ -174,7 +174,7 @@ def scale_check(config, classifier) -> Check:
         scale_warning,
         training_median_area,
     )
-    from edge.record.store import StoreError, open_readonly
+    from edge.record.reading import StoreError, execute, open_readonly
 
     extra = classifier.card.extra
     unknown = scale_unknown(classifier.input_spec.pixel_size_um, config.pipeline.pixel_size_um or None)
@@ -186,8 +186,8 @@ def scale_check(config, classifier) -> Check:
     try:
         db = open_readonly(config.database_path)
         try:
-            query = "SELECT area_px FROM tracks ORDER BY id DESC LIMIT ?"
-            areas = [row[0] for row in db.execute(query, (RIG_AREA_SAMPLES,))]
+            query = "SELECT area_px FROM cells ORDER BY id DESC LIMIT ?"
+            areas = [row[0] for row in execute(db, query, (RIG_AREA_SAMPLES,))]
         finally:
             db.close()
     except (StoreError, sqlite3.Error) as exc:

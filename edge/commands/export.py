@@ -14,26 +14,30 @@ import json
 import sys
 
 from edge.commands.common import CommandError, UsageError, add_config_args, config_from_args
+from edge.record.schema import TABLES
 
-FETCH_ROWS = 1000
+OLD_CELLS_NAME = "tracks"  # what the cells table was called before schema 6 (metascope 0.3)
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "export",
-        help="stream results (tracks, cells, frames or runs) to stdout as CSV or JSON lines",
-        description="Stream one table of the results database to stdout, ordered by id: tracks (one row per "
-        "distinct cell, with its averaged call, written when the cell's track closes), cells (one row per view: "
-        "one model call on one cell), frames or runs. "
-        "Example: ssh pi metascope export --table tracks --since 2025-01-31 > tracks.csv",
+        help="stream results (cells, views, frames or runs) to stdout as CSV or JSON lines",
+        description="Stream one table of the results database to stdout, ordered by id: cells (one row per "
+        "tracked cell, with its averaged call, written when the cell's track closes), views (one row per model "
+        "call on a cell), frames or runs. "
+        "Example: ssh pi metascope export --table cells --since 2025-01-31 > cells.csv",
     )
     add_config_args(parser)
     parser.add_argument(
-        "--table", choices=["cells", "frames", "runs", "tracks"], default="cells", help="default: cells (the views)"
+        "--table",
+        choices=[*TABLES, OLD_CELLS_NAME],
+        default="cells",
+        help=f"default: cells (one row per cell); {OLD_CELLS_NAME!r} is the old name of cells, kept for a release",
     )
     parser.add_argument("--format", choices=["csv", "jsonl"], default="csv", help="default: csv")
     parser.add_argument(
-        "--since", metavar="ISO8601", help="rows at or after this time (UTC unless a zone is given; tracks: last seen)"
+        "--since", metavar="ISO8601", help="rows at or after this time (UTC unless a zone is given; cells: last seen)"
     )
     parser.add_argument("--until", metavar="ISO8601", help="rows before this time")
     parser.add_argument("--after-id", type=row_id, metavar="N", help="rows with id greater than N (incremental pulls)")
@@ -64,16 +68,22 @@ def _time_arg(name: str, text: str | None, parse_time) -> str | None:
 
 
 def export(args: argparse.Namespace) -> int:
-    from edge.record.store import StoreError, open_readonly, parse_time, select_rows
+    from edge.record.reading import StoreError, open_readonly, select_rows
+    from edge.record.times import parse_time
 
     config = config_from_args(args)
+    table = args.table
+    if table == OLD_CELLS_NAME:
+        print("metascope export: --table tracks is now --table cells (one row per cell); the old name goes in a "
+              "later release", file=sys.stderr)  # fmt: skip
+        table = "cells"
     since, until = (_time_arg(name, getattr(args, name), parse_time) for name in ("since", "until"))
     try:
         db = open_readonly(config.database_path)
     except StoreError as exc:
         raise CommandError(str(exc)) from None
     try:
-        columns, rows = select_rows(db, args.table, since, until, args.after_id)
+        columns, rows = select_rows(db, table, since, until, args.after_id)
         out = sys.stdout
         if args.format == "csv":
             writer = csv.writer(out, lineterminator="\n")

@@ -1,7 +1,7 @@
 """`metascope status`: the last run, totals, last frame time, rolling latency, disk use.
 
-"cells" are distinct cells (closed tracks, and the open ones the running service follows);
-"views" are model calls (rows of the cells table)."""
+"cells" are distinct tracked cells (the rows of the cells table, and the open ones the running
+service follows); "views" are model calls on them (the rows of the views table)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from edge.commands.common import CommandError, add_config_args, config_from_args
+from edge.record.reading import StoreError, execute, has_table, open_readonly, results_tables, stored_tables
+from edge.record.schema import version_of
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -48,21 +50,15 @@ def _folder_report(folder: Path, pattern: str) -> dict[str, Any]:
     return {"folder": str(folder), "files": len(files), "bytes": sum(_file_size(path) for path in files)}
 
 
-def _has_table(db: sqlite3.Connection, name: str) -> bool:
-    return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
-
-
 def _database_id(db: sqlite3.Connection) -> str | None:
     """The database's identity (schema 2 on); None for one the service has not migrated yet."""
-    if not _has_table(db, "meta"):
+    if "meta" not in stored_tables(db):
         return None
     row = db.execute("SELECT value FROM meta WHERE key = 'database_id'").fetchone()
     return None if row is None else str(row[0])
 
 
 def gather(config: Any) -> dict[str, Any]:
-    from edge.record.store import StoreError, open_readonly
-
     database = config.database_path
     report: dict[str, Any] = {"state_dir": str(config.state_path), "database": str(database)}
     live = None
@@ -82,27 +78,31 @@ def gather(config: Any) -> dict[str, Any]:
     except StoreError as exc:
         raise CommandError(str(exc)) from None
     try:
-        run = db.execute("SELECT * FROM runs ORDER BY id DESC LIMIT 1")
+        run = execute(db, "SELECT * FROM runs ORDER BY id DESC LIMIT 1")
         columns = [d[0] for d in run.description]
         row = run.fetchone()
         last_run = dict(zip(columns, row, strict=True)) if row else None
         if last_run is not None:
             last_run.pop("config", None)
-        totals = db.execute(
+        totals = execute(
+            db,
             "SELECT count(*), coalesce(sum(dropped_before), 0), coalesce(sum(over_budget), 0), min(captured_at),"
-            " max(captured_at) FROM frames"
+            " max(captured_at) FROM frames",
         ).fetchone()
         runs = db.execute("SELECT count(*) FROM runs").fetchone()[0]
-        views = db.execute("SELECT count(*) FROM cells").fetchone()[0]
-        cells = _cell_totals(db) if _has_table(db, "tracks") else (0, 0, 0, 0)
+        views = execute(db, "SELECT count(*) FROM views").fetchone()[0]
+        cells = _cell_totals(db) if has_table(db, "cells") else (0, 0, 0, 0)
         database_id = _database_id(db)
-        tables = sorted(row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))
+        tables = results_tables(db)
+        version = version_of(db)
     except sqlite3.Error as exc:
         raise CommandError(f"{database}: cannot read the results database: {exc}") from None
     finally:
         db.close()
     report["database_id"] = database_id
-    report["tables"] = [name for name in tables if not name.startswith("sqlite_")]
+    # deploy/pull.sh picks the tables to export by the schema version (names changed in 6).
+    report["schema_version"] = version
+    report["tables"] = tables
     report["last_run"] = last_run
     report["totals"] = {
         **dict(zip(["frames", "dropped", "over_budget", "first_frame_at", "last_frame_at"], totals, strict=True)),
@@ -120,16 +120,18 @@ def gather(config: Any) -> dict[str, Any]:
 
 
 def _cell_totals(db: sqlite3.Connection) -> tuple[int, int, int, int]:
-    """(cells, positive, clusters, open): closed tracks, by their run's threshold, plus the cells an
-    unfinished run follows (views stored, no track row yet)."""
-    closed, positives, clusters = db.execute(
-        "SELECT count(*), coalesce(sum(t.probability >= coalesce(r.threshold, 0.5)), 0), coalesce(sum(t.cluster), 0)"
-        " FROM tracks t LEFT JOIN runs r ON r.id = t.run_id"
+    """(cells, positive, clusters, open): closed cells, by their run's threshold, plus the cells an
+    unfinished run follows (views stored, no row of their own yet)."""
+    closed, positives, clusters = execute(
+        db,
+        "SELECT count(*), coalesce(sum(c.probability >= coalesce(r.threshold, 0.5)), 0), coalesce(sum(c.cluster), 0)"
+        " FROM cells c LEFT JOIN runs r ON r.id = c.run_id",
     ).fetchone()
-    still_open = db.execute(
-        "SELECT count(*) FROM (SELECT DISTINCT c.run_id, c.track FROM cells c"
-        " WHERE c.run_id IN (SELECT id FROM runs WHERE ended_at IS NULL) AND c.track IS NOT NULL"
-        " AND NOT EXISTS (SELECT 1 FROM tracks t WHERE t.run_id = c.run_id AND t.track = c.track))"
+    still_open = execute(
+        db,
+        "SELECT count(*) FROM (SELECT DISTINCT v.run_id, v.track FROM views v"
+        " WHERE v.run_id IN (SELECT id FROM runs WHERE ended_at IS NULL) AND v.track IS NOT NULL"
+        " AND NOT EXISTS (SELECT 1 FROM cells c WHERE c.run_id = v.run_id AND c.track = v.track))",
     ).fetchone()[0]
     return closed + still_open, positives, clusters, still_open
 

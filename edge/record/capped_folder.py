@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edge.paths import nearest_existing
-from edge.record.store import iso_utc
+from edge.record.times import iso_utc
 
 
 def free_bytes(path: str | os.PathLike[str]) -> int:

@@ -4,8 +4,8 @@ A crop is cut when the model looks at a cell that has none yet (its first view, 
 when the frame already kept MAX_CROPS_PER_FRAME): the window `run` classifies, at the rig's
 full resolution, with everything outside the cell's mask set to 0, which is the form of the
 training crops. So a crop a person sorts into a label folder is ordinary `metascope-train fit`
-input, and `metascope-train report` shows them sorted by probability. The cell's `tracks` row
-names its crop. Crops live under their own size cap and free-disk floor (edge/record/capped_folder.py),
+input, and `metascope-train report` shows them sorted by probability. The cell's row in the
+`cells` table names its crop. Crops live under their own size cap and free-disk floor (edge/record/capped_folder.py),
 and are the first thing after snapshots to stop when the disk runs low.
 """
 
@@ -64,7 +64,7 @@ class CropKeeper:
             return
         due = [
             (cell, found)
-            for cell, found in zip(result.cells, result.detections, strict=True)
+            for cell, found in zip(result.detections, result.found, strict=True)
             if cell.view is not None and cell.track not in self._names
         ]
         due.sort(key=lambda pair: pair[0].view)

@@ -126,7 +126,33 @@ _V5 = """
 ALTER TABLE tracks ADD COLUMN crop TEXT;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5)
+# Version 6: names that say what a row is. The table of views (one model call on one tracked cell)
+# was `cells` and the table of cells (one row per tracked cell) was `tracks`; a frame's count of
+# detections was `frames.cells`, a run's count of views `runs.cells` and of cells `runs.tracks`.
+# `track` stays the column that numbers a cell within its run (what tracking calls it).
+_V6 = """
+ALTER TABLE cells RENAME TO views;
+ALTER TABLE tracks RENAME TO cells;
+DROP INDEX cells_captured_at;
+CREATE INDEX views_captured_at ON views (captured_at);
+DROP INDEX cells_frame_id;
+CREATE INDEX views_frame_id ON views (frame_id);
+DROP INDEX cells_run_track;
+CREATE INDEX views_run_track ON views (run_id, track);
+DROP INDEX tracks_last_seen_at;
+CREATE INDEX cells_last_seen_at ON cells (last_seen_at);
+ALTER TABLE frames RENAME COLUMN cells TO detections;
+ALTER TABLE runs RENAME COLUMN cells TO views;
+ALTER TABLE runs RENAME COLUMN tracks TO cells;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
+
+# The tables of each version's schema, by today's name, and what each was called then (a reader of
+# an older database, `export` on a Pi whose service has not migrated it yet, asks for today's names).
+TABLES = ("runs", "frames", "views", "cells")
+NAMES_BEFORE_V6 = {"views": "cells", "cells": "tracks"}
+COLUMNS_BEFORE_V6 = {"frames": {"detections": "cells"}, "runs": {"views": "cells", "cells": "tracks"}}
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -10,12 +10,12 @@ import io
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from PIL import Image, ImageDraw
 
 from edge.config import SnapshotConfig
 from edge.record.capped_folder import CappedFolder, free_bytes, time_stamp_name
+from edge.records import FrameResult
 
 __all__ = ["SnapshotWriter", "annotate", "free_bytes"]
 
@@ -23,12 +23,12 @@ POSITIVE_COLOUR = (255, 60, 60)
 NEGATIVE_COLOUR = (60, 220, 255)
 
 
-def annotate(result: Any) -> Image.Image:
+def annotate(result: FrameResult) -> Image.Image:
     """The frame in colour with each cell's box (red: positive, cyan: negative; clusters drawn
     with a double line) and its probability."""
     image = Image.fromarray(result.frame.pixels).convert("RGB")
     draw = ImageDraw.Draw(image)
-    for cell in result.cells:
+    for cell in result.detections:
         y0, x0, y1, x1 = cell.bbox
         colour = POSITIVE_COLOUR if cell.positive else NEGATIVE_COLOUR
         draw.rectangle((x0, y0, x1 - 1, y1 - 1), outline=colour, width=3 if cell.cluster else 1)
@@ -68,7 +68,7 @@ class SnapshotWriter:
         config = self.config
         return config.max_mb > 0 and (config.every_n_frames > 0 or config.on_positive or config.on_cluster)
 
-    def wanted(self, result: Any, frame_number: int) -> bool:
+    def wanted(self, result: FrameResult, frame_number: int) -> bool:
         config = self.config
         if not self.enabled:
             return False
@@ -78,7 +78,7 @@ class SnapshotWriter:
             or (config.on_cluster and result.clusters > 0)
         )
 
-    def write(self, result: Any, run_id: int | None) -> str | None:
+    def write(self, result: FrameResult, run_id: int | None) -> str | None:
         """Save one annotated frame; None (and counted) when the disk is too full for snapshots
         or refuses the write (``failed``, ``last_error``)."""
         if not self.files.disk_ok():

@@ -13,7 +13,6 @@ The decisions themselves live in edge/service/policies.py and the bookkeeping in
 from __future__ import annotations
 
 import signal
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -29,20 +28,18 @@ from edge.config import Config, ConfigError
 from edge.errors import EnvironmentProblem, ExitCode
 from edge.logs import RateLimitedWarning, log, setup_logging
 from edge.notify import WATCHDOG_MIN_INTERVAL_S, Notifier
-from edge.paths import write_json_atomic
-from edge.record.crops import CropKeeper
-from edge.record.snapshots import SnapshotWriter, free_bytes
-from edge.record.store import ResultStore, RunInfo, StoreError
+from edge.record.capped_folder import free_bytes
+from edge.record.store import RunInfo
 from edge.records import FrameResult
 from edge.service.pipeline import Pipeline
 from edge.service.policies import DiskGuard, Every, FailureStreak, Retention, watchdog_problem
+from edge.service.recorder import STORE_RETRY_S, Recorder
 from edge.service.run_stats import Counters, RunStats
 from edge.service.state_lock import StateLock
 
 __all__ = ["EXIT_OK", "EXIT_PIPELINE_FAILED", "EXIT_SOURCE_FAILED", "Service", "setup_logging"]
 
 EXIT_OK, EXIT_SOURCE_FAILED, EXIT_PIPELINE_FAILED = ExitCode.OK, ExitCode.SOURCE_FAILED, ExitCode.PIPELINE_FAILED
-STORE_RETRY_S = 10.0  # while the results database cannot be opened (a full disk), try again this often
 
 
 class StopRun(Exception):
@@ -73,31 +70,27 @@ class Service:
         self.free_space = free_space
         self.observer = observer
         self.pipeline = Pipeline(classifier, config)
-        self.crops = CropKeeper(config.crop_dir, config.crops, self.pipeline.window_px, free_space)
         self.stats = RunStats()
+        self.recorder = Recorder(config, self.stats, self.pipeline.window_px, free_space)
         self.scale = ScaleWatch(classifier.card.extra, classifier.input_spec.pixel_size_um,
                                 config.pipeline.pixel_size_um or None, config.pipeline.mode == "whole")  # fmt: skip
         self.stop_reason: str | None = None
         self.exit_reason = ""
-        self.run_id: int | None = None
-        self.store: ResultStore | None = None
         self.capture_failures = FailureStreak(config.source.max_failures)
-        self.camera_restarts = CameraRestarts(config.state_path) if config.source.kind == "picamera2" else None
         self.frame_failures = FailureStreak(config.source.max_failures)
-        self._store_warning = RateLimitedWarning()
-        self._disk_warning = RateLimitedWarning()
+        self.camera_restarts = CameraRestarts(config.state_path) if config.source.kind == "picamera2" else None
         self._budget_warning = RateLimitedWarning(10.0)
         self._frame_warning = RateLimitedWarning(10.0)
-        self._snapshot_warning = RateLimitedWarning()
-        self._crop_warning = RateLimitedWarning()
         self._capture_warning = RateLimitedWarning(10.0)
-        self._status_warning = RateLimitedWarning()
 
     @property
     def counters(self) -> Counters:
         return self.stats.counters
 
-    # --------------------------------------------------------------- signals
+    @property
+    def run_id(self) -> int | None:
+        return self.recorder.run_id
+
     def request_stop(self, reason: str) -> None:
         self.stop_reason = reason
 
@@ -124,40 +117,14 @@ class Service:
             raise EnvironmentProblem(f"state directory {config.state_path}: {exc}") from exc
         started = time.monotonic()
         try:
-            code = self._run_with(SnapshotWriter(config.snapshot_dir, config.snapshots, self.free_space))
+            code = self._run_locked()
             if self.camera_restarts is not None:
                 self.camera_restarts.record(code == EXIT_SOURCE_FAILED, time.monotonic() - started)
             return code
         finally:
             lock.release()
 
-    def open_store(self) -> bool:
-        """Open the results database and start this run's row in it. A database that cannot be
-        opened or written (a full disk) is not fatal: the run classifies without storing and
-        the loop tries again every STORE_RETRY_S, so the service is there when space returns."""
-        try:
-            store = ResultStore(self.config.database_path, self.config.store.commit_interval_s)
-        except StoreError as exc:
-            self._store_warning("store: %s; classifying without storing, trying again every %.0f s", exc,
-                                STORE_RETRY_S)  # fmt: skip
-            return False
-        try:
-            for run_id, frames, cells in store.close_unfinished_runs():
-                log.warning("run %d did not stop cleanly (killed, crashed or powered off): closed with its %d "
-                            "stored frames; %d cells it was following closed from their stored views",
-                            run_id, frames, cells)  # fmt: skip
-            self.run_id = store.start_run(self._run_info())
-            store.commit()
-        except sqlite3.Error as exc:
-            store.rollback()
-            store.close_quietly()
-            self._store_warning("store: cannot start the run in %s (%s); trying again every %.0f s",
-                                self.config.database_path, exc, STORE_RETRY_S)  # fmt: skip
-            return False
-        self.store = store
-        return True
-
-    def _run_with(self, snapshots: SnapshotWriter) -> int:
+    def _run_locked(self) -> int:
         previous_handlers = self._install_signal_handlers()
         exit_code = EXIT_OK
         try:
@@ -173,17 +140,20 @@ class Service:
             self.open_store()
             self._log_start()
             self.notifier.ready(f"run {self.run_id}: classifying")
-            exit_code = self._loop(snapshots)
+            exit_code = self._loop()
         finally:
             self.notifier.stopping(f"stopping: {self.exit_reason or self.stop_reason}")
             try:
                 self.source.close()
             except Exception as exc:  # a camera that fails on close must not lose the results
                 log.warning("source: close failed: %s", exc)
-            self._finish(snapshots)
+            self._finish()
             for signum, handler in previous_handlers.items():
                 signal.signal(signum, handler)
         return exit_code
+
+    def open_store(self) -> bool:
+        return self.recorder.open(self._run_info())
 
     def _open_source(self) -> bool:
         """Open the source; False when stopped first. A busy or missing camera is waited for,
@@ -224,7 +194,7 @@ class Service:
             config={**self.config.as_dict(), "origin": self.config.origin, **_applied_camera(self.source)},
         )
 
-    def _loop(self, snapshots: SnapshotWriter) -> int:
+    def _loop(self) -> int:
         """Take a frame, classify it, record it, tick: until stopped or something gives up."""
         ticks = _Ticks(self)
         try:
@@ -233,7 +203,7 @@ class Service:
                 result = None if frame is None else self._classify(frame)
                 if result is not None:
                     result.timings_ms["capture_wait"] = waited_ms
-                    self._record(result, snapshots, ticks.disk.allows_writing(time.monotonic()))
+                    self._record(result, ticks.disk.allows_writing(time.monotonic()))
                 ticks.tick(time.monotonic())
         except StopRun as stop:
             self.exit_reason = stop.reason
@@ -262,17 +232,21 @@ class Service:
             waited_ms = (time.perf_counter() - waiting) * 1000.0
             if self.stop_reason is not None and isinstance(exc, CaptureTimeout):
                 return None, waited_ms
-            self.counters.source_failures += 1
-            streak = self.capture_failures
-            given_up = streak.failed()
-            self._capture_warning("source: %s (%d in a row, limit %d)", exc, streak.count, streak.limit)
-            if given_up:
-                log.error("source: %d failed captures in a row; exiting so systemd restarts the service", streak.count)
-                raise StopRun(EXIT_SOURCE_FAILED, f"source failed {streak.count} times in a row: {exc}") from None
+            self._capture_failed(exc)
             return None, waited_ms
         self.capture_failures.succeeded()
         self.counters.dropped += frame.dropped_before
         return frame, (time.perf_counter() - waiting) * 1000.0
+
+    def _capture_failed(self, exc: SourceError) -> None:
+        """Count a failed capture; too many in a row end the run so systemd restarts it."""
+        self.counters.source_failures += 1
+        streak = self.capture_failures
+        given_up = streak.failed()
+        self._capture_warning("source: %s (%d in a row, limit %d)", exc, streak.count, streak.limit)
+        if given_up:
+            log.error("source: %d failed captures in a row; exiting so systemd restarts the service", streak.count)
+            raise StopRun(EXIT_SOURCE_FAILED, f"source failed {streak.count} times in a row: {exc}") from None
 
     def _classify(self, frame: Any) -> FrameResult | None:
         """The frame's result, or None for a frame that failed (counted; too many in a row stop)."""
@@ -290,63 +264,24 @@ class Service:
         self.frame_failures.succeeded()
         return result
 
-    def _record(self, result: FrameResult, snapshots: SnapshotWriter, disk_ok: bool) -> None:
-        """Store the frame (when the disk allows), check the budget, count it, snapshot it."""
+    def _record(self, result: FrameResult, disk_ok: bool) -> None:
+        """Record the frame (when the disk allows), check the budget, count it, snapshot it."""
         timings = result.timings_ms
         started = time.perf_counter()
         processed_ms = timings["detect"] + timings["preprocess"] + timings["infer"]
         result.over_budget = processed_ms > self.pipeline.budget_ms
-        store = self.store
-        result.closed = self.crops.link(result.closed)
-        frame_id = self._store(result, store) if disk_ok and store is not None else None
-        if not disk_ok or store is None:
-            self.counters.unsaved_frames += 1
-        if frame_id is not None:
-            self._keep_crops(result)  # timed as storing: it is part of what a frame costs to record
+        frame_id = self.recorder.record(result, disk_ok)
         timings["store"] = (time.perf_counter() - started) * 1000.0
         timings["total"] = processed_ms + timings["store"]
         if timings["total"] > self.pipeline.budget_ms:
             self._over_budget(result, frame_id)
         self.stats.add_frame(result, time.monotonic())
-        if warning := self.scale.add(cell.area for cell in result.cells if cell.view == 0):
+        if warning := self.scale.add(seen.area for seen in result.detections if seen.view == 0):
             log.warning("scale: %s", warning)
-        if frame_id is not None and snapshots.wanted(result, self.counters.frames):
-            self._snapshot(result, store, snapshots, frame_id)
+        if frame_id is not None:
+            self.recorder.snapshot(result, frame_id, self.counters.frames)
         if self.observer is not None:
             self.observer(result)
-
-    def _snapshot(self, result: FrameResult, store: ResultStore, snapshots: SnapshotWriter, frame_id: int) -> None:
-        failed = snapshots.failed
-        name = snapshots.write(result, self.run_id)
-        if name is not None:
-            store.set_snapshot(frame_id, name)
-        elif snapshots.failed > failed:
-            self._snapshot_warning("snapshot: %s; classification goes on", snapshots.last_error)
-        counters = self.counters
-        counters.snapshots, counters.snapshots_skipped = snapshots.written, snapshots.skipped_low_disk
-        counters.snapshot_failures = snapshots.failed
-
-    def _keep_crops(self, result: FrameResult) -> None:
-        failed = self.crops.files.failed
-        self.crops.keep(result, self.run_id)
-        if self.crops.files.failed > failed:
-            self._crop_warning("crops: %s; classification goes on", self.crops.files.last_error)
-
-    def _store(self, result: FrameResult, store: ResultStore) -> int | None:
-        try:
-            frame_id = store.add_frame(result)
-            store.maybe_commit()
-            return frame_id
-        except sqlite3.Error as exc:
-            self.store_failed(store, exc)
-            return None
-
-    def store_failed(self, store: ResultStore, exc: sqlite3.Error) -> None:
-        lost = store.pending_frames
-        store.rollback()
-        self.counters.store_errors += 1
-        self.counters.unsaved_frames += max(lost, 1)
-        self._store_warning("store: write failed (%s); %d uncommitted frames lost, classification goes on", exc, lost)
 
     def _over_budget(self, result: FrameResult, frame_id: int | None) -> None:
         timings = result.timings_ms
@@ -360,69 +295,32 @@ class Service:
         )
         if frame_id is not None and not result.over_budget:
             result.over_budget = True
-            self.store.mark_over_budget(frame_id)
+            self.recorder.mark_over_budget(frame_id)
 
-    # ------------------------------------------------------- periodic work
-    def disk_low(self, free: int) -> None:
-        store = self.store
-        try:
-            if store is not None:
-                store.commit()  # whatever is already batched goes in while there is room
-        except sqlite3.Error:
-            store.rollback()
-        self._disk_warning(
-            "disk: only %.0f MB free under %s (store.min_free_mb %.0f): results are not being written; "
-            "classification goes on and writing resumes when space returns",
-            free / 1024 / 1024,
-            self.config.state_path,
-            self.config.store.min_free_mb,
-        )
-
-    def retention_failed(self, exc: sqlite3.Error) -> None:
-        self._store_warning("store: retention failed: %s", exc)
-
-    def _finish(self, snapshots: SnapshotWriter) -> None:
-        store = self.store
-        closed = self.crops.link(self.pipeline.close_all())  # the cells still followed end with the run
-        self.stats.add_closed(closed)
-        if store is not None:
-            try:
-                store.add_tracks(closed)
-                store.end_run(self.exit_reason or "stopped")
-            except sqlite3.Error as exc:
-                log.error("store: final commit failed: %s", exc)
-                store.rollback()
-            finally:
-                store.close_quietly()
-        self.counters.snapshots = snapshots.written
+    def _finish(self) -> None:
+        self.recorder.finish(self.pipeline.close_all(), self.exit_reason or "stopped")
         self.write_status("stopped")
         log.info("stopped: %s; %s", self.exit_reason or "stopped", self.summary_line())
         log.info("results: database %s, snapshots %s", self.config.database_path, self.config.snapshot_dir)
 
     # ---------------------------------------------------------------- status
-    def fps(self) -> float:
-        return self.stats.fps()
-
     def summary_line(self) -> str:
         warning = self.scale.warning()
         return self.stats.summary_line(self.run_id) + (f"; scale: {warning}" if warning else "")
 
     def write_status(self, state: str) -> None:
-        status = self.stats.status(
-            state,
-            run_id=self.run_id,
-            source=getattr(self.source, "description", ""),
-            model=self.classifier.card.name,
-            model_sha256=self.classifier.sha256,
-            mode=self.config.pipeline.mode,
-            budget_ms=self.pipeline.budget_ms,
-            exit_reason=self.exit_reason or None,
+        self.recorder.write_status(
+            self.stats.status(
+                state,
+                run_id=self.run_id,
+                source=getattr(self.source, "description", ""),
+                model=self.classifier.card.name,
+                model_sha256=self.classifier.sha256,
+                mode=self.config.pipeline.mode,
+                budget_ms=self.pipeline.budget_ms,
+                exit_reason=self.exit_reason or None,
+            )
         )
-        try:
-            write_json_atomic(self.config.status_path, status)
-        except OSError as exc:
-            self.counters.status_failures += 1
-            self._status_warning("status: cannot write %s: %s", self.config.status_path, exc)
 
 
 def _applied_camera(source: FrameSource) -> dict[str, Any]:
@@ -438,33 +336,27 @@ class _Ticks:
     could not be opened) another try at it; the disk guard is asked before each store."""
 
     def __init__(self, service: Service):
-        config = service.config
+        config, recorder = service.config, service.recorder
         self.service = service
         self.status = Every(config.service.status_interval_s)
         self.summary = Every(config.service.summary_interval_s, first_after_s=config.service.summary_interval_s)
-        self.retention = Retention(config.store.retention_days, config.store.max_db_mb, service.retention_failed)
-        self.disk = DiskGuard(config.state_path, config.store.min_free_mb, service.free_space, service.disk_low)
+        self.retention = Retention(config.store.retention_days, config.store.max_db_mb, recorder.retention_failed)
+        self.disk = DiskGuard(config.state_path, config.store.min_free_mb, service.free_space, recorder.disk_low)
         self.store_retry = Every(STORE_RETRY_S, first_after_s=STORE_RETRY_S)
 
     def tick(self, now: float) -> None:
-        service = self.service
+        service, recorder = self.service, self.service.recorder
         service.notifier.watchdog()
-        store = service.store
-        if store is None:
+        if recorder.store is None:
             if self.store_retry.due(now) and service.open_store():
                 log.info("store: results database %s open; storing from now on", service.config.database_path)
         else:
-            # A batch waiting for the next frame is committed once it is old enough even when
-            # no frame comes (a followed folder, a stalled camera): idle time holds nothing back.
-            try:
-                store.maybe_commit()
-            except sqlite3.Error as exc:
-                service.store_failed(store, exc)
+            recorder.commit_aged()
         if self.status.due(now):
             service.write_status("running")
         if self.summary.due(now):
             log.info("%s", service.summary_line())
-        if store is not None:
-            deleted = self.retention.step(store, now)
+        if recorder.store is not None:
+            deleted = self.retention.step(recorder.store, now)
             if deleted:
-                log.info("retention: deleted the %d oldest frames and their cells", deleted)
+                log.info("retention: deleted the %d oldest frames and their views", deleted)

@@ -16,12 +16,12 @@ import numpy as np
 from edge.capture.base import Frame
 from edge.cells.detect import Detection, DetectSettings, detect
 from edge.cells.scale import cluster_area_default
-from edge.cells.tracking import Track, Tracker
+from edge.cells.tracking import Track, Tracker, TrackUpdate
 from edge.cells.views import PlannedView, ViewScheduler, dihedral, learnt_any_orientation
 from edge.classify.classifier import Classifier
 from edge.classify.preprocess import model_input
 from edge.config import Config
-from edge.records import END_LOST, END_NEW_FIELD, END_RUN, END_WHOLE, CellResult, ClosedCell, FrameResult
+from edge.records import END_LOST, END_NEW_FIELD, END_RUN, END_WHOLE, ClosedCell, DetectionResult, FrameResult
 
 # pipeline.budget_ms = 0 (the default) derives the budget from the model: this many cells at
 # the card's Raspberry Pi 4 estimate per cell, plus detection, preprocessing and storage (about
@@ -88,22 +88,10 @@ class Pipeline:
         """Detect, track, run the views due and update each cell's call; ``timings_ms`` gets
         detect, preprocess and infer."""
         started = time.perf_counter()
-        whole = self.mode == "whole"
-        detections = [self.whole_window(frame.pixels)] if whole else detect(frame.pixels, self.settings)
-        ended_before = self.tracker.end_all() if whole else []
-        update = self.tracker.update(detections, frame.captured_at)
-        # Closed before classifying, so a frame that fails later loses no ended cell: the next
-        # frame's result carries it.
-        end = END_NEW_FIELD if update.new_field else END_LOST
-        self._closed += [self._close(track, END_WHOLE) for track in ended_before]
-        self._closed += [self._close(track, end) for track in update.ended]
+        found, update = self._detect_and_track(frame)
         detected = time.perf_counter()
         planned = self.views.plan(update.tracks, self.budget_views((detected - started) * 1000.0))
-        batch = np.empty((len(planned), self.spec.size, self.spec.size), dtype=np.uint8)
-        for row, view in enumerate(planned):
-            found = detections[view.index]
-            cell = model_input(frame.pixels, found.centroid_yx, self.spec, found.mask, found.origin_yx, self.window_px)
-            batch[row] = dihedral(cell, view.orientation)
+        batch = self._inputs(frame, found, planned)
         prepared = time.perf_counter()
         probabilities = self.classifier.predict(batch) if len(batch) else np.zeros(0, dtype=np.float32)
         inferred = time.perf_counter()
@@ -114,12 +102,12 @@ class Pipeline:
         for view, probability in zip(planned, probabilities.tolist(), strict=True):
             self.views.record(view.track, probability)
             answers[view.index] = (view, probability)
-        cells = [self._cell(found, track, answers.get(index)) for index, (found, track) in
-                 enumerate(zip(detections, update.tracks, strict=True))]  # fmt: skip
+        detections = [self._detection(one, track, answers.get(index)) for index, (one, track) in
+                      enumerate(zip(found, update.tracks, strict=True))]  # fmt: skip
         closed, self._closed = self._closed, []
         return FrameResult(
             frame=frame,
-            cells=cells,
+            detections=detections,
             timings_ms={
                 "detect": (detected - started) * 1000.0,
                 "preprocess": (prepared - detected) * 1000.0,
@@ -131,8 +119,30 @@ class Pipeline:
             open_cells=len(self.tracker.live),
             field_number=self.tracker.field,
             new_field=update.new_field,
-            detections=detections,
+            found=found,
         )
+
+    def _detect_and_track(self, frame: Frame) -> tuple[list[Detection], TrackUpdate]:
+        """The frame's detections and the tracker's update; the cells it ended are closed here,
+        before classifying, so a frame that fails later loses no ended cell (the next frame's
+        result carries it)."""
+        whole = self.mode == "whole"
+        found = [self.whole_window(frame.pixels)] if whole else detect(frame.pixels, self.settings)
+        ended_before = self.tracker.end_all() if whole else []
+        update = self.tracker.update(found, frame.captured_at)
+        end = END_NEW_FIELD if update.new_field else END_LOST
+        self._closed += [self._close(track, END_WHOLE) for track in ended_before]
+        self._closed += [self._close(track, end) for track in update.ended]
+        return found, update
+
+    def _inputs(self, frame: Frame, found: list[Detection], planned: list[PlannedView]) -> np.ndarray:
+        """The model input of each planned view, turned to its orientation: (N, size, size) uint8."""
+        batch = np.empty((len(planned), self.spec.size, self.spec.size), dtype=np.uint8)
+        for row, view in enumerate(planned):
+            one = found[view.index]
+            cell = model_input(frame.pixels, one.centroid_yx, self.spec, one.mask, one.origin_yx, self.window_px)
+            batch[row] = dihedral(cell, view.orientation)
+        return batch
 
     def close_all(self) -> list[ClosedCell]:
         """Close every live cell (the run stops)."""
@@ -148,12 +158,12 @@ class Pipeline:
         positive = probability >= self.threshold
         return (self._positive if positive else self._negative), positive
 
-    def _cell(self, found: Detection, track: Track, answer: tuple[PlannedView, float] | None) -> CellResult:
+    def _detection(self, found: Detection, track: Track, answer: tuple[PlannedView, float] | None) -> DetectionResult:
         call = self.views.calls[track.number].probability
         probability = 0.0 if call is None else call
         label, positive = self._label(probability)
         view, view_probability = answer if answer is not None else (None, None)
-        return CellResult(
+        return DetectionResult(
             bbox=found.bbox,
             centroid_yx=found.centroid_yx,
             area=found.area,

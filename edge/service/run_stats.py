@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.record.store import iso_utc
+from edge.record.times import iso_utc
 from edge.records import STAGES, ClosedCell, FrameResult
 
 ROLLING_SAMPLES = 1000  # the rolling p50/p99 cover the last this many frames
@@ -21,7 +21,7 @@ FPS_WINDOW = 200  # frames per second over the last this many frames
 @dataclass
 class Counters:
     frames: int = 0  # classified
-    cells: int = 0  # distinct cells (tracks) found
+    cells: int = 0  # distinct (tracked) cells found
     views: int = 0  # model calls
     open_cells: int = 0  # cells followed now (their track has not ended)
     closed_cells: int = 0  # cells whose track ended, with their final call

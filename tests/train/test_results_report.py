@@ -9,6 +9,7 @@ import importlib.util
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -58,10 +59,10 @@ def pull(config: Path, dest: Path, host: str) -> Path:
     work.mkdir(parents=True)
     (work / "status.json").write_text(metascope_output("status", "--config", str(config), "--json"))
     status = json.loads((work / "status.json").read_text())
-    for table in ("runs", "tracks", "cells", "frames"):
+    for table in ("runs", "cells", "views", "frames"):
         (work / f"{table}.csv").write_text(metascope_output("export", "--config", str(config), "--table", table))
     pull_merge.prepare(dest / host, work / "status.json", work / "runs.csv", work / "answer")
-    database = Path((work / "answer").read_text().split("\t")[0])
+    database = Path((work / "answer").read_text().splitlines()[0])
     pull_merge.merge(database, work, host)
     for folder in ("snapshots", "crops"):
         if Path(status[folder]["folder"]).is_dir():  # as pull.sh: a folder the rig has not made is none
@@ -180,9 +181,9 @@ def test_crops_the_rig_kept_are_training_data_with_the_same_call(tiny_model, tmp
     database = pull(config, tmp_path / "results", "scope1")
     import csv
 
-    with (database / "tracks.csv").open(newline="") as handle:
-        tracks = [track for track in csv.DictReader(handle) if track["crop"]]
     with (database / "cells.csv").open(newline="") as handle:
+        tracks = [track for track in csv.DictReader(handle) if track["crop"]]
+    with (database / "views.csv").open(newline="") as handle:
         first_views = {
             row["track"]: float(row["probability"])
             for row in csv.DictReader(handle)
@@ -202,15 +203,31 @@ def test_crops_the_rig_kept_are_training_data_with_the_same_call(tiny_model, tmp
     assert np.mean((probabilities >= 0.5) == (rig >= 0.5)) >= 0.9
 
 
-def test_a_host_pulled_before_tracks_and_crops_still_gets_a_page(pulled: Path, tmp_path: Path) -> None:
-    """A Pi older than tracks and crops sent runs, frames and cells only: its runs are listed and
-    the page says why there is no gallery."""
+def test_a_host_pulled_before_cells_and_crops_still_gets_a_page(pulled: Path, tmp_path: Path) -> None:
+    """A Pi older than tracked cells and crops sent runs, frames and views only: its runs are listed
+    and the page says why there is no gallery."""
     old = tmp_path / "results"
     shutil.copytree(pulled / "scope1", old / "scope1")
     for database in (old / "scope1").iterdir():
         if database.is_dir():
-            (database / "tracks.csv").unlink()
+            (database / "cells.csv").unlink()
             shutil.rmtree(database / "crops")
     assert metascope_train(["report", str(old)]) == 0
     text = (old / "report.html").read_text()
     assert '<td class="text">scope1</td>' in text and "No crops were pulled" in text
+
+
+def test_a_folder_pulled_before_the_renames_reads_under_todays_names(pulled: Path, tmp_path: Path) -> None:
+    """A folder an older pull.sh wrote (views in cells.csv, cells in tracks.csv) and no pull has
+    renamed yet makes the same page as today's."""
+    pages = {}
+    for layout in ("before", "today"):
+        shutil.copytree(pulled / "scope1", tmp_path / layout / "scope1")
+        for database in (tmp_path / layout / "scope1").iterdir():
+            if layout == "before" and database.is_dir():
+                (database / "cells.csv").rename(database / "tracks.csv")
+                (database / "views.csv").rename(database / "cells.csv")
+        assert metascope_train(["report", str(tmp_path / layout)]) == 0
+        page = (tmp_path / layout / "report.html").read_text().replace(str(tmp_path / layout), "RESULTS")
+        pages[layout] = re.sub(r"data:image/png;base64,[^\"]+|\d{4}-\d\d-\d\d[ T][\d:.]+", "", page)
+    assert "scope1" in pages["today"] and pages["before"] == pages["today"]

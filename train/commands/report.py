@@ -15,7 +15,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "report",
         help="an HTML page of pulled results: plots over time and a gallery of cell crops",
-        description="Read RESULTS_DIR as deploy/pull.sh writes it (HOST/<database id>/{tracks,cells,frames,runs}.csv, "
+        description="Read RESULTS_DIR as deploy/pull.sh writes it (HOST/<database id>/{cells,views,frames,runs}.csv, "
         "snapshots/, crops/; one host or many) and write one self-contained HTML page with PNG figures "
         "(cells and positive fraction over time per host and run, probability histogram, latency per stage, "
         "clusters, dropped frames) and the cells' crops sorted by probability.",

@@ -60,7 +60,7 @@ def cells_over_time(databases: Sequence[PulledDatabase]) -> bytes:
     points: dict[str, list[tuple[datetime, bool]]] = defaultdict(list)
     for database in databases:
         thresholds = database.thresholds()
-        for track in database.rows("tracks"):
+        for track in database.rows("cells"):
             probability, seen = number(track.get("probability")), parse_time(track.get("first_seen_at", ""))
             if seen is not None and not np.isnan(probability):
                 points[series_key(database, track["run_id"])].append(
@@ -89,7 +89,7 @@ def probability_histogram(databases: Sequence[PulledDatabase]) -> bytes:
     figure, axis = plt.subplots(figsize=(10, 3.6))
     bins = np.linspace(0.0, 1.0, 41)
     for database in databases:
-        values = [number(track.get("probability")) for track in database.rows("tracks")]
+        values = [number(track.get("probability")) for track in database.rows("cells")]
         values = [value for value in values if not np.isnan(value)]
         if values:
             axis.hist(values, bins=bins, alpha=0.6, label=f"{database.host} ({len(values)} cells)")
@@ -129,7 +129,7 @@ def clusters(databases: Sequence[PulledDatabase]) -> bytes:
     areas: dict[bool, list[float]] = {False: [], True: []}
     shares: dict[str, list[bool]] = defaultdict(list)
     for database in databases:
-        for track in database.rows("tracks"):
+        for track in database.rows("cells"):
             cluster = track.get("cluster") == "1"
             areas[cluster].append(number(track.get("area_px")))
             shares[series_key(database, track["run_id"])].append(cluster)

@@ -1,5 +1,7 @@
-"""Reading what deploy/pull.sh writes: DEST/HOST/<database id>/{tracks,cells,frames,runs}.csv,
-snapshots/ and crops/ (one folder per results database a Pi has had), for one host or many.
+"""Reading what deploy/pull.sh writes: DEST/HOST/<database id>/{cells,views,frames,runs}.csv,
+snapshots/ and crops/ (one folder per results database a Pi has had), for one host or many. A
+folder an older pull.sh wrote and no pull has renamed yet (views in cells.csv, cells in
+tracks.csv) is read under today's names.
 
 Standard library and numpy only; times stay the fixed-width ISO text the Pi writes, turned into
 datetimes where a plot needs them.
@@ -14,7 +16,8 @@ from pathlib import Path
 
 from edge.errors import UsageError
 
-TABLES = ("runs", "frames", "tracks", "cells")
+TABLES = ("runs", "frames", "views", "cells")
+FILES_BEFORE_LAYOUT_3 = {"views": "cells", "cells": "tracks"}  # what pull.sh called them before metascope 0.4
 
 
 class PulledFolderError(UsageError):
@@ -38,7 +41,7 @@ class PulledDatabase:
         return self.tables.get(table, [])
 
     def crop_path(self, track: dict[str, str]) -> Path | None:
-        """The crop file of a tracks row, when the row names one and the pull brought it."""
+        """The crop file of a cell, when its row names one and the pull brought it."""
         name = track.get("crop") or ""
         path = self.folder / "crops" / name
         return path if name and "/" not in name and path.is_file() else None
@@ -83,8 +86,9 @@ def find_databases(results_dir: Path) -> list[PulledDatabase]:
         # pull.sh's layout: HOST/<database id>/; a folder handed over alone is named by itself
         host = folder.parent.name if (folder.parent / "LAYOUT").is_file() else folder.name
         database = PulledDatabase(host=host, database_id=folder.name, folder=folder)
+        files = FILES_BEFORE_LAYOUT_3 if (folder / "tracks.csv").is_file() else {}
         for table in TABLES:
-            path = folder / f"{table}.csv"
+            path = folder / f"{files.get(table, table)}.csv"
             if path.is_file():
                 database.tables[table] = read_csv(path)
         found.append(database)

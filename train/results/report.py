@@ -40,7 +40,7 @@ def run_rows(databases: Sequence[PulledDatabase]) -> list[str]:
     for database in databases:
         thresholds = database.thresholds()
         tracks_by_run: dict[str, list[dict[str, str]]] = {}
-        for track in database.rows("tracks"):
+        for track in database.rows("cells"):
             tracks_by_run.setdefault(track["run_id"], []).append(track)
         frames_by_run: dict[str, list[dict[str, str]]] = {}
         for frame in database.rows("frames"):
@@ -71,7 +71,7 @@ def gallery(databases: Sequence[PulledDatabase], limit: int) -> tuple[list[str],
     cells = []
     for database in databases:
         thresholds = database.thresholds()
-        for track in database.rows("tracks"):
+        for track in database.rows("cells"):
             path = database.crop_path(track)
             probability = number(track.get("probability"))
             if path is not None and not np.isnan(probability):
@@ -114,7 +114,7 @@ def build_page(databases: Sequence[PulledDatabase], source: Path, gallery_limit:
             f"<style>{STYLE}</style></head><body>",
             f"<h1>metascope results: {html.escape(', '.join(hosts))}</h1>",
             f"<p>From {html.escape(str(source))}, made {made} by metascope-train {__version__}. A cell is one "
-            "tracked cell (a <code>tracks</code> row); its probability is the mean of its views' logits.</p>",
+            "tracked cell (a row of <code>cells</code>); its probability is the mean of its views' logits.</p>",
             "<h2>Runs</h2>",
             "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>",
             *run_rows(databases),

@@ -1,0 +1,99 @@
+"""Keeping the results database within ``store.retention_days`` and ``store.max_db_mb``: the
+oldest frames (with their views) go first, in bounded steps so the service loop can spread a big
+clean-up over many frames. Freed pages are reused by new rows (and given back to the file system
+in databases made with incremental vacuum), so the file stops growing at about the cap."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+from edge.record.times import iso_utc
+
+RETENTION_BATCH_FRAMES = 5_000  # most frames one step deletes
+RETENTION_STEP_S = 0.05  # a step that took longer deletes fewer frames next time (and faster ones more)
+SIZE_TARGET_FRACTION = 0.9  # after a size clean-up the data fills at most 90% of max_db_mb
+
+
+def used_bytes(db: sqlite3.Connection, path: Path) -> int:
+    """Bytes the data occupies: the file minus its free pages (which SQLite reuses), plus the
+    write-ahead log, which holds data too until a checkpoint."""
+    page_size = db.execute("PRAGMA page_size").fetchone()[0]
+    pages = db.execute("PRAGMA page_count").fetchone()[0]
+    free = db.execute("PRAGMA freelist_count").fetchone()[0]
+    wal = Path(f"{path}-wal")
+    return int((pages - free) * page_size) + (wal.stat().st_size if wal.exists() else 0)
+
+
+def checkpoint(db: sqlite3.Connection) -> None:
+    """Move the write-ahead log into the database file and truncate the log."""
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+class RetentionSteps:
+    """Bounded deletion steps on one connection (outside any open batch: the caller commits
+    first); the batch adapts so that a step takes about RETENTION_STEP_S."""
+
+    def __init__(self, db: sqlite3.Connection, path: Path):
+        self._db, self._path = db, path
+        self._batch = RETENTION_BATCH_FRAMES // 10
+
+    def step(self, retention_days: float, max_db_mb: float, now: float | None = None) -> tuple[int, bool]:
+        """Returns (frames deleted, whether nothing is left to delete)."""
+        started = time.monotonic()
+        last = self._target(retention_days, max_db_mb, now)
+        if last is None:
+            self._db.execute("PRAGMA incremental_vacuum")  # give freed pages back (new databases)
+            return 0, True
+        deleted = self._delete_frames_through(last)
+        took = time.monotonic() - started
+        if took > RETENTION_STEP_S:
+            self._batch = max(10, self._batch // 2)
+        elif took < RETENTION_STEP_S / 4:
+            self._batch = min(RETENTION_BATCH_FRAMES, self._batch * 2)
+        return deleted, False
+
+    def _target(self, retention_days: float, max_db_mb: float, now: float | None) -> int | None:
+        """The last frame id of the next batch to delete, or None when nothing is due."""
+        if retention_days > 0:
+            last = self._past_age(iso_utc((time.time() if now is None else now) - retention_days * 86_400))
+            if last is not None:
+                return last
+        return self._over_size(max_db_mb * 1024 * 1024) if max_db_mb > 0 else None
+
+    def _past_age(self, cutoff: str) -> int | None:
+        last = self._db.execute(
+            "SELECT max(id) FROM (SELECT id FROM frames WHERE captured_at < ? ORDER BY id LIMIT ?)",
+            (cutoff, self._batch),
+        ).fetchone()[0]
+        if last is not None:
+            return int(last)
+        # Cells go by when they were last seen; one row per cell, far fewer than frames.
+        self._db.execute("DELETE FROM cells WHERE last_seen_at < ?", (cutoff,))
+        self._db.execute("DELETE FROM runs WHERE ended_at IS NOT NULL AND ended_at < ?", (cutoff,))
+        return None
+
+    def _over_size(self, limit: float) -> int | None:
+        if used_bytes(self._db, self._path) > limit:
+            # Deletions go to the WAL first: move them into the file (and truncate the WAL)
+            # before measuring, or every step would find the data bigger, not smaller.
+            checkpoint(self._db)
+        used = used_bytes(self._db, self._path)
+        total = self._db.execute("SELECT count(*) FROM frames").fetchone()[0] if used > limit else 0
+        if not total:
+            return None
+        count = min(max(1, int(total * (1.0 - SIZE_TARGET_FRACTION * limit / used))), self._batch)
+        query = "SELECT max(id) FROM (SELECT id FROM frames ORDER BY id LIMIT ?)"
+        return int(self._db.execute(query, (count,)).fetchone()[0])
+
+    def _delete_frames_through(self, last_frame_id: int) -> int:
+        self._db.execute("BEGIN")
+        try:
+            self._db.execute("DELETE FROM views WHERE frame_id <= ?", (last_frame_id,))
+            count = self._db.execute("DELETE FROM frames WHERE id <= ?", (last_frame_id,)).rowcount
+            self._db.execute("COMMIT")
+        except sqlite3.Error:
+            self._db.execute("ROLLBACK")
+            raise
+        return count

@@ -1,0 +1,164 @@
+"""Where a run's results go: the results database, the crops of cells, the snapshots and
+status.json. The loop hands it each frame's result; a failure to write any of them is a
+rate-limited warning and a counter, never the end of the run (classification goes on), and a
+database that cannot be opened (a full disk) is tried again until it can.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from edge.config import Config
+from edge.logs import RateLimitedWarning, log
+from edge.paths import write_json_atomic
+from edge.record.crops import CropKeeper
+from edge.record.snapshots import SnapshotWriter
+from edge.record.store import ResultStore, RunInfo, StoreError
+from edge.records import ClosedCell, FrameResult
+from edge.service.run_stats import RunStats
+
+STORE_RETRY_S = 10.0  # while the results database cannot be opened (a full disk), try again this often
+
+
+class Recorder:
+    def __init__(self, config: Config, stats: RunStats, window_px: int, free_space: Callable[[Path], int]):
+        self.config = config
+        self.stats = stats
+        self.crops = CropKeeper(config.crop_dir, config.crops, window_px, free_space)
+        self.snapshots = SnapshotWriter(config.snapshot_dir, config.snapshots, free_space)
+        self.store: ResultStore | None = None
+        self.run_id: int | None = None
+        self._store_warning = RateLimitedWarning()
+        self._disk_warning = RateLimitedWarning()
+        self._snapshot_warning = RateLimitedWarning()
+        self._crop_warning = RateLimitedWarning()
+        self._status_warning = RateLimitedWarning()
+
+    # -------------------------------------------------------------- the store
+    def open(self, run_info: RunInfo) -> bool:
+        """Open the results database and start this run's row in it. A database that cannot be
+        opened or written (a full disk) is not fatal: the run classifies without storing and
+        the loop calls this again every STORE_RETRY_S, so the service is there when space returns."""
+        try:
+            store = ResultStore(self.config.database_path, self.config.store.commit_interval_s)
+        except StoreError as exc:
+            self._store_warning("store: %s; classifying without storing, trying again every %.0f s", exc,
+                                STORE_RETRY_S)  # fmt: skip
+            return False
+        try:
+            for run_id, frames, cells in store.close_unfinished_runs():
+                log.warning("run %d did not stop cleanly (killed, crashed or powered off): closed with its %d "
+                            "stored frames; %d cells it was following closed from their stored views",
+                            run_id, frames, cells)  # fmt: skip
+            self.run_id = store.start_run(run_info)
+            store.commit()
+        except sqlite3.Error as exc:
+            store.rollback()
+            store.close_quietly()
+            self._store_warning("store: cannot start the run in %s (%s); trying again every %.0f s",
+                                self.config.database_path, exc, STORE_RETRY_S)  # fmt: skip
+            return False
+        self.store = store
+        return True
+
+    def commit_aged(self) -> None:
+        """A batch waiting for the next frame is committed once it is old enough even when no
+        frame comes (a followed folder, a stalled camera): idle time holds nothing back."""
+        if self.store is not None:
+            try:
+                self.store.maybe_commit()
+            except sqlite3.Error as exc:
+                self._failed(self.store, exc)
+
+    def _failed(self, store: ResultStore, exc: sqlite3.Error) -> None:
+        lost = store.pending.frames
+        store.rollback()
+        self.stats.counters.store_errors += 1
+        self.stats.counters.unsaved_frames += max(lost, 1)
+        self._store_warning("store: write failed (%s); %d uncommitted frames lost, classification goes on", exc, lost)
+
+    # -------------------------------------------------------------- a frame
+    def record(self, result: FrameResult, disk_ok: bool) -> int | None:
+        """Store the frame (when the disk allows) and keep its crops; the frame's id, or None
+        when it was not stored. The cells it closed get their crops' names first."""
+        result.closed = self.crops.link(result.closed)
+        store = self.store
+        if not disk_ok or store is None:
+            self.stats.counters.unsaved_frames += 1
+            return None
+        try:
+            frame_id = store.add_frame(result)
+            store.maybe_commit()
+        except sqlite3.Error as exc:
+            self._failed(store, exc)
+            return None
+        failed = self.crops.files.failed
+        self.crops.keep(result, self.run_id)
+        if self.crops.files.failed > failed:
+            self._crop_warning("crops: %s; classification goes on", self.crops.files.last_error)
+        return frame_id
+
+    def mark_over_budget(self, frame_id: int) -> None:
+        if self.store is not None:
+            self.store.mark_over_budget(frame_id)
+
+    def snapshot(self, result: FrameResult, frame_id: int, frame_number: int) -> None:
+        """An annotated snapshot of a stored frame, when one is due."""
+        snapshots = self.snapshots
+        if self.store is None or not snapshots.wanted(result, frame_number):
+            return
+        failed = snapshots.failed
+        name = snapshots.write(result, self.run_id)
+        if name is not None:
+            self.store.set_snapshot(frame_id, name)
+        elif snapshots.failed > failed:
+            self._snapshot_warning("snapshot: %s; classification goes on", snapshots.last_error)
+        counters = self.stats.counters
+        counters.snapshots, counters.snapshots_skipped = snapshots.written, snapshots.skipped_low_disk
+        counters.snapshot_failures = snapshots.failed
+
+    # -------------------------------------------------------- periodic work
+    def disk_low(self, free: int) -> None:
+        store = self.store
+        try:
+            if store is not None:
+                store.commit()  # whatever is already batched goes in while there is room
+        except sqlite3.Error:
+            store.rollback()
+        self._disk_warning(
+            "disk: only %.0f MB free under %s (store.min_free_mb %.0f): results are not being written; "
+            "classification goes on and writing resumes when space returns",
+            free / 1024 / 1024,
+            self.config.state_path,
+            self.config.store.min_free_mb,
+        )
+
+    def retention_failed(self, exc: sqlite3.Error) -> None:
+        self._store_warning("store: retention failed: %s", exc)
+
+    def write_status(self, status: dict[str, Any]) -> None:
+        try:
+            write_json_atomic(self.config.status_path, status)
+        except OSError as exc:
+            self.stats.counters.status_failures += 1
+            self._status_warning("status: cannot write %s: %s", self.config.status_path, exc)
+
+    # ------------------------------------------------------------- the end
+    def finish(self, closed: Sequence[ClosedCell], exit_reason: str) -> None:
+        """The cells still followed end with the run; the run row is closed and committed."""
+        closed = self.crops.link(closed)
+        self.stats.add_closed(closed)
+        store = self.store
+        if store is not None:
+            try:
+                store.add_cells(closed)
+                store.end_run(exit_reason)
+            except sqlite3.Error as exc:
+                log.error("store: final commit failed: %s", exc)
+                store.rollback()
+            finally:
+                store.close_quietly()
+        self.stats.counters.snapshots = self.snapshots.written
