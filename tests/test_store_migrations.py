@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from edge.record.schema import MIGRATIONS, SCHEMA_VERSION
 from edge.cli import main
 from edge.record.reading import StoreError
+from edge.record.schema import MIGRATIONS, SCHEMA_VERSION
 from edge.record.store import ResultStore
 
 
