@@ -1,13 +1,16 @@
 """The records every stage passes on: what one frame produced (FrameResult, with a
-DetectionResult per object found) and a cell that closed (ClosedCell, a row of the ``cells``
-table). Light on purpose: the recorder, the snapshots, the crops and the run statistics read them
-without importing detection or the model.
+DetectionResult per object found), a cell that closed (ClosedCell, a row of the ``cells``
+table), and what the stages read from the model card beyond its input (CardFacts). Light on
+purpose: every stage imports it, the recorder, snapshots, crops and run statistics without
+importing detection or the model, detection's cluster size and the scale check without reading
+the card's JSON themselves.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edge.capture.base import Frame
 
@@ -87,3 +90,35 @@ class FrameResult:
     def viewed(self) -> list[DetectionResult]:
         """The detections the model looked at in this frame (the rows of ``views``)."""
         return [seen for seen in self.detections if seen.view is not None]
+
+
+def _positive_number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else None
+
+
+def _section(card_extra: Mapping[str, Any], *path: str) -> Mapping[str, Any]:
+    section: Any = card_extra
+    for key in path:
+        section = section.get(key) if isinstance(section, Mapping) else None
+    return section if isinstance(section, Mapping) else {}
+
+
+@dataclass(frozen=True)
+class CardFacts:
+    """The model card's facts the stages act on, typed once here (None: the card does not say;
+    older cards lack some): the training cells' median mask area in pixels at the training scale
+    (cluster size, scale check), the labelled Raspberry Pi 4 estimate of ms per cell (frame
+    budget), and whether training turned and mirrored every window (views in 8 orientations)."""
+
+    training_median_area_px: float | None = None
+    pi4_ms_per_cell: float | None = None
+    learnt_orientations: bool = False
+
+    @classmethod
+    def from_extra(cls, card_extra: Mapping[str, Any]) -> CardFacts:
+        """Read from a card's sections beyond its input spec (``ModelCard.extra``)."""
+        return cls(
+            training_median_area_px=_positive_number(_section(card_extra, "data", "cell_area_px").get("median")),
+            pi4_ms_per_cell=_positive_number(_section(card_extra, "speed").get("pi4_estimate_ms_per_cell")),
+            learnt_orientations=isinstance(_section(card_extra, "training", "settings").get("augment"), Mapping),
+        )

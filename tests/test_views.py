@@ -12,7 +12,8 @@ from test_tracking import disc
 
 from edge.cells.logits import logit, mean_of_logits, sigmoid
 from edge.cells.tracking import Track
-from edge.cells.views import CHANGE_CONFIRM_FRAMES, DIHEDRAL_ORDER, ViewScheduler, dihedral, learnt_any_orientation
+from edge.cells.views import CHANGE_CONFIRM_FRAMES, DIHEDRAL_ORDER, ViewScheduler, dihedral
+from edge.records import CardFacts
 
 
 def tracks(count: int, radius: float = 6.0) -> list[Track]:
@@ -62,8 +63,9 @@ def test_views_turn_through_the_dihedral_orientations_only_for_a_model_that_lear
         fixed.record(1, 0.5)
     assert orientations == list(DIHEDRAL_ORDER) and sorted(orientations) == list(range(8))
     assert still == [0] * 8
-    assert learnt_any_orientation({"training": {"settings": {"augment": {"rotate_any_angle": True}}}})
-    assert not learnt_any_orientation({"training": {"data": "synthetic"}}) and not learnt_any_orientation({})
+    assert CardFacts.from_extra({"training": {"settings": {"augment": {"rotate_any_angle": True}}}}).learnt_orientations
+    assert not CardFacts.from_extra({"training": {"data": "synthetic"}}).learnt_orientations
+    assert not CardFacts.from_extra({}).learnt_orientations
 
 
 def test_dihedral_variants_are_the_eight_turns_and_mirror_images() -> None:

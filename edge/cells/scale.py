@@ -15,7 +15,6 @@ from __future__ import annotations
 import statistics
 from collections import deque
 from collections.abc import Iterable
-from typing import Any
 
 from edge.cells.detect_settings import DetectSettings
 
@@ -51,15 +50,6 @@ def _quantile(values: list[int], q: float) -> float:
     return values[low] + (values[high] - values[low]) * (position - low)
 
 
-def training_median_area(card_extra: dict[str, Any]) -> float | None:
-    """The training cells' median mask area (pixels at the training scale), when the card has it."""
-    areas = (card_extra.get("data") or {}).get("cell_area_px")
-    median = areas.get("median") if isinstance(areas, dict) else None
-    if isinstance(median, (int, float)) and not isinstance(median, bool) and median > 0:
-        return float(median)
-    return None
-
-
 def area_scale(card_pixel_um: float | None, rig_pixel_um: float | None) -> float:
     """Factor from an area in training pixels to the same area in rig pixels (1 when unknown)."""
     if not card_pixel_um or not rig_pixel_um:
@@ -68,10 +58,10 @@ def area_scale(card_pixel_um: float | None, rig_pixel_um: float | None) -> float
 
 
 def cluster_area_default(
-    card_extra: dict[str, Any], card_pixel_um: float | None, rig_pixel_um: float | None
+    median: float | None, card_pixel_um: float | None, rig_pixel_um: float | None
 ) -> tuple[int, str]:
-    """(cluster_area_px for detect.cluster_area_px = 0, where it came from)."""
-    median = training_median_area(card_extra)
+    """(cluster_area_px for detect.cluster_area_px = 0, where it came from), from the training
+    cells' median area (CardFacts.training_median_area_px; None: the card does not record it)."""
     if median is None:
         fixed = DetectSettings.cluster_area_px
         return fixed, f"{fixed} px (fixed default: the model card records no training cell areas)"
@@ -89,9 +79,9 @@ def scale_unknown(card_pixel_um: float | None, rig_pixel_um: float | None) -> st
     return f"no pixel size in {' or '.join(missing)}: the window is not rescaled" if missing else None
 
 
-def scale_warning(rig_median: float | None, rig_cells: int, card_extra: dict[str, Any]) -> str | None:
-    """A warning when the rig's median cell area is far from the training cells', else None."""
-    training = training_median_area(card_extra)
+def scale_warning(rig_median: float | None, rig_cells: int, training: float | None) -> str | None:
+    """A warning when the rig's median cell area is far from the training cells' median
+    (``training``; None: unknown), else None."""
     if training is None or rig_median is None or rig_cells < MIN_RIG_CELLS:
         return None
     ratio = rig_median / training
@@ -130,12 +120,12 @@ class ScaleWatch:
 
     def __init__(
         self,
-        card_extra: dict[str, Any],
+        training_area: float | None,
         card_pixel_um: float | None,
         rig_pixel_um: float | None,
         whole_windows: bool = False,
     ):
-        self.card_extra = card_extra
+        self.training_area = training_area  # the training cells' median area (CardFacts)
         self.unknown = scale_unknown(card_pixel_um, rig_pixel_um)
         self.whole_windows = whole_windows  # pipeline.mode "whole": a "cell" is a fixed window, not a cell's area
         self.areas = RigAreas()
@@ -144,14 +134,14 @@ class ScaleWatch:
     @property
     def active(self) -> bool:
         """Compare at all: only where nothing rescales, cells are detected and the card has the areas."""
-        return self.unknown is not None and not self.whole_windows and training_median_area(self.card_extra) is not None
+        return self.unknown is not None and not self.whole_windows and self.training_area is not None
 
     def start_line(self) -> str:
         if self.unknown is None:
             return "scale: the window is rescaled from the model's pixel size to pipeline.pixel_size_um"
         if self.whole_windows:
             return f"scale: {self.unknown}; pipeline.mode whole has no cell areas to compare with the card's"
-        training = training_median_area(self.card_extra)
+        training = self.training_area
         if training is None:
             return f"scale: {self.unknown}, and the model card records no training cell areas to compare with"
         return (
@@ -173,4 +163,4 @@ class ScaleWatch:
     def warning(self) -> str | None:
         if not self.active:
             return None
-        return scale_warning(self.areas.median(), self.areas.seen, self.card_extra)
+        return scale_warning(self.areas.median(), self.areas.seen, self.training_area)

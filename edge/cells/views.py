@@ -42,13 +42,6 @@ def dihedral(image: np.ndarray, variant: int) -> np.ndarray:
     return np.ascontiguousarray(turned[:, ::-1] if variant >= 4 else turned)
 
 
-def learnt_any_orientation(card_extra: dict) -> bool:
-    """Whether the model was trained with train/augment.py (random quarter turns and mirror
-    images of every window), as its card's training settings record."""
-    settings = (card_extra.get("training") or {}).get("settings") or {}
-    return isinstance(settings, dict) and isinstance(settings.get("augment"), dict)
-
-
 @dataclass
 class CellCall:
     """The views of one tracked cell since its last (re)classification."""

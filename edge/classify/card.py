@@ -17,6 +17,7 @@ from typing import Any
 
 from edge.classify.preprocess import INTENSITY_MODES, InputSpec
 from edge.errors import ModelError
+from edge.records import CardFacts
 
 __all__ = ["ModelCard", "ModelCardError", "ModelError", "ModelFileError", "ModelIntegrityError"]
 
@@ -69,6 +70,11 @@ class ModelCard:
     @property
     def negative_label(self) -> str:
         return self.labels[1] if self.positive_label == self.labels[0] else self.labels[0]
+
+    @property
+    def facts(self) -> CardFacts:
+        """What the stages act on beyond the input spec, typed (edge/records.py)."""
+        return CardFacts.from_extra(self.extra)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ModelCard:

@@ -172,15 +172,13 @@ def scale_check(config, classifier) -> Check:
         RIG_AREA_SAMPLES,
         scale_unknown,
         scale_warning,
-        training_median_area,
     )
     from edge.record.reading import StoreError, execute, open_readonly
 
-    extra = classifier.card.extra
+    training = classifier.card.facts.training_median_area_px
     unknown = scale_unknown(classifier.input_spec.pixel_size_um, config.pipeline.pixel_size_um or None)
     if unknown is None:
         return Check("scale", "PASS", "the window is rescaled from the model's pixel size to pipeline.pixel_size_um")
-    training = training_median_area(extra)
     if training is None:
         return Check("scale", "SKIP", f"{unknown}; the model card records no training cell areas to compare with")
     try:
@@ -193,7 +191,7 @@ def scale_check(config, classifier) -> Check:
     except (StoreError, sqlite3.Error) as exc:
         return Check("scale", "SKIP", f"{unknown}; no cells to compare with the training cells' ({exc})")
     median = statistics.median(areas) if areas else None
-    warning = scale_warning(median, len(areas), extra)
+    warning = scale_warning(median, len(areas), training)
     if warning:
         return Check("scale", "WARN", f"{unknown}; {warning}")  # the warning says what to do
     if median is None or len(areas) < MIN_RIG_CELLS:

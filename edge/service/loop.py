@@ -72,7 +72,7 @@ class Service:
         self.pipeline = Pipeline(classifier, config)
         self.stats = RunStats()
         self.recorder = Recorder(config, self.stats, self.pipeline.window_px, free_space)
-        self.scale = ScaleWatch(classifier.card.extra, classifier.input_spec.pixel_size_um,
+        self.scale = ScaleWatch(classifier.card.facts.training_median_area_px, classifier.input_spec.pixel_size_um,
                                 config.pipeline.pixel_size_um or None, config.pipeline.mode == "whole")  # fmt: skip
         self.stop_reason: str | None = None
         self.exit_reason = ""

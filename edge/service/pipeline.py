@@ -17,7 +17,7 @@ from edge.capture.base import Frame
 from edge.cells.detect import Detection, DetectSettings, detect
 from edge.cells.scale import cluster_area_default
 from edge.cells.tracking import Track, Tracker, TrackUpdate
-from edge.cells.views import PlannedView, ViewScheduler, dihedral, learnt_any_orientation
+from edge.cells.views import PlannedView, ViewScheduler, dihedral
 from edge.classify.classifier import Classifier
 from edge.classify.preprocess import model_input
 from edge.config import Config
@@ -40,16 +40,16 @@ VIEW_COST_FALLBACK_MS = 15.0  # ms per view before any is measured, when the car
 
 def view_cost_guess_ms(classifier: Classifier) -> float:
     """ms per view before the first frame measures it: the card's Pi 4 estimate per cell."""
-    per_cell = (classifier.card.extra.get("speed") or {}).get("pi4_estimate_ms_per_cell")
-    return float(per_cell) if isinstance(per_cell, (int, float)) and per_cell > 0 else VIEW_COST_FALLBACK_MS
+    per_cell = classifier.card.facts.pi4_ms_per_cell
+    return VIEW_COST_FALLBACK_MS if per_cell is None else per_cell
 
 
 def budget_ms(configured_ms: float, classifier: Classifier) -> float:
     """The per-frame latency budget: the configured one, or (0) one that follows the model."""
     if configured_ms > 0:
         return configured_ms
-    per_cell = (classifier.card.extra.get("speed") or {}).get("pi4_estimate_ms_per_cell")
-    if not isinstance(per_cell, (int, float)) or per_cell <= 0:
+    per_cell = classifier.card.facts.pi4_ms_per_cell
+    if per_cell is None:
         return BUDGET_FLOOR_MS
     estimate = BUDGET_CELLS * per_cell + BUDGET_FRAME_OVERHEAD_MS
     return max(BUDGET_FLOOR_MS, 10.0 * math.ceil(estimate / 10.0))
@@ -62,7 +62,7 @@ class Pipeline:
         self.mode = config.pipeline.mode
         rig_pixel_size = config.pipeline.pixel_size_um or None
         cluster_default, self.cluster_area_rule = cluster_area_default(
-            classifier.card.extra, self.spec.pixel_size_um, rig_pixel_size
+            classifier.card.facts.training_median_area_px, self.spec.pixel_size_um, rig_pixel_size
         )
         if config.detect.cluster_area_px:
             self.cluster_area_rule = f"{config.detect.cluster_area_px} px (detect.cluster_area_px)"
@@ -79,7 +79,7 @@ class Pipeline:
             tracking.views_per_cell,
             tracking.view_interval_frames,
             tracking.reclassify_area_change,
-            orientations=learnt_any_orientation(classifier.card.extra),
+            orientations=classifier.card.facts.learnt_orientations,
         )
         self.ms_per_view = view_cost_guess_ms(classifier)
         self._closed: list[ClosedCell] = []  # ended, not yet handed out with a frame's result
