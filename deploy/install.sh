@@ -28,9 +28,11 @@ Environment (for tests and image builds): METASCOPE_ROOT=DIR installs under DIR 
 EOF
 }
 
+EXIT_FAILED=1 # a copy of edge/errors.py ExitCode.FAILED (tests/test_exit_codes.py): every refusal here
+
 die() {
     printf 'install.sh: %s\n' "$*" >&2
-    exit 1
+    exit $EXIT_FAILED
 }
 
 SOURCE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -142,7 +144,7 @@ for index in "${!models[@]}"; do
     card=${model%.tflite}.json
     [ -f "$card" ] || die "$model has no model card beside it ($card)"
     # The service would refuse a model whose sha256 is not its card's; say so before installing.
-    python3 - "$model" "$card" <<'EOF' || exit 1
+    python3 - "$model" "$card" <<'EOF' || exit $EXIT_FAILED
 import hashlib, json, sys
 model, card = sys.argv[1], sys.argv[2]
 try:

@@ -15,7 +15,8 @@ PROG=pull.sh
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=deploy/ssh_common.sh
 . "$HERE/ssh_common.sh"
-EXIT_USAGE=2 EXIT_UNREACHABLE=3 EXIT_NOT_INSTALLED=4 EXIT_EXPORT=5 EXIT_SNAPSHOTS=6
+# Copies of edge/errors.py ExitCode (tests/test_exit_codes.py holds them to it).
+EXIT_FAILED=1 EXIT_USAGE=2 EXIT_UNREACHABLE=7 EXIT_NOT_INSTALLED=8 EXIT_BAD_EXPORT=9 EXIT_COPY_FAILED=10
 
 usage() {
     cat <<'EOF'
@@ -51,9 +52,10 @@ Options:
   -p PORT                ssh port (passed to ssh)
   -h, --help             this help
 
-Exit status: 0 pulled; 2 bad arguments; 3 HOST unreachable over ssh; 4 metascope is not
-installed on HOST; 5 the export on HOST failed or sent something unusable (the database is
-missing or unreadable...); 6 copying snapshots failed; 1 anything else (a local file problem).
+Exit status (edge/errors.py ExitCode): 0 pulled; 2 bad arguments; 7 HOST unreachable over ssh;
+8 metascope is not installed on HOST; 9 the export on HOST failed or sent something unusable
+(the database is missing or unreadable...); 10 copying snapshots or crops failed; 1 anything
+else (a local file problem).
 EOF
 }
 
@@ -105,10 +107,10 @@ esac
 host_dir=$dest/$host_name
 new_host=0
 [ -d "$host_dir" ] || new_host=1
-mkdir -p "$host_dir" || die 1 "cannot create $host_dir"
+mkdir -p "$host_dir" || die $EXIT_FAILED "cannot create $host_dir"
 
 make_ssh_cmd ${ssh_opts[@]+"${ssh_opts[@]}"}
-command -v python3 >/dev/null || die 1 "python3 is needed on this machine (deploy/pull_merge.py merges the rows)"
+command -v python3 >/dev/null || die $EXIT_FAILED "python3 is needed on this machine (deploy/pull_merge.py merges the rows)"
 
 if [ -n "$remote_command" ]; then
     remote_prefix=$remote_command
@@ -120,7 +122,7 @@ fi
 config_arg=""
 [ -z "$remote_config" ] || config_arg=" --config $(sh_quote "$remote_config")"
 
-work=$(mktemp -d "$host_dir/.pull.XXXXXX") || die 1 "cannot write in $host_dir"
+work=$(mktemp -d "$host_dir/.pull.XXXXXX") || die $EXIT_FAILED "cannot write in $host_dir"
 # A first pull that fails leaves no host folder behind (it made it, so it may remove it).
 cleanup() {
     rm -rf "$work"
@@ -133,7 +135,7 @@ trap 'cleanup $?' EXIT
 # Two pulls into one folder at once would both append the same rows.
 if command -v flock >/dev/null; then
     exec 9>"$host_dir/.pull.lock"
-    flock -n 9 || die 1 "another pull into $host_dir is running"
+    flock -n 9 || die $EXIT_FAILED "another pull into $host_dir is running"
 fi
 
 # Run CMD on the host; stdout to $1. Exits with a message that says what went wrong.
@@ -146,7 +148,7 @@ remote() {
     case $status in
     255) die $EXIT_UNREACHABLE "cannot reach $host over ssh: ${detail:-ssh exited 255}" ;;
     126 | 127) die $EXIT_NOT_INSTALLED "metascope is not installed on $host (run deploy/push.sh $host first, or give --remote-command): ${detail:-exit $status}" ;;
-    *) die $EXIT_EXPORT "$what on $host failed (exit $status): ${detail:-no message}" ;;
+    *) die $EXIT_BAD_EXPORT "$what on $host failed (exit $status): ${detail:-no message}" ;;
     esac
 }
 
@@ -187,7 +189,7 @@ copy_folder() {
         # No --delete: files the Pi has since dropped (size cap) stay here. rsync writes
         # each file under a temp name and renames it, so a broken copy damages nothing.
         rsync -rt --exclude='.*' -e "$rsh" "$host:$folder/" "$database_dir/$what/" 2>"$work/stderr" ||
-            die $EXIT_SNAPSHOTS "copying $what from $host:$folder failed: $(tail -n 5 "$work/stderr")"
+            die $EXIT_COPY_FAILED "copying $what from $host:$folder failed: $(tail -n 5 "$work/stderr")"
         printf '%s: %s: copied to %s/%s\n' "$host_name" "$what" "$database_dir" "$what"
     else
         printf '%s: %s: none on %s (%s does not exist)\n' "$host_name" "$what" "$host" "$folder"
@@ -198,7 +200,7 @@ if [ $copy_snapshots -eq 1 ]; then
     if [ -z "$snapshots" ]; then
         # The state directory is the Pi's config's business: metascope status named it.
         snapshots=$(python3 "$HERE/pull_merge.py" field "$work/status.json" snapshots folder) ||
-            die $EXIT_EXPORT "metascope status on $host named no snapshots folder (give --snapshots DIR or --no-snapshots)"
+            die $EXIT_BAD_EXPORT "metascope status on $host named no snapshots folder (give --snapshots DIR or --no-snapshots)"
     fi
     copy_folder snapshots "$snapshots"
 fi

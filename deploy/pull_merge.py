@@ -20,8 +20,8 @@ runs match that database's, else into HOST_DIR/earlier/. Files pulled under the 
 schema 6 (layout 2: views in cells.csv, cells in tracks.csv) are renamed on the first pull, and
 rows from a host that still uses those names arrive under today's.
 
-Exit status: 0 done; 5 what the host sent is not usable (named; nothing written); 1 a local
-file problem.
+Exit status (edge/errors.py ExitCode): 0 done; 9 what the host sent is not usable (named;
+nothing written); 1 a local file problem.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ NAMED_TODAY = {"frames": "detections", "runs": "views"}  # a header with this co
 UNIDENTIFIED = "unidentified"  # a database the service has not migrated yet (no id)
 EARLIER = "earlier"
 MAX_ID = 2**63 - 1  # SQLite's largest rowid: anything else is not an id the Pi made
-EXIT_BAD_EXPORT, EXIT_LOCAL = 5, 1
+EXIT_BAD_EXPORT, EXIT_FAILED = 9, 1  # copies of edge/errors.py ExitCode (tests/test_exit_codes.py)
 
 
 class PullError(Exception):
@@ -91,7 +91,7 @@ def write_atomically(path: Path, header: list[str], rows: list[list[str]]) -> No
         os.replace(temporary, path)
     except OSError as exc:
         Path(temporary).unlink(missing_ok=True)
-        raise PullError(EXIT_LOCAL, f"cannot write {path}: {exc}") from None
+        raise PullError(EXIT_FAILED, f"cannot write {path}: {exc}") from None
 
 
 def last_id(path: Path) -> int:
@@ -150,7 +150,7 @@ def header_of(path: Path) -> list[str]:
         with path.open(newline="", encoding="utf-8") as handle:
             return next(csv.reader(handle), [])
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise PullError(EXIT_LOCAL, f"{path}: not a readable CSV: {exc}") from None
+        raise PullError(EXIT_FAILED, f"{path}: not a readable CSV: {exc}") from None
 
 
 def rename_layout_2(host_dir: Path) -> list[str]:
@@ -214,7 +214,7 @@ def prepare(host_dir: Path, status_json: Path, runs_csv: Path, answer: Path) -> 
         (host_dir / "LAYOUT").write_text(LAYOUT + "\n", encoding="utf-8")
         (host_dir / "CURRENT").write_text(name + "\n", encoding="utf-8")
     except OSError as exc:
-        raise PullError(EXIT_LOCAL, f"cannot arrange {host_dir}: {exc}") from None
+        raise PullError(EXIT_FAILED, f"cannot arrange {host_dir}: {exc}") from None
     if moved == name:
         print(f"moved the rows an earlier version pulled into {host_dir.name}/{name}/ (the same database)")
     elif moved:
@@ -254,7 +254,7 @@ def merge(database_dir: Path, work: Path, label: str) -> list[str]:
             held_header = header
         if held_header != header:
             raise PullError(
-                EXIT_LOCAL, f"the columns of {table} changed; move {path} aside and pull again to start a new file"
+                EXIT_FAILED, f"the columns of {table} changed; move {path} aside and pull again to start a new file"
             )
         if table in APPENDED:
             after = int(held[-1][0]) if held else 0

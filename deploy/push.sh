@@ -3,6 +3,7 @@
 set -euo pipefail
 
 PROG=push.sh
+EXIT_FAILED=1 EXIT_USAGE=2 EXIT_UNREACHABLE=7 # copies of edge/errors.py ExitCode (tests/test_exit_codes.py)
 
 usage() {
     cat <<'EOF'
@@ -28,8 +29,8 @@ Options:
   -p PORT            ssh port (passed to ssh)
   -h, --help         this help
 
-Exit status: 0 installed and running; 1 the install or the service failed; 2 bad arguments;
-3 HOST unreachable over ssh.
+Exit status (edge/errors.py ExitCode): 0 installed and running; 1 the install or the service
+failed; 2 bad arguments; 7 HOST unreachable over ssh, or the connection was lost.
 EOF
 }
 
@@ -45,7 +46,7 @@ while [ $# -gt 0 ]; do
         exit 0
         ;;
     --model | --remote-dir | -F | -o | -i | -p)
-        if [ $# -lt 2 ] || [ -z "$2" ]; then die 2 "$1 needs a value (see --help)"; fi
+        if [ $# -lt 2 ] || [ -z "$2" ]; then die $EXIT_USAGE "$1 needs a value (see --help)"; fi
         case $1 in
         --model) model=$2 ;;
         --remote-dir) remote_dir=$2 ;;
@@ -57,23 +58,23 @@ while [ $# -gt 0 ]; do
         dry_run=1
         shift
         ;;
-    -*) die 2 "unknown option $1 (see --help)" ;;
+    -*) die $EXIT_USAGE "unknown option $1 (see --help)" ;;
     *)
-        [ -z "$host" ] || die 2 "only one HOST, got '$host' and '$1'"
+        [ -z "$host" ] || die $EXIT_USAGE "only one HOST, got '$host' and '$1'"
         host=$1
         shift
         ;;
     esac
 done
-[ -n "$host" ] || die 2 "no HOST given (see --help)"
+[ -n "$host" ] || die $EXIT_USAGE "no HOST given (see --help)"
 # The copy is made with --delete, so it may only ever go into a folder push.sh made: the Pi
 # resolves --remote-dir (no spelling gets past that: ./., metascope-deploy/.., /var/lib...)
 # and the folder must carry push's mark, be new, or be empty (then it is marked).
-[ -n "${remote_dir%/}" ] || die 2 "--remote-dir: refusing to mirror into that folder (files there would be deleted)"
+[ -n "${remote_dir%/}" ] || die $EXIT_USAGE "--remote-dir: refusing to mirror into that folder (files there would be deleted)"
 if [ -n "$model" ]; then
-    case $model in *.tflite) ;; *) die 2 "--model $model: expected a .tflite file" ;; esac
-    [ -f "$model" ] || die 2 "--model $model: no such file"
-    [ -f "${model%.tflite}.json" ] || die 2 "--model $model: its card ${model%.tflite}.json is missing"
+    case $model in *.tflite) ;; *) die $EXIT_USAGE "--model $model: expected a .tflite file" ;; esac
+    [ -f "$model" ] || die $EXIT_USAGE "--model $model: no such file"
+    [ -f "${model%.tflite}.json" ] || die $EXIT_USAGE "--model $model: its card ${model%.tflite}.json is missing"
 fi
 
 make_ssh_cmd ${ssh_opts[@]+"${ssh_opts[@]}"}
@@ -81,7 +82,7 @@ make_ssh_cmd ${ssh_opts[@]+"${ssh_opts[@]}"}
 # Ask ssh itself first: when ssh cannot connect, rsync reports either ssh's 255 or its own
 # protocol error (12), depending on timing.
 if ! reply=$("${ssh_cmd[@]}" "$host" true 2>&1 </dev/null); then
-    die 3 "cannot reach $host over ssh: ${reply:-no message}"
+    die $EXIT_UNREACHABLE "cannot reach $host over ssh: ${reply:-no message}"
 fi
 
 # On the host: make or check the folder, print where it really is. An earlier push.sh made
@@ -100,10 +101,10 @@ status=0
 resolved=$("${ssh_cmd[@]}" "$host" "sh -c $(sh_quote "$claim") claim $(sh_quote "$remote_dir")" </dev/null) || status=$?
 case $status in
 0) ;;
-21) die 2 "--remote-dir $remote_dir: it is a file on $host, not a folder" ;;
-22) die 2 "--remote-dir $remote_dir: that folder on $host was not made by push.sh and is not empty; refusing to mirror into it (files there would be deleted)" ;;
-255) die 3 "lost the connection to $host" ;;
-*) die 1 "cannot make $remote_dir on $host (exit $status)" ;;
+21) die $EXIT_USAGE "--remote-dir $remote_dir: it is a file on $host, not a folder" ;;
+22) die $EXIT_USAGE "--remote-dir $remote_dir: that folder on $host was not made by push.sh and is not empty; refusing to mirror into it (files there would be deleted)" ;;
+255) die $EXIT_UNREACHABLE "lost the connection to $host" ;;
+*) die $EXIT_FAILED "cannot make $remote_dir on $host (exit $status)" ;;
 esac
 remote_dir=$resolved
 
@@ -118,15 +119,15 @@ rsync -rlptz --delete --exclude=/.metascope-push -e "$rsh" \
     "$SOURCE/" "$host:$remote_dir/" || status=$?
 case $status in
 0) ;;
-255) die 3 "cannot reach $host over ssh" ;;
-*) die 1 "copying the project to $host failed (rsync exit $status)" ;;
+255) die $EXIT_UNREACHABLE "cannot reach $host over ssh" ;;
+*) die $EXIT_FAILED "copying the project to $host failed (rsync exit $status)" ;;
 esac
 
 install_args=()
 if [ -n "$model" ]; then
     # Beside the project copy, inside the mirror: the next push removes it again.
     rsync -t -e "$rsh" "$model" "${model%.tflite}.json" "$host:$remote_dir/.pushed-model/" ||
-        die 1 "copying $model to $host failed"
+        die $EXIT_FAILED "copying $model to $host failed"
     install_args+=(--model ".pushed-model/$(basename "$model")")
 fi
 [ $dry_run -eq 0 ] || install_args+=(--dry-run)
@@ -146,11 +147,11 @@ status=0
     "cd $(sh_quote "$remote_dir") && set --$quoted_args && $sudo_cmd" || status=$?
 case $status in
 0) ;;
-255) die 3 "lost the connection to $host during the install" ;;
-*) die 1 "install.sh failed on $host (exit $status); see its output above" ;;
+255) die $EXIT_UNREACHABLE "lost the connection to $host during the install" ;;
+*) die $EXIT_FAILED "install.sh failed on $host (exit $status); see its output above" ;;
 esac
 [ $dry_run -eq 0 ] || exit 0
 
 printf '==> service status on %s\n' "$host"
 "${ssh_cmd[@]}" "$host" "systemctl --no-pager --lines=15 status metascope" </dev/null ||
-    die 1 "the metascope service on $host is not running; see: ssh $host journalctl -u metascope -n 50"
+    die $EXIT_FAILED "the metascope service on $host is not running; see: ssh $host journalctl -u metascope -n 50"

@@ -1,6 +1,7 @@
-"""The exit statuses of `metascope` and `metascope-train`, and the one exception family that
-carries them: every error a command reports on purpose is a MetascopeError whose
-``exit_code`` says how it ends the process; anything else is a bug and keeps its traceback.
+"""The exit statuses of `metascope`, `metascope-train` and the deploy scripts, and the one
+exception family that carries them: every error a command reports on purpose is a
+MetascopeError whose ``exit_code`` says how it ends the process; anything else is a bug and
+keeps its traceback.
 README.md has the table, with what systemd does about each.
 """
 
@@ -17,6 +18,13 @@ class ExitCode(IntEnum):
     PIPELINE_FAILED = 4  # run: frames kept failing (restarted)
     ENVIRONMENT = 5  # run: the state directory is missing, unwritable or its database unusable (restarted)
     EXPORT_REFUSED = 6  # metascope-train: the int8 model disagreed with the float one (nothing was written)
+    # deploy/: pull.sh, push.sh, install.sh and pull_merge.py run where edge may not import, so each
+    # keeps a copy of the statuses it uses, by these names (EXIT_UNREACHABLE=7); tests/test_exit_codes.py
+    # holds the copies to this table.
+    UNREACHABLE = 7  # pull.sh, push.sh: the Pi cannot be reached over ssh, or the connection was lost
+    NOT_INSTALLED = 8  # pull.sh: metascope is not installed on the Pi
+    BAD_EXPORT = 9  # pull.sh: the Pi's export or status failed or sent something unusable (nothing changed here)
+    COPY_FAILED = 10  # pull.sh: copying the Pi's snapshots or crops failed (the rows were pulled)
 
 
 class MetascopeError(Exception):

@@ -17,6 +17,8 @@ import pytest
 from conftest import REPO
 from sshd_harness import ALIAS, DEAD_ALIAS, SECOND_ALIAS, SshServer
 
+from edge.errors import ExitCode
+
 PULL = REPO / "deploy" / "pull.sh"
 # What the "remote" runs: this checkout's metascope, through the venv's python (PYTHONPATH: the
 # ssh session starts elsewhere, where an installed metascope of another checkout would answer).
@@ -200,12 +202,12 @@ def test_failed_pulls_say_why_and_leave_earlier_results_alone(sshd: SshServer, s
     held = snapshot_of(dest)
 
     unreachable = pull(sshd, store, dest, host=DEAD_ALIAS)
-    assert unreachable.returncode == 3
+    assert unreachable.returncode == ExitCode.UNREACHABLE
     assert f"cannot reach {DEAD_ALIAS} over ssh" in unreachable.stderr
     assert not (dest / DEAD_ALIAS).exists(), "a failed first pull leaves no empty folder"
 
     missing = pull(sshd, store, dest, "--remote-command", "/nonexistent/bin/metascope")
-    assert missing.returncode == 4
+    assert missing.returncode == ExitCode.NOT_INSTALLED
     assert f"metascope is not installed on {ALIAS}" in missing.stderr
 
     empty = tmp_path / "empty-state"
@@ -213,7 +215,7 @@ def test_failed_pulls_say_why_and_leave_earlier_results_alone(sshd: SshServer, s
     no_database = tmp_path / "no-database.toml"
     no_database.write_text(f'state_dir = "{empty}"\n')
     failed = pull(sshd, None, dest, "--remote-config", str(no_database))
-    assert failed.returncode == 5
+    assert failed.returncode == ExitCode.BAD_EXPORT
     assert "asking metascope status" in failed.stderr and "no results database" in failed.stderr
 
     assert snapshot_of(dest) == held
@@ -296,7 +298,7 @@ def test_a_host_that_sends_impossible_ids_changes_nothing(sshd: SshServer, store
     )
     liar.chmod(0o755)
     result = pull(sshd, store, dest, "--no-snapshots", "--remote-command", str(liar))
-    assert result.returncode == 5
+    assert result.returncode == ExitCode.BAD_EXPORT
     assert "is not a row id" in result.stderr
     assert snapshot_of(dest) == held
 
@@ -307,7 +309,7 @@ def test_default_remote_command_reports_a_host_without_metascope(sshd: SshServer
         pytest.skip("metascope is installed on this machine, so it is not a host without it")
     args = ["bash", str(PULL), ALIAS, "-F", str(sshd.ssh_config), "--dest", str(tmp_path)]
     result = subprocess.run(args, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 4
+    assert result.returncode == ExitCode.NOT_INSTALLED
     assert f"metascope is not installed on {ALIAS}" in result.stderr
 
 
@@ -323,7 +325,7 @@ def test_default_remote_command_reports_a_host_without_metascope(sshd: SshServer
 )
 def test_bad_arguments_are_named(args: list[str], message: str, tmp_path: Path) -> None:
     result = subprocess.run(["bash", str(PULL), *args], capture_output=True, text=True, cwd=tmp_path)
-    assert result.returncode == 2
+    assert result.returncode == ExitCode.USAGE
     assert message in result.stderr
     assert not any(tmp_path.iterdir()), "bad arguments must not create anything"
 

@@ -10,6 +10,8 @@ import pytest
 from conftest import REPO
 from sshd_harness import ALIAS, DEAD_ALIAS, SshServer
 
+from edge.errors import ExitCode
+
 PUSH = REPO / "deploy" / "push.sh"
 
 
@@ -77,7 +79,7 @@ def test_a_folder_an_earlier_push_made_without_a_mark_is_recognised(
 
 def test_push_reports_an_unreachable_host(sshd: SshServer, tmp_path: Path) -> None:
     result = push(sshd, "--dry-run", "--remote-dir", str(tmp_path / "x"), host=DEAD_ALIAS)
-    assert result.returncode == 3
+    assert result.returncode == ExitCode.UNREACHABLE
     assert f"cannot reach {DEAD_ALIAS} over ssh" in result.stderr
 
 

@@ -40,8 +40,8 @@ def python_constants(text: str) -> dict[str, int]:
             continue
         for target in node.targets:
             names = target.elts if isinstance(target, ast.Tuple) else [target]
-            values = node.value.elts if isinstance(node.value, ast.Tuple) else [node.value]
-            for name, value in zip(names, values, strict=True):
+            values = node.value.elts if isinstance(node.value, ast.Tuple) and len(names) > 1 else [node.value]
+            for name, value in zip(names, values, strict=False):
                 if isinstance(name, ast.Name) and name.id.startswith("EXIT_"):
                     found[name.id.removeprefix("EXIT_")] = ast.literal_eval(value)
     return found
@@ -62,4 +62,5 @@ def test_the_deploy_scripts_copies_agree_with_the_table(script: Path) -> None:
 
 def test_the_copy_parsers_read_both_forms() -> None:
     assert shell_constants('EXIT_USAGE=2 EXIT_UNREACHABLE=7\ndie "$EXIT_USAGE" x') == {"USAGE": 2, "UNREACHABLE": 7}
-    assert python_constants("EXIT_A, EXIT_B = 5, 1\nEXIT_C = 2\nOTHER = 3\n") == {"A": 5, "B": 1, "C": 2}
+    text = "EXIT_A, EXIT_B = 5, 1\nEXIT_C = 2\nOTHER = 3\nPAIR = (1, 2)\n"
+    assert python_constants(text) == {"A": 5, "B": 1, "C": 2}
