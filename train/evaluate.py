@@ -1,7 +1,7 @@
 """Evaluate an exported int8 model (the artifact the Pi runs) on a labelled folder.
 
 It goes through edge's Classifier, exactly as `metascope classify` and the service do, and
-builds inputs with the card's InputSpec via the same edge/preprocess code; it needs no
+builds inputs with the card's InputSpec via the same edge/classify/preprocess code; it needs no
 TensorFlow. Fit computes its held-out figures with this same function, so `evaluate` on the
 same groups reproduces them.
 """

@@ -30,7 +30,7 @@ import numpy as np
 
 from edge import __version__
 from edge.classify.classifier import Classifier
-from edge.records import STAGES
+from edge.records import STAGES, FrameResult
 
 FIELDS = ("new", "still", "moving", "composed")
 
@@ -161,7 +161,7 @@ class PipelineSamples:
         self.rss: list[tuple[int, float]] = []
         self.seen = 0
 
-    def observe(self, result: Any) -> None:
+    def observe(self, result: FrameResult) -> None:
         """The service's observer: called with each frame's result."""
         self.seen += 1
         measured = self.seen - self.warmup
