@@ -7,7 +7,9 @@ skipped; ``source.max_failures`` failed captures (errors, garbage, or timeouts: 
 camera) in a row end the process with EXIT_SOURCE_FAILED so systemd restarts it, as do as many
 failed frames in a row (EXIT_PIPELINE_FAILED). A busy or missing camera at start is waited
 for, never an exit (edge/capture/camera_wait.py). SIGTERM/SIGINT: STOPPING=1, flush, exit 0.
-The decisions themselves live in edge/service/policies.py and the bookkeeping in edge/service/run_stats.py.
+Taking and classifying a frame, with failures counted, is edge/service/intake.py; recording it is
+edge/service/recorder.py; the decisions live in edge/service/policies.py and the bookkeeping in
+edge/service/run_stats.py.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from edge import __version__
-from edge.capture.base import CaptureTimeout, EndOfSource, FrameSource, NothingNew, SourceError, check_frame
+from edge.capture.base import FrameSource, SourceError
 from edge.capture.camera_wait import CameraRestarts, CameraWaiter
 from edge.cells.scale import ScaleWatch
 from edge.classify.classifier import Classifier
@@ -31,8 +33,9 @@ from edge.notify import WATCHDOG_MIN_INTERVAL_S, Notifier
 from edge.record.capped_folder import free_bytes
 from edge.record.store import RunInfo
 from edge.records import FrameResult
+from edge.service.intake import FrameIntake, StopRun
 from edge.service.pipeline import Pipeline
-from edge.service.policies import DiskGuard, Every, FailureStreak, Retention, watchdog_problem
+from edge.service.policies import DiskGuard, Every, Retention, watchdog_problem
 from edge.service.recorder import STORE_RETRY_S, Recorder
 from edge.service.run_stats import Counters, RunStats
 from edge.service.state_lock import StateLock
@@ -40,14 +43,6 @@ from edge.service.state_lock import StateLock
 __all__ = ["EXIT_OK", "EXIT_PIPELINE_FAILED", "EXIT_SOURCE_FAILED", "Service", "setup_logging"]
 
 EXIT_OK, EXIT_SOURCE_FAILED, EXIT_PIPELINE_FAILED = ExitCode.OK, ExitCode.SOURCE_FAILED, ExitCode.PIPELINE_FAILED
-
-
-class StopRun(Exception):
-    """Ends the loop: ``code`` is the process's exit status, ``reason`` what the run records."""
-
-    def __init__(self, code: int, reason: str):
-        super().__init__(reason)
-        self.code, self.reason = code, reason
 
 
 class Service:
@@ -76,12 +71,10 @@ class Service:
                                 config.pipeline.pixel_size_um or None, config.pipeline.mode == "whole")  # fmt: skip
         self.stop_reason: str | None = None
         self.exit_reason = ""
-        self.capture_failures = FailureStreak(config.source.max_failures)
-        self.frame_failures = FailureStreak(config.source.max_failures)
+        self.intake = FrameIntake(source, self.pipeline, self.stats.counters, config.source.timeout_s,
+                                  config.source.max_failures, lambda: self.stop_reason is not None)  # fmt: skip
         self.camera_restarts = CameraRestarts(config.state_path) if config.source.kind == "picamera2" else None
         self._budget_warning = RateLimitedWarning(10.0)
-        self._frame_warning = RateLimitedWarning(10.0)
-        self._capture_warning = RateLimitedWarning(10.0)
 
     @property
     def counters(self) -> Counters:
@@ -93,14 +86,6 @@ class Service:
 
     def request_stop(self, reason: str) -> None:
         self.stop_reason = reason
-
-    def _install_signal_handlers(self) -> dict[int, Any]:
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        previous = {}
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            previous[signum] = signal.signal(signum, lambda s, _f: self.request_stop(signal.Signals(s).name))
-        return previous
 
     # ------------------------------------------------------------------- run
     def run(self) -> int:
@@ -125,7 +110,7 @@ class Service:
             lock.release()
 
     def _run_locked(self) -> int:
-        previous_handlers = self._install_signal_handlers()
+        previous_handlers = _stop_on_signals(self.request_stop)
         exit_code = EXIT_OK
         try:
             try:
@@ -138,7 +123,7 @@ class Service:
                 return EXIT_SOURCE_FAILED
             # After the source opens, so the run records what the camera actually runs with.
             self.open_store()
-            self._log_start()
+            _log_start(self)
             self.notifier.ready(f"run {self.run_id}: classifying")
             exit_code = self._loop()
         finally:
@@ -153,7 +138,7 @@ class Service:
         return exit_code
 
     def open_store(self) -> bool:
-        return self.recorder.open(self._run_info())
+        return self.recorder.open(_run_info(self))
 
     def _open_source(self) -> bool:
         """Open the source; False when stopped first. A busy or missing camera is waited for,
@@ -163,44 +148,16 @@ class Service:
         failures = self.camera_restarts.failures() if self.camera_restarts is not None else 0
         return waiter.back_off_after_failed_runs(failures) and waiter.open(self.source)
 
-    def _log_start(self) -> None:
-        classifier = self.classifier
-        log.info(
-            "started run %s: metascope %s, source %s, model %s (%s, %d threads, sha256 %s…), mode %s, "
-            "budget %.0f ms a frame, database %s",
-            self.run_id,
-            __version__,
-            self.source.description,
-            classifier.card.name,
-            classifier.interpreter_name,
-            classifier.threads,
-            classifier.sha256[:12],
-            self.config.pipeline.mode,
-            self.pipeline.budget_ms,
-            self.config.database_path,
-        )
-        log.info("%s; clusters: objects over %s", self.scale.start_line(), self.pipeline.cluster_area_rule)
-
-    def _run_info(self) -> RunInfo:
-        classifier = self.classifier
-        return RunInfo(
-            model_name=classifier.card.name,
-            model_sha256=classifier.sha256,
-            interpreter=f"{classifier.interpreter_name} {classifier.interpreter_version}",
-            source=getattr(self.source, "description", type(self.source).__name__),
-            mode=self.config.pipeline.mode,
-            threshold=self.pipeline.threshold,
-            window_px=self.pipeline.window_px,
-            config={**self.config.as_dict(), "origin": self.config.origin, **_applied_camera(self.source)},
-        )
-
     def _loop(self) -> int:
         """Take a frame, classify it, record it, tick: until stopped or something gives up."""
         ticks = _Ticks(self)
         try:
-            while self.stop_reason is None and not self._reached_max_frames():
-                frame, waited_ms = self._take_frame()
-                result = None if frame is None else self._classify(frame)
+            while self.stop_reason is None:
+                if self.max_frames is not None and self.counters.frames >= self.max_frames:
+                    self.exit_reason = f"--max-frames {self.max_frames} reached"
+                    break
+                frame, waited_ms = self.intake.take()
+                result = None if frame is None else self.intake.classify(frame)
                 if result is not None:
                     result.timings_ms["capture_wait"] = waited_ms
                     self._record(result, ticks.disk.allows_writing(time.monotonic()))
@@ -211,58 +168,6 @@ class Service:
         if self.stop_reason is not None and not self.exit_reason:
             self.exit_reason = f"{self.stop_reason} received"
         return EXIT_OK
-
-    def _reached_max_frames(self) -> bool:
-        if self.max_frames is not None and self.counters.frames >= self.max_frames:
-            self.exit_reason = f"--max-frames {self.max_frames} reached"
-            return True
-        return False
-
-    def _take_frame(self) -> tuple[Any, float]:
-        """(the newest frame, ms waited for it), or (None, ms) after a counted failed capture."""
-        waiting = time.perf_counter()
-        try:
-            frame = self.source.next_frame(self.config.source.timeout_s, lambda: self.stop_reason is not None)
-            check_frame(frame.pixels)
-        except EndOfSource as exc:
-            raise StopRun(EXIT_OK, str(exc)) from None
-        except NothingNew:
-            return None, (time.perf_counter() - waiting) * 1000.0
-        except SourceError as exc:
-            waited_ms = (time.perf_counter() - waiting) * 1000.0
-            if self.stop_reason is not None and isinstance(exc, CaptureTimeout):
-                return None, waited_ms
-            self._capture_failed(exc)
-            return None, waited_ms
-        self.capture_failures.succeeded()
-        self.counters.dropped += frame.dropped_before
-        return frame, (time.perf_counter() - waiting) * 1000.0
-
-    def _capture_failed(self, exc: SourceError) -> None:
-        """Count a failed capture; too many in a row end the run so systemd restarts it."""
-        self.counters.source_failures += 1
-        streak = self.capture_failures
-        given_up = streak.failed()
-        self._capture_warning("source: %s (%d in a row, limit %d)", exc, streak.count, streak.limit)
-        if given_up:
-            log.error("source: %d failed captures in a row; exiting so systemd restarts the service", streak.count)
-            raise StopRun(EXIT_SOURCE_FAILED, f"source failed {streak.count} times in a row: {exc}") from None
-
-    def _classify(self, frame: Any) -> FrameResult | None:
-        """The frame's result, or None for a frame that failed (counted; too many in a row stop)."""
-        try:
-            result = self.pipeline.process(frame)
-        except Exception as exc:  # one bad frame never stops the service
-            self.counters.bad_frames += 1
-            self._frame_warning("frame %d: not classified: %s: %s", frame.index, type(exc).__name__, exc)
-            if self.frame_failures.failed():
-                failures = self.frame_failures.count
-                log.error("pipeline: %d frames failed in a row; exiting", failures)
-                reason = f"{failures} frames failed in a row: {type(exc).__name__}: {exc}"
-                raise StopRun(EXIT_PIPELINE_FAILED, reason) from None
-            return None
-        self.frame_failures.succeeded()
-        return result
 
     def _record(self, result: FrameResult, disk_ok: bool) -> None:
         """Record the frame (when the disk allows), check the budget, count it, snapshot it."""
@@ -321,6 +226,50 @@ class Service:
                 exit_reason=self.exit_reason or None,
             )
         )
+
+
+def _stop_on_signals(request_stop: Callable[[str], None]) -> dict[int, Any]:
+    """SIGTERM and SIGINT ask the loop to stop (in the main thread only); the handlers they had."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous = {}
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        previous[signum] = signal.signal(signum, lambda s, _f: request_stop(signal.Signals(s).name))
+    return previous
+
+
+def _log_start(service: Service) -> None:
+    classifier = service.classifier
+    log.info(
+        "started run %s: metascope %s, source %s, model %s (%s, %d threads, sha256 %s…), mode %s, "
+        "budget %.0f ms a frame, database %s",
+        service.run_id,
+        __version__,
+        service.source.description,
+        classifier.card.name,
+        classifier.interpreter_name,
+        classifier.threads,
+        classifier.sha256[:12],
+        service.config.pipeline.mode,
+        service.pipeline.budget_ms,
+        service.config.database_path,
+    )
+    log.info("%s; clusters: objects over %s", service.scale.start_line(), service.pipeline.cluster_area_rule)
+
+
+def _run_info(service: Service) -> RunInfo:
+    """What the run row records: the model, interpreter, source, mode and the whole config."""
+    classifier = service.classifier
+    return RunInfo(
+        model_name=classifier.card.name,
+        model_sha256=classifier.sha256,
+        interpreter=f"{classifier.interpreter_name} {classifier.interpreter_version}",
+        source=getattr(service.source, "description", type(service.source).__name__),
+        mode=service.config.pipeline.mode,
+        threshold=service.pipeline.threshold,
+        window_px=service.pipeline.window_px,
+        config={**service.config.as_dict(), "origin": service.config.origin, **_applied_camera(service.source)},
+    )
 
 
 def _applied_camera(source: FrameSource) -> dict[str, Any]:
