@@ -146,3 +146,59 @@ def test_status_and_export_without_a_database_import_no_numpy_scipy_or_pillow(co
     result, heavy = run_light(command, tmp_path)
     assert result.returncode == ExitCode.FAILED and "no results database" in result.stderr, result.stderr
     assert heavy == [], f"{' '.join(command)} imported {heavy}"
+
+
+# Small units: a function a reader takes in at once, a class with one job. A function is
+# measured from its `def` line to its last line (docstring and comments included, decorators
+# not); a class by the functions defined in its body (properties count). No exceptions.
+MAX_FUNCTION_LINES = 60
+MAX_METHODS = 15
+SIZED = ("edge/**/*.py", "train/**/*.py", "deploy/*.py")
+
+
+def oversized(source: str, where: str) -> list[str]:
+    """The functions over MAX_FUNCTION_LINES and classes over MAX_METHODS in ``source``, nested
+    ones included, each as WHERE:Qualified.name and its size."""
+    found = []
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = child.end_lineno - child.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    found.append(f"{where}:{prefix}{child.name}: {lines} lines")
+                visit(child, f"{prefix}{child.name}.")
+            elif isinstance(child, ast.ClassDef):
+                methods = sum(isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) for item in child.body)
+                if methods > MAX_METHODS:
+                    found.append(f"{where}:{prefix}{child.name}: {methods} methods")
+                visit(child, f"{prefix}{child.name}.")
+            else:
+                visit(child, prefix)
+
+    visit(ast.parse(source), "")
+    return found
+
+
+def test_no_function_over_60_lines_and_no_class_over_15_methods() -> None:
+    paths = sorted({path for pattern in SIZED for path in REPO.glob(pattern)})
+    assert len(paths) > 50, f"only {len(paths)} files under {SIZED}"
+    too_big = [item for path in paths for item in oversized(path.read_text(), str(path.relative_to(REPO)))]
+    assert not too_big, "split these (a function per step, a class per job):\n" + "\n".join(too_big)
+
+
+def test_the_size_check_counts_lines_and_methods_nested_too() -> None:
+    def function(name: str, lines: int, indent: str = "") -> str:
+        body = "".join(f"{indent}    x{i} = {i}\n" for i in range(lines - 2))
+        return f"{indent}def {name}():\n{body}{indent}    return 0\n"
+
+    def methods(count: int) -> str:
+        return "".join(f"    def m{i}(self):\n        pass\n" for i in range(count))
+
+    outer = f"def outer():\n{function('inner', 61, '    ')}    return inner\n"
+    source = function("exactly_60", 60) + outer + f"class Big:\n{methods(16)}class Small:\n{methods(15)}"
+    assert oversized(source, "x.py") == [
+        "x.py:outer: 63 lines",
+        "x.py:outer.inner: 61 lines",
+        "x.py:Big: 16 methods",
+    ]
