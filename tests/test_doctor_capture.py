@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import edge.commands.camera_check as camera_check
+from edge.capture.frame_figures import frame_figures, sharpness
 from edge.cli import main
-from edge.commands.camera_check import frame_figures, sharpness
 
 
 def doctor(tmp_path: Path, tiny_model, *args: str, camera: str = "") -> int:

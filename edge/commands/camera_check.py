@@ -12,32 +12,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge.capture.base import SourceError
+from edge.capture.frame_figures import FrameFigures, frame_figures, sharpness
 from edge.config import Config
 
 CLIPPED_LIMIT = 0.01  # above 1 % of pixels at 0 or 255, exposure or gain is too high (or too low)
 FOCUS_SETTLE_S = 0.5  # the lens motor's travel plus a few frames before a position is measured
 FOCUS_FRAMES = 2  # frames averaged per lens position
-
-
-@dataclass
-class FrameFigures:
-    mean_grey: float
-    clipped: float  # fraction of pixels at 0 or 255
-    sharpness: float
-
-
-def sharpness(pixels: np.ndarray) -> float:
-    """Variance of the Laplacian: high when edges are crisp, falls as the image blurs."""
-    image = pixels.astype(np.float32)
-    laplacian = (
-        image[:-2, 1:-1] + image[2:, 1:-1] + image[1:-1, :-2] + image[1:-1, 2:] - 4.0 * image[1:-1, 1:-1]
-    )  # fmt: skip
-    return float(laplacian.var())
-
-
-def frame_figures(pixels: np.ndarray) -> FrameFigures:
-    clipped = float(np.count_nonzero((pixels == 0) | (pixels == 255))) / pixels.size
-    return FrameFigures(float(pixels.mean()), clipped, sharpness(pixels))
 
 
 @dataclass

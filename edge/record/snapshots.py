@@ -1,4 +1,5 @@
-"""Annotated JPEG snapshots of frames: boxes coloured by label, probability printed.
+"""Annotated JPEG snapshots of frames: boxes coloured by label, probability printed. The live view
+(edge/service/live.py) sends frames drawn by the same code.
 
 They live in the state directory's snapshots/ folder under their own size cap (oldest deleted
 first) and are the first thing to stop when the disk runs low.
@@ -17,7 +18,7 @@ from edge.config import SnapshotConfig
 from edge.record.capped_folder import CappedFolder, free_bytes, time_stamp_name
 from edge.records import FrameResult
 
-__all__ = ["SnapshotWriter", "annotate", "free_bytes"]
+__all__ = ["SnapshotWriter", "annotate", "annotated_jpeg", "free_bytes"]
 
 POSITIVE_COLOUR = (255, 60, 60)
 NEGATIVE_COLOUR = (60, 220, 255)
@@ -35,6 +36,13 @@ def annotate(result: FrameResult) -> Image.Image:
         text = f"{cell.probability:.2f}" + (" C" if cell.cluster else "")
         draw.text((x0 + 2, max(y0 - 11, 0)), text, fill=colour)
     return image
+
+
+def annotated_jpeg(result: Any, quality: int) -> bytes:
+    """``annotate(result)`` as JPEG bytes: what a snapshot file holds and what the live view sends."""
+    buffer = io.BytesIO()
+    annotate(result).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
 
 
 class SnapshotWriter:
@@ -84,7 +92,5 @@ class SnapshotWriter:
         if not self.files.disk_ok():
             self.files.skipped_low_disk += 1
             return None
-        buffer = io.BytesIO()
-        annotate(result).save(buffer, format="JPEG", quality=self.config.quality)
         name = f"{time_stamp_name(result.frame.captured_at)}_run{run_id}_frame{result.frame.index}.jpg"
-        return self.files.write(name, buffer.getvalue())
+        return self.files.write(name, annotated_jpeg(result, self.config.quality))
