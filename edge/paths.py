@@ -57,3 +57,25 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     except OSError:
         temporary.unlink(missing_ok=True)
         raise
+
+
+LIVE_SOCKET_NAME = "live.sock"  # `metascope run`'s live view, in the state directory
+DOCTOR_SOCKET_NAME = "metascope-live.sock"  # `doctor --capture N --live`, in the login user's runtime dir
+
+
+def live_socket_path(state_dir: str | os.PathLike[str]) -> Path:
+    """Where `metascope run` serves its live view: the state directory, which the metascope group
+    can enter (the login user is in it) and nothing outside the unit's sandbox needs to write."""
+    return Path(state_dir) / LIVE_SOCKET_NAME
+
+
+def doctor_socket_path() -> Path:
+    """Where `doctor --capture N --live` serves: a folder the user running it can write whatever
+    the service's state directory allows. ssh logins get $XDG_RUNTIME_DIR (/run/user/UID, private
+    to the user) from pam_systemd; without it, a folder of the user's own under the temp dir."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        return Path(runtime) / DOCTOR_SOCKET_NAME
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / f"metascope-{os.getuid()}" / DOCTOR_SOCKET_NAME

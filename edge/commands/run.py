@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import platform
 
 from edge.commands.common import (
     UsageError,
@@ -12,6 +14,7 @@ from edge.commands.common import (
     non_negative_int,
     positive_int,
 )
+from edge.paths import live_socket_path
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -42,6 +45,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from edge.capture import open_source, parse_source_arg
+    from edge.service.live import LiveView, run_status
     from edge.service.loop import Service, setup_logging
 
     config = config_from_args(args)
@@ -63,5 +67,12 @@ def run(args: argparse.Namespace) -> int:
     setup_logging()
     model = config.model
     classifier = load_classifier(model.path or None, model.threads, model.interpreter or None)
-    service = Service(config, classifier, open_source(config), max_frames=args.max_frames)
-    return service.run()
+    source = open_source(config)
+    title = f"{platform.node()}: {source.description} · {classifier.card.name}"
+    live = LiveView(live_socket_path(config.state_path), title)
+    service = Service(config, classifier, source, max_frames=args.max_frames, observer=live.publish)
+    live.feed.status_source = run_status(service)
+    with contextlib.suppress(OSError):  # the run says why it cannot use the folder (exit 5)
+        config.state_path.mkdir(parents=True, exist_ok=True)
+    with live:
+        return service.run()
