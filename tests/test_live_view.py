@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import socket
 import stat
 import threading
@@ -223,3 +224,41 @@ def test_clients_beyond_the_limit_are_told_503_and_counted(tmp_path: Path) -> No
         wait_until(lambda: view.server.connections() == 1, "the place is given back")
         assert status(view.path)["live"]["refused"] == 1
         idle[1].close()
+
+
+def test_doctor_live_serves_the_cameras_frames_until_ctrl_c(fake_camera, tiny_model, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    path = tmp_path / "metascope-live.sock"
+    config = tmp_path / "m.toml"
+    config.write_text(
+        f'state_dir = "{tmp_path / "state"}"\n[source]\nkind = "picamera2"\nwidth = 320\nheight = 240\n'
+        "[camera]\nframe_rate = 30.0\nexposure_us = 5000\n"
+    )
+    seen: dict[str, Any] = {}
+
+    def watch() -> None:
+        try:
+            first = wait_until(lambda: path.exists() and (s := status(path))["frame"] and s, "doctor serves")
+            seen["later"] = wait_until(
+                lambda: (s := status(path))["run"]["counters"]["frames"] > first["run"]["counters"]["frames"] and s,
+                "more frames",
+            )
+            seen["first"] = first
+            seen["jpeg"] = get(path, "/frame.jpg")
+        finally:
+            os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C sends
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    code = main(["doctor", "--config", str(config), "--model", str(tiny_model[0]), "--capture", "3", "--live"])
+    watcher.join(10)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert f"live view on {path}" in out and "PASS  capture: 3 frames 320x240 from imx477" in out
+    first, later = seen["first"], seen["later"]
+    assert first["run"]["state"].startswith("doctor") and first["run"]["camera"]["applied"]["model"] == "imx477"
+    assert later["frame"]["number"] > first["frame"]["number"] and later["frame"]["focus"] > 0
+    status_code, _, jpeg = seen["jpeg"]
+    with Image.open(io.BytesIO(jpeg)) as image:
+        assert status_code == 200 and image.size == (320, 240)
+    assert not path.exists() and fake_camera.instances[0].closed

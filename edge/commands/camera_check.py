@@ -7,6 +7,7 @@ the sharpness at a sweep of lens positions on a camera with a focus motor.
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,23 +25,46 @@ FOCUS_FRAMES = 2  # frames averaged per lens position
 class CaptureReport:
     lines: list[str]
     problems: list[str]  # each a sentence naming what to change
+    live_problem: str = ""  # why --live could not serve (the frames were measured all the same)
 
 
-def capture_report(config: Config, frames: int, focus: bool) -> CaptureReport:
-    """Open the camera as the service would, take ``frames`` frames and measure them."""
+class MeasuredFrames:
+    """The last ``keep`` frames taken: their figures and how long each took to come."""
+
+    def __init__(self, source, timeout_s: float, keep: int):
+        self.source, self.timeout_s = source, timeout_s
+        self.figures: deque[FrameFigures] = deque(maxlen=keep)
+        self.waits_ms: deque[float] = deque(maxlen=keep)
+        self.shape = (0, 0)
+
+    def take(self, should_stop=None):
+        started = time.perf_counter()
+        frame = self.source.next_frame(self.timeout_s, should_stop)
+        self.waits_ms.append((time.perf_counter() - started) * 1000.0)
+        self.figures.append(frame_figures(frame.pixels))
+        self.shape = frame.pixels.shape
+        return frame
+
+
+def capture_report(config: Config, frames: int, focus: bool, live: bool = False) -> CaptureReport:
+    """Open the camera as the service would, take ``frames`` frames and measure them; with
+    ``live``, serve every frame on the live view until stopped and measure the last ``frames``."""
     from edge.capture.picamera import Picamera2Source
 
     source = Picamera2Source(config.source.width, config.source.height, config.camera, config.source.timeout_s)
     source.open()
     try:
-        figures, waits_ms = [], []
-        for _ in range(frames):
-            started = time.perf_counter()
-            frame = source.next_frame(config.source.timeout_s)
-            waits_ms.append((time.perf_counter() - started) * 1000.0)
-            figures.append(frame_figures(frame.pixels))
-        height, width = frame.pixels.shape
-        report = _summary(source.applied, width, height, figures, waits_ms)
+        measured = MeasuredFrames(source, config.source.timeout_s, frames)
+        live_problem = ""
+        if live:
+            from edge.commands.camera_live import watch_live
+
+            live_problem = watch_live(source, config, measured.take)
+        while len(measured.figures) < frames:
+            measured.take()
+        height, width = measured.shape
+        report = _summary(source.applied, width, height, list(measured.figures), list(measured.waits_ms))
+        report.live_problem = live_problem
         if focus:
             report.lines.append(_focus_sweep(source, config.source.timeout_s))
         return report

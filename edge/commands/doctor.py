@@ -46,6 +46,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--focus", action="store_true", help="with --capture: sharpness at each lens position (Camera Module 3)"
     )
+    parser.add_argument(
+        "--live",
+        action="store_true",
+        help="with --capture: serve the live view (frames, focus score) until Ctrl-C, for `metascope live HOST "
+        "--doctor` on a desktop; the report measures the last N frames",
+    )
     parser.set_defaults(handler=doctor)
 
 
@@ -234,21 +240,24 @@ def camera_checks(config, args: argparse.Namespace, camera_probe: Callable[[], t
     )
     checks = [Check("camera", "PASS" if found else "FAIL", detail, fix)]
     if found and getattr(args, "capture", 0):
-        checks.extend(capture_checks(config, args.capture, args.focus))
+        checks.extend(capture_checks(config, args.capture, args.focus, getattr(args, "live", False)))
     return checks
 
 
-def capture_checks(config, frames: int, focus: bool) -> list[Check]:
+def capture_checks(config, frames: int, focus: bool, live: bool = False) -> list[Check]:
     """`--capture N`: real frames through the service's own camera code, measured."""
     from edge.capture.base import SourceError
     from edge.capture.camera_setup import CameraSettingsRejected
     from edge.commands.camera_check import capture_problem, capture_report
 
     try:
-        report = capture_report(config, frames, focus)
+        report = capture_report(config, frames, focus, live)
     except (SourceError, CameraSettingsRejected) as exc:
         return [Check("capture", "FAIL", str(exc), capture_problem(exc))]
     checks = [Check("capture", "PASS", line) for line in report.lines]
+    if report.live_problem:
+        fix = "log in over ssh (pam_systemd sets $XDG_RUNTIME_DIR), or free the path named"
+        checks.append(Check("live", "WARN", report.live_problem, fix))
     checks += [Check("exposure", "FAIL", problem, "see above") for problem in report.problems]
     return checks
 
@@ -256,6 +265,8 @@ def capture_checks(config, frames: int, focus: bool) -> list[Check]:
 def doctor(args: argparse.Namespace) -> int:
     if args.focus and not args.capture:
         raise UsageError("--focus needs --capture N (the frames to judge focus by)")
+    if args.live and not args.capture:
+        raise UsageError("--live needs --capture N (it serves the frames doctor takes)")
     checks = run_checks(args)
     for check in checks:
         print(check.line())
