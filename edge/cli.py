@@ -1,4 +1,4 @@
-"""The `metascope` command: classify, detect, bench, run, status, export, doctor.
+"""The `metascope` command: classify, detect, bench, run, status, export, doctor, live.
 
 Each command lives in edge/commands/ and registers its own arguments; this module only puts
 them together. Exit statuses: edge/errors.py (ExitCode) and the table in README.md.
@@ -12,10 +12,10 @@ import sys
 from collections.abc import Sequence
 
 from edge import __version__
-from edge.commands import bench, classify, detect, doctor, export, run, status
+from edge.commands import bench, classify, detect, doctor, export, live, run, status
 from edge.errors import ExitCode, MetascopeError
 
-COMMANDS = (classify, detect, bench, run, status, export, doctor)
+COMMANDS = (classify, detect, bench, run, status, export, doctor, live)
 
 
 def build_parser() -> argparse.ArgumentParser:

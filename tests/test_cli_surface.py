@@ -16,7 +16,7 @@ from edge.record.store import ResultStore, RunInfo
 def test_bare_metascope_prints_help_listing_every_command() -> None:
     result = subprocess.run([sys.executable, "-m", "edge"], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert result.returncode == 0, result.stderr
-    for command in ("classify", "bench", "run", "status", "export", "doctor"):
+    for command in ("classify", "bench", "run", "status", "export", "doctor", "live"):
         assert command in result.stdout
     assert "error" not in result.stderr
 

@@ -8,14 +8,13 @@ import contextlib
 import importlib.util
 import io
 import json
-import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+from chromium_harness import browser
 from conftest import REPO
 from PIL import Image
 
@@ -28,8 +27,6 @@ from train.dataset import load_folder
 _spec = importlib.util.spec_from_file_location("pull_merge", REPO / "deploy" / "pull_merge.py")
 pull_merge = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(pull_merge)
-
-CHROMIUM_NAMES = ("chromium", "chromium-browser")  # Debian's package, and Ubuntu's name for it
 
 
 def metascope_output(*args: str) -> str:
@@ -81,16 +78,6 @@ def pulled(tmp_path_factory: pytest.TempPathFactory, tiny_model) -> Path:
     return dest
 
 
-def chromium() -> str:
-    found = next((shutil.which(name) for name in CHROMIUM_NAMES if shutil.which(name)), None)
-    if found is None:
-        reason = "headless Chromium is not installed (apt-get install chromium; .ci/run installs it)"
-        if os.environ.get("METASCOPE_CI") == "1":
-            pytest.fail(f"CI must check the report in a browser, but {reason}")
-        pytest.skip(reason)
-    return found
-
-
 # Run in the page once it has loaded: each image's state, and whether its pixels vary (drawn on
 # a canvas; data: URLs are same-origin, so the canvas may be read).
 IMAGE_CHECK = """
@@ -119,12 +106,6 @@ window.addEventListener("load", () => {
 });
 </script>
 """
-
-
-def browser(*args: str) -> subprocess.CompletedProcess:
-    # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start
-    command = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120)
 
 
 def test_report_page_shows_every_image_in_a_real_browser(pulled: Path, tmp_path: Path, capsys) -> None:
