@@ -1,4 +1,5 @@
-"""`metascope bench`: the classifier alone, or the service loop end to end, timed (JSON out)."""
+"""`metascope bench`: the classifier alone, the service loop end to end, or the loop with the live
+view watched, timed (JSON out)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("bench", help="benchmarks, JSON out (medians and p99 in ms)")
     parser.add_argument(
         "what",
-        choices=["model", "pipeline"],
+        choices=["model", "pipeline", "live"],
         help="model: classifier latency per cell and per batch; pipeline: the service loop end to end "
-        "on synthetic frames (per-stage latency, resident memory)",
+        "on synthetic frames (per-stage latency, resident memory); live: the loop with nobody watching and "
+        "with a client taking the live view (--client-hz)",
     )
     add_model_args(parser)
     parser.add_argument("--calls", type=positive_int, default=1000, help="model: single-cell calls to time")
@@ -33,6 +35,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--crops", help="pipeline --field composed: a folder of masked single-cell crops")
     parser.add_argument("--move-every", type=positive_int, default=50, help="pipeline --field moving: frames per field")
+    parser.add_argument(
+        "--client-hz", type=float, default=10.0, help="live: frames a second the client asks for (default 10)"
+    )
     parser.add_argument("--out", help="also write the JSON here")
     parser.set_defaults(handler=bench)
 
@@ -51,16 +56,14 @@ def bench(args: argparse.Namespace) -> int:
         )
     else:
         classifier = load_classifier(args.model, args.threads, args.interpreter)
-        result = bench_pipeline(
-            classifier,
-            cells=args.cells,
-            frames=args.frames,
-            width=args.width,
-            height=args.height,
-            rss_every=500,
-            field=args.field,
-            move_every=args.move_every,
-            crops=args.crops,
-        )
+        settings = {"cells": args.cells, "frames": args.frames, "width": args.width, "height": args.height,
+                    "rss_every": 500, "field": args.field, "move_every": args.move_every,
+                    "crops": args.crops}  # fmt: skip
+        if args.what == "live":
+            from edge.commands.bench_live import bench_live
+
+            result = bench_live(classifier, args.client_hz, **settings)
+        else:
+            result = bench_pipeline(classifier, **settings)
     print(write_json(result, args.out))
     return ExitCode.OK

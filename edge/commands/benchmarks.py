@@ -240,14 +240,17 @@ def bench_pipeline(
     field: str = "new",
     move_every: int = 50,
     crops: str | None = None,
+    live: Any = None,
 ) -> dict[str, Any]:
-    """The service loop on ``frames`` synthetic frames (after ``warmup``), store in a temp dir."""
+    """The service loop on ``frames`` synthetic frames (after ``warmup``), store in a temp dir;
+    with ``live`` (a started edge.service.live.LiveView), every frame published to it as `run` does."""
     from edge.config import Config
     from edge.notify import Notifier
     from edge.service.loop import Service
 
     source = bench_source(field, height, width, cells, seed, move_every, crops)
     samples = PipelineSamples(frames, warmup, rss_every)
+    observe = samples.observe if live is None else lambda result: (samples.observe(result), live.publish(result))
     with tempfile.TemporaryDirectory(prefix="metascope-bench-") as state_dir:
         config = Config(state_dir=state_dir)
         config = config.with_overrides("snapshots", every_n_frames=0)
@@ -258,11 +261,15 @@ def bench_pipeline(
             source,
             max_frames=frames + warmup,
             notifier=Notifier(address=""),
-            observer=samples.observe,
+            observer=observe,
         )
-        started, cpu_before = time.perf_counter(), cpu_times()
+        if live is not None:
+            from edge.service.live import run_status
+
+            live.feed.status_source = run_status(service)
+        started, cpu_before, process_before = time.perf_counter(), cpu_times(), os.times()
         exit_code = service.run()
-        elapsed, cpu_after = time.perf_counter() - started, cpu_times()
+        elapsed, cpu_after, process_after = time.perf_counter() - started, cpu_times(), os.times()
         database_mb = round(Path(config.database_path).stat().st_size / 1024 / 1024, 2)
     return {
         "benchmark": "pipeline",
@@ -278,6 +285,8 @@ def bench_pipeline(
         "frames": frames,
         "warmup_frames": warmup,
         "frames_per_second": round((frames + warmup) / elapsed, 1),
+        # this process's CPU time (every thread: the loop, the interpreter's, the live view's) a frame
+        "process_cpu_ms_per_frame": round(1000.0 * _cpu_s(process_before, process_after) / (frames + warmup), 3),
         **samples.latency(),
         "exit_code": exit_code,
         "database_mb": database_mb,
@@ -285,3 +294,7 @@ def bench_pipeline(
         "cpu_steal_percent": steal_percent(cpu_before, cpu_after),
         **samples.memory(),
     }
+
+
+def _cpu_s(before: os.times_result, after: os.times_result) -> float:
+    return (after.user - before.user) + (after.system - before.system)
