@@ -66,7 +66,7 @@ bench: $(EDGE_STAMP)
 	$(EDGE_PY) -m edge bench pipeline --model $(BENCH_MODEL) --cells 100 --frames 500 --out var/bench/pipeline-100.json
 	$(EDGE_PY) -m edge bench pipeline --model $(BENCH_MODEL) --threads 1 --cells 20 --frames 2000 --field still --out var/bench/pipeline-still-20-1thread.json
 	$(EDGE_PY) -m edge bench pipeline --model $(BENCH_MODEL) --threads 1 --cells 20 --frames 2000 --field moving --move-every 50 --out var/bench/pipeline-moving-20-1thread.json
-	$(EDGE_PY) -m edge bench live --model $(BENCH_MODEL) --threads 1 --cells 20 --frames 1000 --client-hz 10 --out var/bench/live-20-1thread.json
+	$(EDGE_PY) -m edge bench live --model $(BENCH_MODEL) --threads 1 --cells 20 --frames 500 --client-hz 10 --rounds 2 --out var/bench/live-20-1thread.json
 	if [ -f $(FAST_MODEL) ]; then \
 	  $(EDGE_PY) -m edge bench model --model $(FAST_MODEL) --out var/bench/model-fast.json && \
 	  $(EDGE_PY) -m edge bench pipeline --model $(FAST_MODEL) --threads 1 --cells 20 --frames 2000 --out var/bench/pipeline-fast-20-1thread.json && \

@@ -76,7 +76,7 @@ def test_steal_is_the_share_of_cpu_time_taken_by_other_guests() -> None:
 
 def test_live_bench_runs_the_loop_unwatched_and_watched_by_a_client(tiny_model, tmp_path: Path, capsys) -> None:
     out = tmp_path / "live.json"
-    args = ["bench", "live", "--model", str(tiny_model[0]), "--cells", "5", "--frames", "60", "--client-hz", "10"]
+    args = ["bench", "live", "--model", str(tiny_model[0]), "--cells", "5", "--frames", "60", "--rounds", "1"]
     assert main([*args, "--out", str(out)]) == 0
     capsys.readouterr()
     result = json.loads(out.read_text())
@@ -85,5 +85,6 @@ def test_live_bench_runs_the_loop_unwatched_and_watched_by_a_client(tiny_model, 
     for run in result["runs"].values():
         assert run["end_to_end_p50_ms"] > 0 and run["process_cpu_ms_per_frame"] > 0
     assert set(result["added_by_the_client"]) >= {"end_to_end_p50_ms", "process_cpu_ms_per_frame"}
+    assert result["order"] == ["nobody_watching", "client_at_10_hz"]
     (client,) = result["client"]
     assert client["kind"] == "page" and client["frames_sent"] > 0, "the client was served while the loop ran"

@@ -38,6 +38,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--client-hz", type=float, default=10.0, help="live: frames a second the client asks for (default 10)"
     )
+    parser.add_argument(
+        "--rounds", type=positive_int, default=2, help="live: runs of each (unwatched, watched), alternating"
+    )
     parser.add_argument("--out", help="also write the JSON here")
     parser.set_defaults(handler=bench)
 
@@ -62,7 +65,7 @@ def bench(args: argparse.Namespace) -> int:
         if args.what == "live":
             from edge.commands.bench_live import bench_live
 
-            result = bench_live(classifier, args.client_hz, **settings)
+            result = bench_live(classifier, args.client_hz, args.rounds, **settings)
         else:
             result = bench_pipeline(classifier, **settings)
     print(write_json(result, args.out))
