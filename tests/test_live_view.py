@@ -166,6 +166,19 @@ def test_nobody_watching_costs_the_loop_no_drawing_and_no_status(tmp_path: Path,
         assert len(drawn) == 1
 
 
+def test_a_status_that_fails_is_shown_and_never_stops_the_loop(tmp_path: Path) -> None:
+    def broken() -> dict[str, Any]:
+        raise KeyError("counters")
+
+    with LiveView(tmp_path / "live.sock", "rig", broken) as view:
+        results = synthetic_results(3)
+        view.publish(results[0])
+        view.feed.asked()  # a page is open
+        for result in results[1:]:
+            view.publish(result)  # the loop goes on
+        assert status(view.path)["run"] == {"error": "KeyError: 'counters'"}
+
+
 def test_everything_the_page_shows_is_escaped(tmp_path: Path) -> None:
     title = '<script>alert("x")</script> & <b>'
     page = render_page(title)

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from edge.logs import RateLimitedWarning
+
 LIVE_MAX_FPS = 10.0  # frames a second one client is sent at most (enough to focus by, cheap on a Pi)
 LIVE_JPEG_QUALITY = 80
 WATCHED_FOR_S = 5.0  # after the last request the loop keeps the status fresh this long
@@ -117,6 +119,7 @@ class LiveFeed:
         self.max_fps = max_fps
         self.clients = ClientBook()
         self.warnings = RecentWarnings()
+        self._status_warning = RateLimitedWarning()
         self.stopping = False
         self._changed = threading.Condition()
         self._result: Any = None
@@ -134,13 +137,20 @@ class LiveFeed:
         watched = now - self._asked_at < WATCHED_FOR_S
         status = None
         if watched and self.status_source is not None and now - self._status_at >= STATUS_EVERY_S:
-            status = self.status_source()
+            status = self._copy_status()
         with self._changed:
             self._result, self._number = result, self._number + 1
             if status is not None:
                 self._status, self._status_at = status, now
             if watched:
                 self._changed.notify_all()
+
+    def _copy_status(self) -> dict[str, Any]:
+        try:
+            return self.status_source()
+        except Exception as exc:  # the live view must never stop the loop it watches
+            self._status_warning("live view: the run's status could not be read: %s: %s", type(exc).__name__, exc)
+            return {"error": f"{type(exc).__name__}: {exc}"}
 
     # --------------------------------------------------------- the clients
     def asked(self) -> None:
