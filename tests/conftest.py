@@ -7,8 +7,10 @@ from __future__ import annotations
 import os
 import subprocess
 import tarfile
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -20,6 +22,17 @@ SHARED_DATA = Path(os.environ.get("METASCOPE_SHARED_DATA", REPO.parent / "shared
 
 
 TINY_MODEL = REPO / "tests" / "models" / "tiny.tflite"
+
+
+def wait_until(condition: Callable[[], Any], what: str, limit_s: float = 60.0) -> Any:
+    """Poll until ``condition`` gives something true, and return it. The limit is a safety net
+    against a hang only: tests count what happened, they do not time it."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if found := condition():
+            return found
+        time.sleep(0.02)
+    raise AssertionError(f"never happened: {what}")
 
 
 @pytest.fixture(scope="session")

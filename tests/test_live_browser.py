@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pytest
 from chromium_harness import browser
-from conftest import REPO
+from conftest import REPO, wait_until
 from fakes import toml_text
 from PIL import Image
 from sshd_harness import ALIAS, DEAD_ALIAS, SshServer
@@ -45,15 +45,6 @@ def stop_budget_s() -> float:
     unit = configparser.ConfigParser(strict=False, interpolation=None)
     unit.read_string((REPO / "systemd" / "metascope.service").read_text())
     return float(unit["Service"]["TimeoutStopSec"])
-
-
-def wait_until(condition, what: str, limit_s: float = 60.0) -> Any:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        if found := condition():
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"never happened: {what}")
 
 
 @dataclass
@@ -104,9 +95,9 @@ def rig(tmp_path: Path, tiny_model) -> Iterator[Rig]:
 class Live:
     """`metascope live HOST` as a person runs it, its printed URL read from its output."""
 
-    def __init__(self, sshd: SshServer, rig: Rig, *extra: str, host: str = ALIAS):
-        command = [sys.executable, "-m", "edge", "live", host, "-F", str(sshd.ssh_config),
-                   "--remote-command", REMOTE_METASCOPE, "--remote-config", str(rig.config), *extra]  # fmt: skip
+    def __init__(self, sshd: SshServer, config: Path, *extra: str, remote: str = REMOTE_METASCOPE):
+        command = [sys.executable, "-m", "edge", "live", ALIAS, "-F", str(sshd.ssh_config),
+                   "--remote-command", remote, "--remote-config", str(config), *extra]  # fmt: skip
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
         self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=lambda: [self.lines.put(line) for line in self.process.stdout], daemon=True).start()
@@ -147,7 +138,7 @@ def screenshot(url: str, path: Path) -> np.ndarray:
 
 
 def test_a_desktop_browser_watches_the_rig_through_an_ssh_forward(sshd: SshServer, rig: Rig, tmp_path: Path) -> None:
-    live = Live(sshd, rig)
+    live = Live(sshd, rig.config)
     url = live.url()
     assert url.startswith("http://127.0.0.1:")
 

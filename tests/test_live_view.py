@@ -13,12 +13,12 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from conftest import wait_until
 from fakes import make_config
 from PIL import Image
 
@@ -62,16 +62,6 @@ def status(path: Path) -> dict[str, Any]:
     code, _, body = get(path, "/status.json")
     assert code == 200
     return json.loads(body)
-
-
-def wait_until(condition: Callable[[], Any], what: str, limit_s: float = 60.0) -> Any:
-    """Poll until ``condition`` holds (a safety limit only: the tests count, they do not time)."""
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        if found := condition():
-            return found
-        time.sleep(0.02)
-    raise AssertionError(f"never happened: {what}")
 
 
 def stream_client(report: dict[str, Any]) -> dict[str, Any] | None:

@@ -32,6 +32,7 @@ MAX_CLIENTS = 8  # connections at once (a page holds two at most: a frame and th
 SEND_TIMEOUT_S = 5.0  # one send (a frame, a page) may take this long, then the client is dropped
 UNIX_PATH_MAX = 107  # bytes of a unix socket's path (sun_path holds 108 with the final NUL)
 FRAME_WAIT_S = 2.0  # /frame.jpg?after=N waits this long for a frame newer than N
+CLIENT_NICE = 10  # client threads run this much nicer than the loop
 BOUNDARY = "metascope-frame"
 CLIENT_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
 BUSY = b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\nRetry-After: 5\r\n\r\ntoo many clients\n"
@@ -149,6 +150,10 @@ class LiveHandler(BaseHTTPRequestHandler):
     sys_version = ""
     protocol_version = "HTTP/1.0"  # one request a connection: nothing idles in a kept-alive thread
 
+    def setup(self) -> None:
+        super().setup()
+        _yield_to_the_loop()
+
     def version_string(self) -> str:
         return self.server_version
 
@@ -247,6 +252,15 @@ class LiveHandler(BaseHTTPRequestHandler):
 
 ROUTES = {"/": LiveHandler.page, "/frame.jpg": LiveHandler.frame, "/stream.mjpg": LiveHandler.stream,
           "/status.json": LiveHandler.status}  # fmt: skip
+
+
+def _yield_to_the_loop() -> None:
+    """Lower this client thread's priority (Linux: nice applies to one thread): on a busy Pi the
+    watcher gets the frames the spare CPU can draw, the loop keeps its time. Raising one's own
+    nice needs no privilege; where it is refused, the thread simply keeps the process's."""
+    with contextlib.suppress(OSError, AttributeError):
+        thread = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, thread, min(os.getpriority(os.PRIO_PROCESS, thread) + CLIENT_NICE, 19))
 
 
 def _whole(query: dict[str, list[str]], name: str) -> int | None:
