@@ -131,7 +131,7 @@ def test_a_client_that_never_reads_never_holds_the_loop_up(classifier, tmp_path:
 def synthetic_results(count: int) -> list[FrameResult]:
     rng = np.random.default_rng(0)
     return [
-        FrameResult(frame=Frame(rng.integers(0, 256, (120, 160), dtype=np.uint8), time.time(), index), cells=[])
+        FrameResult(frame=Frame(rng.integers(0, 256, (120, 160), dtype=np.uint8), time.time(), index), detections=[])
         for index in range(count)
     ]
 

@@ -101,7 +101,7 @@ def watch_live(source: Any, config: Config, take: Callable[..., Any]) -> str:
                         break
                     raise
                 watched.add()
-                view.publish(FrameResult(frame=frame, cells=[]))
+                view.publish(FrameResult(frame=frame, detections=[]))
     finally:
         view.stop()
     return ""

@@ -38,7 +38,7 @@ def annotate(result: FrameResult) -> Image.Image:
     return image
 
 
-def annotated_jpeg(result: Any, quality: int) -> bytes:
+def annotated_jpeg(result: FrameResult, quality: int) -> bytes:
     """``annotate(result)`` as JPEG bytes: what a snapshot file holds and what the live view sends."""
     buffer = io.BytesIO()
     annotate(result).save(buffer, format="JPEG", quality=quality)

@@ -89,20 +89,12 @@ class LiveView:
 
 
 def run_status(service: Service) -> Callable[[], dict[str, Any]]:
-    """What the page shows of a run: status.json's figures (edge/service/run_stats.py) and the
-    camera's settings, requested and applied. Called in the loop's thread only."""
-    config = service.config
-    requested = config.as_dict()["camera"]
+    """What the page shows of a run: status.json's content and the camera's settings, requested
+    and applied. Called in the loop's thread only."""
+    requested = service.config.as_dict()["camera"]
 
     def status() -> dict[str, Any]:
-        figures = service.stats.status(
-            "running",
-            run_id=service.run_id,
-            source=getattr(service.source, "description", ""),
-            model=service.classifier.card.name,
-            mode=config.pipeline.mode,
-            budget_ms=service.pipeline.budget_ms,
-        )
+        figures = service.status("running")
         applied = getattr(service.source, "applied", None)
         if applied:
             figures["camera"] = {"applied": dict(applied), "requested": requested}

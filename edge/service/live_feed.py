@@ -214,7 +214,7 @@ class LiveFeed:
             "age_s": round(max(time.time() - frame.captured_at, 0.0), 3),
             "width": width,
             "height": height,
-            "cells": len(result.cells),
+            "detections": len(result.detections),
             "views": result.views,
             "positives": result.positives,
             "clusters": result.clusters,

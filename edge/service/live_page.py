@@ -101,7 +101,7 @@ function showStatus(status) {
     ["state", run.state || "-"], ["source", run.source || "-"], ["model", run.model || "-"],
     ["frames a second", fixed(run.fps, 1)],
     ["cells in this frame",
-     `${frame.cells ?? "-"} (${frame.positives ?? "-"} positive, ${frame.clusters ?? "-"} clusters)`],
+     `${frame.detections ?? "-"} (${frame.positives ?? "-"} positive, ${frame.clusters ?? "-"} clusters)`],
     ["views in this frame", frame.views ?? "-"],
     ["cells this run", `${counts.cells ?? "-"} (${counts.open_cells ?? "-"} followed now)`],
     ["views this run", counts.views ?? "-"],

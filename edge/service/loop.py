@@ -214,17 +214,19 @@ class Service:
         return self.stats.summary_line(self.run_id) + (f"; scale: {warning}" if warning else "")
 
     def write_status(self, state: str) -> None:
-        self.recorder.write_status(
-            self.stats.status(
-                state,
-                run_id=self.run_id,
-                source=getattr(self.source, "description", ""),
-                model=self.classifier.card.name,
-                model_sha256=self.classifier.sha256,
-                mode=self.config.pipeline.mode,
-                budget_ms=self.pipeline.budget_ms,
-                exit_reason=self.exit_reason or None,
-            )
+        self.recorder.write_status(self.status(state))
+
+    def status(self, state: str) -> dict[str, Any]:
+        """status.json's content (the live view shows it too)."""
+        return self.stats.status(
+            state,
+            run_id=self.run_id,
+            source=getattr(self.source, "description", ""),
+            model=self.classifier.card.name,
+            model_sha256=self.classifier.sha256,
+            mode=self.config.pipeline.mode,
+            budget_ms=self.pipeline.budget_ms,
+            exit_reason=self.exit_reason or None,
         )
 
 
