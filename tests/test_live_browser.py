@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import configparser
 import json
+import os
 import queue
 import shlex
 import signal
@@ -30,6 +31,8 @@ from PIL import Image
 from sshd_harness import ALIAS, DEAD_ALIAS, SshServer
 
 from edge.capture.synthetic import SyntheticSource
+from edge.cli import main
+from edge.logs import log
 
 pytestmark = pytest.mark.slow
 
@@ -194,3 +197,38 @@ def test_the_rig_stops_in_its_budget_though_a_client_hangs(sshd: SshServer, rig:
     unreachable = subprocess.run([sys.executable, "-m", "edge", "live", DEAD_ALIAS, "-F", str(sshd.ssh_config)],
                                  capture_output=True, text=True, timeout=120, cwd=REPO)  # fmt: skip
     assert unreachable.returncode == 1 and f"cannot reach {DEAD_ALIAS} over ssh" in unreachable.stderr
+
+
+def test_doctor_live_is_reached_from_the_desktop(sshd: SshServer, fake_camera, tiny_model, tmp_path, monkeypatch):
+    """The service stopped, `doctor --capture N --live` holds the camera and serves the page on
+    the login user's runtime folder; `metascope live HOST --doctor` finds it through status."""
+    monkeypatch.setattr(log, "handlers", [])  # run's logging to this test's stderr ends with the test
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))  # what pam_systemd gives an ssh login
+    config = tmp_path / "pi.toml"
+    config.write_text(toml_text({"state_dir": str(tmp_path / "state"), "model": {"path": str(tiny_model[0])},
+                                 "source": {"kind": "picamera2", "width": 320, "height": 240},
+                                 "camera": {"frame_rate": 30.0}}))  # fmt: skip
+    assert main(["run", "--config", str(config), "--source", "synthetic", "--max-frames", "2"]) == 0  # a rig that ran
+    seen: dict[str, Any] = {}
+
+    def desktop() -> None:
+        try:
+            live = Live(sshd, config, "--doctor", remote=f"env XDG_RUNTIME_DIR={runtime} {REMOTE_METASCOPE}")
+            url = live.url()
+            first = fetch_json(url + "status.json")
+            seen["later"] = wait_until(lambda: (s := fetch_json(url + "status.json"))["frame"]["number"]
+                                       > first["frame"]["number"] and s, "doctor's frames come")  # fmt: skip
+            seen["first"], seen["ended"] = first, live.ctrl_c()
+        finally:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C in doctor's terminal
+
+    thread = threading.Thread(target=desktop, daemon=True)
+    thread.start()
+    code = main(["doctor", "--config", str(config), "--model", str(tiny_model[0]), "--capture", "3", "--live"])
+    thread.join(30)
+    assert code == 0
+    assert seen["first"]["run"]["state"].startswith("doctor") and seen["later"]["frame"]["width"] == 320
+    assert seen["ended"][0] == 0, seen["ended"][1]
+    assert not (runtime / "metascope-live.sock").exists()

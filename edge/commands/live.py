@@ -106,7 +106,7 @@ def remote_socket(args: argparse.Namespace, ssh: list[str]) -> str:
         if not sockets.get("doctor_socket"):
             raise CommandError(f"{args.host}'s metascope does not say where doctor serves: give --socket PATH")
         return str(sockets["doctor_socket"])
-    return str(sockets.get("socket") or f"{report['state_dir']}/{LIVE_SOCKET_NAME}")
+    return str(sockets.get("socket") or f"{report['state_dir']}/{LIVE_SOCKET_NAME}")  # a Pi older than live views
 
 
 def free_port() -> int:

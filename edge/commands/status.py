@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.commands.common import CommandError, add_config_args, config_from_args
+from edge.paths import doctor_socket_path, live_socket_path
 from edge.record.reading import StoreError, execute, has_table, open_readonly, results_tables, stored_tables
 from edge.record.schema import version_of
 
@@ -116,7 +117,15 @@ def gather(config: Any) -> dict[str, Any]:
     report["crops"] = _folder_report(config.crop_dir, "*.png")
     usage = shutil.disk_usage(config.state_path)
     report["disk"] = {"free_bytes": usage.free, "total_bytes": usage.total}
+    report["live"] = live_sockets(config)
     return report
+
+
+def live_sockets(config: Any) -> dict[str, Any]:
+    """Where the live views are, for `metascope live HOST` (which asks over ssh): the service's
+    socket, whether it is there now, and where `doctor --capture N --live` run by this user serves."""
+    socket = live_socket_path(config.state_path)
+    return {"socket": str(socket), "serving": socket.is_socket(), "doctor_socket": str(doctor_socket_path())}
 
 
 def _cell_totals(db: sqlite3.Connection) -> tuple[int, int, int, int]:
@@ -187,6 +196,8 @@ def format_text(report: dict[str, Any]) -> str:
     lines.append(f"crops:       {crops['folder']} ({crops['files']} files, {_mb(crops['bytes'])})")
     disk = report["disk"]
     lines.append(f"disk:        {_mb(disk['free_bytes'])} free of {_mb(disk['total_bytes'])}")
+    if report["live"]["serving"]:
+        lines.append(f"live view:   {report['live']['socket']} (on a desktop: metascope live HOST)")
     return "\n".join(lines)
 
 
