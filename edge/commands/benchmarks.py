@@ -246,6 +246,7 @@ def bench_pipeline(
     with ``live`` (a started edge.service.live.LiveView), every frame published to it as `run` does."""
     from edge.config import Config
     from edge.notify import Notifier
+    from edge.service.live import run_status
     from edge.service.loop import Service
 
     source = bench_source(field, height, width, cells, seed, move_every, crops)
@@ -255,18 +256,10 @@ def bench_pipeline(
         config = Config(state_dir=state_dir)
         config = config.with_overrides("snapshots", every_n_frames=0)
         config = config.with_overrides("service", summary_interval_s=86_400.0)
-        service = Service(
-            config,
-            classifier,
-            source,
-            max_frames=frames + warmup,
-            notifier=Notifier(address=""),
-            observer=observe,
-        )
+        service = Service(config, classifier, source, max_frames=frames + warmup, notifier=Notifier(address=""),
+                          observer=observe)  # fmt: skip
         if live is not None:
-            from edge.service.live import run_status
-
-            live.feed.status_source = run_status(service)
+            live.feed.status_source = run_status(service)  # as `metascope run` wires it
         started, cpu_before, process_before = time.perf_counter(), cpu_times(), os.times()
         exit_code = service.run()
         elapsed, cpu_after, process_after = time.perf_counter() - started, cpu_times(), os.times()
