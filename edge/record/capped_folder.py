@@ -1,6 +1,7 @@
 """A folder of files under a size cap (oldest deleted first) and a free-disk floor: what
 snapshots and cell crops share. Writing never stops a run: a disk that is too full, or that
-refuses the write, costs the file and is counted."""
+refuses the write or the clean-up (read-only, the folder replaced by a file), costs the file and
+is counted."""
 
 from __future__ import annotations
 
@@ -58,10 +59,8 @@ class CappedFolder:
             return None
         if len(data) > self.cap_bytes:
             return None
-        while self._files and self.total_bytes + len(data) > self.cap_bytes:
-            oldest, size = self._files.popleft()
-            oldest.unlink(missing_ok=True)
-            self.total_bytes -= size
+        if not self._make_room(len(data)):
+            return None
         path = self.folder / name
         temporary = path.with_name(path.name + ".tmp")
         try:
@@ -77,6 +76,22 @@ class CappedFolder:
         self.total_bytes += len(data)
         self.written += 1
         return name
+
+    def _make_room(self, size: int) -> bool:
+        """Delete the oldest files until ``size`` more bytes fit under the cap. A file that cannot
+        be deleted (the folder went read-only, or was replaced by a file) stays counted, and the
+        new one is not written: counted as failed, tried again at the next write."""
+        while self._files and self.total_bytes + size > self.cap_bytes:
+            oldest, oldest_size = self._files[0]
+            try:
+                oldest.unlink(missing_ok=True)
+            except OSError as exc:
+                self.failed += 1
+                self.last_error = f"cannot delete {oldest} to make room: {exc}"
+                return False
+            self._files.popleft()
+            self.total_bytes -= oldest_size
+        return True
 
 
 def time_stamp_name(captured_at: float) -> str:

@@ -98,6 +98,7 @@ class Recorder:
         failed = self.crops.files.failed
         self.crops.keep(result, self.run_id)
         if self.crops.files.failed > failed:
+            self.stats.counters.crop_failures = self.crops.files.failed
             self._crop_warning("crops: %s; classification goes on", self.crops.files.last_error)
         return frame_id
 

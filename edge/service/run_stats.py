@@ -35,7 +35,8 @@ class Counters:
     store_errors: int = 0
     snapshots: int = 0
     snapshots_skipped: int = 0  # wanted, but the disk was too full for snapshots
-    snapshot_failures: int = 0  # wanted, but the write failed
+    snapshot_failures: int = 0  # wanted, but the write (or the clean-up making room for it) failed
+    crop_failures: int = 0  # a crop not kept: its write, or the clean-up making room for it, failed
     status_failures: int = 0  # status.json could not be written
 
     def as_dict(self) -> dict[str, int]:
