@@ -172,7 +172,7 @@ def test_a_desktop_browser_watches_the_rig_through_an_ssh_forward(sshd: SshServe
     changes = []
     for attempt in range(4):
         shown = fetch_json(url + "status.json")["frame"]["number"]
-        wait_until(lambda: fetch_json(url + "status.json")["frame"]["number"] > shown + 2, "newer frames")
+        wait_until(lambda shown=shown: fetch_json(url + "status.json")["frame"]["number"] > shown + 2, "newer frames")
         after = screenshot(url, tmp_path / f"after{attempt}.png")[frame_area]
         changes.append(float(np.abs(before - after).mean()))
         if changes[-1] > 1.0:
