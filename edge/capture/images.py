@@ -23,11 +23,12 @@ class ImageError(ValueError):
     """An input image that cannot be used; the message names the file and the problem."""
 
 
-def read_grayscale(path: str | os.PathLike[str]) -> np.ndarray:
+def read_grayscale(path: str | os.PathLike[str], min_side: int = 1) -> np.ndarray:
     """Read any Pillow-readable image as a uint8 HxW grayscale array.
 
     Raises ImageError with the file name and the reason for anything that is not a complete,
-    sensibly sized image: empty, not an image, truncated, too large, unreadable.
+    sensibly sized image: empty, not an image, truncated, too large, fewer than ``min_side``
+    pixels wide or high (what the caller can look at: ``edge.cells.detect.min_frame_side``), unreadable.
     """
     path = Path(path)
     try:
@@ -46,6 +47,8 @@ def read_grayscale(path: str | os.PathLike[str]) -> np.ndarray:
                         f"{path}: {width}x{height} pixels is over the {MAX_IMAGE_PIXELS:,} pixel "
                         "limit (decompression bomb guard)"
                     )
+                if min(width, height) < min_side:
+                    raise ImageError(f"{path}: {width}x{height} pixels is too small (at least {min_side} each way)")
                 image.load()  # decodes now, so truncation is reported here
                 return to_grayscale(image)
     except ImageError:

@@ -24,11 +24,12 @@ from scipy.spatial import ConvexHull
 
 from edge.cells.detect_settings import DetectSettings
 
-__all__ = ["DetectSettings", "Detection", "Inspected", "detect", "inspect"]
+__all__ = ["DetectSettings", "Detection", "Inspected", "detect", "inspect", "min_frame_side"]
 
 NOISE_SAMPLE_STEP = 2  # the noise level is the median over every 2nd (working) pixel each way
 CORE_CHECK_AREA_RATIO = 1.2  # objects this much larger than the frame's median object get the core test
 MAX_CORES = 8  # enough to call it a cluster; counting further buys nothing
+MIN_BINNED_SIDE = 3  # the texture window is 3x3 binned pixels: a narrower frame has no texture to measure
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,11 @@ class Detection:
     @property
     def origin_yx(self) -> tuple[int, int]:
         return self.bbox[0], self.bbox[1]
+
+
+def min_frame_side(settings: DetectSettings) -> int:
+    """The fewest pixels a frame may have each way for detection to look at it at all."""
+    return MIN_BINNED_SIDE * settings.downscale
 
 
 def bin_pixels(gray: np.ndarray, factor: int) -> np.ndarray:
@@ -197,6 +203,8 @@ def _objects(gray: np.ndarray, settings: DetectSettings, explain: bool) -> list[
     """The one detection: ``explain`` False (the service) makes only the kept objects and skips
     every figure a decision does not need."""
     factor = settings.downscale
+    if min(gray.shape) < min_frame_side(settings):  # binning would leave (next to) nothing: no cell fits
+        return []
     labels, count = ndimage.label(foreground(bin_pixels(gray, factor), settings))
     if count == 0:
         return []

@@ -115,6 +115,7 @@ class Rows:
 
 def classify(args: argparse.Namespace) -> int:
     from edge.capture.images import ImageError, read_grayscale
+    from edge.cells.detect import DetectSettings, min_frame_side
     from edge.classify.preprocess import UnsegmentableCrop, single_cell_input
 
     classifier = load_classifier(args.model, args.threads, args.interpreter)
@@ -123,9 +124,10 @@ def classify(args: argparse.Namespace) -> int:
     paths: list[Path] = []
     cells: list[np.ndarray] = []
     empty_folders: list[Path] = []
+    min_side = min_frame_side(DetectSettings())  # an unmasked crop goes through detection's defaults
     for path in iter_image_paths(args.inputs, empty_folders):
         try:
-            cells.append(single_cell_input(read_grayscale(path), spec))
+            cells.append(single_cell_input(read_grayscale(path, min_side), spec))
         except UnsegmentableCrop as exc:  # the image was fine; its cell could not be found
             rows.skipped(f"skipped {shown(path)}: {exc}")
             continue

@@ -30,7 +30,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def detect_frames(args: argparse.Namespace) -> int:
     from edge.capture.images import ImageError, read_grayscale
-    from edge.cells.detect import inspect
+    from edge.cells.detect import inspect, min_frame_side
     from edge.commands.detect_view import COLUMNS, annotate, rows
 
     settings = config_from_args(args).detect.settings()
@@ -41,7 +41,7 @@ def detect_frames(args: argparse.Namespace) -> int:
     written: set[str] = set()
     for path in iter_image_paths(args.frames, empty):
         try:
-            gray = read_grayscale(path)
+            gray = read_grayscale(path, min_frame_side(settings))
         except ImageError as exc:
             print(f"metascope detect: skipped {exc}" if str(path) in str(exc) else f"skipped {path}: {exc}",
                   file=sys.stderr)  # fmt: skip
