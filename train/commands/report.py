@@ -5,6 +5,8 @@ gallery of cell crops sorted by probability."""
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 from pathlib import Path
 
 from edge.commands.common import folder_arg, positive_int
@@ -32,6 +34,31 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=report)
 
 
+def write_page(out: Path, page: str) -> None:
+    """``page`` into ``out`` through a temporary file of its own beside it: created exclusively
+    (mkstemp), so a name planted in a folder others can write (a symlink to a file of the user's)
+    is never written through; a page that failed half way never replaces the last good one."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    except OSError as exc:
+        raise CommandError(f"cannot write {out}: {exc}") from None
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            os.fchmod(file.fileno(), 0o666 & ~current_umask())  # mkstemp's 0600 would hide the page from others
+            file.write(page)
+        os.replace(temporary, out)  # a symlink at ``out`` is replaced, never followed
+    except OSError as exc:
+        Path(temporary).unlink(missing_ok=True)
+        raise CommandError(f"cannot write {out}: {exc}") from None
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def report(args: argparse.Namespace) -> int:
     from train.results.pulled import find_databases
     from train.results.report import DEFAULT_GALLERY, build_page
@@ -39,14 +66,7 @@ def report(args: argparse.Namespace) -> int:
     databases = find_databases(args.results_dir)
     out = args.out or args.results_dir / "report.html"
     page = build_page(databases, args.results_dir, args.gallery or DEFAULT_GALLERY)
-    temporary = out.with_name(f".{out.name}.tmp")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        temporary.write_text(page, encoding="utf-8")
-        temporary.replace(out)  # a page that failed half way never replaces the last good one
-    except OSError as exc:
-        temporary.unlink(missing_ok=True)
-        raise CommandError(f"cannot write {out}: {exc}") from None
+    write_page(out, page)
     hosts = sorted({database.host for database in databases})
     print(f"report: {out} ({len(databases)} database(s) of {', '.join(hosts)})")
     return ExitCode.OK
