@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -65,8 +66,10 @@ def report(args: argparse.Namespace) -> int:
 
     databases = find_databases(args.results_dir)
     out = args.out or args.results_dir / "report.html"
-    page = build_page(databases, args.results_dir, args.gallery or DEFAULT_GALLERY)
-    write_page(out, page)
+    made = build_page(databases, args.results_dir, args.gallery or DEFAULT_GALLERY)
+    write_page(out, made.page)
+    for problem in made.not_read:
+        print(f"metascope-train report: could not read {problem}", file=sys.stderr)
     hosts = sorted({database.host for database in databases})
     print(f"report: {out} ({len(databases)} database(s) of {', '.join(hosts)})")
     return ExitCode.OK

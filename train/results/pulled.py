@@ -10,6 +10,8 @@ datetimes where a plot needs them.
 from __future__ import annotations
 
 import csv
+import os
+import stat
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,8 +22,39 @@ TABLES = ("runs", "frames", "views", "cells")
 FILES_BEFORE_LAYOUT_3 = {"views": "cells", "cells": "tracks"}  # what pull.sh called them before metascope 0.4
 
 
+MAX_CROP_BYTES = 4 << 20  # a rig's crop is its model's window (tens of kB): anything far larger is not one
+
+
 class PulledFolderError(UsageError):
     """RESULTS_DIR holds nothing a report can be made of; the message says what was looked for."""
+
+
+class Unreadable(Exception):
+    """A file of the pulled folder that was not read (the message says why): the page names it."""
+
+
+def read_inside(root: Path, path: Path, limit: int | None = None) -> bytes:
+    """The bytes of ``path``, a regular file inside ``root``. A pulled folder may hold what
+    someone else put there (a crop that is a link to /etc/shadow): a link that leads out of the
+    folder is refused, the file is opened without following a link swapped in at its last step
+    and without blocking on a FIFO, and a file over ``limit`` bytes is not read."""
+    try:
+        real = path.resolve(strict=True)
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a loop of links
+        raise Unreadable(f"cannot be opened ({getattr(exc, 'strerror', None) or exc})") from None
+    if not real.is_relative_to(root.resolve()):
+        raise Unreadable("a link out of the results folder: not read")
+    try:
+        descriptor = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise Unreadable(f"cannot be opened ({exc.strerror})") from None
+    with os.fdopen(descriptor, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise Unreadable("not a regular file: not read")
+        data = handle.read() if limit is None else handle.read(limit + 1)
+    if limit is not None and len(data) > limit:
+        raise Unreadable(f"larger than {limit / 2**20:.0f} MiB, which no crop of a rig is: not read")
+    return data
 
 
 @dataclass
@@ -31,6 +64,7 @@ class PulledDatabase:
     host: str
     database_id: str
     folder: Path
+    root: Path  # the results folder given: nothing outside it is read
     tables: dict[str, list[dict[str, str]]] = field(default_factory=dict)
 
     @property
@@ -41,10 +75,16 @@ class PulledDatabase:
         return self.tables.get(table, [])
 
     def crop_path(self, track: dict[str, str]) -> Path | None:
-        """The crop file of a cell, when its row names one and the pull brought it."""
+        """The crop file of a cell, when its row names one and the pull brought it (a link counts:
+        read_crop says why it is not read)."""
         name = track.get("crop") or ""
         path = self.folder / "crops" / name
-        return path if name and "/" not in name and path.is_file() else None
+        return path if name and "/" not in name and name not in (".", "..") and os.path.lexists(path) else None
+
+    def read_crop(self, path: Path) -> bytes:
+        """A crop's bytes (a file crop_path gave), raising Unreadable for anything but a regular
+        file inside the results folder of at most MAX_CROP_BYTES."""
+        return read_inside(self.root, path, MAX_CROP_BYTES)
 
     def thresholds(self) -> dict[str, float]:
         """Each run's decision threshold (0.5 where the run row has none)."""
@@ -85,7 +125,7 @@ def find_databases(results_dir: Path) -> list[PulledDatabase]:
             continue
         # pull.sh's layout: HOST/<database id>/; a folder handed over alone is named by itself
         host = folder.parent.name if (folder.parent / "LAYOUT").is_file() else folder.name
-        database = PulledDatabase(host=host, database_id=folder.name, folder=folder)
+        database = PulledDatabase(host=host, database_id=folder.name, folder=folder, root=results_dir)
         files = FILES_BEFORE_LAYOUT_3 if (folder / "tracks.csv").is_file() else {}
         for table in TABLES:
             path = folder / f"{files.get(table, table)}.csv"

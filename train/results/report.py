@@ -7,14 +7,16 @@ from __future__ import annotations
 import base64
 import html
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 from edge import __version__
+from train.results.crops import NotACrop, verified_png
 from train.results.plots import FIGURES
-from train.results.pulled import PulledDatabase, number
+from train.results.pulled import PulledDatabase, Unreadable, number
 
 DEFAULT_GALLERY = 200  # crops shown at most: a page of thousands of images is no longer read
 STYLE = """
@@ -64,10 +66,11 @@ def run_rows(databases: Sequence[PulledDatabase]) -> list[str]:
     return rows
 
 
-def gallery(databases: Sequence[PulledDatabase], limit: int) -> tuple[list[str], int]:
+def gallery(databases: Sequence[PulledDatabase], limit: int, not_read: list[str]) -> tuple[list[str], int]:
     """Tiles of the cells with a pulled crop, highest probability first; when there are more
     than ``limit``, evenly spaced ones along that order, so every part of the range shows.
-    Returns (tiles, how many crops there were)."""
+    Returns (tiles, how many crops there were); a crop that cannot be shown is named in
+    ``not_read``."""
     cells = []
     for database in databases:
         thresholds = database.thresholds()
@@ -82,31 +85,52 @@ def gallery(databases: Sequence[PulledDatabase], limit: int) -> tuple[list[str],
         shown = [cells[int(i)] for i in np.linspace(0, len(cells) - 1, limit).round().astype(int)]
     tiles = []
     for probability, database, track, path, threshold in shown:
+        try:
+            image = verified_png(database.read_crop(path))
+        except (Unreadable, NotACrop) as exc:
+            not_read.append(f"{path.relative_to(database.root)}: {exc}")
+            continue
         positive = probability >= threshold
         caption = f"{probability:.3f}{' C' if track.get('cluster') == '1' else ''}"
         where = f"{database.host} run {track['run_id']} cell {track['track']}"
         tiles.append(
             f'<div class="tile{" positive" if positive else ""}"><img alt="{html.escape(path.name)}" '
             f'title="{html.escape(where)}: {html.escape(track.get("label") or "")}" '
-            f'src="{data_url("image/png", path.read_bytes())}"><br>{html.escape(caption)}<br>'
+            f'src="{data_url("image/png", image)}"><br>{html.escape(caption)}<br>'
             f"{html.escape(where)}</div>"
         )
     return tiles, len(cells)
 
 
-def build_page(databases: Sequence[PulledDatabase], source: Path, gallery_limit: int = DEFAULT_GALLERY) -> str:
+def not_read_section(not_read: Sequence[str]) -> list[str]:
+    """The files the page could not use, each with why (empty when there were none)."""
+    if not not_read:
+        return []
+    items = "".join(f"<li>{html.escape(problem)}</li>" for problem in not_read)
+    return ["<h2>Could not read</h2>", f"<p>{len(not_read)} file(s) or row(s) left out of this page:</p>",
+            f"<ul>{items}</ul>"]  # fmt: skip
+
+
+@dataclass
+class Report:
+    page: str
+    not_read: list[str]  # what was left out and why, for the page and stderr
+
+
+def build_page(databases: Sequence[PulledDatabase], source: Path, gallery_limit: int = DEFAULT_GALLERY) -> Report:
     hosts = sorted({database.host for database in databases})
     figures = [
         f'<figure><img alt="{html.escape(title)}" src="{data_url("image/png", draw(databases))}">'
         f"<figcaption>{html.escape(title)}</figcaption></figure>"
         for title, draw in FIGURES
     ]
-    tiles, crops = gallery(databases, gallery_limit)
+    not_read: list[str] = []
+    tiles, crops = gallery(databases, gallery_limit, not_read)
     shown = f"all {crops}" if len(tiles) == crops else f"{len(tiles)} of {crops}, evenly spaced in that order"
     header = ("host", "database", "run", "started (UTC)", "ended", "model", "frames", "cells", "positive",
               "positive fraction", "clusters", "dropped frames")  # fmt: skip
     made = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return "\n".join(
+    page = "\n".join(
         [
             "<!DOCTYPE html>",
             '<html lang="en"><head><meta charset="utf-8">',
@@ -127,6 +151,9 @@ def build_page(databases: Sequence[PulledDatabase], source: Path, gallery_limit:
             "folders and <code>metascope-train fit DATA_DIR</code> takes them as training data.</p>",
             '<div class="gallery">',
             *(tiles or ["<p>No crops were pulled (a Pi older than crops, or pulled with --no-crops).</p>"]),
-            "</div></body></html>",
+            "</div>",
+            *not_read_section(not_read),
+            "</body></html>",
         ]
     )
+    return Report(page, not_read)
