@@ -103,16 +103,21 @@ def grouped_split(
     ``validation_fraction`` (no early stopping) there is no validation part."""
     groups, y = np.asarray(groups), np.asarray(y)
     # Leave-one-group-out tests on every group in turn, so it needs no spare groups for a test
-    # part; it is suggested only where it would work (3 groups or more, each holding both labels).
+    # part; it is suggested only where it would work (2 groups or more, each holding both labels).
     unique = np.unique(groups)
-    logo = len(unique) >= 3 and all(_both_classes(y[groups == group]) for group in unique)
+    logo = len(unique) >= 2 and all(_both_classes(y[groups == group]) for group in unique)
+    # A validation part exists only for early stopping: fixed epochs (--patience 0) need none.
+    what = f"validation part from the groups left after the test part ({len(unique)} in all)"
+    if validation_fraction is not None and len(unique) < 3:
+        raise SplitError(
+            f"cannot make a {what}: early stopping (--patience) needs a third group besides the train and test "
+            f"groups; {found_groups(groups, y, labels)}",
+            ("--patience", "0"),
+        )
     rest, test = hold_out_groups(groups, y, test_fraction, seed, "test part", labels, ("--cv",) if logo else ())
     if validation_fraction is None:
-        rule = f"by group: about {test_fraction:.0%} test, whole groups"
-        return Split(np.sort(rest), np.zeros(0, dtype=np.int64), np.sort(test), rule)
+        return Split(np.sort(rest), np.zeros(0, dtype=np.int64), np.sort(test), split_rule(groups, test))
     inner_fraction = validation_fraction / (1.0 - test_fraction)
-    # A validation part exists only for early stopping: fixed epochs (--patience 0) need none.
-    what = f"validation part from the groups left after the test part ({len(np.unique(groups))} in all)"
     train, validation = hold_out_groups(
         groups[rest], y[rest], inner_fraction, seed + 1, what, labels, ("--patience", "0")
     )
@@ -120,8 +125,22 @@ def grouped_split(
         train=np.sort(rest[train]),
         validation=np.sort(rest[validation]),
         test=np.sort(test),
-        rule=f"by group: about {test_fraction:.0%} test, {validation_fraction:.0%} validation, whole groups",
+        rule=split_rule(groups, test, rest[validation]),
     )
+
+
+def split_rule(groups: np.ndarray, test: np.ndarray, validation: np.ndarray | None = None) -> str:
+    """What a split held out, counted: whole groups make the shares far from the asked-for
+    fractions when there are few of them (one of two groups is half the cells)."""
+
+    def share(part: np.ndarray, name: str) -> str:
+        return (
+            f"{len(np.unique(groups[part]))} of {len(np.unique(groups))} groups as {name}, {len(part)} of "
+            f"{len(groups)} cells ({len(part) / len(groups):.0%})"
+        )
+
+    held = share(test, "test") + ("" if validation is None else "; " + share(validation, "validation"))
+    return f"by whole groups: {held}"
 
 
 @dataclass(frozen=True)
@@ -147,9 +166,17 @@ def cross_validation_folds(
     found = found_groups(groups, y, labels)
     no_cv = ("--cv", "--cv-folds")  # without them: one test part of whole groups
     every_group_mixed = all(_both_classes(y[groups == group]) for group in unique)
+    if validation_fraction is not None and len(unique) < 3:
+        # Each fold tests on a group and validates on another: the rest must still train.
+        raise SplitError(
+            f"early stopping (--patience) holds back a validation group in every fold besides the one it tests: "
+            f"that needs a third group; {found}",
+            ("--patience", "0"),
+        )
     if folds is None and every_group_mixed:
-        if len(unique) < 3:
-            raise SplitError(f"leave-one-group-out needs at least 3 groups; {found}", drop_args=no_cv)
+        # Two groups that each hold both labels are two honest folds (each trains on the other).
+        if len(unique) < 2:
+            raise SplitError(f"leave-one-group-out needs at least 2 groups; {found}", drop_args=no_cv)
         parts = [(str(group), np.flatnonzero(groups != group), np.flatnonzero(groups == group)) for group in unique]
         rule = f"leave-one-group-out over {len(unique)} groups"
     else:

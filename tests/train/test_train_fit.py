@@ -84,7 +84,8 @@ def test_card_is_complete_and_matches_the_file(fitted: Path) -> None:
     areas = data["data"]["cell_area_px"]
     assert areas["n"] == 240 and 300 < areas["q10"] < areas["median"] < areas["q90"] < 6000
     trained = data["data"]["trained_on"]
-    assert trained["groups"] == sorted(split_groups["train"]) and len(trained["file_sha256_16"]) == 240 - 48
+    # The shipped model learns from every cell; the held-out figures are the split model's.
+    assert trained["groups"] == sorted(everything) and len(trained["file_sha256_16"]) == 240
     # Standardised input: a 20% dimmer or 25% brighter lamp changes almost no call (at most the
     # one of these 48 test cells that sits on the threshold).
     exposure = evaluation["exposure"]
@@ -101,20 +102,22 @@ def test_exported_dense_head_is_per_tensor(fitted: Path) -> None:
     assert dense and all(entry["scales"] == 1 for entry in dense)
 
 
-def test_evaluate_reproduces_the_fit_test_metrics(fitted: Path, synthetic_data: Path, tmp_path: Path, capsys) -> None:
+def test_evaluate_reproduces_the_shipped_models_own_figures(
+    fitted: Path, synthetic_data: Path, tmp_path: Path, capsys
+) -> None:
+    """The shipped model learnt from every cell (the held-out figures are the split model's): evaluate
+    on a test group reproduces the card's per-group figures of the shipped model, and says it saw them."""
     card = json.loads(fitted.with_suffix(".json").read_text())
-    test_groups = card["evaluation"]["split"]["groups"]["test"]
+    test_group = card["evaluation"]["split"]["groups"]["test"][0]
     out = tmp_path / "eval"
-    code = main(["evaluate", str(fitted), str(synthetic_data), "--groups", ",".join(test_groups), "--out", str(out),
-                 "--quiet"])  # fmt: skip
+    code = main(["evaluate", str(fitted), str(synthetic_data), "--groups", test_group, "--out", str(out), "--quiet"])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "balanced accuracy" in printed and "trained on these cells" not in printed
+    assert "balanced accuracy" in printed and "trained on these cells" in printed
     measured = json.loads(out.with_name("eval.json").read_text())["metrics"]
-    recorded = card["evaluation"]["held_out"]
-    for key in ("n", "positives", "accuracy", "balanced_accuracy", "roc_auc", "sensitivity", "specificity", "ece"):
+    recorded = card["evaluation"]["final_model"]["per_group"][test_group]
+    for key in ("n", "positives", "accuracy", "balanced_accuracy", "roc_auc"):
         assert measured[key] == pytest.approx(recorded[key], abs=1e-9), key
-    assert measured["confusion"] == recorded["confusion"]
     assert out.with_name("eval.png").is_file() and out.with_name("eval.md").is_file()
 
 

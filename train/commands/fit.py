@@ -283,12 +283,15 @@ def headline(card: dict[str, Any]) -> str:
     else:
         m = evaluation["held_out"]
         auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.3f}"
-        parts = evaluation["split"]["groups"]
+        split = evaluation["split"]
+        parts = split["groups"]
         tested, total = parts["test"], sum(len(groups) for groups in parts.values())
+        cells = f"{split['test_cells']} of {split['cells']} cells ({split['test_cells'] / split['cells']:.0%})"
         # One split's figure rests on its few test groups: say how few, and what gives more.
         held = (
             f"held-out test groups: ROC AUC {auc}, balanced accuracy {m['balanced_accuracy']:.3f}, resting on "
-            f"{len(tested)} test group(s) of {total} ({', '.join(tested)}); --cv tests every group in turn"
+            f"{len(tested)} test group(s) of {total} ({', '.join(tested)}), {cells}; the model written learnt "
+            "from every cell; --cv tests every group in turn"
         )
     fidelity = card["int8_fidelity"]
     return f"{card['name']}: {held}; int8 agreement {fidelity['label_agreement']:.2%}"
