@@ -91,6 +91,13 @@ def hold_out_groups(
     )
 
 
+def need_third_group(groups: np.ndarray, y: np.ndarray, labels: Sequence[str], why: str) -> None:
+    """A validation part is a group beside the train and test groups: two groups cannot give it."""
+    if len(np.unique(groups)) < 3:
+        found = found_groups(groups, y, labels)
+        raise SplitError(f"{why} a third group besides the train and test groups; {found}", ("--patience", "0"))
+
+
 def grouped_split(
     groups: np.ndarray,
     y: np.ndarray,
@@ -108,12 +115,8 @@ def grouped_split(
     logo = len(unique) >= 2 and all(_both_classes(y[groups == group]) for group in unique)
     # A validation part exists only for early stopping: fixed epochs (--patience 0) need none.
     what = f"validation part from the groups left after the test part ({len(unique)} in all)"
-    if validation_fraction is not None and len(unique) < 3:
-        raise SplitError(
-            f"cannot make a {what}: early stopping (--patience) needs a third group besides the train and test "
-            f"groups; {found_groups(groups, y, labels)}",
-            ("--patience", "0"),
-        )
+    if validation_fraction is not None:
+        need_third_group(groups, y, labels, f"cannot make a {what}: early stopping (--patience) needs")
     rest, test = hold_out_groups(groups, y, test_fraction, seed, "test part", labels, ("--cv",) if logo else ())
     if validation_fraction is None:
         return Split(np.sort(rest), np.zeros(0, dtype=np.int64), np.sort(test), split_rule(groups, test))
@@ -166,13 +169,9 @@ def cross_validation_folds(
     found = found_groups(groups, y, labels)
     no_cv = ("--cv", "--cv-folds")  # without them: one test part of whole groups
     every_group_mixed = all(_both_classes(y[groups == group]) for group in unique)
-    if validation_fraction is not None and len(unique) < 3:
-        # Each fold tests on a group and validates on another: the rest must still train.
-        raise SplitError(
-            f"early stopping (--patience) holds back a validation group in every fold besides the one it tests: "
-            f"that needs a third group; {found}",
-            ("--patience", "0"),
-        )
+    if validation_fraction is not None:  # each fold tests on a group and validates on another
+        need_third_group(groups, y, labels, "early stopping (--patience) holds back a validation group in every "
+                         "fold besides the one it tests: that needs")  # fmt: skip
     if folds is None and every_group_mixed:
         # Two groups that each hold both labels are two honest folds (each trains on the other).
         if len(unique) < 2:
