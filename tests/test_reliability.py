@@ -250,6 +250,53 @@ def test_a_second_run_on_the_same_state_directory_is_refused(tiny_model, tmp_pat
     assert f"already in use by process {first.pid}" in second.stderr
 
 
+def run_once(config: Path, model: Path, frames: int = 5) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "edge", "run", "--config", str(config), "--model", str(model),
+         "--max-frames", str(frames)],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )  # fmt: skip
+
+
+def test_a_symlink_at_the_lock_path_is_refused_and_its_target_left_alone(tiny_model, tmp_path) -> None:
+    """The lock file was opened following links and truncated: a link planted at
+    STATE/metascope.lock emptied whatever file it named (as the service's user)."""
+    config = write_config(tmp_path)
+    victim = tmp_path / "precious.txt"
+    victim.write_text("a file the service must never write\n")
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "metascope.lock").symlink_to(victim)
+    result = run_once(config, tiny_model[0])
+    assert result.returncode == 5, result.stderr
+    assert "metascope.lock" in result.stderr and "symbolic link" in result.stderr
+    assert victim.read_text() == "a file the service must never write\n"
+    assert not (state / "metascope.db").exists(), "nothing ran"
+
+
+def test_deleting_the_lock_file_does_not_let_a_second_run_start(tiny_model, tmp_path, notify_socket) -> None:
+    """The lock lived on a file anyone could delete: the next run locked a new file, started on
+    the same database and marked the running one as killed."""
+    listener, address = notify_socket
+    config = write_config(tmp_path)
+    first = start_service(config, tiny_model[0], address)
+    try:
+        wait_for(listener, "READY=1", STARTUP_LIMIT_S)
+        (tmp_path / "state" / "metascope.lock").unlink()
+        second = run_once(config, tiny_model[0])
+        still_running = first.poll() is None
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(10)
+        first.communicate()
+    assert second.returncode == 5, second.stderr
+    assert "already in use" in second.stderr
+    assert still_running
+    with sqlite3.connect(tmp_path / "state" / "metascope.db") as db:
+        runs = db.execute("SELECT id, exit_reason FROM runs ORDER BY id").fetchall()
+    assert len(runs) == 1 and "did not stop cleanly" not in (runs[0][1] or ""), runs
+
+
 def real_frames(folder: Path, names: list[str]) -> None:
     from edge.capture.synthetic import render_frame
 
