@@ -30,12 +30,10 @@ from typing import Any
 from edge import __version__
 from edge.record import recovery
 from edge.record.reading import StoreError
-from edge.record.retention import RetentionSteps
+from edge.record.retention import RetentionSteps, wal_limits
 from edge.record.schema import migrate
 from edge.record.times import iso_utc
 from edge.records import ClosedCell, FrameResult
-
-WAL_LIMIT_BYTES = 64 * 1024 * 1024
 
 _INSERT_FRAME = (
     "INSERT INTO frames (run_id, captured_at, frame_index, width, height, detections, positives, clusters,"
@@ -112,7 +110,7 @@ class ResultStore:
     """Writes results from the service loop (one thread). Rows are inserted at once and
     committed in batches by ``maybe_commit``/``commit``."""
 
-    def __init__(self, path: str | os.PathLike[str], commit_interval_s: float = 1.0):
+    def __init__(self, path: str | os.PathLike[str], commit_interval_s: float = 1.0, max_db_mb: float = 0.0):
         self.path = Path(path)
         self.commit_interval_s = commit_interval_s
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -124,8 +122,11 @@ class ResultStore:
                 self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            # The WAL is truncated to this after checkpoints (a large retention grew it to 85 MB).
-            self._db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
+            # The WAL is checkpointed and truncated within a share of the size cap (retention.py).
+            page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
+            autocheckpoint_pages, wal_limit_bytes = wal_limits(max_db_mb, page_size)
+            self._db.execute(f"PRAGMA wal_autocheckpoint={autocheckpoint_pages}")
+            self._db.execute(f"PRAGMA journal_size_limit={wal_limit_bytes}")
             migrate(self._db)
             self.database_id = self._db.execute("SELECT value FROM meta WHERE key = 'database_id'").fetchone()[0]
         except (sqlite3.Error, ValueError) as exc:
@@ -134,10 +135,11 @@ class ResultStore:
             raise StoreError(f"{self.path}: cannot open the results database: {exc}") from exc
         self._in_transaction = False
         self._last_commit = time.monotonic()
+        self.commits = 0  # batches committed (retention looks at the size after each)
         self.run_id: int | None = None
         self.written = Written()  # by this run
         self.pending = Written()  # of those, not yet committed
-        self._retention = RetentionSteps(self._db, self.path)
+        self.retention = RetentionSteps(self._db, self.path)  # over_size() is cheap enough for every commit
 
     # ---------------------------------------------------------------- runs
     def start_run(self, info: RunInfo, started_at: float | None = None) -> int:
@@ -236,6 +238,7 @@ class ResultStore:
                 raise
             self._in_transaction = False
             self.pending = Written()
+            self.commits += 1
         self._last_commit = time.monotonic()
 
     def rollback(self) -> None:
@@ -268,4 +271,4 @@ class ResultStore:
         """One bounded piece of retention (edge/record/retention.py), after committing the
         batch. Returns (frames deleted, whether nothing is left to delete)."""
         self.commit()
-        return self._retention.step(retention_days, max_db_mb, now)
+        return self.retention.step(retention_days, max_db_mb, now)

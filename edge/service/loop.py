@@ -42,6 +42,8 @@ from edge.service.state_lock import StateLock
 
 __all__ = ["EXIT_OK", "EXIT_PIPELINE_FAILED", "EXIT_SOURCE_FAILED", "Service", "setup_logging"]
 
+RETENTION_LINE_INTERVAL_S = 60.0
+
 EXIT_OK, EXIT_SOURCE_FAILED, EXIT_PIPELINE_FAILED = ExitCode.OK, ExitCode.SOURCE_FAILED, ExitCode.PIPELINE_FAILED
 
 
@@ -294,6 +296,9 @@ class _Ticks:
         self.retention = Retention(config.store.retention_days, config.store.max_db_mb, recorder.retention_failed)
         self.disk = DiskGuard(config.state_path, config.store.min_free_mb, service.free_space, recorder.disk_low)
         self.store_retry = Every(STORE_RETRY_S, first_after_s=STORE_RETRY_S)
+        # Under a small size cap a pass ends after nearly every commit: one line a minute says it.
+        self.retention_line = Every(RETENTION_LINE_INTERVAL_S)
+        self.deleted_unlogged = 0
 
     def tick(self, now: float) -> None:
         service, recorder = self.service, self.service.recorder
@@ -308,6 +313,7 @@ class _Ticks:
         if self.summary.due(now):
             log.info("%s", service.summary_line())
         if recorder.store is not None:
-            deleted = self.retention.step(recorder.store, now)
-            if deleted:
-                log.info("retention: deleted the %d oldest frames and their views", deleted)
+            self.deleted_unlogged += self.retention.step(recorder.store, now) or 0
+            if self.deleted_unlogged and self.retention_line.due(now):
+                log.info("retention: deleted the %d oldest frames and their views", self.deleted_unlogged)
+                self.deleted_unlogged = 0

@@ -94,8 +94,10 @@ class DiskGuard:
 
 class Retention:
     """Deletes results past ``retention_days`` or over ``max_db_mb``: a pass starts every
-    ``interval_s`` (the first at once) and each loop turn does at most one bounded step of it
-    (ResultStore.retention_step), so a large clean-up never holds up a frame for long."""
+    ``interval_s`` (the first at once), and as soon as the database is found over ``max_db_mb``,
+    looked at after every commit (a 1 MB cap grew to 14 MB between two 600 s passes); each
+    loop turn does at most one bounded step of a pass (ResultStore.retention_step), so a large
+    clean-up never holds up a frame for long."""
 
     def __init__(
         self,
@@ -106,16 +108,17 @@ class Retention:
     ):
         self.retention_days, self.max_db_mb, self.on_error = retention_days, max_db_mb, on_error
         self.start = Every(interval_s)
+        self.commits_seen = 0
         self.in_pass = False
         self.deleted_this_pass = 0
 
     def step(self, store: ResultStore, now: float) -> int | None:
         """One step if a pass is under way or due. Returns the pass's total of deleted frames
         when a pass ends, else None."""
-        if not self.in_pass and not self.start.due(now):
-            return None
-        self.in_pass = True
         try:
+            if not self.in_pass and not self.start.due(now) and not self._over_size(store):
+                return None
+            self.in_pass = True
             deleted, done = store.retention_step(self.retention_days, self.max_db_mb)
         except sqlite3.Error as exc:
             self.on_error(exc)
@@ -125,3 +128,10 @@ class Retention:
             return None
         total, self.in_pass, self.deleted_this_pass = self.deleted_this_pass, False, 0
         return total
+
+    def _over_size(self, store: ResultStore) -> bool:
+        """Whether the database grew over the cap with a commit not looked at yet."""
+        if self.max_db_mb <= 0 or store.commits == self.commits_seen:
+            return False
+        self.commits_seen = store.commits
+        return store.retention.over_size(self.max_db_mb)

@@ -43,7 +43,8 @@ class Recorder:
         opened or written (a full disk) is not fatal: the run classifies without storing and
         the loop calls this again every STORE_RETRY_S, so the service is there when space returns."""
         try:
-            store = ResultStore(self.config.database_path, self.config.store.commit_interval_s)
+            store = ResultStore(self.config.database_path, self.config.store.commit_interval_s,
+                                self.config.store.max_db_mb)  # fmt: skip
         except StoreError as exc:
             self._store_warning("store: %s; classifying without storing, trying again every %.0f s", exc,
                                 STORE_RETRY_S)  # fmt: skip
