@@ -7,8 +7,10 @@ import base64
 import io
 import re
 import shutil
+import zlib
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 from rig_results import pulled_fixture  # noqa: F401 (the fixture `pulled`)
 
@@ -70,3 +72,57 @@ def test_a_crop_that_is_a_link_out_of_the_folder_or_not_a_png_is_never_embedded(
         assert f'alt="{crop.name}"' not in page
         assert crop.name in refused, f"the page names {crop.name} as not read"
     assert all(f'alt="{crop.name}"' in page for crop in kept)
+
+
+def png_with_a_chunk_of(size: int, path: Path) -> None:
+    """A valid PNG of a small crop carrying ``size`` bytes in a private ancillary chunk (which
+    any PNG reader skips): a file that is a PNG and 100 MB."""
+    buffer = io.BytesIO()
+    Image.new("L", (64, 64), 120).save(buffer, format="PNG")
+    data = buffer.getvalue()
+    end = data.rindex(b"IEND") - 4
+    chunk_type = b"prVt"
+    with path.open("wb") as handle:
+        handle.write(data[:end])
+        handle.write(size.to_bytes(4, "big") + chunk_type)
+        crc = zlib.crc32(chunk_type)
+        block = bytes(1 << 20)
+        for _ in range(size >> 20):
+            handle.write(block)
+            crc = zlib.crc32(block, crc)
+        handle.write(crc.to_bytes(4, "big") + data[end:])
+
+
+def noise_png(path: Path, side: int, mode: str, seed: int) -> None:
+    channels = (side, side) if mode == "L" else (side, side, 3)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, channels, dtype=np.uint8), mode).save(path)
+
+
+def test_the_page_stays_small_whatever_the_crops_weigh(pulled: Path, tmp_path: Path) -> None:
+    """F22: one 100 MB crop made a 140 MB page. A crop far larger than a rig's is left out and
+    named, a large one is shown as a thumbnail, and the images of the page keep to a total budget
+    (--max-mb), saying how many crops that left out."""
+    results = copy_of(pulled, tmp_path)
+    huge, *large = crops_of(results)[:4]
+    png_with_a_chunk_of(100 << 20, huge)
+    for seed, crop in enumerate(large):
+        noise_png(crop, 1900, "L", seed)  # 3.6 MB each: every pixel noise
+    page_path = tmp_path / "page.html"
+    assert metascope_train(["report", str(results), "--out", str(page_path)]) == 0
+    page = page_path.read_text()
+    assert len(page) < 2_000_000, f"{len(page)} bytes"
+    tiles = dict(re.findall(r'alt="([^"]+[.]png)"[^>]*src="data:image/png;base64,([^"]+)"', page))
+    for crop in large:
+        with Image.open(io.BytesIO(base64.b64decode(tiles[crop.name]))) as decoded:
+            assert max(decoded.size) <= 208, f"{crop.name} is shown as a thumbnail, not {decoded.size}"
+    assert huge.name in page[page.index("Could not read") :]
+
+    every = crops_of(results) + crops_of(results, "scope2")
+    for seed, crop in enumerate(every):
+        noise_png(crop, 200, "RGB", seed)
+    assert metascope_train(["report", str(results), "--out", str(page_path), "--max-mb", "1"]) == 0
+    page = page_path.read_text()
+    shown = page.count('<div class="tile')
+    assert 0 < shown < len(every)
+    assert len(page) < 1_600_000, f"{len(page)} bytes: 1 MB of images and their base64"
+    assert f"{len(every) - shown} crop(s) left out: the page's images reached --max-mb 1" in page
