@@ -32,7 +32,24 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         metavar="N",
         help="show at most N crops, evenly spaced along the probability order (default 200)",
     )
+    parser.add_argument(
+        "--max-mb",
+        type=positive_float,
+        default=None,
+        metavar="MB",
+        help="the gallery's images at most MB megabytes; each crop is a thumbnail (default 20)",
+    )
     parser.set_defaults(handler=report)
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+    return value
 
 
 def write_page(out: Path, page: str) -> None:
@@ -62,11 +79,11 @@ def current_umask() -> int:
 
 def report(args: argparse.Namespace) -> int:
     from train.results.pulled import find_databases
-    from train.results.report import DEFAULT_GALLERY, build_page
+    from train.results.report import DEFAULT_GALLERY, DEFAULT_MAX_MB, build_page
 
     databases = find_databases(args.results_dir)
     out = args.out or args.results_dir / "report.html"
-    made = build_page(databases, args.results_dir, args.gallery or DEFAULT_GALLERY)
+    made = build_page(databases, args.results_dir, args.gallery or DEFAULT_GALLERY, args.max_mb or DEFAULT_MAX_MB)
     write_page(out, made.page)
     for problem in made.not_read:
         print(f"metascope-train report: could not read {problem}", file=sys.stderr)

@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from edge import __version__
-from train.results.crops import NotACrop, verified_png
+from train.results.crops import NotACrop, thumbnail_png
 from train.results.plots import FIGURES
 from train.results.pulled import PulledDatabase, Unreadable, number
 
 DEFAULT_GALLERY = 200  # crops shown at most: a page of thousands of images is no longer read
+DEFAULT_MAX_MB = 20.0  # the gallery's images at most (before base64): a page that can still be mailed
 STYLE = """
 body { font-family: sans-serif; margin: 1.5em; color: #222; }
 table { border-collapse: collapse; font-size: 0.85em; }
@@ -66,11 +67,25 @@ def run_rows(databases: Sequence[PulledDatabase]) -> list[str]:
     return rows
 
 
-def gallery(databases: Sequence[PulledDatabase], limit: int, not_read: list[str]) -> tuple[list[str], int]:
+@dataclass
+class Gallery:
+    tiles: list[str]
+    crops: int  # cells with a pulled crop, shown or not
+    over_budget: int = 0  # tiles left out when the images reached --max-mb
+
+    def summary(self, max_mb: float) -> str:
+        shown = len(self.tiles)
+        text = f"all {shown}" if shown == self.crops else f"{shown} of {self.crops}, evenly spaced in that order"
+        if self.over_budget:
+            text += f"; {self.over_budget} crop(s) left out: the page's images reached --max-mb {max_mb:g}"
+        return text
+
+
+def gallery(databases: Sequence[PulledDatabase], limit: int, max_mb: float, not_read: list[str]) -> Gallery:
     """Tiles of the cells with a pulled crop, highest probability first; when there are more
-    than ``limit``, evenly spaced ones along that order, so every part of the range shows.
-    Returns (tiles, how many crops there were); a crop that cannot be shown is named in
-    ``not_read``."""
+    than ``limit``, evenly spaced ones along that order, so every part of the range shows. Each
+    crop is a thumbnail, and the tiles stop where their images would pass ``max_mb`` (the page
+    says how many that left out). A crop that cannot be shown is named in ``not_read``."""
     cells = []
     for database in databases:
         thresholds = database.thresholds()
@@ -83,13 +98,17 @@ def gallery(databases: Sequence[PulledDatabase], limit: int, not_read: list[str]
     shown = cells
     if len(cells) > limit:
         shown = [cells[int(i)] for i in np.linspace(0, len(cells) - 1, limit).round().astype(int)]
-    tiles = []
-    for probability, database, track, path, threshold in shown:
+    tiles: list[str] = []
+    budget = int(max_mb * 2**20)
+    for index, (probability, database, track, path, threshold) in enumerate(shown):
         try:
-            image = verified_png(database.read_crop(path))
+            image = thumbnail_png(database.read_crop(path))
         except (Unreadable, NotACrop) as exc:
             not_read.append(f"{path.relative_to(database.root)}: {exc}")
             continue
+        budget -= len(image)
+        if budget < 0:
+            return Gallery(tiles, len(cells), over_budget=len(shown) - index)
         positive = probability >= threshold
         caption = f"{probability:.3f}{' C' if track.get('cluster') == '1' else ''}"
         where = f"{database.host} run {track['run_id']} cell {track['track']}"
@@ -99,7 +118,7 @@ def gallery(databases: Sequence[PulledDatabase], limit: int, not_read: list[str]
             f'src="{data_url("image/png", image)}"><br>{html.escape(caption)}<br>'
             f"{html.escape(where)}</div>"
         )
-    return tiles, len(cells)
+    return Gallery(tiles, len(cells))
 
 
 def not_read_section(not_read: Sequence[str]) -> list[str]:
@@ -117,7 +136,12 @@ class Report:
     not_read: list[str]  # what was left out and why, for the page and stderr
 
 
-def build_page(databases: Sequence[PulledDatabase], source: Path, gallery_limit: int = DEFAULT_GALLERY) -> Report:
+def build_page(
+    databases: Sequence[PulledDatabase],
+    source: Path,
+    gallery_limit: int = DEFAULT_GALLERY,
+    max_mb: float = DEFAULT_MAX_MB,
+) -> Report:
     hosts = sorted({database.host for database in databases})
     figures = [
         f'<figure><img alt="{html.escape(title)}" src="{data_url("image/png", draw(databases))}">'
@@ -125,8 +149,7 @@ def build_page(databases: Sequence[PulledDatabase], source: Path, gallery_limit:
         for title, draw in FIGURES
     ]
     not_read: list[str] = []
-    tiles, crops = gallery(databases, gallery_limit, not_read)
-    shown = f"all {crops}" if len(tiles) == crops else f"{len(tiles)} of {crops}, evenly spaced in that order"
+    tiles = gallery(databases, gallery_limit, max_mb, not_read)
     header = ("host", "database", "run", "started (UTC)", "ended", "model", "frames", "cells", "positive",
               "positive fraction", "clusters", "dropped frames")  # fmt: skip
     made = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -146,11 +169,12 @@ def build_page(databases: Sequence[PulledDatabase], source: Path, gallery_limit:
             "<h2>Figures</h2>",
             *figures,
             "<h2>Cells, highest probability first</h2>",
-            f"<p>Crops shown: {shown}. Red border: called positive; C: cluster. Each crop is what the Pi "
-            "classified (black outside the cell's mask): sort crops into DATA_DIR/&lt;label&gt;/&lt;group&gt;/ "
-            "folders and <code>metascope-train fit DATA_DIR</code> takes them as training data.</p>",
+            f"<p>Crops shown: {tiles.summary(max_mb)}. Red border: called positive; C: cluster. Each crop is "
+            "what the Pi classified (black outside the cell's mask): sort crops into "
+            "DATA_DIR/&lt;label&gt;/&lt;group&gt;/ folders and <code>metascope-train fit DATA_DIR</code> "
+            "takes them as training data.</p>",
             '<div class="gallery">',
-            *(tiles or ["<p>No crops were pulled (a Pi older than crops, or pulled with --no-crops).</p>"]),
+            *(tiles.tiles or ["<p>No crops were pulled (a Pi older than crops, or pulled with --no-crops).</p>"]),
             "</div>",
             *not_read_section(not_read),
             "</body></html>",
