@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from edge.capture.synthetic import add_sensor_noise, render_field
+from edge.classify.preprocess import InputSpec
 from edge.cli import main
 
 FRAME_HEIGHT, FRAME_WIDTH = 480, 640
@@ -118,3 +119,62 @@ def test_real_unmasked_brightfield_crops_are_segmented_around_their_cell() -> No
         assert 0.03 * gray.size < cell.area_px < 0.5 * gray.size, path
         # Outside the mask is 0; inside, only the odd pixel that is black in the photograph.
         assert cell.window[0, 0] == 0 and 0.98 * cell.area_px <= np.count_nonzero(cell.window) <= cell.area_px, path
+
+
+def black_padded(gray: np.ndarray, pad: str) -> np.ndarray:
+    """An unmasked crop with black pixels added as a lab's tools add them: a 12 px frame all round,
+    12 px on one side (padded to a square), or a few black pixels scattered through it."""
+    if pad == "frame":
+        return np.pad(gray, 12)
+    if pad == "one side":
+        return np.pad(gray, ((0, 0), (12, 0)))
+    out = gray.copy()
+    rng = np.random.default_rng(0)
+    out.reshape(-1)[rng.choice(out.size, size=max(12, out.size // 15), replace=False)] = 0
+    return out
+
+
+@pytest.mark.parametrize("pad", ["frame", "one side", "scattered"])
+def test_unmasked_crops_with_black_pixels_keep_their_call(tiny_model, tmp_path: Path, capsys, pad: str) -> None:
+    """Pre-masked is a black background around the cell reaching the border, not a count of black
+    pixels: black padding leaves an unmasked crop unmasked, segmented and called as before."""
+    from edge.classify.preprocess import SEGMENTED, crop_cell
+
+    truth = write_cells(tmp_path, frames=2)
+    padded = tmp_path / "padded"
+    padded.mkdir()
+    for cell in truth:
+        gray = np.asarray(Image.open(tmp_path / "unmasked" / cell["name"]))
+        Image.fromarray(black_padded(gray, pad)).save(padded / cell["name"])
+    spec = card_input(tiny_model[0])
+    for cell in truth:
+        assert crop_cell(np.asarray(Image.open(padded / cell["name"])), spec).kind == SEGMENTED, cell["name"]
+    before = classify_json(tmp_path / "unmasked", tiny_model[0], capsys)
+    after = classify_json(padded, tiny_model[0], capsys)
+    assert set(before) == set(after) and len(before) >= 15
+    changed = [name for name in before if (before[name] >= 0.5) != (after[name] >= 0.5)]
+    assert not changed, f"{len(changed)} of {len(before)} calls changed by black padding ({pad})"
+
+
+def test_real_unmasked_crops_padded_with_black_stay_unmasked() -> None:
+    """The shared meng-atom crops (unmasked brightfield) with black pixels added are still segmented."""
+    from conftest import SHARED_DATA
+
+    from edge.capture.images import read_grayscale
+    from edge.classify.preprocess import SEGMENTED, InputSpec, crop_cell, is_premasked
+
+    crops = sorted((SHARED_DATA / "meng-atom").glob("*/*.jpg"))[:10]
+    if not crops:
+        pytest.skip(f"shared data not found at {SHARED_DATA / 'meng-atom'} (set METASCOPE_SHARED_DATA)")
+    spec = InputSpec(size=96, window_px=192)
+    for path in crops:
+        for pad in ("frame", "one side", "scattered"):
+            gray = black_padded(read_grayscale(path), pad)
+            assert not is_premasked(gray), (path, pad)
+            assert crop_cell(gray, spec).kind == SEGMENTED, (path, pad)
+
+
+def card_input(model: Path) -> InputSpec:
+    from edge.classify.card import ModelCard
+
+    return ModelCard.load(model.with_suffix(".json")).input
