@@ -4,14 +4,19 @@ the status from the exit table, and every other input still processed."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from limited_child import run_limited
 from PIL import Image
 
 from edge.capture.synthetic import render_frame
 from edge.cli import main
+from edge.errors import ExitCode
 
 
 def a_field(path: Path) -> Path:
@@ -37,3 +42,49 @@ def test_f7_a_one_pixel_wide_or_high_image_is_a_named_skip(command, tiny_model, 
     assert str(good) in stdout, "the good frame after them is still processed"
     if command == "detect":
         assert (out / "c-good.detect.png").is_file() and (out / "objects.csv").is_file()
+
+
+def a_model_named(folder: Path, name: str, tiny_model, fifo: str) -> Path:
+    """The tiny model copied as NAME.tflite and NAME.json, the one ``fifo`` names a FIFO instead."""
+    model = folder / f"{name}.tflite"
+    for path, source in ((model, tiny_model[0]), (model.with_suffix(".json"), tiny_model[0].with_suffix(".json"))):
+        if path.suffix == fifo:
+            os.mkfifo(path)
+        else:
+            shutil.copyfile(source, path)
+    return model
+
+
+def f25_attack(attack: str, tmp_path: Path, tiny_model) -> tuple[list[str], str]:
+    """The command line of one F25 attack and what its message must say."""
+    frame = str(a_field(tmp_path / "field.png"))
+    detect = ["detect", frame, "--out", str(tmp_path / "out"), "--config"]
+    if attack == "fifo config":
+        os.mkfifo(tmp_path / "metascope.toml")
+        return [*detect, str(tmp_path / "metascope.toml")], "not a regular file"
+    if attack == "/dev/zero config":
+        return [*detect, "/dev/zero"], "not a regular file"
+    if attack == "huge config":
+        (tmp_path / "huge.toml").write_text("# padding\n" * 300_000)
+        return [*detect, str(tmp_path / "huge.toml")], "over the 1048576-byte limit"
+    if attack == "deep config":
+        (tmp_path / "deep.toml").write_text("a = " + "[" * 100_000 + "]" * 100_000 + "\n")
+        return [*detect, str(tmp_path / "deep.toml")], "nested too deeply"
+    if attack in ("fifo model", "fifo card"):
+        model = a_model_named(tmp_path, "piped", tiny_model, ".tflite" if attack == "fifo model" else ".json")
+        return ["classify", frame, "--model", str(model)], "not a regular file"
+    assert attack == "100000 threads"
+    return ["classify", frame, "--model", str(tiny_model[0]), "--threads", "100000"], "at most 64"
+
+
+@pytest.mark.parametrize(
+    "attack",
+    ["fifo config", "/dev/zero config", "huge config", "deep config", "fifo model", "fifo card", "100000 threads"],
+)
+def test_f25_a_config_or_model_that_hangs_floods_or_nests_is_refused(attack, tiny_model, tmp_path: Path) -> None:
+    """F25: a FIFO hung the read, /dev/zero filled memory, a 100,000-deep array hit RecursionError,
+    100000 interpreter threads segfaulted. Each is a usage error (exit 2) naming the problem."""
+    argv, message = f25_attack(attack, tmp_path, tiny_model)
+    done = run_limited([sys.executable, "-m", "edge", *argv])
+    assert done.returncode == ExitCode.USAGE, done.stderr[-2000:]
+    assert message in done.stderr and "Traceback" not in done.stderr
