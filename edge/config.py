@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from edge.cells.detect_settings import DetectSettings
-from edge.classify.interpreter import INTERPRETER_NAMES
+from edge.classify.interpreter import INTERPRETER_NAMES, MAX_THREADS
 from edge.errors import UsageError
+from edge.paths import read_regular_file
 
 SYSTEM_CONFIG = Path("/etc/metascope/metascope.toml")
 SYSTEM_STATE_DIR = Path("/var/lib/metascope")
@@ -24,6 +25,7 @@ DATABASE_NAME = "metascope.db"
 STATUS_NAME = "status.json"
 SNAPSHOT_DIR_NAME = "snapshots"
 CROP_DIR_NAME = "crops"
+MAX_CONFIG_BYTES = 1 << 20  # a real config is a few kB; a bigger file is a mistake or an attack
 
 
 # Where frames come from (edge/capture/: picamera.py, synthetic.py, replay.py, still_field.py, composed.py).
@@ -91,7 +93,7 @@ class ModelConfig:
     # "" = the default model (METASCOPE_MODEL, models/, /opt/metascope/models); a bare NAME is
     # looked up there too (e.g. "mda231-pc3-fast"); else a path to NAME.tflite.
     path: str = option("")
-    threads: int = option(0, 0, 64)  # 0 = every core
+    threads: int = option(0, 0, MAX_THREADS)  # 0 = every core
     threshold: float = option(0.0, 0.0, 1.0)  # 0 = the model card's threshold
     interpreter: str = option("", choices=("", *INTERPRETER_NAMES))
 
@@ -345,7 +347,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         path = SYSTEM_CONFIG
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular_file(path, MAX_CONFIG_BYTES).decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -354,6 +356,8 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        raise ConfigError(f"{path}: not a usable config: arrays or tables nested too deeply") from None
     try:
         return config_from_dict(data, origin=str(path))
     except ConfigError as exc:

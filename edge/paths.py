@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,35 @@ def find_model(model: str | os.PathLike[str]) -> Path:
             if candidate.is_file():
                 return candidate
     return path
+
+
+class FileRefused(OSError):
+    """A file that is not read at all: not a regular file, or larger than its reader allows."""
+
+
+_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"))  # fmt: skip
+
+
+def read_regular_file(path: str | os.PathLike[str], max_bytes: int) -> bytes:
+    """The content of a regular file of at most ``max_bytes``; anything else is a FileRefused
+    naming the problem, before a byte is read: a FIFO would block the read (it is opened without
+    waiting for a writer), /dev/zero would never end, a huge file would fill memory."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        status = os.fstat(descriptor)  # of what was opened, not of what the name points at later
+        if not stat.S_ISREG(status.st_mode):
+            kind = next((name for test, name in _KINDS if test(status.st_mode)), "a special file")
+            raise FileRefused(f"not a regular file ({kind})")
+        if status.st_size > max_bytes:
+            raise FileRefused(f"{status.st_size} bytes is over the {max_bytes}-byte limit")
+        with os.fdopen(descriptor, "rb", closefd=False) as handle:
+            content = handle.read(max_bytes + 1)  # a file still growing is cut off here, not followed
+    finally:
+        os.close(descriptor)
+    if len(content) > max_bytes:
+        raise FileRefused(f"grew past the {max_bytes}-byte limit while it was read")
+    return content
 
 
 def nearest_existing(path: str | os.PathLike[str]) -> Path:

@@ -17,6 +17,7 @@ from typing import Any
 
 from edge.classify.preprocess import INTENSITY_MODES, InputSpec
 from edge.errors import ModelError
+from edge.paths import read_regular_file
 from edge.records import CardFacts
 
 __all__ = ["ModelCard", "ModelCardError", "ModelError", "ModelFileError", "ModelIntegrityError"]
@@ -30,6 +31,9 @@ MAX_INPUT_SIZE = 1024
 MAX_WINDOW_PX = 8192
 MIN_PIXEL_UM, MAX_PIXEL_UM = 1e-3, 1e3
 READABLE_FORMATS = ("metascope-model-card/1", CARD_FORMAT)
+
+
+MAX_CARD_BYTES = 4 << 20  # a card is a few kB of JSON
 
 
 class ModelFileError(ModelError):
@@ -80,7 +84,7 @@ class ModelCard:
     def load(cls, path: str | os.PathLike[str]) -> ModelCard:
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            text = read_regular_file(path, MAX_CARD_BYTES).decode("utf-8")
         except FileNotFoundError as exc:
             raise ModelFileError(f"{path}: model card not found (expected beside the .tflite)") from exc
         except (OSError, UnicodeDecodeError) as exc:
@@ -89,6 +93,8 @@ class ModelCard:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ModelCardError(f"{path}: model card is not valid JSON: {exc}") from exc
+        except RecursionError:
+            raise ModelCardError(f"{path}: model card is not usable: nested too deeply") from None
         return cls.from_dict(data, source=str(path))
 
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -15,12 +16,12 @@ from edge.classify.card import (
     ModelFileError,
     ModelIntegrityError,
     card_path_for,
-    sha256_file,
 )
-from edge.classify.interpreter import InterpreterUnavailableError, find_interpreter
+from edge.classify.interpreter import MAX_THREADS, InterpreterUnavailableError, find_interpreter
 from edge.classify.native_noise import native_noise_filtered
 from edge.classify.preprocess import InputSpec
 from edge.classify.tensors import ModelMismatchError, check_tensors
+from edge.paths import read_regular_file
 
 __all__ = [
     "Classifier",
@@ -39,14 +40,17 @@ def resolve_threads(threads: int | None) -> int:
     """Interpreter threads: None or 0 means every core of this machine (a Pi 4 or 5 has 4)."""
     if threads is None or threads == 0:
         return os.cpu_count() or 1
-    if threads < 0:
-        raise ValueError(f"threads must be 0 (every core) or more, got {threads}")
+    if not 0 < threads <= MAX_THREADS:
+        raise ValueError(f"threads must be 0 (every core) to {MAX_THREADS}, got {threads}")
     return threads
 
 
 # Largest batch handed to the interpreter at once: bounds activation memory on a Pi while
 # keeping per-call overhead negligible.
 MAX_BATCH = 64
+# A model this project makes is a few MB (EfficientNet-Lite0 int8: about 4); the cap keeps a
+# wrong file (a disk image, /dev/zero behind a link) from filling a Pi's memory.
+MAX_MODEL_BYTES = 256 << 20
 
 
 def not_probabilities(values: np.ndarray) -> np.ndarray:
@@ -109,7 +113,7 @@ class Classifier:
         """
         model_path = resolve_model_path(path)
         try:
-            content = model_path.read_bytes()
+            content = read_regular_file(model_path, MAX_MODEL_BYTES)
         except FileNotFoundError as exc:
             raise ModelFileError(f"{model_path}: model file not found") from exc
         except OSError as exc:
@@ -117,7 +121,7 @@ class Classifier:
         if not content:
             raise ModelFileError(f"{model_path}: model file is empty")
         card = ModelCard.load(card_path_for(model_path))
-        actual = sha256_file(model_path)
+        actual = hashlib.sha256(content).hexdigest()  # of the bytes the interpreter gets, read once
         if actual != card.sha256:
             raise ModelIntegrityError(
                 f"{model_path}: sha256 {actual} does not match {card.sha256} recorded in "

@@ -20,6 +20,9 @@ CANDIDATES: tuple[tuple[str, str, str], ...] = (
     ("tensorflow.lite", "tensorflow", "tensorflow"),
 )
 INTERPRETER_NAMES = tuple(name for name, _, _ in CANDIDATES)
+# Interpreter threads a command or the config may ask for: 16x a Pi's 4 cores is already
+# useless; far more (100000) made the interpreter segfault creating them.
+MAX_THREADS = 64
 
 
 class InterpreterUnavailableError(ModelError):

@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge.classify.interpreter import INTERPRETER_NAMES
+from edge.classify.interpreter import INTERPRETER_NAMES, MAX_THREADS
 from edge.config import Config, load_config
 from edge.errors import CommandError, UsageError
 from edge.paths import default_model_path, find_model
@@ -19,13 +19,15 @@ if TYPE_CHECKING:  # edge.classify.classifier imports numpy; status and export m
 __all__ = ["CommandError", "UsageError"]
 
 
-def _whole_number(text: str, minimum: int) -> int:
+def _whole_number(text: str, minimum: int, maximum: int | None = None) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < minimum:
         raise argparse.ArgumentTypeError(f"{text} must be at least {minimum}")
+    if maximum is not None and value > maximum:
+        raise argparse.ArgumentTypeError(f"{text} must be at most {maximum}")
     return value
 
 
@@ -35,6 +37,11 @@ def positive_int(text: str) -> int:
 
 def non_negative_int(text: str) -> int:
     return _whole_number(text, 0)
+
+
+def thread_count(text: str) -> int:
+    """Interpreter threads: 0 (every core) to MAX_THREADS."""
+    return _whole_number(text, 0, MAX_THREADS)
 
 
 def folder_arg(text: str) -> Path:
@@ -78,7 +85,10 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="NAME.tflite with NAME.json beside it, or an installed model's NAME "
                         "(default: the shipped model)")  # fmt: skip
     parser.add_argument(
-        "--threads", type=non_negative_int, default=0, help="interpreter threads (default 0: every core)"
+        "--threads",
+        type=thread_count,
+        default=0,
+        help=f"interpreter threads, 0 to {MAX_THREADS} (default 0: every core)",
     )
     parser.add_argument(
         "--interpreter",
