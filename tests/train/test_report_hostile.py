@@ -4,10 +4,13 @@ each test is the attack itself, through the command."""
 from __future__ import annotations
 
 import base64
+import csv
+import html
 import io
 import re
 import shutil
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -126,3 +129,32 @@ def test_the_page_stays_small_whatever_the_crops_weigh(pulled: Path, tmp_path: P
     assert 0 < shown < len(every)
     assert len(page) < 1_600_000, f"{len(page)} bytes: 1 MB of images and their base64"
     assert f"{len(every) - shown} crop(s) left out: the page's images reached --max-mb 1" in page
+
+
+def rewrite_csv(path: Path, change: Callable[[dict[str, str]], None], fields: list[str] | None = None) -> None:
+    """``path`` with ``change`` applied to every row (and ``fields`` as its header, when given)."""
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields or list(rows[0]), extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            change(row)
+            writer.writerow(row)
+
+
+def test_dollar_signs_in_a_host_or_run_id_are_text_not_mathtext(pulled: Path, tmp_path: Path) -> None:
+    """F18: matplotlib parses text between two $ as mathtext, and an unbalanced formula stops
+    every figure. A host folder or a pulled run_id holding $...$ is shown as written."""
+    results = copy_of(pulled, tmp_path)
+    host = r"lab$\alpha^{$"
+    (results / "scope1").rename(results / host)
+    run_id = r"7$\nosuchcommand{$"
+    database = next(folder for folder in (results / "scope2").iterdir() if folder.is_dir())
+    rewrite_csv(database / "runs.csv", lambda row: row.update(id=run_id))
+    for table in ("cells", "views", "frames"):
+        rewrite_csv(database / f"{table}.csv", lambda row: row.update(run_id=run_id))
+    assert metascope_train(["report", str(results)]) == 0
+    page = (results / "report.html").read_text()
+    assert html.escape(host) in page and html.escape(run_id) in page
+    assert len(embedded_images(page)) >= 5 + 2, "every figure and the crops"
