@@ -191,3 +191,14 @@ FIGURES = (
     ("Clusters", clusters),
     ("Dropped frames", dropped_frames),
 )
+
+# Every name on a figure is data (host folders, run ids, model names): shown as written. With
+# mathtext, text between two $ is parsed as a formula and an unbalanced one stops every figure;
+# a user's matplotlibrc may also turn on usetex, which would hand the names to LaTeX.
+PLAIN_TEXT = {"text.parse_math": False, "text.usetex": False}
+
+
+def draw_figures(databases: Sequence[PulledDatabase]) -> list[tuple[str, bytes]]:
+    """(title, PNG bytes) of every figure, with every text drawn as plain text."""
+    with matplotlib.rc_context(PLAIN_TEXT):
+        return [(title, draw(databases)) for title, draw in FIGURES]

@@ -15,7 +15,7 @@ import numpy as np
 
 from edge import __version__
 from train.results.crops import NotACrop, thumbnail_png
-from train.results.plots import FIGURES
+from train.results.plots import draw_figures
 from train.results.pulled import PulledDatabase, Unreadable, number
 
 DEFAULT_GALLERY = 200  # crops shown at most: a page of thousands of images is no longer read
@@ -144,9 +144,9 @@ def build_page(
 ) -> Report:
     hosts = sorted({database.host for database in databases})
     figures = [
-        f'<figure><img alt="{html.escape(title)}" src="{data_url("image/png", draw(databases))}">'
+        f'<figure><img alt="{html.escape(title)}" src="{data_url("image/png", image)}">'
         f"<figcaption>{html.escape(title)}</figcaption></figure>"
-        for title, draw in FIGURES
+        for title, image in draw_figures(databases)
     ]
     not_read: list[str] = []
     tiles = gallery(databases, gallery_limit, max_mb, not_read)
