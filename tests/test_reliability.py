@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -344,6 +345,56 @@ def test_replay_follow_takes_files_added_after_the_start(tiny_model, tmp_path, n
         output, _ = service.communicate()
     assert code == 0, output
     assert len(committed_frames(database)) == 5
+
+
+def test_replay_skips_tiny_frames_by_name_and_counts_them(tiny_model, tmp_path) -> None:
+    """Five 1x1 images in a row (source.max_failures) ended the run as a dead camera (exit 3):
+    a frame too small to hold a cell is a skipped file, named and counted, and the rest is classified."""
+    frames = tmp_path / "frames"
+    real_frames(frames, ["a.png", "b.png", "c.png", "x.png", "y.png", "z.png"])
+    for name in ("d.png", "e.png", "f.png", "g.png", "h.png"):
+        Image.new("L", (1, 1), 128).save(frames / name)
+    config = write_config(tmp_path, source={"kind": "replay", "replay_path": str(frames), "max_failures": 5})
+    result = subprocess.run(
+        [sys.executable, "-m", "edge", "run", "--config", str(config), "--model", str(tiny_model[0])],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "d.png" in result.stderr and "1x1" in result.stderr
+    assert len(committed_frames(tmp_path / "state" / "metascope.db")) == 6
+    status = json.loads((tmp_path / "state" / "status.json").read_text())
+    assert status["counters"]["skipped_files"] == 5
+    assert status["counters"]["source_failures"] == 0
+
+
+def test_replay_follow_takes_a_file_caught_half_written(tiny_model, tmp_path, notify_socket) -> None:
+    """A followed folder's file was marked seen at its first listing: one caught while another
+    program was still writing it was skipped as unreadable and never read again."""
+    listener, address = notify_socket
+    frames = tmp_path / "frames"
+    real_frames(frames, ["001.png", "002.png"])
+    real_frames(tmp_path / "complete", ["003.png"])
+    whole = (tmp_path / "complete" / "003.png").read_bytes()
+    source = {"kind": "replay", "replay_path": str(frames), "replay_follow": True, "timeout_s": 0.5}
+    config = write_config(tmp_path, source=source)
+    service = start_service(config, tiny_model[0], address)
+    database = tmp_path / "state" / "metascope.db"
+    try:
+        wait_for(listener, "READY=1", STARTUP_LIMIT_S)
+        wait_for_frames(database, 2)
+        with (frames / "003.png").open("wb") as writing:
+            writing.write(whole[: len(whole) // 2])
+            writing.flush()
+            time.sleep(2.0)  # the service lists the folder every 0.25 s: it meets the half file
+            writing.write(whole[len(whole) // 2 :])
+        wait_for_frames(database, 3)
+        service.send_signal(signal.SIGTERM)
+        code = service.wait(10)
+    finally:
+        service.kill()
+        output, _ = service.communicate()
+    assert code == 0, output
+    assert len(committed_frames(database)) == 3
 
 
 def test_a_killed_run_keeps_current_totals_and_is_closed_at_the_next_start(tiny_model, tmp_path, notify_socket) -> None:
