@@ -57,9 +57,15 @@ class FrameIntake:
             if not (self.stopping() and isinstance(exc, CaptureTimeout)):
                 self._capture_failed(exc)
             return None, (time.perf_counter() - waiting) * 1000.0
+        finally:
+            self._count_skipped_files()
         self.capture_failures.succeeded()
         self.counters.dropped += frame.dropped_before
         return frame, (time.perf_counter() - waiting) * 1000.0
+
+    def _count_skipped_files(self) -> None:
+        """A replayed file that cannot be a frame is skipped by the source itself (not a failed capture)."""
+        self.counters.skipped_files = getattr(self.source, "skipped", 0)
 
     def _capture_failed(self, exc: SourceError) -> None:
         self.counters.source_failures += 1

@@ -31,6 +31,7 @@ class Counters:
     over_budget: int = 0
     bad_frames: int = 0  # frames that failed in detect/preprocess/classify
     source_failures: int = 0  # failed or timed-out captures
+    skipped_files: int = 0  # replay: files that could not be a frame (unreadable, too small), skipped by name
     unsaved_frames: int = 0  # classified but not written (disk low or a store error)
     store_errors: int = 0
     snapshots: int = 0
@@ -104,7 +105,9 @@ class RunStats:
             f"summary: run {run_id}, {c.frames} frames ({self.fps():.1f} fps), {c.cells} cells ({c.open_cells} open), "
             f"{c.views} views, {c.positives} positive and {c.clusters} clusters of {c.closed_cells} closed cells, "
             f"{c.dropped} dropped, {c.over_budget} over budget, "
-            f"{c.bad_frames} bad, {c.source_failures} capture failures, {c.unsaved_frames} unsaved; {latency}"
+            f"{c.bad_frames} bad, {c.source_failures} capture failures, {c.unsaved_frames} unsaved"
+            + (f", {c.skipped_files} files skipped" if c.skipped_files else "")
+            + f"; {latency}"
         )
 
     def status(self, state: str, **facts: Any) -> dict[str, Any]:
