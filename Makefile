@@ -58,6 +58,7 @@ tiny-model: $(STAMP)
 # one thread and every core, and the service end to end with 20 cells a frame at both (a new
 # field every frame, a still field, a stage moving every 50 frames); the accurate default also at
 # 100 cells a frame, and with the live view watched by a client at 10 frames a second against none.
+# The cluster flag's accuracy per culture condition, on frames composed from the shared crops (when present).
 FAST_MODEL := models/mda231-pc3-fast.tflite
 bench: $(EDGE_STAMP)
 	$(EDGE_PY) -m edge bench model --model $(BENCH_MODEL) --out var/bench/model.json
@@ -67,6 +68,8 @@ bench: $(EDGE_STAMP)
 	$(EDGE_PY) -m edge bench pipeline --model $(BENCH_MODEL) --threads 1 --cells 20 --frames 2000 --field still --out var/bench/pipeline-still-20-1thread.json
 	$(EDGE_PY) -m edge bench pipeline --model $(BENCH_MODEL) --threads 1 --cells 20 --frames 2000 --field moving --move-every 50 --out var/bench/pipeline-moving-20-1thread.json
 	$(EDGE_PY) -m edge bench live --model $(BENCH_MODEL) --threads 1 --cells 20 --frames 500 --client-hz 10 --rounds 2 --out var/bench/live-20-1thread.json
+	if [ -d $(MODEL_DATA) ]; then \
+	  $(EDGE_PY) -m edge bench clusters --data $(MODEL_DATA) --group-by '(\d+kD\d)' --per-condition 60 --out var/bench/clusters.json; fi
 	if [ -f $(FAST_MODEL) ]; then \
 	  $(EDGE_PY) -m edge bench model --model $(FAST_MODEL) --out var/bench/model-fast.json && \
 	  $(EDGE_PY) -m edge bench pipeline --model $(FAST_MODEL) --threads 1 --cells 20 --frames 2000 --out var/bench/pipeline-fast-20-1thread.json && \

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from edge.commands.common import add_model_args, load_classifier, positive_int
+from edge.commands.common import add_model_args, folder_arg, load_classifier, positive_int
 from edge.errors import ExitCode, UsageError
 
 
@@ -13,10 +13,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("bench", help="benchmarks, JSON out (medians and p99 in ms)")
     parser.add_argument(
         "what",
-        choices=["model", "pipeline", "live"],
+        choices=["model", "pipeline", "live", "clusters"],
         help="model: classifier latency per cell and per batch; pipeline: the service loop end to end "
         "on synthetic frames (per-stage latency, resident memory); live: the loop with nobody watching and "
-        "with a client taking the live view (--client-hz)",
+        "with a client taking the live view (--client-hz); clusters: how often the cluster flag is right, per "
+        "culture condition, on frames composed from real crops (--data)",
     )
     add_model_args(parser)
     parser.add_argument("--calls", type=positive_int, default=1000, help="model: single-cell calls to time")
@@ -41,6 +42,16 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--rounds", type=positive_int, default=2, help="live: runs of each (unwatched, watched), alternating"
     )
+    parser.add_argument("--data", type=folder_arg, help="clusters: masked single-cell crops, DATA/<label>/<condition>/")
+    parser.add_argument(
+        "--per-condition", type=positive_int, default=60, help="clusters: crops sampled per condition (default 60)"
+    )
+    parser.add_argument(
+        "--group-by",
+        metavar="REGEX",
+        help="clusters: the condition is this expression's first group on the crop's path "
+        "(default: the folder below each label folder)",
+    )
     parser.add_argument("--out", help="also write the JSON here")
     parser.set_defaults(handler=bench)
 
@@ -48,6 +59,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def bench(args: argparse.Namespace) -> int:
     from edge.commands.benchmarks import bench_model_threads, bench_pipeline, write_json
 
+    if args.what == "clusters":
+        return bench_clusters_command(args)
     if args.what == "pipeline" and (args.field == "composed") != bool(args.crops):
         raise UsageError("--crops DIR goes with --field composed (and --field composed needs it)")
     if args.what == "model":
@@ -69,4 +82,27 @@ def bench(args: argparse.Namespace) -> int:
         else:
             result = bench_pipeline(classifier, **settings)
     print(write_json(result, args.out))
+    return ExitCode.OK
+
+
+def bench_clusters_command(args: argparse.Namespace) -> int:
+    import re
+    import sys
+
+    from edge.commands.bench_clusters import bench_clusters, summary_line
+    from edge.commands.benchmarks import write_json
+
+    if args.data is None:
+        raise UsageError("bench clusters needs --data DIR: masked single-cell crops in label folders")
+    if args.group_by:
+        try:
+            re.compile(args.group_by)
+        except re.error as exc:
+            raise UsageError(f"--group-by {args.group_by!r} is not a valid regular expression: {exc}") from None
+    try:
+        result = bench_clusters(args.data, args.per_condition, args.group_by)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    print(write_json(result, args.out))
+    print(f"bench clusters: {summary_line(result)}", file=sys.stderr)
     return ExitCode.OK
