@@ -176,6 +176,24 @@ def summary(per_condition: dict[str, dict[str, Any]], rule: str) -> dict[str, An
     }
 
 
+def figures(
+    scored: list[Scored],
+    condition: str,
+    rules: list[str],
+    loco: Callable[[list[Scored], str], Callable[[Scored], Sequence[bool]]] | None,
+) -> dict[str, Any]:
+    """One condition's tallies under each rule (and the rule learnt without it, with ``loco``)."""
+    frames = [s for s in scored if s.condition == condition]
+    entry: dict[str, Any] = {}
+    for rule in rules:
+        singles, clusters = tally(frames, rule)
+        entry[rule] = {"singles": singles.to_dict(True), "clusters": clusters.to_dict(False)}
+    if loco is not None:
+        singles, clusters = tally(frames, "", loco(scored, condition))
+        entry["learnt_loco"] = {"singles": singles.to_dict(True), "clusters": clusters.to_dict(False)}
+    return entry
+
+
 def bench_clusters(
     data: str | Path,
     per_condition: int = 60,
@@ -205,17 +223,10 @@ def bench_clusters(
         chosen = [members[i] for i in sorted(rng.permutation(len(members))[:per_condition])]
         sampled[name] = len(chosen)
         scored += run_frames(name, chosen, rules, measure, seed)
-    per_condition: dict[str, dict[str, Any]] = {}
-    for name in groups:
-        frames = [s for s in scored if s.condition == name]
-        entry: dict[str, Any] = {"crops": len(groups[name]), "sampled": sampled[name]}
-        for rule in rules:
-            singles, clusters = tally(frames, rule)
-            entry[rule] = {"singles": singles.to_dict(True), "clusters": clusters.to_dict(False)}
-        if loco is not None:
-            singles, clusters = tally(frames, "", loco(scored, name))
-            entry["learnt_loco"] = {"singles": singles.to_dict(True), "clusters": clusters.to_dict(False)}
-        per_condition[name] = entry
+    per_condition = {
+        name: {"crops": len(groups[name]), "sampled": sampled[name]} | figures(scored, name, list(rules), loco)
+        for name in groups
+    }
     names = [*rules, *(["learnt_loco"] if loco is not None else [])]
     return {
         "benchmark": "clusters",
