@@ -88,3 +88,18 @@ def test_f25_a_config_or_model_that_hangs_floods_or_nests_is_refused(attack, tin
     done = run_limited([sys.executable, "-m", "edge", *argv])
     assert done.returncode == ExitCode.USAGE, done.stderr[-2000:]
     assert message in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "setting"), [("status", "state_dir"), ("export", "state_dir"), ("run", "model.path")]
+)
+def test_f24_a_nul_byte_in_a_configured_path_is_a_config_error_naming_the_key(command, setting, tmp_path: Path) -> None:
+    """F24: a NUL byte in state_dir or model.path reached os calls and raised ValueError (a traceback)."""
+    state_dir = f"{tmp_path}/state\0/x" if setting == "state_dir" else str(tmp_path / "state")
+    model = "models/x\0.tflite" if setting == "model.path" else ""
+    config = tmp_path / "metascope.toml"
+    text = f'state_dir = "{state_dir}"\n[source]\nkind = "synthetic"\n[model]\npath = "{model}"\n'
+    config.write_text(text.replace("\0", "\\u0000"))  # TOML spells the NUL as an escape
+    done = run_limited([sys.executable, "-m", "edge", command, "--config", str(config)])
+    assert done.returncode == ExitCode.USAGE, done.stderr[-2000:]
+    assert f"{setting}: must not contain a NUL byte" in done.stderr and "Traceback" not in done.stderr
