@@ -255,6 +255,7 @@ def _check_value(key: str, value: Any, spec: Any) -> Any:
     else:
         if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
             raise ConfigError(f"{key}: must be {_type_name(kind)}, got {value!r}")
+        _check_no_nul(key, value)
         items = [value]
     if rule.get("choices") and value not in rule["choices"]:
         choices = ", ".join(repr(c) for c in rule["choices"] if c != "") or "none"
@@ -268,6 +269,13 @@ def _check_value(key: str, value: Any, spec: Any) -> Any:
         if rule.get("high") is not None and item > rule["high"]:
             raise ConfigError(f"{key}: must be at most {rule['high']:g}, got {item!r}")
     return value
+
+
+def _check_no_nul(key: str, value: Any) -> None:
+    """Every string setting is a path or a name: the operating system cuts a path at a NUL (or
+    refuses it), so one would name another file than the one written, or fail deep in a stage."""
+    if isinstance(value, str) and "\0" in value:
+        raise ConfigError(f"{key}: must not contain a NUL byte, got {value!r}")
 
 
 def _build_section(name: str, cls: type, table: Any) -> Any:
@@ -290,6 +298,7 @@ def config_from_dict(data: dict[str, Any], origin: str = "config") -> Config:
         if key == "state_dir":
             if not isinstance(value, str) or not value.strip():
                 raise ConfigError(f"state_dir: must be a non-empty path string, got {value!r}")
+            _check_no_nul("state_dir", value)
             values["state_dir"] = value
         elif key in SECTIONS:
             values[key] = _build_section(key, SECTIONS[key], value)
