@@ -66,6 +66,34 @@ def test_a_flat_label_folder_is_refused_with_what_was_found_and_a_command_that_w
     assert {f.group for f in files} == {"10kD2", "20kD1", "40kD1"}  # each holding both labels
 
 
+@pytest.mark.parametrize(
+    ("label_names", "file_name"),
+    [
+        (("MDA231", "PC3"), "{label}_{condition}({index}).png"),  # the shared data's names, flat
+        (("MDA-MB-231", "PC3"), "{line}_{condition}_{index:03d}.png"),  # the line spelt apart from the folder
+        (("MDA", "PC3"), "{condition}-{label}-{index}.png"),
+    ],
+)
+def test_the_suggested_group_pattern_works_on_the_files_present(
+    tmp_path: Path, label_names: tuple[str, str], file_name: str
+) -> None:
+    """Flat label folders named after the cell line: the suggestion takes the culture from the names
+    (not the line) and every file then has a group holding both labels; no Python internals shown."""
+    for label in label_names:
+        for condition in ("10kD2", "10kD3", "20kD1"):
+            for index in (7, 105):
+                line = label.replace("-MB-", "")
+                crop(tmp_path / label / file_name.format(label=label, line=line, condition=condition, index=index), 90)
+    with pytest.raises(DatasetError) as refusal:
+        discover(tmp_path)
+    message = str(refusal.value)
+    assert "None" not in message
+    suggested = message.split("--group-by ")[-1].strip("`'")
+    files, _ = discover(tmp_path, group_by=suggested)
+    assert {f.group for f in files} == {"10kD2", "10kD3", "20kD1"}, suggested
+    assert len({f.label for f in files if f.group == "10kD3"}) == 2
+
+
 def test_unmasked_crops_are_masked_by_the_detector_and_one_without_a_cell_is_a_named_skip(
     tmp_path: Path, capsys
 ) -> None:
