@@ -25,9 +25,11 @@ if TYPE_CHECKING:  # edge.cells.detect imports scipy, only needed for unmasked c
 # the image's border: at least this share of the pixels of three of its four sides is exactly 0
 # (every shared training crop: 85 % or more on every side; an unmasked photograph: none).
 MASKED_BORDER_MIN_FRACTION = 0.5
-# and the cell inside is an outline, not a rectangle of photograph: a masked cell fills at most
-# 78 % of its bounding box in the shared data (an ellipse 79 %), a black-padded photograph all of it.
+# and what is lit is a cell, not a padded photograph: an outline (a masked cell fills at most 78 % of
+# its bounding box in the shared data, an ellipse 79 %; a photograph all of it), or a small part of
+# the image (at most 40 % in the shared data; a 12 px black frame round a 128 px photograph: 71 %).
 MASKED_CELL_MAX_FILL = 0.9
+MASKED_CELL_MAX_SHARE = 0.5
 
 # intensity="standardised": a cell's own pixels are mapped to this mean and spread (grey levels),
 # so exposure, lamp and culture-medium brightness, which differ between rigs and cultures more
@@ -142,9 +144,10 @@ def model_input(
 def is_premasked(gray: np.ndarray) -> bool:
     """True for a crop whose background was already set to 0, like the training crops: decided by
     structure, not by counting black pixels. The black must surround the cell and reach the border
-    (three of the four sides mostly 0), and the non-zero pixels must be a cell's outline rather
-    than a rectangle (they fill under MASKED_CELL_MAX_FILL of their bounding box). A photograph
-    padded with black (a frame, a side) or with scattered black pixels fails one or the other."""
+    (three of the four sides mostly 0), and the non-zero pixels must be a cell rather than a
+    photograph: an outline (under MASKED_CELL_MAX_FILL of their bounding box) or a small part of the
+    image (under MASKED_CELL_MAX_SHARE). A photograph padded with black (a frame, a side) or with
+    scattered black pixels fails one or the other."""
     zero = gray == 0
     if zero.all() or not zero.any():
         return False
@@ -153,7 +156,7 @@ def is_premasked(gray: np.ndarray) -> bool:
         return False
     ys, xs = np.nonzero(~zero)
     box = (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
-    return ys.size < MASKED_CELL_MAX_FILL * box
+    return ys.size < MASKED_CELL_MAX_FILL * box or ys.size < MASKED_CELL_MAX_SHARE * gray.size
 
 
 # How a single-cell image became a window (the card counts them; `classify` and `evaluate` use
