@@ -28,7 +28,7 @@ from edge.capture.images import ImageError, read_grayscale
 from edge.classify.preprocess import CROP_KINDS, InputSpec, UnsegmentableCrop, crop_cell, finish_input
 from edge.errors import UsageError
 from train import progress
-from train.grouping import describe_pairs, pair_groups
+from train.grouping import describe_pairs, pair_groups, suggest_name_pattern
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"})
 
@@ -200,24 +200,35 @@ def discover(
             else:
                 found.append(LabelledFile(path, folder.name, group))
     if ungrouped:
-        raise DatasetError(ungrouped_problem(root, ungrouped, len(found), group_by))
+        every = ungrouped + [f.path.relative_to(root) for f in found]
+        raise DatasetError(ungrouped_problem(root, ungrouped, every, group_by))
     if not isinstance(group_by, str) or group_by.isdigit():  # folder levels: a pattern says what it means
         found = paired_across_labels(found, labels)
     return found, labels
 
 
-def ungrouped_problem(root: Path, ungrouped: list[Path], grouped: int, group_by: str | int | None) -> str:
-    """What was found, why it cannot be used, and commands that would work."""
+def ungrouped_problem(root: Path, ungrouped: list[Path], every: list[Path], group_by: str | int | None) -> str:
+    """What was found, why it cannot be used, and commands that would work (a --group-by
+    expression checked on the files present)."""
     examples = ", ".join(str(p) for p in ungrouped[:3])
     loose = sum(len(p.parts) == 2 for p in ungrouped)  # directly in a label folder
-    found = f"{len(ungrouped)} of {len(ungrouped) + grouped} file(s) have no group under --group-by {group_by!r}"
+    rule = "the default grouping (the folder below the label folder)" if group_by is None else f"--group-by {group_by}"
+    found = f"{len(ungrouped)} of {len(every)} file(s) have no group under {rule}"
     if loose:
         found += f" ({loose} directly in a label folder, with no culture folder below it)"
-    return (
+    advice = (
         f"{found}, e.g. {examples}. Every file must belong to a group (a culture, slide or day) so that no split "
         f"cuts one. Put each culture's images in a folder of its own below its label, {root}/<label>/<culture>/, "
-        f"and run `metascope-train fit {root} --out NAME`; or, where the file names begin with the culture "
-        f"(e.g. 10kD2_001.png), `metascope-train fit {root} --out NAME --group-by '/([^/_]+)_[^/]*$'`"
+        f"and run `metascope-train fit {root} --out NAME`"
+    )
+    suggestion = suggest_name_pattern(every)
+    if suggestion is None:
+        return advice + "; or give --group-by a regular expression whose first group names each file's culture"
+    pattern, groups = suggestion
+    shown = ", ".join(groups[:6]) + (", ..." if len(groups) > 6 else "")
+    return (
+        f"{advice}; or, taking the culture from the file names ({len(groups)} groups: {shown}), "
+        f"`metascope-train fit {root} --out NAME --group-by '{pattern}'`"
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from pathlib import PurePath
 
 SEPARATORS = "_- ."
 MIN_GROUPS_PER_LABEL = 3  # fewer, and a held-out figure rests on one or two cultures of that line
@@ -109,3 +110,44 @@ def few_groups_warnings(groups_per_label: dict[str, int]) -> list[str]:
         for label, count in groups_per_label.items()
         if count < MIN_GROUPS_PER_LABEL
     ]
+
+
+# Characters that separate the parts of a file name (MDA231_10kD3(105).png: MDA231, 10kD3, 105, png).
+NAME_SEPARATORS = "_. ()-"
+_NAME_PART = f"[^/{NAME_SEPARATORS}]+"
+
+
+def name_part_pattern(position: int) -> str:
+    """A --group-by expression whose group is the file name's part at ``position`` (0: the first)."""
+    skipped = f"(?:{_NAME_PART}[{NAME_SEPARATORS}]+){{{position}}}" if position else ""
+    return f"/[{NAME_SEPARATORS}]*{skipped}({_NAME_PART})[^/]*$"
+
+
+def suggest_name_pattern(files: Sequence[PurePath]) -> tuple[str, list[str]] | None:
+    """A --group-by expression that names a culture for every file (LABEL/NAME paths relative to
+    the data folder) from a part of its name, and the groups it makes; None when no part will do.
+
+    A part will do when every file has it, it is not a per-file number (at most half as many values
+    as files) and each label gets at least two groups of it; of those, the part whose groups hold
+    both labels most often wins (the culture, not the cell line the name may also carry).
+    """
+    best: tuple[tuple[int, int], str, list[str]] | None = None
+    longest = max((len(re.findall(_NAME_PART, f.name)) for f in files), default=0)
+    for position in range(longest):
+        pattern = name_part_pattern(position)
+        matches = [re.search(pattern, f.as_posix()) for f in files]
+        if not all(matches):
+            continue
+        labels_of: dict[str, set[str]] = defaultdict(set)
+        for f, match in zip(files, matches, strict=True):
+            labels_of[match.group(1)].add(f.parts[0])  # type: ignore[union-attr]
+        per_label = defaultdict(int)
+        for labels in labels_of.values():
+            for label in labels:
+                per_label[label] += 1
+        if len(labels_of) * 2 > len(files) or len(per_label) < 2 or min(per_label.values()) < 2:
+            continue
+        score = (sum(len(labels) > 1 for labels in labels_of.values()), min(per_label.values()))
+        if best is None or score > best[0]:
+            best = (score, pattern, sorted(labels_of))
+    return None if best is None else (best[1], best[2])
