@@ -158,3 +158,73 @@ def test_dollar_signs_in_a_host_or_run_id_are_text_not_mathtext(pulled: Path, tm
     page = (results / "report.html").read_text()
     assert html.escape(host) in page and html.escape(run_id) in page
     assert len(embedded_images(page)) >= 5 + 2, "every figure and the crops"
+
+
+def database_of(results: Path, host: str) -> Path:
+    return next(folder for folder in (results / host).iterdir() if folder.is_dir())
+
+
+def set_first(path: Path, column: str, values: list[str]) -> None:
+    """``column`` of the first rows of ``path`` set to ``values``, one each."""
+    given = iter(values)
+    rewrite_csv(path, lambda row: row.update({column: next(given, row[column])}))
+
+
+def test_a_time_that_is_not_one_leaves_out_its_row_only(pulled: Path, tmp_path: Path) -> None:
+    """F19: one time value a rig never writes (`yesterday`, year 1, year 9999) stopped the whole
+    report. Such rows are left out and counted, the page naming their files and lines."""
+    results = copy_of(pulled, tmp_path)
+    set_first(database_of(results, "scope1") / "cells.csv", "first_seen_at", ["yesterday", "0001-01-01T00:00:00Z",
+              "9999-12-31T23:59:59.999999Z"])  # fmt: skip
+    set_first(database_of(results, "scope2") / "frames.csv", "captured_at", ["9999-12-31T23:59:59Z"])
+    set_first(database_of(results, "scope2") / "runs.csv", "ended_at", ["yesterday"])
+    assert metascope_train(["report", str(results)]) == 0
+    page = (results / "report.html").read_text()
+    refused = html.unescape(page[page.index("Could not read") :])
+    assert re.search(r"scope1/\w+/cells.csv: 3 row\(s\) left out", refused), refused
+    assert "line 2 (first_seen_at 'yesterday' is not a time)" in refused
+    assert re.search(r"scope2/\w+/frames.csv: 1 row\(s\) left out", refused)
+    assert re.search(r"scope2/\w+/runs.csv: 1 row\(s\) left out", refused)
+    assert len(embedded_images(page)) >= 5 + 2, "every figure and the crops"
+
+
+def test_tables_that_cannot_be_read_are_named_and_the_rest_is_reported(pulled: Path, tmp_path: Path, capsys) -> None:
+    """F20: cells or frames without run_id, a renamed id column, a short row, a byte-order mark
+    and runs.csv linked to /etc/passwd each stopped the report. Each host's page is made from
+    what can be read, and what could not is named on the page and on stderr."""
+    results = tmp_path / "results"
+    for host in ("cells-no-run-id", "frames-no-run-id", "renamed-id", "short-row", "bom", "passwd"):
+        shutil.copytree(pulled / "scope1", results / host)
+    for table, host in (("cells", "cells-no-run-id"), ("frames", "frames-no-run-id")):
+        path = database_of(results, host) / f"{table}.csv"
+        fields = path.read_text().splitlines()[0].split(",")
+        rewrite_csv(path, lambda row: None, [field for field in fields if field != "run_id"])
+    runs = database_of(results, "renamed-id") / "runs.csv"
+    runs.write_text(runs.read_text().replace("id,", "run,", 1))
+    cells = database_of(results, "short-row") / "cells.csv"
+    lines = cells.read_text().splitlines(keepends=True)
+    cells.write_text("".join([*lines[:2], "3,1,3\n", *lines[3:]]))
+    runs = database_of(results, "bom") / "runs.csv"
+    runs.write_bytes(b"\xef\xbb\xbf" + runs.read_bytes())
+    runs = database_of(results, "passwd") / "runs.csv"
+    runs.unlink()
+    runs.symlink_to("/etc/passwd")
+
+    assert metascope_train(["report", str(results)]) == 0
+    stderr = capsys.readouterr().err
+    page = (results / "report.html").read_text()
+    refused = html.unescape(page[page.index("Could not read") :])
+    for host, problem in (
+        ("cells-no-run-id", r"cells.csv: no run_id column"),
+        ("frames-no-run-id", r"frames.csv: no run_id column"),
+        ("renamed-id", r"runs.csv: no id column"),
+        ("short-row", r"cells.csv: 1 row\(s\) left out: line 3 \(3 of 17 fields\)"),
+        ("passwd", r"runs.csv: a link out of the results folder"),
+    ):
+        assert re.search(rf"{host}/\w+/{problem}", refused), (host, refused)
+        assert re.search(rf"could not read {host}/\w+/{problem}", stderr), (host, stderr)
+    assert "bom/" not in refused and '<td class="text">bom</td>' in page, "a byte-order mark is read past"
+    assert "root:" not in page
+    for host in ("cells-no-run-id", "frames-no-run-id", "short-row", "passwd"):
+        assert f"{host}, " in page or f", {host}" in page, f"{host} is in the page's title"
+    assert page.count('<td class="text">cells-no-run-id</td>') == 1, "its run is listed"
