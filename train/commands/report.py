@@ -78,15 +78,15 @@ def current_umask() -> int:
 
 
 def report(args: argparse.Namespace) -> int:
-    from train.results.pulled import find_databases
+    from train.results.pulled import read_pulled
     from train.results.report import DEFAULT_GALLERY, DEFAULT_MAX_MB, build_page
 
-    databases = find_databases(args.results_dir)
+    pulled = read_pulled(args.results_dir)
     out = args.out or args.results_dir / "report.html"
-    made = build_page(databases, args.results_dir, args.gallery or DEFAULT_GALLERY, args.max_mb or DEFAULT_MAX_MB)
+    made = build_page(pulled, args.results_dir, args.gallery or DEFAULT_GALLERY, args.max_mb or DEFAULT_MAX_MB)
     write_page(out, made.page)
     for problem in made.not_read:
         print(f"metascope-train report: could not read {problem}", file=sys.stderr)
-    hosts = sorted({database.host for database in databases})
-    print(f"report: {out} ({len(databases)} database(s) of {', '.join(hosts)})")
+    hosts = sorted({database.host for database in pulled.databases})
+    print(f"report: {out} ({len(pulled.databases)} database(s) of {', '.join(hosts)})")
     return ExitCode.OK

@@ -3,20 +3,25 @@ snapshots/ and crops/ (one folder per results database a Pi has had), for one ho
 folder an older pull.sh wrote and no pull has renamed yet (views in cells.csv, cells in
 tracks.csv) is read under today's names.
 
-Standard library and numpy only; times stay the fixed-width ISO text the Pi writes, turned into
-datetimes where a plot needs them.
+read_pulled is the one way in: what it cannot read (a file that is not a regular one inside the
+folder, a table without the columns it needs, a bad row) it names and leaves out, so a report is
+made from the rest. Standard library only; times stay the fixed-width ISO text the Pi writes,
+turned into datetimes where a plot needs them.
 """
 
 from __future__ import annotations
 
 import csv
+import math
 import os
 import stat
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 from edge.errors import UsageError
+from train.results.tables import checked_rows, parse_time
+
+__all__ = ["PulledDatabase", "PulledFolder", "PulledFolderError", "Unreadable", "number", "parse_time", "read_pulled"]
 
 TABLES = ("runs", "frames", "views", "cells")
 FILES_BEFORE_LAYOUT_3 = {"views": "cells", "cells": "tracks"}  # what pull.sh called them before metascope 0.4
@@ -92,32 +97,38 @@ class PulledDatabase:
 
 
 def number(text: str | None, default: float = float("nan")) -> float:
+    """A number from a CSV field; ``default`` for an empty field, one that is no number, or inf."""
     try:
-        return float(text) if text not in (None, "") else default
+        value = float(text) if text not in (None, "") else default
     except ValueError:
         return default
+    return value if math.isfinite(value) or math.isnan(value) else default
 
 
-def parse_time(text: str) -> datetime | None:
-    """A time as the Pi writes it (2025-01-31T12:00:00.000000Z); None for an empty field."""
-    if not text:
-        return None
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+@dataclass
+class PulledFolder:
+    databases: list[PulledDatabase]
+    not_read: list[str]  # each file or row left out, with why (the page and stderr name them)
 
 
-def read_csv(path: Path) -> list[dict[str, str]]:
+def read_table(database: PulledDatabase, path: Path, table: str, not_read: list[str]) -> None:
+    """``path``'s checked rows into ``database.tables[table]``; what cannot be read into ``not_read``."""
+    name = str(path.relative_to(database.root))
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            return list(csv.DictReader(handle))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise PulledFolderError(f"{path}: not a readable CSV: {exc}") from None
+        text = read_inside(database.root, path).decode("utf-8-sig")  # -sig: a byte-order mark is read past
+        database.tables[table], problems = checked_rows(name, text, table)
+    except Unreadable as exc:
+        problems = [f"{name}: {exc}"]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        problems = [f"{name}: not a readable CSV ({exc}): not read"]
+    not_read.extend(problems)
 
 
-def find_databases(results_dir: Path) -> list[PulledDatabase]:
+def read_pulled(results_dir: Path) -> PulledFolder:
     """Every pulled database under RESULTS_DIR (a --dest folder, one host's folder, or one
-    database's folder), sorted by host and id. Work folders of a pull under way (.pull.*) are
-    skipped."""
-    found = []
+    database's folder), sorted by host and id, and what could not be read. Work folders of a
+    pull under way (.pull.*) are skipped."""
+    found, not_read = [], []
     for runs in sorted(results_dir.rglob("runs.csv")):
         folder = runs.parent
         relative = folder.relative_to(results_dir).parts
@@ -129,12 +140,12 @@ def find_databases(results_dir: Path) -> list[PulledDatabase]:
         files = FILES_BEFORE_LAYOUT_3 if (folder / "tracks.csv").is_file() else {}
         for table in TABLES:
             path = folder / f"{files.get(table, table)}.csv"
-            if path.is_file():
-                database.tables[table] = read_csv(path)
+            if os.path.lexists(path):
+                read_table(database, path, table, not_read)
         found.append(database)
     if not found:
         raise PulledFolderError(
             f"{results_dir}: no pulled results here (looked for HOST/<database id>/runs.csv, as "
             f"`deploy/pull.sh HOST --dest {results_dir}` writes them)"
         )
-    return found
+    return PulledFolder(found, not_read)

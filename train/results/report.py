@@ -16,7 +16,7 @@ import numpy as np
 from edge import __version__
 from train.results.crops import NotACrop, thumbnail_png
 from train.results.plots import draw_figures
-from train.results.pulled import PulledDatabase, Unreadable, number
+from train.results.pulled import PulledDatabase, PulledFolder, Unreadable, number
 
 DEFAULT_GALLERY = 200  # crops shown at most: a page of thousands of images is no longer read
 DEFAULT_MAX_MB = 20.0  # the gallery's images at most (before base64): a page that can still be mailed
@@ -111,7 +111,7 @@ def gallery(databases: Sequence[PulledDatabase], limit: int, max_mb: float, not_
             return Gallery(tiles, len(cells), over_budget=len(shown) - index)
         positive = probability >= threshold
         caption = f"{probability:.3f}{' C' if track.get('cluster') == '1' else ''}"
-        where = f"{database.host} run {track['run_id']} cell {track['track']}"
+        where = f"{database.host} run {track['run_id']} cell {track.get('track', '?')}"
         tiles.append(
             f'<div class="tile{" positive" if positive else ""}"><img alt="{html.escape(path.name)}" '
             f'title="{html.escape(where)}: {html.escape(track.get("label") or "")}" '
@@ -137,18 +137,19 @@ class Report:
 
 
 def build_page(
-    databases: Sequence[PulledDatabase],
+    pulled: PulledFolder,
     source: Path,
     gallery_limit: int = DEFAULT_GALLERY,
     max_mb: float = DEFAULT_MAX_MB,
 ) -> Report:
+    databases = pulled.databases
     hosts = sorted({database.host for database in databases})
     figures = [
         f'<figure><img alt="{html.escape(title)}" src="{data_url("image/png", image)}">'
         f"<figcaption>{html.escape(title)}</figcaption></figure>"
         for title, image in draw_figures(databases)
     ]
-    not_read: list[str] = []
+    not_read = list(pulled.not_read)
     tiles = gallery(databases, gallery_limit, max_mb, not_read)
     header = ("host", "database", "run", "started (UTC)", "ended", "model", "frames", "cells", "positive",
               "positive fraction", "clusters", "dropped frames")  # fmt: skip
