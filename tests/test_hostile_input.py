@@ -103,3 +103,20 @@ def test_f24_a_nul_byte_in_a_configured_path_is_a_config_error_naming_the_key(co
     done = run_limited([sys.executable, "-m", "edge", command, "--config", str(config)])
     assert done.returncode == ExitCode.USAGE, done.stderr[-2000:]
     assert f"{setting}: must not contain a NUL byte" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("out_name", ["out", "."])
+def test_f32_detect_does_not_analyse_its_own_output_on_the_next_run(out_name, tmp_path: Path, capsys) -> None:
+    """F32: `detect DIR --out DIR/out` (or --out DIR) took its annotated PNGs and objects.csv for
+    frames on the next run: an extra frame each time, and a failure for the CSV."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    frame = a_field(folder / "field.png")
+    out = folder / out_name
+    for _ in range(2):
+        assert main(["detect", str(folder), "--out", str(out)]) == ExitCode.OK
+        stdout, stderr = capsys.readouterr()
+        assert "detect.png:" not in stdout and "skipped" not in stderr
+    with (out / "objects.csv").open() as handle:
+        assert {row.split(",")[0] for row in handle.read().splitlines()[1:]} == {str(frame)}
+    assert sorted(path.name for path in out.glob("*.detect.png")) == ["field.detect.png"]
