@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,17 +39,22 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=classify)
 
 
-def iter_image_paths(inputs: Sequence[str], empty_folders: list[Path]) -> Iterator[Path]:
-    """Files as given; directories recursively, sorted, skipping hidden entries. Everything that
-    is not a folder is yielded (a dangling link, a FIFO), so that reading it names the problem;
-    a folder with no files at all is appended to ``empty_folders``."""
+def iter_image_paths(
+    inputs: Sequence[str], empty_folders: list[Path], ignore: Callable[[Path], bool] | None = None
+) -> Iterator[Path]:
+    """Files as given; directories recursively, sorted, skipping hidden entries and the files
+    ``ignore`` names (a command's own output). Everything that is not a folder is yielded (a
+    dangling link, a FIFO), so that reading it names the problem; a folder with no files at all
+    is appended to ``empty_folders``."""
     for name in inputs:
         path = Path(name)
         if path.is_dir():
             files = 0
             for found in sorted(path.rglob("*")):
                 relative = found.relative_to(path).parts
-                if not found.is_dir() and not any(part.startswith(".") for part in relative):
+                if any(part.startswith(".") for part in relative) or (ignore and ignore(found)):
+                    continue
+                if not found.is_dir():
                     files += 1
                     yield found
             if not files:  # a wrong path or an unmounted share: say so rather than succeed silently

@@ -6,11 +6,15 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from edge.commands.classify import iter_image_paths, shown
 from edge.commands.common import CommandError, UsageError, add_config_args, config_from_args
 from edge.errors import ExitCode
+
+PNG_SUFFIX = ".detect.png"
+OBJECTS_CSV = "objects.csv"
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -20,7 +24,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         description="Detect cells in each FRAME (images, or folders of them) with the config's [detect] settings, "
         "as `run` does, and write DIR/<frame>.detect.png (green: cell, orange: cluster, red: rejected; "
         "numbered as the CSV) and DIR/objects.csv (area, solidity, cores, cluster and why, kept or why "
-        "rejected). Change [detect] in the config and run it again to tune detection.",
+        "rejected). Change [detect] in the config and run it again to tune detection: the files it wrote "
+        "into DIR are never taken for frames, even with DIR inside a FRAME folder.",
     )
     parser.add_argument("frames", nargs="+", metavar="FRAME", help="frames or folders of frames (recursive)")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the PNGs and objects.csv")
@@ -39,7 +44,7 @@ def detect_frames(args: argparse.Namespace) -> int:
     empty: list[Path] = []
     table, failed, frames = [], 0, 0
     written: set[str] = set()
-    for path in iter_image_paths(args.frames, empty):
+    for path in iter_image_paths(args.frames, empty, ignore=written_by_detect(args.out)):
         try:
             gray = read_grayscale(path, min_frame_side(settings))
         except ImageError as exc:
@@ -48,7 +53,7 @@ def detect_frames(args: argparse.Namespace) -> int:
             failed += 1
             continue
         objects = inspect(gray, settings)
-        name = _unique(f"{path.stem}.detect.png", written)
+        name = _unique(f"{path.stem}{PNG_SUFFIX}", written)
         try:
             args.out.mkdir(parents=True, exist_ok=True)
             annotate(gray, objects).save(args.out / name)
@@ -63,21 +68,33 @@ def detect_frames(args: argparse.Namespace) -> int:
         print(f"metascope detect: {folder}: no files in this folder", file=sys.stderr)
     if frames:
         try:
-            with (args.out / "objects.csv").open("w", newline="", encoding="utf-8") as handle:
+            with (args.out / OBJECTS_CSV).open("w", newline="", encoding="utf-8") as handle:
                 writer = csv.DictWriter(handle, fieldnames=COLUMNS, lineterminator="\n")
                 writer.writeheader()
                 writer.writerows(table)
         except OSError as exc:
-            raise CommandError(f"cannot write {args.out / 'objects.csv'}: {exc}") from None
-        print(f"objects: {args.out / 'objects.csv'} ({len(table)} rows)")
+            raise CommandError(f"cannot write {args.out / OBJECTS_CSV}: {exc}") from None
+        print(f"objects: {args.out / OBJECTS_CSV} ({len(table)} rows)")
     return ExitCode.FAILED if failed or empty or not frames else ExitCode.OK
+
+
+def written_by_detect(out: Path) -> Callable[[Path], bool]:
+    """Whether a listed file is one this command writes into ``out`` (its PNGs, objects.csv):
+    with --out inside a frames folder, or the folder itself, a second run would analyse them."""
+    out = out.resolve()
+
+    def written(path: Path) -> bool:
+        named = path.name == OBJECTS_CSV or path.name.endswith(PNG_SUFFIX)
+        return named and path.parent.resolve() == out
+
+    return written
 
 
 def _unique(name: str, taken: set[str]) -> str:
     """Frames of the same name from different folders get their own PNG."""
-    stem, number = name.removesuffix(".detect.png"), 1
+    stem, number = name.removesuffix(PNG_SUFFIX), 1
     while name in taken:
         number += 1
-        name = f"{stem}-{number}.detect.png"
+        name = f"{stem}-{number}{PNG_SUFFIX}"
     taken.add(name)
     return name
