@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
 # The columns without which a table's rows cannot be placed (which run, which database row).
@@ -65,21 +66,30 @@ def checked_rows(name: str, text: str, table: str) -> tuple[list[dict[str, str]]
     """The rows of ``table`` (its CSV ``text``, from the file ``name``) the report can use, and what
     was left out and why. Raises csv.Error for text that is no CSV (a NUL byte, a huge field)."""
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    fields = reader.fieldnames or []
+    rows = ((f"line {reader.line_num}", row) for row in reader)
+    return usable_rows(name, reader.fieldnames or [], rows, table)
+
+
+def usable_rows(
+    name: str, fields: Sequence[str], rows: Iterable[tuple[str, dict]], table: str
+) -> tuple[list[dict[str, str]], list[str]]:
+    """The rows of ``table`` with columns ``fields`` (each with where it was, e.g. "line 5") the
+    report can use, and what was left out and why, each message beginning with ``name``. Any
+    source of rows (a CSV file, a results store) passes through here."""
     required = REQUIRED.get(table, ())
     missing = next((column for column in required if column not in fields), None)
     if missing is not None:
         columns = ", ".join(shown(field) for field in fields[:12]) or "none"
         return [], [f"{name}: no {missing} column (its columns: {columns}): not read"]
     times = [field for field in fields if field.endswith("_at")]
-    rows, bad = [], []
-    for row in reader:
+    usable, bad = [], []
+    for where, row in rows:
         problem = row_problem(row, len(fields), required, times)
         if problem is None:
-            rows.append(row)
+            usable.append(row)
         else:
-            bad.append(f"line {reader.line_num} ({problem})")
+            bad.append(f"{where} ({problem})")
     if not bad:
-        return rows, []
+        return usable, []
     more = f" and {len(bad) - EXAMPLES} more" if len(bad) > EXAMPLES else ""
-    return rows, [f"{name}: {len(bad)} row(s) left out: {', '.join(bad[:EXAMPLES])}{more}"]
+    return usable, [f"{name}: {len(bad)} row(s) left out: {', '.join(bad[:EXAMPLES])}{more}"]
