@@ -181,10 +181,17 @@ def discover(
     root = Path(root)
     folders = label_folders(root)
     labels = resolve_labels(folders, positive)
+    return files_under(root, {folder: folder.name for folder in folders}, labels, group_by), labels
+
+
+def files_under(
+    root: Path, label_of: dict[Path, str], labels: tuple[str, str], group_by: str | int | None = None
+) -> list[LabelledFile]:
+    """Every image file under the given label folders (folder -> its label) with its group."""
     to_group = group_function(group_by)
     found: list[LabelledFile] = []
     ungrouped: list[Path] = []
-    for folder in folders:
+    for folder, label in label_of.items():
         files = sorted(
             p
             for p in folder.rglob("*")
@@ -198,13 +205,13 @@ def discover(
             if group is None:
                 ungrouped.append(relative)
             else:
-                found.append(LabelledFile(path, folder.name, group))
+                found.append(LabelledFile(path, label, group))
     if ungrouped:
         every = ungrouped + [f.path.relative_to(root) for f in found]
         raise DatasetError(ungrouped_problem(root, ungrouped, every, group_by))
     if not isinstance(group_by, str) or group_by.isdigit():  # folder levels: a pattern says what it means
         found = paired_across_labels(found, labels)
-    return found, labels
+    return found
 
 
 def ungrouped_problem(root: Path, ungrouped: list[Path], every: list[Path], group_by: str | int | None) -> str:
@@ -280,8 +287,9 @@ def load(
             "detector finds no cell; see the files listed above"
         )
     present = Counter(item.label for item in kept)
+    given = {item.label for item in files}  # evaluate may be given one label's folder alone
     for label in labels:
-        if present[label] == 0:
+        if label in given and present[label] == 0:
             raise DatasetError(f"label {label!r} has no readable images")
     size, side = spec.size, spec.window_px
     return Dataset(

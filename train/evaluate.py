@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from edge.classify.classifier import Classifier
-from train.dataset import Dataset, DatasetError, discover, load, select_groups
+from train.dataset import Dataset, DatasetError, files_under, load, select_groups
 from train.metrics import binary_metrics
 
 
@@ -52,15 +52,13 @@ def load_for_model(
     data_dir: str | os.PathLike[str],
     group_by: str | None = None,
     groups: list[str] | None = None,
+    label_map: dict[str, str] | None = None,
 ) -> Dataset:
-    """The folder's cells as this model's inputs; its label folders must be the card's labels."""
-    files, labels = discover(
-        data_dir, group_by, classifier.positive_label if _has_label(data_dir, classifier) else None
-    )
-    if set(labels) != set(classifier.labels):
-        raise DatasetError(
-            f"{data_dir}: label folders {', '.join(labels)} are not the model's labels {', '.join(classifier.labels)}"
-        )
+    """The folder's cells as this model's inputs. Its label folders are the card's labels, or
+    map onto them (``label_map``: folder name -> label); one label alone is a new culture of
+    one line (its recall is what can be measured)."""
+    labels = classifier.labels
+    files = files_under(Path(data_dir), model_label_folders(Path(data_dir), labels, label_map or {}), labels, group_by)
     if groups:
         wanted = set(groups)
         unknown = sorted(wanted - {f.group for f in files})
@@ -72,5 +70,35 @@ def load_for_model(
     return select_groups(dataset, groups) if groups else dataset
 
 
-def _has_label(data_dir: str | os.PathLike[str], classifier: Classifier) -> bool:
-    return (Path(data_dir) / classifier.positive_label).is_dir()
+def model_label_folders(root: Path, labels: tuple[str, str], label_map: dict[str, str]) -> dict[Path, str]:
+    """Each label folder of ``root`` -> the model label it holds (its name, or what the map says)."""
+    if not root.is_dir():
+        raise DatasetError(f"{root}: not a folder (expected DATA_DIR/<label>/.../<image>)")
+    wrong = sorted(set(label_map.values()) - set(labels))
+    if wrong:
+        raise DatasetError(f"--label-map names {', '.join(wrong)}: not a label of the model ({', '.join(labels)})")
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    label_of = {folder: label_map.get(folder.name, folder.name) for folder in folders}
+    strangers = [folder.name for folder, label in label_of.items() if label not in labels]
+    if strangers or not folders:
+        free = [label for label in labels if label not in label_of.values()] or list(labels)
+        named = ", ".join(folder.name for folder in folders) or "none"
+        raise DatasetError(
+            f"{root}: label folders {named} are not the model's labels {', '.join(labels)}; name each folder as a "
+            f"label, or map it: --label-map {(strangers or ['FOLDER'])[0]}={free[0]}"
+        )
+    for label in labels:
+        sharing = [folder.name for folder, mapped in label_of.items() if mapped == label]
+        if len(sharing) > 1:
+            raise DatasetError(f"{root}: folders {', '.join(sharing)} all hold label {label}; keep one per label")
+    return label_of
+
+
+def one_label_recall(metrics: dict[str, Any], labels: tuple[str, str]) -> dict[str, float] | None:
+    """With cells of one label only, that label's recall (the share called as it): AUC and
+    balanced accuracy need both labels."""
+    if not metrics["n"] or 0 < metrics["positives"] < metrics["n"]:
+        return None
+    if metrics["positives"]:
+        return {labels[1]: metrics["sensitivity"]}
+    return {labels[0]: metrics["specificity"]}

@@ -35,6 +35,9 @@ def evaluation_figure(
     if metrics.get("roc_auc") is not None:
         fpr, tpr = roc_points(y, p)
         roc_axis.plot(fpr, tpr, color="C0", label=f"AUC {metrics['roc_auc']:.3f}")
+        roc_axis.legend(loc="lower right")
+    else:  # one label only (a new culture of one line): no curve to draw
+        roc_axis.text(0.5, 0.5, "one label only: no ROC", ha="center", va="center", color="0.4")
     roc_axis.plot([0, 1], [0, 1], color="0.7", linestyle="--", linewidth=1)
     roc_axis.set(
         xlabel=f"false positive rate ({labels[0]} called {labels[1]})",
@@ -43,7 +46,6 @@ def evaluation_figure(
         xlim=(0, 1),
         ylim=(0, 1.01),
     )
-    roc_axis.legend(loc="lower right")
 
     c = metrics["confusion"]
     matrix = np.array([[c["tn"], c["fp"]], [c["fn"], c["tp"]]])

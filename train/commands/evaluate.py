@@ -25,9 +25,23 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("data_dir", type=folder_arg, metavar="DATA_DIR")
     parser.add_argument("--group-by", help="as for fit: folder level or regular expression")
     parser.add_argument("--groups", help="evaluate only these groups (comma-separated)")
+    parser.add_argument(
+        "--label-map",
+        type=label_map_arg,
+        action="append",
+        metavar="FOLDER=LABEL",
+        help="a label folder named apart from the model's label, e.g. MDA231=MDA-MB-231 (repeat for each)",
+    )
     parser.add_argument("--out", type=Path, help="also write OUT.json, OUT.md and OUT.png")
     add_quiet_option(parser)
     parser.set_defaults(handler=evaluate)
+
+
+def label_map_arg(text: str) -> tuple[str, str]:
+    folder, sep, label = text.partition("=")
+    if not sep or not folder.strip() or not label.strip():
+        raise argparse.ArgumentTypeError(f"must be FOLDER=LABEL, e.g. MDA231=MDA-MB-231, got {text!r}")
+    return folder.strip(), label.strip()
 
 
 def format_metrics(metrics: dict[str, Any], labels: tuple[str, str]) -> str:
@@ -44,6 +58,14 @@ def format_metrics(metrics: dict[str, Any], labels: tuple[str, str]) -> str:
         f"confusion (true -> called): {labels[0]}->{labels[0]} {c['tn']}  {labels[0]}->{labels[1]} {c['fp']}  "
         f"{labels[1]}->{labels[0]} {c['fn']}  {labels[1]}->{labels[1]} {c['tp']}",
     ]
+    from train.evaluate import one_label_recall
+
+    for label, recall in (one_label_recall(metrics, labels) or {}).items():
+        called = c["tp"] if label == labels[1] else c["tn"]
+        lines.append(
+            f"{label} only: recall {show(recall)} ({called} of {metrics['n']} {label} cells called {label}); "
+            "ROC AUC and balanced accuracy need cells of both labels"
+        )
     for group, m in metrics.get("per_group", {}).items():
         lines.append(
             f"  {group}: cells {m['n']} ({labels[1]} {m['positives']}), accuracy {show(m['accuracy'])}, "
@@ -61,7 +83,7 @@ def evaluate(args: argparse.Namespace) -> int:
 
     classifier = Classifier.load(args.model)
     groups = [g.strip() for g in args.groups.split(",") if g.strip()] if args.groups else None
-    dataset = load_for_model(classifier, args.data_dir, args.group_by, groups)
+    dataset = load_for_model(classifier, args.data_dir, args.group_by, groups, dict(args.label_map or []))
     metrics = evaluate_classifier(classifier, dataset)
     print(f"{classifier.path} on {args.data_dir}" + (f" (groups {', '.join(groups)})" if groups else ""))
     if dataset.group_pairs:
@@ -80,6 +102,7 @@ def evaluate(args: argparse.Namespace) -> int:
 def write_evaluation(
     out: Path, classifier: Any, dataset: Any, metrics: dict[str, Any], overlap: str | None = None
 ) -> None:
+    from train.evaluate import one_label_recall
     from train.plots import evaluation_figure
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -91,6 +114,7 @@ def write_evaluation(
         "trained_on_these_cells": overlap,
         "crops": dataset.crop_kinds,
         "metrics": metrics,
+        "recall": one_label_recall(metrics, classifier.labels),
     }
     json_path = out.with_name(out.name + ".json")
     json_path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
