@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Pull a metascope Pi's results to this machine, incrementally, over ssh.
 #
-# Each results database the Pi has had gets its own folder, DEST/HOST/<database id>/, so a Pi
-# that was re-flashed or reinstalled (its ids start again at 1) never mixes its rows with the old
-# ones. For cells (one row per cell), views (one per model call) and frames it asks the Pi for the rows
-# after the highest id already held there
+# Every row pulled lands in DEST/HOST/results.sqlite (deploy/pull_store.py), keyed by the Pi's
+# database id, an epoch and the row id, so a Pi that was re-flashed or reinstalled (its ids start
+# again at 1) never mixes its rows with the old ones; each database's CSV files, snapshots and
+# crops are in DEST/HOST/<database id>/. For cells (one row per cell), views (one per model call)
+# and frames it asks the Pi for the rows after the highest id already held
 # (`metascope export --after-id N`): repeated pulls add only new rows, with no duplicates and no
-# gaps. deploy/pull_merge.py decides where rows go and merges them: every export is checked
-# first (ids whole, in range and increasing) and each CSV is replaced whole by a rename, so a
-# pull that fails half way, or a host that sends garbage, leaves what was pulled before untouched.
+# gaps, and cost what is new, not what is held. deploy/pull_merge.py decides where rows go and
+# appends them in one transaction, checking every row as it streams in (ids whole, in range and
+# increasing), so a pull that fails half way, or a host that sends garbage, changes nothing.
 set -euo pipefail
 
 PROG=pull.sh
@@ -17,18 +18,20 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$HERE/ssh_common.sh"
 # Copies of edge/errors.py ExitCode (tests/test_exit_codes.py holds them to it).
 EXIT_FAILED=1 EXIT_USAGE=2 EXIT_UNREACHABLE=7 EXIT_NOT_INSTALLED=8 EXIT_BAD_EXPORT=9 EXIT_COPY_FAILED=10
+EXIT_PULL_TARGET_UNUSABLE=12
 
 usage() {
     cat <<'EOF'
 Usage: deploy/pull.sh HOST [options]
 
-Pull results from the metascope Pi HOST into DEST/HOST/<database id>/ (cells.csv: one row per
-cell; views.csv: one row per view, a model call on a cell; frames.csv, runs.csv, snapshots/,
-crops/: the masked crop of each cell, named in cells.csv;
-DEST/HOST/CURRENT names the folder of the Pi's present database). Run it
-as often as you like: each pull appends only the rows that are new since the last one. Several
-Pis can be pulled into the same DEST. A folder pulled by an earlier version of this script is
-rearranged on the first pull, with a message.
+Pull results from the metascope Pi HOST into DEST/HOST/: results.sqlite holds every row pulled;
+DEST/HOST/<database id>/ holds the CSV files written from it (cells.csv: one row per cell;
+views.csv: one row per view, a model call on a cell; frames.csv, runs.csv), snapshots/ and
+crops/ (the masked crop of each cell, named in cells.csv); DEST/HOST/CURRENT names the folder of
+the Pi's present database. Run it as often as you like: each pull appends only the rows that are
+new since the last one, and costs what is new, not what is held. Several Pis can be pulled into
+the same DEST. A folder pulled by an earlier version of this script is carried over on the first
+pull, with a message.
 
 HOST is anything ssh accepts (a ~/.ssh/config alias, name, address, or user@host); user,
 port and key come from your ssh config or the options below. Use key authentication: a pull
@@ -46,6 +49,8 @@ Options:
   --snapshots DIR        HOST's snapshots folder (default: the one `metascope status` names)
   --no-snapshots         do not copy snapshots
   --no-crops             do not copy the cells' crops
+  --no-csv               do not write the CSV files (results.sqlite only); write them later with
+                         python3 deploy/pull_merge.py csv DEST/HOST
   -F FILE                ssh config file (passed to ssh)
   -o OPTION              ssh option, e.g. -o Port=2222 (repeatable; passed to ssh)
   -i FILE                ssh identity file (passed to ssh)
@@ -55,13 +60,14 @@ Options:
 Exit status (edge/errors.py ExitCode): 0 pulled; 2 bad arguments; 7 HOST unreachable over ssh;
 8 metascope is not installed on HOST; 9 the export on HOST failed or sent something unusable
 (the database is missing or unreadable...); 10 copying snapshots or crops failed; 1 anything
-else (a local file problem).
+else (a local file problem); 12 DEST cannot be used (named: not a folder, not writable, a damaged
+results.sqlite).
 EOF
 }
 
 host="" dest="${METASCOPE_PULL_DEST:-results}" since="" snapshots=""
 remote_command="${METASCOPE_REMOTE_COMMAND:-}" remote_config="${METASCOPE_REMOTE_CONFIG:-}" copy_snapshots=1
-copy_crops=1
+copy_crops=1 write_csv=1
 ssh_opts=()
 while [ $# -gt 0 ]; do
     case $1 in
@@ -89,6 +95,10 @@ while [ $# -gt 0 ]; do
         copy_crops=0
         shift
         ;;
+    --no-csv)
+        write_csv=0
+        shift
+        ;;
     -*) die $EXIT_USAGE "unknown option $1 (see --help)" ;;
     *)
         [ -z "$host" ] || die $EXIT_USAGE "only one HOST, got '$host' and '$1'"
@@ -107,7 +117,7 @@ esac
 host_dir=$dest/$host_name
 new_host=0
 [ -d "$host_dir" ] || new_host=1
-mkdir -p "$host_dir" || die $EXIT_FAILED "cannot create $host_dir"
+mkdir -p "$host_dir" || die $EXIT_PULL_TARGET_UNUSABLE "cannot create $host_dir"
 
 make_ssh_cmd ${ssh_opts[@]+"${ssh_opts[@]}"}
 command -v python3 >/dev/null || die $EXIT_FAILED "python3 is needed on this machine (deploy/pull_merge.py merges the rows)"
@@ -122,7 +132,7 @@ fi
 config_arg=""
 [ -z "$remote_config" ] || config_arg=" --config $(sh_quote "$remote_config")"
 
-work=$(mktemp -d "$host_dir/.pull.XXXXXX") || die $EXIT_FAILED "cannot write in $host_dir"
+work=$(mktemp -d "$host_dir/.pull.XXXXXX") || die $EXIT_PULL_TARGET_UNUSABLE "cannot write in $host_dir"
 # A first pull that fails leaves no host folder behind (it made it, so it may remove it).
 cleanup() {
     rm -rf "$work"
@@ -179,7 +189,8 @@ merger prepare "$host_dir" "$work/status.json" "$work/runs.csv" "$work/answer"
         export_table "$table" "$remote_table" "$after"
     done
 } <"$work/answer"
-merger merge "$database_dir" "$work" "$host_name/${database_dir##*/}"
+merger merge "$host_dir" "$work" "$host_name/${database_dir##*/}"
+[ $write_csv -eq 0 ] || merger csv "$host_dir"
 
 # Copy the host's folder $2 (snapshots or crops) into DATABASE_DIR/$1/.
 copy_folder() {

@@ -121,18 +121,18 @@ def sshd(tmp_path_factory: pytest.TempPathFactory):
 
 # The last release before the tables were renamed (schema 5: views in `cells`, cells in `tracks`).
 RELEASE_0_3 = "22c2942"
+# The last pull.sh that kept pulled rows in CSV files only (layout 3), before results.sqlite.
+CSV_ONLY_PULL = "1a3dae0"
 
 
-@pytest.fixture(scope="session")
-def release_0_3(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """That release's edge/ and deploy/, taken from this repository's history: a real older Pi and
-    an older desktop's pull.sh, for the tests that mix versions."""
-    target = tmp_path_factory.mktemp("release-0.3")
+def _release(tmp_path_factory: pytest.TempPathFactory, commit: str, name: str) -> Path:
+    """That commit's edge/ and deploy/, taken from this repository's history."""
+    target = tmp_path_factory.mktemp(name)
     archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", RELEASE_0_3, "edge", "deploy"], capture_output=True, timeout=60
+        ["git", "-C", str(REPO), "archive", commit, "edge", "deploy"], capture_output=True, timeout=60
     )
     if archive.returncode != 0:
-        reason = f"this checkout has no git history with {RELEASE_0_3}: {archive.stderr.decode()[:200]}"
+        reason = f"this checkout has no git history with {commit}: {archive.stderr.decode()[:200]}"
         if os.environ.get("METASCOPE_CI") == "1":
             pytest.fail(reason)
         pytest.skip(reason)
@@ -140,3 +140,16 @@ def release_0_3(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with tarfile.open(target / "release.tar") as tar:
         tar.extractall(target, filter="data")
     return target
+
+
+@pytest.fixture(scope="session")
+def release_0_3(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """That release's edge/ and deploy/: a real older Pi and an older desktop's pull.sh, for the
+    tests that mix versions."""
+    return _release(tmp_path_factory, RELEASE_0_3, "release-0.3")
+
+
+@pytest.fixture(scope="session")
+def csv_only_pull(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The desktop of the last version whose pull.sh wrote CSV files only, whose folders carry over."""
+    return _release(tmp_path_factory, CSV_ONLY_PULL, "csv-only-pull")

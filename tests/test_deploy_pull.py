@@ -110,7 +110,8 @@ def test_pull_copies_the_store_then_only_new_rows(sshd: SshServer, store: Store,
     assert first.returncode == 0, first.stderr
     pulled = store.pulled(dest)
     assert (dest / ALIAS / "CURRENT").read_text().strip() == store.database_id()
-    assert (dest / ALIAS / "LAYOUT").read_text().strip() == "metascope-pull/3"
+    assert (dest / ALIAS / "LAYOUT").read_text().strip() == "metascope-pull/4"
+    assert (dest / ALIAS / "results.sqlite").is_file(), "every row pulled is in the host's results store"
     for table in PULLED:
         assert read_csv(pulled / f"{table}.csv") == store.rows(table), table
     assert len(store.rows("views")) > 1, "the synthetic frames should hold views"
@@ -150,19 +151,21 @@ def test_rows_pulled_before_a_schema_change_get_its_new_columns_empty(
     sshd: SshServer, store: Store, tmp_path: Path
 ) -> None:
     """A Pi upgraded to a metascope whose database has more columns (views: track...) must not
-    stop the pulls into a folder that holds the older, narrower rows."""
+    stop the pulls into a folder that holds the older, narrower rows (here pulled by the CSV-only
+    layout before schema 4, carried over into the results store)."""
     store.run(frames=2)
     dest = tmp_path / "results"
-    assert pull(sshd, store, dest, "--no-snapshots").returncode == 0
-    pulled = store.pulled(dest) / "views.csv"
-    narrow = [row[:-3] for row in read_csv(pulled)]  # as a pull before schema 4 left it
-    with pulled.open("w", newline="") as handle:
+    folder = store.pulled(dest)
+    folder.mkdir(parents=True)
+    narrow = [row[:-3] for row in store.rows("views")]  # as a pull before schema 4 left it
+    with (folder / "views.csv").open("w", newline="") as handle:
         csv.writer(handle, lineterminator="\n").writerows(narrow)
+    (dest / ALIAS / "LAYOUT").write_text("metascope-pull/3\n")
     store.run(frames=2)
     result = pull(sshd, store, dest, "--no-snapshots")
     assert result.returncode == 0, result.stderr
     assert "views: new columns track, view, orientation" in result.stdout
-    rows = read_csv(pulled)
+    rows = read_csv(folder / "views.csv")
     assert rows[0] == store.rows("views")[0]
     assert rows[1 : len(narrow)] == [[*row, "", "", ""] for row in narrow[1:]]
     assert rows[len(narrow) :] == store.rows("views")[len(narrow) :]
@@ -396,3 +399,33 @@ def test_the_last_release_pulling_an_upgraded_pi_stops_instead_of_mixing_tables(
     result = pull_with(release_0_3, sshd, store, dest, REMOTE_METASCOPE)
     assert result.returncode != 0 and "columns of cells changed" in result.stderr
     assert snapshot_of(dest) == held, "nothing pulled before was changed"
+
+
+def test_a_folder_pulled_by_the_csv_only_pull_sh_carries_over_into_the_results_store(
+    sshd: SshServer, store: Store, csv_only_pull: Path, tmp_path: Path
+) -> None:
+    """Folders pulled before results.sqlite (CSV files only, every pull rewriting them) carry
+    over on the first pull: every row kept, the files appended to, and a message."""
+    store.run(frames=2)
+    dest = tmp_path / "results"
+    assert pull_with(csv_only_pull, sshd, store, dest, REMOTE_METASCOPE).returncode == 0
+    folder = store.pulled(dest)
+    held = {table: (folder / f"{table}.csv").read_bytes() for table in ("cells", "views", "frames")}
+    assert not (dest / ALIAS / "results.sqlite").exists()
+    store.run(frames=2)
+    result = pull(sshd, store, dest, "--no-snapshots")
+    assert result.returncode == 0, result.stderr
+    assert "carried the rows pulled before into scope-test/results.sqlite" in result.stdout
+    for table in PULLED:
+        assert read_csv(folder / f"{table}.csv") == store.rows(table), table
+    for table, before in held.items():
+        assert (folder / f"{table}.csv").read_bytes().startswith(before), f"{table}: the rows held were rewritten"
+    again = pull(sshd, store, dest, "--no-snapshots")
+    assert "views: no new rows" in again.stdout and "carried" not in again.stdout
+    for table in PULLED:  # the store alone holds every row: the files can be written again from it
+        (folder / f"{table}.csv").unlink()
+    written = subprocess.run([sys.executable, str(REPO / "deploy" / "pull_merge.py"), "csv", str(dest / ALIAS)],
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert written.returncode == 0, written.stderr
+    for table in PULLED:
+        assert read_csv(folder / f"{table}.csv") == store.rows(table), table

@@ -4,10 +4,11 @@ and sort-crops' tests start from these (the ssh half of pull.sh is tests/test_de
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,10 +16,12 @@ from conftest import REPO
 
 from edge.cli import main as metascope
 
-# The desktop half of pull.sh, used as pull.sh uses it.
-_spec = importlib.util.spec_from_file_location("pull_merge", REPO / "deploy" / "pull_merge.py")
-pull_merge = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(pull_merge)
+
+def pull_merge(*args: Path | str) -> None:
+    """The desktop half of pull.sh, run as pull.sh runs it."""
+    command = [sys.executable, str(REPO / "deploy" / "pull_merge.py"), *map(str, args)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
 
 
 def metascope_output(*args: str) -> str:
@@ -50,9 +53,10 @@ def pull(config: Path, dest: Path, host: str) -> Path:
     status = json.loads((work / "status.json").read_text())
     for table in ("runs", "cells", "views", "frames"):
         (work / f"{table}.csv").write_text(metascope_output("export", "--config", str(config), "--table", table))
-    pull_merge.prepare(dest / host, work / "status.json", work / "runs.csv", work / "answer")
+    pull_merge("prepare", dest / host, work / "status.json", work / "runs.csv", work / "answer")
     database = Path((work / "answer").read_text().splitlines()[0])
-    pull_merge.merge(database, work, host)
+    pull_merge("merge", dest / host, work, host)
+    pull_merge("csv", dest / host)
     for folder in ("snapshots", "crops"):
         if Path(status[folder]["folder"]).is_dir():  # as pull.sh: a folder the rig has not made is none
             shutil.copytree(status[folder]["folder"], database / folder)

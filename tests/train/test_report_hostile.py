@@ -21,8 +21,12 @@ from train.cli import main as metascope_train
 
 
 def copy_of(pulled: Path, tmp_path: Path) -> Path:
+    """A copy to attack. The attacks edit CSV files, so the copy is a folder of CSV files only (its
+    results.sqlite removed), as a pull.sh before the results store left it: the report reads those."""
     results = tmp_path / "results"
     shutil.copytree(pulled, results, symlinks=True)
+    for store in results.glob("*/results.sqlite"):
+        store.unlink()
     return results
 
 

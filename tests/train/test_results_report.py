@@ -129,6 +129,7 @@ def test_a_host_pulled_before_cells_and_crops_still_gets_a_page(pulled: Path, tm
     and the page says why there is no gallery."""
     old = tmp_path / "results"
     shutil.copytree(pulled / "scope1", old / "scope1")
+    (old / "scope1" / "results.sqlite").unlink()  # pulled before the results store, as its CSV files
     for database in (old / "scope1").iterdir():
         if database.is_dir():
             (database / "cells.csv").unlink()
@@ -139,11 +140,13 @@ def test_a_host_pulled_before_cells_and_crops_still_gets_a_page(pulled: Path, tm
 
 
 def test_a_folder_pulled_before_the_renames_reads_under_todays_names(pulled: Path, tmp_path: Path) -> None:
-    """A folder an older pull.sh wrote (views in cells.csv, cells in tracks.csv) and no pull has
-    renamed yet makes the same page as today's."""
+    """A folder an older pull.sh wrote (CSV files only, views in cells.csv, cells in tracks.csv)
+    and no pull has carried over yet makes the same page as today's results store."""
     pages = {}
     for layout in ("before", "today"):
         shutil.copytree(pulled / "scope1", tmp_path / layout / "scope1")
+        if layout == "before":
+            (tmp_path / layout / "scope1" / "results.sqlite").unlink()
         for database in (tmp_path / layout / "scope1").iterdir():
             if layout == "before" and database.is_dir():
                 (database / "cells.csv").rename(database / "tracks.csv")

@@ -1,7 +1,8 @@
-"""Reading what deploy/pull.sh writes: DEST/HOST/<database id>/{cells,views,frames,runs}.csv,
-snapshots/ and crops/ (one folder per results database a Pi has had), for one host or many. A
-folder an older pull.sh wrote and no pull has renamed yet (views in cells.csv, cells in
-tracks.csv) is read under today's names.
+"""Reading what deploy/pull.sh writes: DEST/HOST/results.sqlite (every row pulled, read by
+pulled_store.py) and DEST/HOST/<database id>/snapshots/ and crops/ (one folder per results
+database a Pi has had), for one host or many. A folder an older pull.sh wrote and no pull has
+carried over yet is read from its CSV files, DEST/HOST/<database id>/{cells,views,frames,runs}.csv
+(views in cells.csv, cells in tracks.csv before metascope 0.4: read under today's names).
 
 read_pulled is the one way in: what it cannot read (a file that is not a regular one inside the
 folder, a table without the columns it needs, a bad row) it names and leaves out, so a report is
@@ -12,6 +13,7 @@ turned into datetimes where a plot needs them.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 import stat
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge.errors import UsageError
+from train.results.pulled_store import STORE_NAME, StoreUnreadable, read_store
 from train.results.tables import checked_rows, parse_time
 
 __all__ = ["PulledDatabase", "PulledFolder", "PulledFolderError", "Unreadable", "number", "parse_time", "read_pulled"]
@@ -124,15 +127,49 @@ def read_table(database: PulledDatabase, path: Path, table: str, not_read: list[
     not_read.extend(problems)
 
 
+def stored_table(database: PulledDatabase, table: str, names: list[str], rows: list[list[str]]) -> list[str]:
+    """A table read from a results store into ``database.tables``, through the same checks as a
+    CSV file's rows (a Pi's export may hold anything: the store keeps rows as sent)."""
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows([names, *rows])
+    database.tables[table], problems = checked_rows(f"{database.host}/{STORE_NAME} ({database.database_id}, {table})",
+                                                    text.getvalue(), table)  # fmt: skip
+    return problems
+
+
+def from_stores(results_dir: Path, not_read: list[str]) -> tuple[list[PulledDatabase], set[Path]]:
+    """The databases of every results store at, under (one level) or just above RESULTS_DIR (a
+    database's folder: that database only), and the host folders the stores cover."""
+    stores = sorted({*results_dir.glob(STORE_NAME), *results_dir.glob(f"*/{STORE_NAME}")})
+    only = None
+    if not stores and (results_dir.parent / STORE_NAME).is_file():
+        stores, only = [results_dir.parent / STORE_NAME], results_dir.name
+    found = []
+    for store in stores:
+        try:
+            for name, folder, tables in read_store(store, TABLES):
+                if only not in (None, name):
+                    continue
+                database = PulledDatabase(store.parent.name, name, folder, root=results_dir)
+                for table, (names, rows) in tables.items():
+                    not_read.extend(stored_table(database, table, names, rows))
+                found.append(database)
+        except StoreUnreadable as exc:
+            not_read.append(str(exc))
+    return found, {store.parent for store in stores}
+
+
 def read_pulled(results_dir: Path) -> PulledFolder:
     """Every pulled database under RESULTS_DIR (a --dest folder, one host's folder, or one
-    database's folder), sorted by host and id, and what could not be read. Work folders of a
-    pull under way (.pull.*) are skipped."""
-    found, not_read = [], []
+    database's folder), sorted by host and id, and what could not be read: from the hosts'
+    results stores, and from the CSV files of folders no pull has carried over into one yet.
+    Work folders of a pull under way (.pull.*) are skipped."""
+    not_read: list[str] = []
+    found, covered = from_stores(results_dir, not_read)
     for runs in sorted(results_dir.rglob("runs.csv")):
         folder = runs.parent
         relative = folder.relative_to(results_dir).parts
-        if any(part.startswith(".") for part in relative):
+        if any(part.startswith(".") for part in relative) or covered & {folder, folder.parent}:
             continue
         # pull.sh's layout: HOST/<database id>/; a folder handed over alone is named by itself
         host = folder.parent.name if (folder.parent / "LAYOUT").is_file() else folder.name
@@ -145,7 +182,7 @@ def read_pulled(results_dir: Path) -> PulledFolder:
         found.append(database)
     if not found:
         raise PulledFolderError(
-            f"{results_dir}: no pulled results here (looked for HOST/<database id>/runs.csv, as "
-            f"`deploy/pull.sh HOST --dest {results_dir}` writes them)"
+            f"{results_dir}: no pulled results here (looked for HOST/{STORE_NAME} and HOST/<database id>/runs.csv, "
+            f"as `deploy/pull.sh HOST --dest {results_dir}` writes them)"
         )
-    return PulledFolder(found, not_read)
+    return PulledFolder(sorted(found, key=lambda database: (database.host, database.database_id)), not_read)
