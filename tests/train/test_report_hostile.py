@@ -198,7 +198,8 @@ def test_tables_that_cannot_be_read_are_named_and_the_rest_is_reported(pulled: P
     what can be read, and what could not is named on the page and on stderr."""
     results = tmp_path / "results"
     for host in ("cells-no-run-id", "frames-no-run-id", "renamed-id", "short-row", "bom", "passwd"):
-        shutil.copytree(pulled / "scope1", results / host)
+        # CSV files only (as a pull.sh before the results store left them): the attacks edit them
+        shutil.copytree(pulled / "scope1", results / host, ignore=shutil.ignore_patterns("results.sqlite"))
     for table, host in (("cells", "cells-no-run-id"), ("frames", "frames-no-run-id")):
         path = database_of(results, host) / f"{table}.csv"
         fields = path.read_text().splitlines()[0].split(",")
