@@ -9,7 +9,8 @@ usage() {
     cat <<'EOF'
 Usage: deploy/push.sh HOST [options]
 
-Copies this project to HOST (rsync over ssh, without venvs, caches, var/, data or .git), runs
+Copies this project to HOST (rsync over ssh, without virtualenvs (any folder holding pyvenv.cfg),
+what git ignores (build output, caches), var/, data or .git), runs
 deploy/install.sh there with sudo, and prints the service's status.
 
 HOST is anything ssh accepts (a ~/.ssh/config alias, name, address, or user@host); user,
@@ -108,10 +109,23 @@ case $status in
 esac
 remote_dir=$resolved
 
+# Left behind whatever their names: every virtualenv (a folder holding pyvenv.cfg) and, in a git
+# checkout, what git ignores (build output, caches); the fixed list below covers a plain copy.
+left_out=()
+while IFS= read -r -d '' cfg; do
+    cfg=${cfg#"$SOURCE"}
+    left_out+=("--exclude=${cfg%/pyvenv.cfg}/")
+done < <(find "$SOURCE" -path "$SOURCE/.git" -prune -o -name pyvenv.cfg -type f -print0)
+if git -C "$SOURCE" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+    while IFS= read -r -d '' ignored; do
+        left_out+=("--exclude=/$ignored")
+    done < <(git -C "$SOURCE" ls-files -z --others --ignored --exclude-standard --directory)
+fi
+
 printf '==> copying %s to %s:%s\n' "$SOURCE" "$host" "$remote_dir"
 status=0
 # /.git without a slash: in a git worktree (git worktree add) .git is a file, not a folder.
-rsync -rlptz --delete --exclude=/.metascope-push -e "$rsh" \
+rsync -rlptz --delete --exclude=/.metascope-push -e "$rsh" ${left_out[@]+"${left_out[@]}"} \
     --exclude=/.git --exclude=/.venv/ --exclude=/venv/ --exclude=/var/ --exclude=/data/ \
     --exclude=/build/ --exclude=/dist/ --exclude=/results/ --exclude=/bench/results/ \
     --exclude=__pycache__/ --exclude='*.pyc' --exclude=.pytest_cache/ --exclude=.ruff_cache/ \
