@@ -64,24 +64,41 @@ def model_copy(tiny_model, tmp_path: Path) -> Path:
 
 @pytest.fixture
 def fake_camera(monkeypatch):
-    """picamera2 replaced by tests/fakes.py's FakePicamera2 (no libcamera off a Pi)."""
+    """picamera2 replaced by tests/fakes.py's FakePicamera2 (no libcamera off a Pi). The cameras
+    are listed as on a Pi, by list_cameras' own child process, which finds the fake picamera2 and
+    libcamera of tests/fake_site first on its PYTHONPATH and inherits the environment."""
+    import json
     import threading
 
-    from fakes import FakeLibcamera, FakePicamera2
+    from fake_site.registered_cameras import CAMERAS_ENV, TUNING_ENV
+    from fakes import FakeCameraManager, FakeLibcamera, FakePicamera2
 
     import edge.capture.picamera as picamera_module
 
     FakePicamera2.behaviour = "ok"
     FakePicamera2.busy = False
+    FakePicamera2.version = (0, 3, 36)
     FakePicamera2.lores_adjust = None
     FakePicamera2.cameras = [{"Model": "imx477", "Num": 0}]
     FakePicamera2.tuning_files = {}
     FakePicamera2.instances = []
     FakePicamera2.release = threading.Event()
+    FakePicamera2._cm = FakeCameraManager()
     monkeypatch.setattr(picamera_module, "import_picamera2", lambda: FakePicamera2)
     monkeypatch.setattr(picamera_module, "import_libcamera", lambda: FakeLibcamera)
-    # global_camera_info() is asked in a child process on a Pi; here the fake answers in-process
-    monkeypatch.setattr(picamera_module, "list_cameras", lambda: list(FakePicamera2.cameras))
+    # picamera2 sets LIBCAMERA_RPI_TUNING_FILE in this process: whatever a test leaves, undone
+    monkeypatch.setenv(TUNING_ENV, "")
+    monkeypatch.delenv(TUNING_ENV)
+    fake_site = str(REPO / "tests" / "fake_site")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [fake_site, os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv(CAMERAS_ENV, "[]")
+    list_cameras = picamera_module.list_cameras
+
+    def list_cameras_in_a_child():
+        os.environ[CAMERAS_ENV] = json.dumps(FakePicamera2.cameras)  # what libcamera would find now
+        return list_cameras()
+
+    monkeypatch.setattr(picamera_module, "list_cameras", list_cameras_in_a_child)
     yield FakePicamera2
     FakePicamera2.release.set()  # frees any capture thread a "hang" test left blocked
 

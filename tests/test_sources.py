@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fakes import make_config
+from fake_site.registered_cameras import MONO
+from fakes import FakeLibcamera, make_config
 from PIL import Image
 
 import edge.capture.picamera as picamera_module
@@ -182,7 +183,8 @@ def test_the_camera_is_asked_for_full_range_bt601_the_grey_levels_of_training(fa
     calls of the shipped model; sYCC is full-range BT.601, Pillow's "L" formula."""
     source = opened(camera_source())
     source.close()
-    assert str(fake_camera.instances[0].configured["colour_space"]) == "sYCC"
+    assert fake_camera.instances[0].configured["colour_space"] == FakeLibcamera.ColorSpace.Sycc()
+    # str() of libcamera's ColorSpace is "<libcamera.ColorSpace 'sYCC'>": the record keeps the name
     assert source.applied["colour_space"] == "sYCC"
     # ...and the fake would have refused picamera2's default, so this cannot pass by accident.
     camera = fake_camera()
@@ -265,7 +267,8 @@ def test_camera_present_lists_cameras(fake_camera) -> None:
 
 
 def test_a_mono_sensor_gets_no_colour_controls(fake_camera, caplog) -> None:
-    fake_camera.cameras = [{"Model": "imx296_mono", "Num": 0}]
+    # libcamera's Model is the sensor's name, "imx296", for the mono global shutter camera too
+    fake_camera.cameras = [{"Model": "imx296", "ColorFilterArrangement": MONO}]
     source = opened(camera_source())
     source.close()
     controls = fake_camera.instances[0].configured["controls"]
