@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -248,6 +249,48 @@ def test_a_busy_and_an_absent_camera_get_different_messages(fake_camera) -> None
     with pytest.raises(CameraAbsent, match="no camera found by libcamera: check the ribbon cable"):
         camera_source().open()
     assert not fake_camera.instances, "no camera object was left open"
+
+
+@pytest.mark.parametrize("version", [(0, 3, 29), (0, 3, 36)])
+def test_a_camera_busy_at_the_first_open_is_used_once_it_is_free(fake_camera, version) -> None:
+    """Issue 17.1: Picamera2(tuning=...) leaves LIBCAMERA_RPI_TUNING_FILE naming the temporary
+    file it deleted; a listing child that inherits it finds no camera, for ever."""
+    fake_camera.version = version  # the busy error chained through __context__ (0.3.29) or __cause__
+    fake_camera.busy = True  # someone focusing with rpicam-hello
+    with pytest.raises(CameraBusy, match="Device or resource busy"):
+        camera_source().open()
+    fake_camera.busy = False
+    source = opened(camera_source())
+    try:
+        assert source.next_frame(2.0).pixels.shape == (240, 320)
+    finally:
+        source.close()
+    assert "LIBCAMERA_RPI_TUNING_FILE" not in os.environ, "left for every child process to inherit"
+    assert camera_present() == (True, "imx477")
+
+
+def test_a_failed_open_leaves_nothing_registered(fake_camera) -> None:
+    """Issue 17.2: a Picamera2() that fails registers itself in picamera2's camera manager
+    under the camera's number and is never removed: it takes the frames of the camera that is
+    open under that number in the same process."""
+    first = opened(camera_source())
+    try:
+        first.next_frame(2.0)
+        with pytest.raises(CameraBusy, match="camera busy"):
+            camera_source().open()  # the camera is held: by this process, here
+        for _ in range(3):  # past any frame taken before the failed open
+            assert first.next_frame(1.0).pixels.shape == (240, 320), "the failed open took the camera's frames"
+    finally:
+        first.close()
+    # Held by another process: each failed try must leave no registration (the manager's
+    # listener thread keeps running for it) and no file descriptor (its wake-up pipe).
+    fake_camera.busy = True
+    descriptors = len(os.listdir("/proc/self/fd"))
+    for _ in range(5):
+        with pytest.raises(CameraBusy):
+            camera_source().open()
+    assert fake_camera._cm.cameras == {} and not fake_camera._cm.running, "a failed open left itself registered"
+    assert len(os.listdir("/proc/self/fd")) == descriptors, "each failed open leaked its pipe"
 
 
 def test_no_picamera2_is_a_clear_error(monkeypatch) -> None:
