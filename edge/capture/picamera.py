@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -38,6 +39,11 @@ log = logging.getLogger("metascope")
 CLOSE_TIMEOUT_S = 1.0  # a wedged camera must not hold up shutdown
 LIST_CAMERAS_TIMEOUT_S = 30.0
 COLOUR_SPACE = "sYCC"  # libcamera.ColorSpace.Sycc(): full-range BT.601, Pillow's "L" formula
+# Picamera2(tuning=dict) points this at a temporary file, deletes the file when __init__ ends and
+# never clears the variable (picamera2 0.3.29-0.3.36 picamera2.py, Picamera2.__init__). libcamera
+# reads it whenever a camera manager starts (ipa_proxy.cpp, ipaConfigurationFile), and a camera
+# whose tuning cannot be read is not registered at all (ipa_base.cpp IpaBase::init).
+TUNING_ENV = "LIBCAMERA_RPI_TUNING_FILE"
 
 
 def import_picamera2() -> Any:
@@ -58,11 +64,18 @@ def list_cameras() -> list[dict[str, Any]]:
     """``Picamera2.global_camera_info()``, asked in a child process: starting libcamera's camera
     manager in this one would fix the tuning before it is chosen (the Pi's IPA reads
     LIBCAMERA_RPI_TUNING_FILE when the manager starts: rpicam-apps PR #593, picamera2 issue
-    #886). Tests replace this function."""
+    #886). The child never inherits TUNING_ENV: left over from an earlier Picamera2(tuning=...),
+    it names a deleted file and the child would find no camera."""
     code = "import json; from picamera2 import Picamera2; print(json.dumps(Picamera2.global_camera_info()))"
+    environment = {name: value for name, value in os.environ.items() if name != TUNING_ENV}
     try:
         done = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, timeout=LIST_CAMERAS_TIMEOUT_S, check=False
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=LIST_CAMERAS_TIMEOUT_S,
+            check=False,
+            env=environment,
         )
     except subprocess.TimeoutExpired as exc:
         raise SourceError(f"listing the cameras took over {LIST_CAMERAS_TIMEOUT_S:g} s (libcamera hung)") from exc
@@ -128,6 +141,8 @@ class Picamera2Source:
             camera = picamera2_class(tuning=tuning) if tuning is not None else picamera2_class()
         except Exception as exc:
             raise open_failure(exc) from exc
+        finally:
+            os.environ.pop(TUNING_ENV, None)  # the camera has read it; the file is gone
         try:
             self._configure(camera, libcamera, model)
             camera.start()
