@@ -32,6 +32,7 @@ from edge.capture.camera_setup import (
     tuning_name_and_dir,
 )
 from edge.capture.latest_frame import LatestFrameCapture
+from edge.capture.picamera_registry import forget_failed_open, registered_cameras
 from edge.config import CameraConfig
 
 log = logging.getLogger("metascope")
@@ -137,9 +138,11 @@ class Picamera2Source:
             )
         model = str(cameras[0].get("Model", "unknown"))
         tuning = self._tuning(picamera2_class, model)
+        registered = registered_cameras(picamera2_class)
         try:
             camera = picamera2_class(tuning=tuning) if tuning is not None else picamera2_class()
         except Exception as exc:
+            forget_failed_open(picamera2_class, registered)
             raise open_failure(exc) from exc
         finally:
             os.environ.pop(TUNING_ENV, None)  # the camera has read it; the file is gone
