@@ -88,6 +88,14 @@ def list_cameras() -> list[dict[str, Any]]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def colour_space_name(colour_space: Any) -> str:
+    """libcamera's name of a colour space ("sYCC"): str() of the binding's ColorSpace is
+    "<libcamera.ColorSpace 'sYCC'>" (libcamera src/py/libcamera/py_color_space.cpp, __str__)."""
+    text = str(colour_space)
+    prefix = "<libcamera.ColorSpace '"
+    return text[len(prefix) : -2] if text.startswith(prefix) and text.endswith("'>") else text
+
+
 def y_plane(yuv: Any, height: int, width: int) -> np.ndarray:
     """The Y plane of a YUV420 lores buffer: (height * 3/2, stride) rows; the first ``height``
     rows are Y, and each row may be padded past ``width`` to the stride."""
@@ -211,7 +219,7 @@ class Picamera2Source:
                 f"source.width, source.height: the camera adjusted the lores stream from {self.width}x{self.height} "
                 f"to {size[0]}x{size[1]}; set them to {size[0]} and {size[1]}"
             )
-        colour_space = str(configured["colour_space"])
+        colour_space = colour_space_name(configured["colour_space"])
         if COLOUR_SPACE not in colour_space:
             raise SourceError(f"the camera delivers colour space {colour_space}, not {COLOUR_SPACE}: grey levels "
                               "would not match the model's training")  # fmt: skip
