@@ -87,15 +87,26 @@ def camera_controls(
     if lens != LENS_POSITION_UNSET:
         if "LensPosition" not in advertised:
             notes.append(f"camera.lens_position {lens:g} ignored: this camera has no focus control")
-        else:
-            low, high = advertised["LensPosition"][:2]
-            if not low <= lens <= high:
-                raise CameraSettingsRejected(
-                    f"camera.lens_position: {lens:g} dioptres is outside this camera's range {low:g}..{high:g}"
-                )
+        else:  # its range is known only once configured: check_lens_position
             controls["AfMode"] = af_manual
             controls["LensPosition"] = float(lens)
     return controls, left_out, notes
+
+
+def check_lens_position(camera: Any, advertised: Mapping[str, Any]) -> None:
+    """``camera.lens_position`` against the range the camera advertises once configured. Before
+    configure() libcamera advertises 0..32 for every focus motor (libcamera src/ipa/rpi/common/
+    ipa_base.cpp, ipaAfControls); configure() narrows it to the tuning's rpi.af map (imx708:
+    0..15, IpaBase::configure), and a position outside is silently clamped (af.cpp,
+    Af::setLensPosition): the lens would sit somewhere the config does not say."""
+    lens = camera.lens_position
+    if lens == LENS_POSITION_UNSET or "LensPosition" not in advertised:
+        return
+    low, high = advertised["LensPosition"][:2]
+    if not low <= lens <= high:
+        raise CameraSettingsRejected(
+            f"camera.lens_position: {lens:g} dioptres is outside this camera's range {low:g}..{high:g}"
+        )
 
 
 def tuning_name_and_dir(tuning_file: str, model: str) -> tuple[str, str | None]:

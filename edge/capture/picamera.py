@@ -26,6 +26,7 @@ from edge.capture.camera_setup import (
     CameraAbsent,
     CameraSettingsRejected,
     camera_controls,
+    check_lens_position,
     disable_contrast_enhancement,
     open_failure,
     pinned_sensor_mode,
@@ -223,6 +224,7 @@ class Picamera2Source:
         if COLOUR_SPACE not in colour_space:
             raise SourceError(f"the camera delivers colour space {colour_space}, not {COLOUR_SPACE}: grey levels "
                               "would not match the model's training")  # fmt: skip
+        check_lens_position(self.settings, advertised)
         fastest_us = advertised.get("FrameDurationLimits", (0,))[0]
         period_us = 1_000_000 / self.settings.frame_rate
         if fastest_us and period_us < fastest_us:
