@@ -25,6 +25,9 @@ class ExitCode(IntEnum):
     NOT_INSTALLED = 8  # pull.sh: metascope is not installed on the Pi
     BAD_EXPORT = 9  # pull.sh: the Pi's export or status failed or sent something unusable (nothing changed here)
     COPY_FAILED = 10  # pull.sh: copying the Pi's snapshots or crops failed (the rows were pulled)
+    # run: the results database is one this metascope must not write (a newer schema): left
+    # untouched; systemd does not restart (RestartPreventExitStatus)
+    DATABASE_REFUSED = 11
     PULL_TARGET_UNUSABLE = 12  # pull.sh: the pull's destination cannot be used (named; nothing changed there)
 
 
@@ -50,6 +53,12 @@ class EnvironmentProblem(MetascopeError):
     """The machine is not ready (state disk missing or unwritable): worth retrying later."""
 
     exit_code = ExitCode.ENVIRONMENT
+
+
+class DatabaseRefused(MetascopeError):
+    """The results database must not be written by this metascope: retrying cannot change that."""
+
+    exit_code = ExitCode.DATABASE_REFUSED
 
 
 class ModelError(UsageError):

@@ -178,15 +178,17 @@ def test_unit_exposure_is_at_most_2(tmp_path: Path) -> None:
 
 
 def test_unit_restarts_what_the_exit_code_table_says() -> None:
-    """A usage error (bad config, model) is never retried; camera, frames, state directory are."""
+    """A usage error (bad config, model) and a refused database are never retried; camera,
+    frames, state directory are."""
     from edge.errors import ExitCode
 
+    not_retried = {ExitCode.USAGE, ExitCode.DATABASE_REFUSED}
     prevented = {int(code) for value in unit_settings()["RestartPreventExitStatus"] for code in value.split()}
-    assert prevented == {ExitCode.USAGE}
+    assert prevented == not_retried
     table = (REPO / "README.md").read_text()
     for code in ExitCode:
         row = next(line for line in table.splitlines() if line.startswith(f"| {int(code)} |"))
-        assert ("not restarted" in row) == (code == ExitCode.USAGE), row
+        assert ("not restarted" in row) == (code in not_retried), row
 
 
 def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from edge.cli import main
-from edge.record.reading import StoreError
+from edge.errors import DatabaseRefused
 from edge.record.schema import MIGRATIONS, SCHEMA_VERSION
 from edge.record.store import ResultStore
 
@@ -57,7 +57,7 @@ def test_a_database_from_a_newer_metascope_is_refused_untouched(tmp_path: Path) 
     path = tmp_path / "metascope.db"
     with sqlite3.connect(path) as db:
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
-    with pytest.raises(StoreError, match="newer than this metascope"):
+    with pytest.raises(DatabaseRefused, match="newer than this metascope"):
         ResultStore(path)
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1

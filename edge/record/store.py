@@ -29,9 +29,8 @@ from typing import Any
 
 from edge import __version__
 from edge.record import recovery
-from edge.record.reading import StoreError
-from edge.record.retention import RetentionSteps, wal_limits
-from edge.record.schema import migrate
+from edge.record.opening import failure, open_for_writing
+from edge.record.retention import RetentionSteps
 from edge.record.times import iso_utc
 from edge.records import ClosedCell, FrameResult
 
@@ -114,25 +113,13 @@ class ResultStore:
         self.path = Path(path)
         self.commit_interval_s = commit_interval_s
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Checks, set-aside and refusals: edge/record/opening.py.
+        self._db, self.set_aside = open_for_writing(self.path, max_db_mb)
         try:
-            # isolation_level=None: transactions are begun and committed explicitly here.
-            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
-            if self._db.execute("PRAGMA user_version").fetchone()[0] == 0:
-                # Freed pages go back to the file system after retention (set before any table).
-                self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            # The WAL is checkpointed and truncated within a share of the size cap (retention.py).
-            page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
-            autocheckpoint_pages, wal_limit_bytes = wal_limits(max_db_mb, page_size)
-            self._db.execute(f"PRAGMA wal_autocheckpoint={autocheckpoint_pages}")
-            self._db.execute(f"PRAGMA journal_size_limit={wal_limit_bytes}")
-            migrate(self._db)
             self.database_id = self._db.execute("SELECT value FROM meta WHERE key = 'database_id'").fetchone()[0]
-        except (sqlite3.Error, ValueError) as exc:
-            with contextlib.suppress(AttributeError, sqlite3.Error):
-                self._db.close()  # a store that failed to open (a full disk) is tried again later
-            raise StoreError(f"{self.path}: cannot open the results database: {exc}") from exc
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise failure(exc, self.path) from exc
         self._in_transaction = False
         self._last_commit = time.monotonic()
         self.commits = 0  # batches committed (retention looks at the size after each)

@@ -27,7 +27,7 @@ from edge.capture.camera_wait import CameraRestarts, CameraWaiter
 from edge.cells.scale import ScaleWatch
 from edge.classify.classifier import Classifier
 from edge.config import Config, ConfigError
-from edge.errors import EnvironmentProblem, ExitCode
+from edge.errors import EnvironmentProblem, ExitCode, MetascopeError
 from edge.logs import RateLimitedWarning, log, setup_logging
 from edge.notify import WATCHDOG_MIN_INTERVAL_S, Notifier
 from edge.record.capped_folder import free_bytes
@@ -123,11 +123,15 @@ class Service:
                 log.error("source: %s", exc)
                 self.exit_reason = f"source failed to open: {exc}"
                 return EXIT_SOURCE_FAILED
-            # After the source opens, so the run records what the camera actually runs with.
-            self.open_store()
-            _log_start(self)
-            self.notifier.ready(f"run {self.run_id}: classifying")
-            exit_code = self._loop()
+            try:
+                # After the source opens, so the run records what the camera actually runs with.
+                self.open_store()
+                _log_start(self)
+                self.notifier.ready(f"run {self.run_id}: classifying")
+                exit_code = self._loop()
+            except MetascopeError as exc:  # a database waiting cannot fix (edge/record/opening.py)
+                self.exit_reason = str(exc)
+                raise
         finally:
             self.notifier.stopping(f"stopping: {self.exit_reason or self.stop_reason}")
             try:

@@ -1,7 +1,9 @@
 """Where a run's results go: the results database, the crops of cells, the snapshots and
 status.json. The loop hands it each frame's result; a failure to write any of them is a
 rate-limited warning and a counter, never the end of the run (classification goes on), and a
-database that cannot be opened (a full disk) is tried again until it can.
+database that cannot be opened for a reason time can fix (a full disk, busy) is tried again until
+it can. A corrupt database is moved aside and a new one started, said loudly; one that waiting
+cannot fix ends the run with its exit code (edge/record/opening.py).
 """
 
 from __future__ import annotations
@@ -12,11 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from edge.config import Config
+from edge.errors import EnvironmentProblem
 from edge.logs import RateLimitedWarning, log
 from edge.paths import write_json_atomic
 from edge.record.crops import CropKeeper
+from edge.record.opening import SetAside, failure, is_corrupt, set_aside
+from edge.record.reading import StoreError
 from edge.record.snapshots import SnapshotWriter
-from edge.record.store import ResultStore, RunInfo, StoreError
+from edge.record.store import ResultStore, RunInfo
 from edge.records import ClosedCell, FrameResult
 from edge.service.run_stats import RunStats
 
@@ -40,8 +45,9 @@ class Recorder:
     # -------------------------------------------------------------- the store
     def open(self, run_info: RunInfo) -> bool:
         """Open the results database and start this run's row in it. A database that cannot be
-        opened or written (a full disk) is not fatal: the run classifies without storing and
-        the loop calls this again every STORE_RETRY_S, so the service is there when space returns."""
+        opened or written for a while (a full disk, busy) is not fatal: the run classifies without
+        storing and the loop calls this again every STORE_RETRY_S, so the service is there when
+        space returns. One waiting cannot fix raises (EnvironmentProblem, DatabaseRefused)."""
         try:
             store = ResultStore(self.config.database_path, self.config.store.commit_interval_s,
                                 self.config.store.max_db_mb)  # fmt: skip
@@ -49,6 +55,8 @@ class Recorder:
             self._store_warning("store: %s; classifying without storing, trying again every %.0f s", exc,
                                 STORE_RETRY_S)  # fmt: skip
             return False
+        if store.set_aside is not None:
+            self._said_set_aside(store.set_aside)
         try:
             for run_id, frames, cells in store.close_unfinished_runs():
                 log.warning("run %d did not stop cleanly (killed, crashed or powered off): closed with its %d "
@@ -59,11 +67,38 @@ class Recorder:
         except sqlite3.Error as exc:
             store.rollback()
             store.close_quietly()
-            self._store_warning("store: cannot start the run in %s (%s); trying again every %.0f s",
-                                self.config.database_path, exc, STORE_RETRY_S)  # fmt: skip
-            return False
+            return self._start_failed(exc, run_info)
         self.store = store
         return True
+
+    def _start_failed(self, exc: sqlite3.Error, run_info: RunInfo) -> bool:
+        """The run could not start in an open database: corrupt (set aside, and a new database
+        opened at once), unwritable (raised), or to be tried again."""
+        path = self.config.database_path
+        if is_corrupt(exc):
+            self._set_aside(exc)
+            return self.open(run_info)
+        problem = failure(exc, path)
+        if not isinstance(problem, StoreError):
+            raise problem from exc
+        self._store_warning("store: cannot start the run in %s (%s); trying again every %.0f s", path, exc,
+                            STORE_RETRY_S)  # fmt: skip
+        return False
+
+    def _set_aside(self, exc: sqlite3.Error) -> None:
+        path = self.config.database_path
+        try:
+            aside = set_aside(path)
+        except OSError as move_error:
+            raise EnvironmentProblem(f"{path}: corrupt ({exc}) and cannot be moved aside: {move_error}") from exc
+        self._said_set_aside(SetAside(aside, str(exc)))
+
+    def _said_set_aside(self, aside: SetAside) -> None:
+        """A corrupt database moved aside: the journal (an error), status.json and the summary say so."""
+        self.stats.database_set_aside = str(aside.path)
+        log.error("store: %s was corrupt (%s): moved aside to %s with its write-ahead log, never deleted "
+                  "(`sqlite3 %s .recover` reads what it can); a new database is started in its place, its "
+                  "rows from now on", self.config.database_path, aside.reason, aside.path, aside.path.name)  # fmt: skip
 
     def commit_aged(self) -> None:
         """A batch waiting for the next frame is committed once it is old enough even when no
@@ -80,6 +115,10 @@ class Recorder:
         self.stats.counters.store_errors += 1
         self.stats.counters.unsaved_frames += max(lost, 1)
         self._store_warning("store: write failed (%s); %d uncommitted frames lost, classification goes on", exc, lost)
+        if is_corrupt(exc):  # found by a write: set aside now, a new database at the next try (STORE_RETRY_S)
+            store.close_quietly()
+            self.store = None
+            self._set_aside(exc)
 
     # -------------------------------------------------------------- a frame
     def record(self, result: FrameResult, disk_ok: bool) -> int | None:

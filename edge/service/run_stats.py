@@ -72,6 +72,7 @@ class RunStats:
         self.latency = RollingLatency()
         self.started_at = time.time()
         self._frame_times: deque[float] = deque(maxlen=FPS_WINDOW)
+        self.database_set_aside: str | None = None  # where a corrupt results database was moved this run
 
     def add_frame(self, result: FrameResult, now: float) -> None:
         counters = self.counters
@@ -108,6 +109,7 @@ class RunStats:
             f"{c.bad_frames} bad, {c.source_failures} capture failures, {c.unsaved_frames} unsaved"
             + (f", {c.skipped_files} files skipped" if c.skipped_files else "")
             + f"; {latency}"
+            + (f"; corrupt database set aside as {self.database_set_aside}" if self.database_set_aside else "")
         )
 
     def status(self, state: str, **facts: Any) -> dict[str, Any]:
@@ -121,4 +123,5 @@ class RunStats:
             "fps": round(self.fps(), 2),
             "counters": self.counters.as_dict(),
             "latency_ms": self.latency.summary(),
+            "database_set_aside": self.database_set_aside,
         }
