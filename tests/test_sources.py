@@ -320,6 +320,20 @@ def test_a_mono_sensor_gets_no_colour_controls(fake_camera, caplog) -> None:
     assert "does not advertise AwbEnable, ColourGains" in caplog.text
 
 
+def test_a_mono_sensor_gets_its_mono_tuning_as_libcamera_would_choose(fake_camera) -> None:
+    """Issue 17.4: libcamera loads <model>_mono.json when the sensor's colour filter arrangement
+    is MONO (pipeline_base.cpp, CameraData::loadIPA); Model says "imx296" either way."""
+    fake_camera.cameras = [{"Model": "imx296", "ColorFilterArrangement": MONO}]
+    source = opened(camera_source())
+    source.close()
+    assert source.applied["tuning"] == "imx296_mono.json, rpi.contrast ce_enable 0"
+    assert fake_camera.instances[0].tuning["model"] == "imx296_mono", "the colour tuning (awb, ccm) on a mono sensor"
+    fake_camera.cameras = [{"Model": "imx296"}]  # the colour global shutter camera
+    source = opened(camera_source())
+    source.close()
+    assert source.applied["tuning"] == "imx296.json, rpi.contrast ce_enable 0"
+
+
 def test_lens_position_is_sent_in_manual_focus_to_a_camera_with_a_focus_motor(fake_camera, caplog) -> None:
     fake_camera.cameras = [{"Model": "imx708", "Num": 0}]
     opened(camera_source(lens_position=2.5)).close()
