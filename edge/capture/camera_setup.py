@@ -33,6 +33,9 @@ SENSOR_MODES: dict[str, dict[str, Any]] = {
 # not advertised by libcamera"), so these are left out rather than failing every start.
 COLOUR_ONLY_CONTROLS = ("AwbEnable", "ColourGains")
 
+# libcamera's properties::draft::ColorFilterArrangement MONO (src/libcamera/property_ids_draft.yaml)
+CFA_MONO = 5
+
 LENS_POSITION_UNSET = -1.0  # camera.lens_position: leave the lens where the camera puts it
 
 
@@ -109,10 +112,13 @@ def check_lens_position(camera: Any, advertised: Mapping[str, Any]) -> None:
         )
 
 
-def tuning_name_and_dir(tuning_file: str, model: str) -> tuple[str, str | None]:
-    """(file name, folder or None for libcamera's own folders) for Picamera2.load_tuning_file."""
+def tuning_name_and_dir(tuning_file: str, model: str, mono: bool = False) -> tuple[str, str | None]:
+    """(file name, folder or None for libcamera's own folders) for Picamera2.load_tuning_file.
+    Without a configured file, the one libcamera itself would load: <model>_mono.json for a mono
+    sensor (libcamera src/libcamera/pipeline/rpi/common/pipeline_base.cpp, CameraData::loadIPA),
+    whose Model has no "_mono"."""
     if not tuning_file:
-        return f"{model}.json", None
+        return f"{model}_mono.json" if mono else f"{model}.json", None
     if os.sep in tuning_file:
         return os.path.basename(tuning_file), os.path.dirname(tuning_file) or None
     return tuning_file, None

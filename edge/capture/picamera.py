@@ -23,6 +23,7 @@ import numpy as np
 
 from edge.capture.base import BadFrame, Frame, SourceError
 from edge.capture.camera_setup import (
+    CFA_MONO,
     CameraAbsent,
     CameraSettingsRejected,
     camera_controls,
@@ -62,13 +63,32 @@ def import_libcamera() -> Any:
     return libcamera
 
 
+# global_camera_info() gives Model, Location, Rotation, Id and Num (picamera2 0.3.36 picamera2.py
+# lines 296-312), not the colour filter arrangement that tells a mono sensor from a colour one of
+# the same Model: that is read from the same cameras' libcamera properties.
+LISTING_CHILD = """
+import json
+import libcamera
+from picamera2 import Picamera2
+
+cameras = Picamera2.global_camera_info()
+properties = {
+    camera.id: {key.name: value for key, value in camera.properties.items()}
+    for camera in libcamera.CameraManager.singleton().cameras
+}
+for info in cameras:
+    info["ColorFilterArrangement"] = properties.get(info["Id"], {}).get("ColorFilterArrangement")
+print(json.dumps(cameras))
+"""
+
+
 def list_cameras() -> list[dict[str, Any]]:
     """``Picamera2.global_camera_info()``, asked in a child process: starting libcamera's camera
     manager in this one would fix the tuning before it is chosen (the Pi's IPA reads
     LIBCAMERA_RPI_TUNING_FILE when the manager starts: rpicam-apps PR #593, picamera2 issue
     #886). The child never inherits TUNING_ENV: left over from an earlier Picamera2(tuning=...),
     it names a deleted file and the child would find no camera."""
-    code = "import json; from picamera2 import Picamera2; print(json.dumps(Picamera2.global_camera_info()))"
+    code = LISTING_CHILD
     environment = {name: value for name, value in os.environ.items() if name != TUNING_ENV}
     try:
         done = subprocess.run(
@@ -146,7 +166,7 @@ class Picamera2Source:
                 "round) and `rpicam-hello --list-cameras`"
             )
         model = str(cameras[0].get("Model", "unknown"))
-        tuning = self._tuning(picamera2_class, model)
+        tuning = self._tuning(picamera2_class, model, cameras[0].get("ColorFilterArrangement") == CFA_MONO)
         registered = registered_cameras(picamera2_class)
         try:
             camera = picamera2_class(tuning=tuning) if tuning is not None else picamera2_class()
@@ -169,11 +189,11 @@ class Picamera2Source:
         self._camera = camera
         self._capture = LatestFrameCapture(self._grab, name="picamera2-capture").start()
 
-    def _tuning(self, picamera2_class: Any, model: str) -> dict | None:
+    def _tuning(self, picamera2_class: Any, model: str, mono: bool) -> dict | None:
         """The camera's tuning with adaptive contrast off, or None (libcamera's default file) when
         the sensor's own file cannot be found; a configured file that cannot be read is exit 2."""
         configured = self.settings.tuning_file
-        name, folder = tuning_name_and_dir(configured, model)
+        name, folder = tuning_name_and_dir(configured, model, mono)
         try:
             tuning = picamera2_class.load_tuning_file(name, dir=folder)
         except (RuntimeError, OSError, ValueError) as exc:
