@@ -86,12 +86,22 @@ bench: $(EDGE_STAMP)
 # models/mda231-pc3-fast  a compact CNN (96 px, widths 24-48-96-128: 16 M MACs) taught by it,
 #                         each CV fold by the same fold's teacher.
 # About 2 hours on 2 CPU cores; the cards record the wall time.
+# A model that scores any held-out condition below MIN_GROUP_AUC would call a culture like it
+# backwards or at random: its fit exits 6 and writes nothing over the shipped one (install.sh
+# needs both files), which stays; the fast fit still runs (taught by the shipped teacher), and
+# make model ends with status 6 naming what was refused.
 MODEL_DATA ?= ../shared/data/fayyaz-mda231-pc3
-MODEL_ARGS := --positive PC3 --group-by '(\d+kD\d)' --cv
+MIN_GROUP_AUC ?= 0.6
+MODEL_ARGS := --positive PC3 --group-by '(\d+kD\d)' --cv --min-group-auc $(MIN_GROUP_AUC)
+REFUSED = { code=$$?; [ $$code -eq 6 ] || exit $$code; refused="$$refused $(1)"; \
+  echo "make model: $(1) refused (see $(1).refused.json); the shipped $(1).tflite stays" >&2; }
 model: $(STAMP)
-	$(PY) -m train fit $(MODEL_DATA) --out models/mda231-pc3 $(MODEL_ARGS) --distill-views 8
+	refused=""; \
+	$(PY) -m train fit $(MODEL_DATA) --out models/mda231-pc3 $(MODEL_ARGS) --distill-views 8 || \
+	  $(call REFUSED,models/mda231-pc3); \
 	$(PY) -m train fit $(MODEL_DATA) --out models/mda231-pc3-fast $(MODEL_ARGS) --backbone compact --size 96 \
-	  --widths 24,48,96,128 --teacher models/mda231-pc3 --no-leak-check
+	  --widths 24,48,96,128 --teacher models/mda231-pc3 --no-leak-check || $(call REFUSED,models/mda231-pc3-fast); \
+	if [ -n "$$refused" ]; then echo "make model: refused:$$refused" >&2; exit 6; fi
 
 clean:
 	rm -rf $(VENV) $(EDGE_VENV) var .pytest_cache .ruff_cache

@@ -17,7 +17,9 @@ class ExitCode(IntEnum):
     SOURCE_FAILED = 3  # run: the camera failed, returned garbage or stalled repeatedly (restarted)
     PIPELINE_FAILED = 4  # run: frames kept failing (restarted)
     ENVIRONMENT = 5  # run: the state directory is missing, unwritable or its database unusable (restarted)
-    EXPORT_REFUSED = 6  # metascope-train: the int8 model disagreed with the float one (nothing was written)
+    # metascope-train: the model was refused, nothing written at --out: its int8 form disagreed with the float
+    # one, or a held-out group scored below --min-group-auc
+    EXPORT_REFUSED = 6
     # deploy/: pull.sh, push.sh, install.sh and pull_merge.py run where edge may not import, so each
     # keeps a copy of the statuses it uses, by these names (EXIT_UNREACHABLE=7); tests/test_exit_codes.py
     # holds the copies to this table.

@@ -4,6 +4,7 @@ NAME.float.tflite, NAME.report.md and its figures out."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shlex
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import numpy as np
 from edge.cells.scale import area_summary
 from edge.classify.card import ModelCard
 from edge.classify.preprocess import InputSpec
+from edge.errors import ExitCode, MetascopeError
 from train.dataset import DEFAULT_MAX_BAD_FRACTION, Dataset, load_folder
 from train.distill import FINAL, Teacher, TeacherOutputs, TeacherRecorder, distill_path_for
 from train.evaluate import evaluate_classifier
@@ -89,6 +91,7 @@ class FitRequest:
     leak_check: bool = True
     threshold: float = THRESHOLD
     min_agreement: float = MIN_INT8_AGREEMENT
+    min_group_auc: float | None = None  # refuse the model when a held-out group scores below this
     max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION
     teacher: Path | None = None  # a model whose NAME.distill.npz the student learns from
     distill_views: int | None = None  # record this many views per cell for a later student
@@ -211,6 +214,15 @@ PER_GROUP_KEYS = ("n", "positives", "accuracy", "balanced_accuracy", "roc_auc")
 
 def per_group_summary(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {group: {k: m[k] for k in PER_GROUP_KEYS} for group, m in metrics.get("per_group", {}).items()}
+
+
+class ModelRefused(MetascopeError):
+    """The fit's held-out figures say the model must not ship (nothing is written at --out)."""
+
+    exit_code = ExitCode.EXPORT_REFUSED
+
+    def __init__(self, problem: str):
+        super().__init__(f"model refused: {problem}")
 
 
 @dataclass
@@ -446,6 +458,25 @@ def write_files(request: FitRequest, card: ModelCard, held: HeldOut, recorder: T
     return written_files
 
 
+def refuse_weak_groups(request: FitRequest, held: HeldOut, card: ModelCard) -> None:
+    """Refuse a model that scores a held-out group below ``request.min_group_auc`` (ROC AUC):
+    on a culture like that one it would call cells backwards or at random. Nothing is written
+    at --out (the model a rig runs stays); the refused fit's figures go to NAME.refused.json."""
+    floor = request.min_group_auc
+    if floor is None:
+        return
+    per_group = per_group_summary(held.metrics)
+    weak = {group: m["roc_auc"] for group, m in per_group.items() if m["roc_auc"] is not None and m["roc_auc"] < floor}
+    if not weak:
+        return
+    named = ", ".join(f"{group} {auc:.3f}" for group, auc in sorted(weak.items(), key=lambda item: item[1]))
+    reason = f"held-out ROC AUC below {floor:g} ({held.rule_name}): {named}"
+    figures = request.model_path.with_name(f"{request.name}.refused.json")
+    refused = {"refused": reason, "min_group_auc": floor, "per_group": per_group, "card": card.to_dict()}
+    figures.write_text(json.dumps(refused, indent=2))
+    raise ModelRefused(f"{reason}; nothing was written to {request.model_path}, the figures are in {figures}")
+
+
 def make_model(request: FitRequest) -> ModelCard:
     started = time.monotonic()
     dataset = load_dataset(request)
@@ -468,6 +499,7 @@ def make_model(request: FitRequest) -> ModelCard:
         evaluation["file_level_split"] = leak_check(dataset, request.settings, request.threshold)
 
     card = finished_card(request, dataset, card, held, evaluation, teacher, started)
+    refuse_weak_groups(request, held, card)
     written_files = write_files(request, card, held, recorder)
     log(
         f"wrote {request.model_path} ({len(held.exported.content):,} bytes), {', '.join(written_files)} "

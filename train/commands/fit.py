@@ -208,6 +208,14 @@ def add_split_and_export_options(parser: argparse.ArgumentParser) -> None:
         help="int8 vs float label agreement bar (%(default)s)",
     )
     parser.add_argument(
+        "--min-group-auc",
+        type=probability_arg,
+        default=None,
+        metavar="AUC",
+        help="refuse the model (exit 6, nothing written at --out) when a held-out group's ROC AUC is below AUC: "
+        "on such a culture it calls cells backwards or at random (`make model` uses 0.6; default: no floor)",
+    )
+    parser.add_argument(
         "--max-bad-fraction",
         type=float,
         default=DEFAULT_MAX_BAD_FRACTION,
@@ -261,6 +269,7 @@ def fit(args: argparse.Namespace) -> int:
         leak_check=not args.no_leak_check,
         threshold=args.threshold,
         min_agreement=args.min_agreement,
+        min_group_auc=args.min_group_auc,
         max_bad_fraction=args.max_bad_fraction,
         teacher=args.teacher,
         distill_views=args.distill_views,
