@@ -186,7 +186,6 @@ def _width_text(width: timedelta) -> str:
 
 FIGURES = (
     ("Cells and positive fraction over time", cells_over_time),
-    ("Probability histogram", probability_histogram),
     ("Latency per stage", stage_latency),
     ("Clusters", clusters),
     ("Dropped frames", dropped_frames),
@@ -198,7 +197,13 @@ FIGURES = (
 PLAIN_TEXT = {"text.parse_math": False, "text.usetex": False}
 
 
-def draw_figures(databases: Sequence[PulledDatabase]) -> list[tuple[str, bytes]]:
-    """(title, PNG bytes) of every figure, with every text drawn as plain text."""
+def draw_figures(
+    databases: Sequence[PulledDatabase], models: Sequence[tuple[str, Sequence[PulledDatabase]]]
+) -> list[tuple[str, bytes]]:
+    """(title, PNG bytes) of every figure, the probability histogram once per model (``models``:
+    the databases split by model), with every text drawn as plain text."""
     with matplotlib.rc_context(PLAIN_TEXT):
-        return [(title, draw(databases)) for title, draw in FIGURES]
+        figures = [(title, draw(databases)) for title, draw in FIGURES]
+        histograms = [(f"Probability histogram: model {model}", probability_histogram(part)) for model, part in models]
+        histograms = histograms or [("Probability histogram", probability_histogram(databases))]
+        return [figures[0], *histograms, *figures[1:]]

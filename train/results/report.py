@@ -4,7 +4,6 @@ image is embedded (data: URLs), so the page can be mailed or archived as one fil
 
 from __future__ import annotations
 
-import base64
 import html
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,9 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from edge import __version__
-from train.results.crops import NotACrop, thumbnail_png
+from train.results.by_model import split_by_model
+from train.results.gallery import Budget, data_url, gallery, gallery_section
 from train.results.plots import draw_figures
-from train.results.pulled import PulledDatabase, PulledFolder, Unreadable, number
+from train.results.pulled import PulledDatabase, PulledFolder, number
 
 DEFAULT_GALLERY = 200  # crops shown at most: a page of thousands of images is no longer read
 DEFAULT_MAX_MB = 20.0  # the gallery's images at most (before base64): a page that can still be mailed
@@ -30,11 +30,8 @@ figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #ddd; 
 .tile { width: 112px; font-size: 0.7em; text-align: center; }
 .tile img { width: 104px; height: 104px; image-rendering: pixelated; border: 3px solid #60dcff; }
 .tile.positive img { border-color: #ff3c3c; }
+.tile .file { font-family: monospace; word-break: break-all; color: #555; }
 """
-
-
-def data_url(kind: str, data: bytes) -> str:
-    return f"data:{kind};base64,{base64.b64encode(data).decode('ascii')}"
 
 
 def run_rows(databases: Sequence[PulledDatabase]) -> list[str]:
@@ -67,60 +64,6 @@ def run_rows(databases: Sequence[PulledDatabase]) -> list[str]:
     return rows
 
 
-@dataclass
-class Gallery:
-    tiles: list[str]
-    crops: int  # cells with a pulled crop, shown or not
-    over_budget: int = 0  # tiles left out when the images reached --max-mb
-
-    def summary(self, max_mb: float) -> str:
-        shown = len(self.tiles)
-        text = f"all {shown}" if shown == self.crops else f"{shown} of {self.crops}, evenly spaced in that order"
-        if self.over_budget:
-            text += f"; {self.over_budget} crop(s) left out: the page's images reached --max-mb {max_mb:g}"
-        return text
-
-
-def gallery(databases: Sequence[PulledDatabase], limit: int, max_mb: float, not_read: list[str]) -> Gallery:
-    """Tiles of the cells with a pulled crop, highest probability first; when there are more
-    than ``limit``, evenly spaced ones along that order, so every part of the range shows. Each
-    crop is a thumbnail, and the tiles stop where their images would pass ``max_mb`` (the page
-    says how many that left out). A crop that cannot be shown is named in ``not_read``."""
-    cells = []
-    for database in databases:
-        thresholds = database.thresholds()
-        for track in database.rows("cells"):
-            path = database.crop_path(track)
-            probability = number(track.get("probability"))
-            if path is not None and not np.isnan(probability):
-                cells.append((probability, database, track, path, thresholds.get(track["run_id"], 0.5)))
-    cells.sort(key=lambda cell: -cell[0])
-    shown = cells
-    if len(cells) > limit:
-        shown = [cells[int(i)] for i in np.linspace(0, len(cells) - 1, limit).round().astype(int)]
-    tiles: list[str] = []
-    budget = int(max_mb * 2**20)
-    for index, (probability, database, track, path, threshold) in enumerate(shown):
-        try:
-            image = thumbnail_png(database.read_crop(path))
-        except (Unreadable, NotACrop) as exc:
-            not_read.append(f"{path.relative_to(database.root)}: {exc}")
-            continue
-        budget -= len(image)
-        if budget < 0:
-            return Gallery(tiles, len(cells), over_budget=len(shown) - index)
-        positive = probability >= threshold
-        caption = f"{probability:.3f}{' C' if track.get('cluster') == '1' else ''}"
-        where = f"{database.host} run {track['run_id']} cell {track.get('track', '?')}"
-        tiles.append(
-            f'<div class="tile{" positive" if positive else ""}"><img alt="{html.escape(path.name)}" '
-            f'title="{html.escape(where)}: {html.escape(track.get("label") or "")}" '
-            f'src="{data_url("image/png", image)}"><br>{html.escape(caption)}<br>'
-            f"{html.escape(where)}</div>"
-        )
-    return Gallery(tiles, len(cells))
-
-
 def not_read_section(not_read: Sequence[str]) -> list[str]:
     """The files the page could not use, each with why (empty when there were none)."""
     if not not_read:
@@ -136,6 +79,30 @@ class Report:
     not_read: list[str]  # what was left out and why, for the page and stderr
 
 
+Models = Sequence[tuple[str, list[PulledDatabase]]]  # (model, its databases' rows), split_by_model's
+
+
+def figures_section(databases: Sequence[PulledDatabase], models: Models) -> list[str]:
+    return [
+        f'<figure><img alt="{html.escape(title)}" src="{data_url("image/png", image)}">'
+        f"<figcaption>{html.escape(title)}</figcaption></figure>"
+        for title, image in draw_figures(databases, models)
+    ]
+
+
+def galleries(models: Models, limit: int, max_mb: float, not_read: list[str]) -> list[str]:
+    """A gallery per model (at most ``limit`` crops each), all within ``max_mb`` of images."""
+    budget = Budget(int(max_mb * 2**20))
+    made = [gallery(model, part, limit, budget, not_read) for model, part in models]
+    return [
+        "<p>Red border: called positive; C: cluster. Each crop is what the Pi classified (black outside the "
+        "cell's mask), with its file below it. <code>metascope-train sort-crops RESULTS_DIR DATA_DIR</code> "
+        "copies the crops into DATA_DIR/&lt;label&gt;/&lt;group&gt;/ by the Pi's call; move the ones it got "
+        "wrong, and <code>metascope-train fit DATA_DIR</code> takes them as training data.</p>",
+        *(line for one in made for line in gallery_section(one, max_mb)),
+    ]
+
+
 def build_page(
     pulled: PulledFolder,
     source: Path,
@@ -143,14 +110,9 @@ def build_page(
     max_mb: float = DEFAULT_MAX_MB,
 ) -> Report:
     databases = pulled.databases
-    hosts = sorted({database.host for database in databases})
-    figures = [
-        f'<figure><img alt="{html.escape(title)}" src="{data_url("image/png", image)}">'
-        f"<figcaption>{html.escape(title)}</figcaption></figure>"
-        for title, image in draw_figures(databases)
-    ]
+    models = split_by_model(databases)
+    hosts = html.escape(", ".join(sorted({database.host for database in databases})))
     not_read = list(pulled.not_read)
-    tiles = gallery(databases, gallery_limit, max_mb, not_read)
     header = ("host", "database", "run", "started (UTC)", "ended", "model", "frames", "cells", "positive",
               "positive fraction", "clusters", "dropped frames")  # fmt: skip
     made = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -158,9 +120,9 @@ def build_page(
         [
             "<!DOCTYPE html>",
             '<html lang="en"><head><meta charset="utf-8">',
-            f"<title>metascope results: {html.escape(', '.join(hosts))}</title>",
+            f"<title>metascope results: {hosts}</title>",
             f"<style>{STYLE}</style></head><body>",
-            f"<h1>metascope results: {html.escape(', '.join(hosts))}</h1>",
+            f"<h1>metascope results: {hosts}</h1>",
             f"<p>From {html.escape(str(source))}, made {made} by metascope-train {__version__}. A cell is one "
             "tracked cell (a row of <code>cells</code>); its probability is the mean of its views' logits.</p>",
             "<h2>Runs</h2>",
@@ -168,15 +130,8 @@ def build_page(
             *run_rows(databases),
             "</table>",
             "<h2>Figures</h2>",
-            *figures,
-            "<h2>Cells, highest probability first</h2>",
-            f"<p>Crops shown: {tiles.summary(max_mb)}. Red border: called positive; C: cluster. Each crop is "
-            "what the Pi classified (black outside the cell's mask): sort crops into "
-            "DATA_DIR/&lt;label&gt;/&lt;group&gt;/ folders and <code>metascope-train fit DATA_DIR</code> "
-            "takes them as training data.</p>",
-            '<div class="gallery">',
-            *(tiles.tiles or ["<p>No crops were pulled (a Pi older than crops, or pulled with --no-crops).</p>"]),
-            "</div>",
+            *figures_section(databases, models),
+            *galleries(models or [("(none)", list(databases))], gallery_limit, max_mb, not_read),
             *not_read_section(not_read),
             "</body></html>",
         ]
