@@ -1,4 +1,5 @@
-"""The `metascope-train` command: `fit` a model from a labelled folder, `evaluate` an exported one.
+"""The `metascope-train` command: `fit` a model from a labelled folder, `evaluate` an exported one,
+`report` on pulled results and `sort-crops` them into a labelled folder.
 
 Each command lives in train/commands/, as edge's do. Exit statuses (edge/errors.py, README):
 0 done; 2 bad arguments or unusable data (the message says what is wrong); 3 the int8 export
@@ -14,9 +15,9 @@ from collections.abc import Sequence
 from edge import __version__
 from edge.errors import ExitCode, MetascopeError
 from train import progress
-from train.commands import evaluate, fit, report
+from train.commands import evaluate, fit, report, sort_crops
 
-COMMANDS = (fit, evaluate, report)
+COMMANDS = (fit, evaluate, report, sort_crops)
 
 
 def build_parser() -> argparse.ArgumentParser:
