@@ -7,11 +7,12 @@ from __future__ import annotations
 import csv
 import hashlib
 import html
+import json
 import re
 import shutil
 from pathlib import Path
 
-from rig_results import pulled_fixture  # noqa: F401 (the fixture `pulled`)
+from rig_results import pull, pulled_fixture, run_rig  # noqa: F401 (the fixture `pulled`)
 
 from edge.classify.classifier import Classifier
 from train.cli import main as metascope_train
@@ -43,18 +44,15 @@ def tree(folder: Path) -> dict[str, str]:
     return found
 
 
-def test_the_gallery_names_each_crop_file_and_keeps_models_apart(pulled: Path, tmp_path: Path) -> None:
+def test_the_gallery_names_each_crop_file_and_keeps_models_apart(pulled: Path, tmp_path: Path, tiny_model) -> None:
     results = tmp_path / "results"
     shutil.copytree(pulled, results)
-    runs = database_of(results, "scope2") / "runs.csv"
-    with runs.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    for row in rows:
-        row.update(model_name="mylab", model_sha256="ab" * 32)
-    with runs.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    mylab = tmp_path / "models" / "mylab.tflite"  # the tiny model under another card name: another model
+    mylab.parent.mkdir()
+    shutil.copy(tiny_model[0], mylab)
+    card = json.loads(Path(tiny_model[0]).with_suffix(".json").read_text())
+    mylab.with_suffix(".json").write_text(json.dumps({**card, "name": "mylab"}))
+    pull(run_rig(tmp_path / "scope3", mylab, seed=5), results, "scope3")
     assert metascope_train(["report", str(results)]) == 0
     page = (results / "report.html").read_text()
 
@@ -66,14 +64,13 @@ def test_the_gallery_names_each_crop_file_and_keeps_models_apart(pulled: Path, t
         visible = html.unescape(re.sub(r"<[^>]+>", " ", tile.split(">", 1)[1]))
         assert row["crop"] in visible, "the file name is shown, not only in alt text"
         assert f"{host}/{database.name}/crops/{row['crop']}" in html.unescape(tile), "its path in the folder"
-    with (database_of(results, "scope1") / "runs.csv").open(newline="") as handle:
-        tiny = f"tiny ({next(csv.DictReader(handle))['model_sha256'][:8]})"
+    sha256 = card["sha256"][:8]
     histograms = re.findall(r"<figcaption>Probability histogram: model ([^<]*)</figcaption>", page)
-    assert histograms == ["mylab (abababab)", tiny]
+    assert histograms == [f"mylab ({sha256})", f"tiny ({sha256})"]
     galleries = [html.unescape(part) for part in page.split("<h2>Cells of model ")[1:]]
-    assert [gallery.split(",")[0] for gallery in galleries] == ["mylab (abababab)", tiny]
-    for gallery, host in zip(galleries, ("scope2", "scope1"), strict=True):
-        shown = {row["crop"] for h, _, row in crops if h == host}
+    assert [gallery.split(",")[0] for gallery in galleries] == [f"mylab ({sha256})", f"tiny ({sha256})"]
+    for gallery, hosts in zip(galleries, ({"scope3"}, {"scope1", "scope2"}), strict=True):
+        shown = {row["crop"] for host, _, row in crops if host in hosts}
         assert set(re.findall(r'alt="([^"]+)"', gallery.split("<h2>")[0])) == shown
 
 
