@@ -225,3 +225,34 @@ def test_a_busy_database_is_waited_for_and_stored_into_once_free(tiny_model, tmp
     assert code == 0, output
     assert holder.returncode == 0, "the other process held the database for its 12 s, then let go"
     assert "Traceback" not in output
+
+
+PLANTS = {
+    "trigger and view": (
+        "CREATE TRIGGER wipe_history AFTER INSERT ON frames BEGIN DELETE FROM frames WHERE id < NEW.id; END;"
+        "CREATE VIEW endless AS WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT i FROM n;",
+        ["trigger 'wipe_history'", "view 'endless'"],
+    ),
+    "table": ("CREATE TABLE payload (x TEXT);", ["table 'payload'"]),
+}
+
+
+@pytest.mark.parametrize("plant", PLANTS, ids=list(PLANTS))
+def test_a_database_with_planted_objects_is_refused_by_name_untouched(tiny_model, tmp_path, plant) -> None:
+    """A trigger planted in metascope.db ran inside the service (it deleted every earlier frame,
+    exit 0, no warning); trusted_schema off does not stop a plain DELETE. A trigger, a view or a
+    table outside the schema version's: exit 11, each named, before anything is written."""
+    config = write_config(tmp_path)
+    database = tmp_path / "state" / "metascope.db"
+    assert run(config, tiny_model[0], "--max-frames", "3").returncode == 0
+    script, names = PLANTS[plant]
+    with sqlite3.connect(database) as db:
+        db.executescript(script)
+    db.close()
+    content = database.read_bytes()
+    result = run(config, tiny_model[0], "--max-frames", "10")
+    assert result.returncode == ExitCode.DATABASE_REFUSED, result.stderr
+    for name in names:
+        assert name in result.stderr
+    assert database.read_bytes() == content, "nothing written"
+    assert committed_frames(database) == [1, 2, 3]
