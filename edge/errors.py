@@ -27,8 +27,8 @@ class ExitCode(IntEnum):
     NOT_INSTALLED = 8  # pull.sh: metascope is not installed on the Pi
     BAD_EXPORT = 9  # pull.sh: the Pi's export or status failed or sent something unusable (nothing changed here)
     COPY_FAILED = 10  # pull.sh: copying the Pi's snapshots or crops failed (the rows were pulled)
-    # run: the results database is one this metascope must not write (a newer schema): left
-    # untouched; systemd does not restart (RestartPreventExitStatus)
+    # run: the results database is one this metascope must not write (a newer schema, or a trigger,
+    # view or table no metascope makes): left untouched; systemd does not restart (RestartPreventExitStatus)
     DATABASE_REFUSED = 11
     PULL_TARGET_UNUSABLE = 12  # pull.sh: the pull's destination cannot be used (named; nothing changed there)
 

@@ -6,8 +6,11 @@ Reliability, "The results database" has the same as a table:
 - a corrupt file (SQLite says CORRUPT or NOTADB, nothing else): renamed with its -wal, -shm and
   -journal to ``metascope.corrupt-<UTC time>.db`` beside it (never deleted) and a new database
   started in its place, which the caller says loudly;
-- a database this metascope must not write (a newer schema): ``DatabaseRefused``, exit 11, read
-  before anything is written, so the file is left as it was;
+- a database this metascope must not write: a newer schema, or any trigger, any view or a table
+  outside its schema version's (a trigger runs inside the service with its rights: a planted
+  one deleted every earlier frame, and ``trusted_schema`` off does not stop a plain DELETE):
+  ``DatabaseRefused``, exit 11, each object named, read before anything is written, so the file
+  is left as it was;
 - a directory at the path, or a file that cannot be written (read-only): ``EnvironmentProblem``,
   exit 5.
 """
@@ -23,9 +26,11 @@ from typing import NamedTuple
 from edge.errors import DatabaseRefused, EnvironmentProblem, MetascopeError
 from edge.record.reading import StoreError
 from edge.record.retention import wal_limits
-from edge.record.schema import SCHEMA_VERSION, migrate, version_of
+from edge.record.schema import SCHEMA_VERSION, migrate, tables_of_version, version_of
 
 CORRUPT_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+# Tables SQLite makes itself when a person runs ANALYZE: statistics for the query planner, no code.
+PLANNER_TABLES = frozenset({"sqlite_stat1", "sqlite_stat2", "sqlite_stat3", "sqlite_stat4"})
 # SQLite's own files beside a database: its write-ahead log, the log's index, a rollback journal.
 COMPANIONS = ("-wal", "-shm", "-journal")
 BUSY_TIMEOUT_S = 10.0
@@ -69,8 +74,9 @@ def inspect(path: Path) -> None:
         return  # a new database
     db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
     try:
-        refuse_newer(path, version_of(db))
-        db.execute("SELECT count(*) FROM sqlite_master").fetchone()  # a corrupt schema says so here
+        version = version_of(db)
+        refuse_newer(path, version)
+        refuse_foreign_objects(db, path, version)  # reads the whole schema: a corrupt one says so here
     finally:
         db.close()
 
@@ -83,11 +89,25 @@ def refuse_newer(path: Path, version: int) -> None:
         )
 
 
+def refuse_foreign_objects(db: sqlite3.Connection, path: Path, version: int) -> None:
+    """No metascope makes a trigger or a view, nor a table outside its schema version's."""
+    known = tables_of_version(version) | PLANNER_TABLES
+    rows = db.execute("SELECT type, name FROM sqlite_master WHERE type IN ('table', 'view', 'trigger') ORDER BY rowid")
+    foreign = [f"{kind} {name!r}" for kind, name in rows if kind != "table" or name not in known]
+    if foreign:
+        raise DatabaseRefused(
+            f"{path}: holds {', '.join(foreign)}, which no metascope makes (schema version {version}: tables "
+            f"{', '.join(sorted(known - PLANNER_TABLES))}, no triggers, no views); a trigger would run inside the "
+            "service, so nothing was written: drop them (sqlite3 FILE 'DROP TRIGGER name' ...) or move the file away"
+        )
+
+
 def _open(path: Path, max_db_mb: float) -> sqlite3.Connection:
     db = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
     try:
         version = version_of(db)  # again: another process may have changed it since inspect()
         refuse_newer(path, version)
+        db.execute("PRAGMA trusted_schema=OFF")  # a second fence: no functions with side effects from the schema
         if version == 0:
             # Freed pages go back to the file system after retention (set before any table).
             db.execute("PRAGMA auto_vacuum=INCREMENTAL")

@@ -9,6 +9,7 @@ an entry, once released, never changes.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import uuid
 
@@ -181,6 +182,21 @@ def migrate(db: sqlite3.Connection) -> int:
                 db.execute("ROLLBACK")
             raise
     return found
+
+
+@functools.cache
+def tables_of_version(version: int) -> frozenset[str]:
+    """The tables a database of schema ``version`` holds (SQLite's own included): its migrations
+    applied to an empty database in memory, so the answer cannot drift from MIGRATIONS. Version 0
+    is the first release's tables (it did not set user_version) or none."""
+    db = sqlite3.connect(":memory:")
+    try:
+        for script in MIGRATIONS[: max(version, 1)]:
+            for statement in _statements(script):
+                db.execute(statement, {"database_id": "0" * 32} if ":database_id" in statement else {})
+        return frozenset(row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))
+    finally:
+        db.close()
 
 
 def _statements(script: str) -> list[str]:
