@@ -64,9 +64,22 @@ def main(argv: list[str] | None = None) -> int:
         f"\ndatabase:  {state_dir / 'metascope.db'}  (sqlite3; tables cells: one row per cell, views: one per"
         "\n           model call on a cell, frames, runs)"
         f"\nsnapshots: {state_dir / 'snapshots'}  (annotated JPEGs: red = positive, cyan = negative, thick = cluster)"
-        f"\nexport:    .venv/bin/metascope export --state-dir {state_dir} --table cells > cells.csv"
+        f"\nexport:    {metascope_command()} export --state-dir {state_dir} --table cells > cells.csv"
     )
     return 0
+
+
+def metascope_command() -> str:
+    """How to run `metascope` from here: the script beside this Python (make demo's .venv-edge has
+    one; .venv may not exist yet), else this Python with -m edge."""
+    python = Path(sys.executable)
+    script = python.parent / "metascope"
+    if not script.is_file():
+        return f"{python} -m edge"
+    try:
+        return str(script.relative_to(Path.cwd()))  # .venv-edge/bin/metascope, as make demo runs it
+    except ValueError:
+        return str(script)
 
 
 if __name__ == "__main__":

@@ -50,7 +50,9 @@ def test_good_and_bad_files(cells_dir: Path, tiny_model, capsys) -> None:
         assert Path(file).stem.endswith(label), f"{file} classified as {label} ({probability})"
     for path in bad:
         assert sum(str(path) in line for line in err.splitlines()) == 1, f"{path} not named once on stderr"
-    assert "6 classified (round 3, spindle 3; threshold 0.5), 3 failed" in err
+    # notes.txt is no image: left out and named, not a failure; the broken images are failures.
+    assert "6 classified (round 3, spindle 3; threshold 0.5), 2 failed" in err
+    assert f"1 non-image file(s) left out ({bad[0]})" in err
 
 
 def test_all_good_exits_zero_with_json_lines(cells_dir: Path, tiny_model, capsys) -> None:

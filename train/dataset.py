@@ -24,13 +24,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from edge.capture.images import ImageError, read_grayscale
+from edge.capture.images import IMAGE_SUFFIXES, ImageError, read_grayscale
 from edge.classify.preprocess import CROP_KINDS, InputSpec, UnsegmentableCrop, crop_cell, finish_input
 from edge.errors import UsageError
 from train import progress
 from train.grouping import describe_pairs, pair_groups, suggest_name_pattern
-
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"})
 
 # A few unreadable files are a fact of life in exported microscopy folders; more than this
 # fraction means the folder is not what the user thinks it is.

@@ -17,6 +17,8 @@ from PIL import Image
 # Larger than any microscope camera frame (HQ camera: 12.3 MP) with room to spare, far below
 # what would exhaust a Pi's memory. Pillow's own guard is only a warning below 2x its limit.
 MAX_IMAGE_PIXELS = 64_000_000
+# What a folder walk takes for an image (a README, LICENSE or notes.txt beside the crops is not one).
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"})
 
 
 class ImageError(ValueError):

@@ -134,7 +134,8 @@ def _picamera2_or_source_error() -> tuple[Any, Any]:
     except ImportError as exc:
         raise SourceError(
             f"picamera2 is not installed ({exc}); on the Pi: sudo apt install python3-picamera2 and a venv "
-            "made with --system-site-packages"
+            "made with --system-site-packages; on a desktop: --source synthetic (made-up cells) or "
+            "--source replay:FOLDER (frames you have)"
         ) from exc
 
 

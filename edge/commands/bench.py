@@ -81,8 +81,31 @@ def bench(args: argparse.Namespace) -> int:
             result = bench_live(classifier, args.client_hz, args.rounds, **settings)
         else:
             result = bench_pipeline(classifier, **settings)
-    print(write_json(result, args.out))
+    text = write_json(result, args.out)
+    # Written to a file: one line to read (the JSON is there); else the JSON, for a pipe.
+    print(f"bench {args.what}: {headline(args.what, result)}; wrote {args.out}" if args.out else text)
     return ExitCode.OK
+
+
+def headline(what: str, result: dict) -> str:
+    """The figures a person reads first, in one line."""
+    if what == "model":
+        return "; ".join(
+            f"{run['threads']} thread(s): one cell p50/p99 {run['single_cell']['p50_ms']:.3f}/"
+            f"{run['single_cell']['p99_ms']:.3f} ms, batched "
+            + ", ".join(f"{v['per_cell_p50_ms']:.3f}" for k, v in run.items() if k.startswith("batch_"))
+            + " ms a cell (p50)"
+            for run in result["runs"]
+        )
+    if what == "live":
+        added = result["added_by_the_client"]
+        return ", ".join(f"{key} {value:+.2f}" for key, value in added.items()) + " added by the client"
+    e2e = result["end_to_end"]
+    return (
+        f"{result['frames']} frames, end to end p50/p99 {e2e['p50_ms']:.1f}/{e2e['p99_ms']:.1f} ms, "
+        f"{result['views_per_frame']['mean']:.1f} model calls a frame, "
+        f"peak resident {result['resident_mb']['max']:.0f} MB"
+    )
 
 
 def bench_clusters_command(args: argparse.Namespace) -> int:

@@ -40,23 +40,31 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def iter_image_paths(
-    inputs: Sequence[str], empty_folders: list[Path], ignore: Callable[[Path], bool] | None = None
+    inputs: Sequence[str],
+    empty_folders: list[Path],
+    ignore: Callable[[Path], bool] | None = None,
+    left_out: list[Path] | None = None,
 ) -> Iterator[Path]:
     """Files as given; directories recursively, sorted, skipping hidden entries and the files
-    ``ignore`` names (a command's own output). Everything that is not a folder is yielded (a
-    dangling link, a FIFO), so that reading it names the problem; a folder with no files at all
-    is appended to ``empty_folders``."""
+    ``ignore`` names (a command's own output). With ``left_out``, a folder's files whose name is
+    not an image's (a README or LICENSE beside the crops) are appended there instead, not read.
+    Every other file is yielded (a dangling link, a FIFO), so that reading it names the problem; a
+    folder with nothing yielded is appended to ``empty_folders``."""
+    from edge.capture.images import IMAGE_SUFFIXES
+
     for name in inputs:
         path = Path(name)
         if path.is_dir():
             files = 0
             for found in sorted(path.rglob("*")):
                 relative = found.relative_to(path).parts
-                if any(part.startswith(".") for part in relative) or (ignore and ignore(found)):
+                if any(part.startswith(".") for part in relative) or (ignore and ignore(found)) or found.is_dir():
                     continue
-                if not found.is_dir():
-                    files += 1
-                    yield found
+                if left_out is not None and found.suffix.lower() not in IMAGE_SUFFIXES:
+                    left_out.append(found)
+                    continue
+                files += 1
+                yield found
             if not files:  # a wrong path or an unmounted share: say so rather than succeed silently
                 empty_folders.append(path)
         else:
@@ -129,8 +137,9 @@ def classify(args: argparse.Namespace) -> int:
     paths: list[Path] = []
     cells: list[np.ndarray] = []
     empty_folders: list[Path] = []
+    left_out: list[Path] = []
     min_side = min_frame_side(DetectSettings())  # an unmasked crop goes through detection's defaults
-    for path in iter_image_paths(args.inputs, empty_folders):
+    for path in iter_image_paths(args.inputs, empty_folders, left_out=left_out):
         try:
             cells.append(single_cell_input(read_grayscale(path, min_side), spec))
         except UnsegmentableCrop as exc:  # the image was fine; its cell could not be found
@@ -145,6 +154,14 @@ def classify(args: argparse.Namespace) -> int:
             paths, cells = [], []
     rows.classify(paths, cells)
     for folder in empty_folders:
-        rows.skipped(f"{shown(folder)}: no files in this folder")
-    print(rows.summary(), file=sys.stderr)
+        rows.skipped(f"{shown(folder)}: no {'image ' if left_out else ''}files in this folder")
+    print(rows.summary() + left_out_note(left_out), file=sys.stderr)
     return ExitCode.FAILED if rows.failed else ExitCode.OK
+
+
+def left_out_note(left_out: list[Path]) -> str:
+    """The summary's note of the files a folder walk did not take for images (not failures)."""
+    if not left_out:
+        return ""
+    named = ", ".join(shown(path) for path in left_out[:3]) + (", ..." if len(left_out) > 3 else "")
+    return f"; {len(left_out)} non-image file(s) left out ({named})"

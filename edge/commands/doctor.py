@@ -234,6 +234,9 @@ def camera_checks(config, args: argparse.Namespace, camera_probe: Callable[[], t
     from edge.capture.picamera import camera_present
 
     found, detail = (camera_probe or camera_present)()
+    if not found and (machine := not_a_pi()):
+        # A desktop (checking a model, a config, the state folder) has no Pi camera to find.
+        return [Check("camera", "SKIP", f"not a Raspberry Pi ({machine}): the camera is checked on the rig ({detail})")]
     fix = (
         "sudo apt install python3-picamera2 (venv made with --system-site-packages); check the ribbon "
         "cable and `rpicam-hello --list-cameras`; the service user must be in the video group"
@@ -242,6 +245,19 @@ def camera_checks(config, args: argparse.Namespace, camera_probe: Callable[[], t
     if found and getattr(args, "capture", 0):
         checks.extend(capture_checks(config, args.capture, args.focus, getattr(args, "live", False)))
     return checks
+
+
+# The board's name on a Raspberry Pi ("Raspberry Pi 4 Model B Rev 1.5"); absent on a desktop.
+DEVICE_TREE_MODEL = Path("/proc/device-tree/model")
+
+
+def not_a_pi() -> str | None:
+    """What this machine is when it is no Raspberry Pi (None on a Pi)."""
+    try:
+        model = DEVICE_TREE_MODEL.read_text(errors="replace").strip("\0 \n")
+    except OSError:
+        return f"{platform.machine()} {platform.system()}, no {DEVICE_TREE_MODEL}"
+    return None if "Raspberry Pi" in model else model
 
 
 def capture_checks(config, frames: int, focus: bool, live: bool = False) -> list[Check]:

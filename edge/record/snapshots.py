@@ -7,12 +7,13 @@ first) and are the first thing to stop when the disk runs low.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 from collections.abc import Callable
 from pathlib import Path
 
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from edge.config import SnapshotConfig
 from edge.record.capped_folder import CappedFolder, free_bytes, time_stamp_name
@@ -29,13 +30,44 @@ def annotate(result: FrameResult) -> Image.Image:
     with a double line) and its probability."""
     image = Image.fromarray(result.frame.pixels).convert("RGB")
     draw = ImageDraw.Draw(image)
+    size = label_size(image.height)
     for cell in result.detections:
         y0, x0, y1, x1 = cell.bbox
         colour = POSITIVE_COLOUR if cell.positive else NEGATIVE_COLOUR
         draw.rectangle((x0, y0, x1 - 1, y1 - 1), outline=colour, width=3 if cell.cluster else 1)
         text = f"{cell.probability:.2f}" + (" C" if cell.cluster else "")
-        draw.text((x0 + 2, max(y0 - 11, 0)), text, fill=colour)
+        draw_label(image, (x0 + 2, max(y0 - size - 4, 0)), text, colour, size)
     return image
+
+
+def label_size(height: int) -> int:
+    """Label font size in pixels: readable in a snapshot viewed whole (20 px on a 640x480 frame,
+    digits about 14 px high; the old bitmap font's were 8)."""
+    return max(16, height // 24)
+
+
+@functools.cache
+def label_font(size: int) -> ImageFont.FreeTypeFont | None:
+    """Pillow's own scalable font at ``size`` (Pillow 10.1+); None where it has only its small
+    bitmap font (Bookworm's apt Pillow 9.4), which ``draw_label`` scales up instead."""
+    try:
+        font = ImageFont.load_default(size=size)  # type: ignore[call-arg]
+    except TypeError:
+        return None
+    return font if isinstance(font, ImageFont.FreeTypeFont) else None
+
+
+def draw_label(image: Image.Image, xy: tuple[int, int], text: str, colour: tuple[int, int, int], size: int) -> None:
+    """``text`` in ``colour`` at ``xy``, ``size`` pixels high, outlined in black so it reads on any background."""
+    font = label_font(size)
+    if font is not None:
+        ImageDraw.Draw(image).text(xy, text, fill=colour, font=font, stroke_width=1, stroke_fill=(0, 0, 0))
+        return
+    small = Image.new("L", (6 * len(text) + 2, 12))
+    ImageDraw.Draw(small).text((1, 0), text, fill=255)
+    scale = max(1, round(size / 9))
+    mask = small.resize((small.width * scale, small.height * scale), Image.Resampling.NEAREST)
+    image.paste(colour, (*xy, xy[0] + mask.width, xy[1] + mask.height), mask)
 
 
 def annotated_jpeg(result: FrameResult, quality: int) -> bytes:

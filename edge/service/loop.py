@@ -212,10 +212,15 @@ class Service:
         self.recorder.finish(self.pipeline.close_all(), self.exit_reason or "stopped")
         self.write_status("stopped")
         log.info("stopped: %s; %s", self.exit_reason or "stopped", self.summary_line())
-        log.info("results: database %s, snapshots %s", self.config.database_path, self.config.snapshot_dir)
+        if self.run_id is None or not self.config.database_path.exists():
+            log.info("results: nothing recorded (%s was not created)", self.config.database_path)
+        else:
+            log.info("results: database %s, snapshots %s", self.config.database_path, self.config.snapshot_dir)
 
     # ---------------------------------------------------------------- status
     def summary_line(self) -> str:
+        if self.run_id is None:  # stopped before the store opened: no run row, no figures
+            return "summary: nothing recorded, no run was started"
         warning = self.scale.warning()
         return self.stats.summary_line(self.run_id) + (f"; scale: {warning}" if warning else "")
 
