@@ -24,7 +24,11 @@ Options:
   --dry-run      print every step, change nothing (root not needed)
   -h, --help     this help
 
-Environment (for tests and image builds): METASCOPE_ROOT=DIR installs under DIR instead of /.
+The service is started without waiting for it to be ready (it is not while the camera is
+busy or missing); after at most 30 s this prints what the service says it is doing.
+
+Environment (for tests and image builds): METASCOPE_ROOT=DIR installs under DIR instead of /;
+METASCOPE_START_WAIT_S=N waits N seconds for the service instead of 30.
 EOF
 }
 
@@ -47,6 +51,7 @@ MODELS=$PREFIX/models
 CONFIG=/etc/metascope/metascope.toml
 UNIT_DIR=/etc/systemd/system
 DROP_IN=$UNIT_DIR/$SERVICE.service.d/model.conf
+START_WAIT_S=${METASCOPE_START_WAIT_S:-30}
 APT_PACKAGES=(
     python3-picamera2 # from apt only: it needs libcamera
     python3-venv
@@ -90,6 +95,24 @@ run() {
     printf ' %q' "$@"
     printf '\n'
     [ $dry_run -eq 1 ] || "$@"
+}
+
+# What the service is doing, after the restart job: running, still starting (its STATUS= line:
+# waiting for the camera...) after START_WAIT_S, or failed (exit). The job is queued before
+# `systemctl restart --no-block` returns, so while it is listed the start is not over.
+report_service() {
+    local waited=0 state status
+    while [ -n "$(systemctl list-jobs --no-legend "$SERVICE.service" 2>/dev/null)" ] && [ "$waited" -lt "$START_WAIT_S" ]; do
+        sleep 1
+        waited=$((waited + 1))
+    done
+    state=$(systemctl is-active "$SERVICE.service" 2>/dev/null) || true
+    status=$(systemctl show --property=StatusText --value "$SERVICE.service" 2>/dev/null) || true
+    case $state in
+    active) printf '  the service is running: %s\n' "${status:-no status line}" ;;
+    activating | reloading) printf '  the service is starting: %s\n' "${status:-no status line yet}" ;;
+    *) die "the service did not start ($state); see: journalctl -u $SERVICE -n 50 --no-pager" ;;
+    esac
 }
 
 # Write TEXT to FILE (printed the same way as run's commands).
@@ -235,10 +258,13 @@ run systemctl enable "$SERVICE.service"
 if [ $start -eq 1 ]; then
     # Repeated installs must not trip the unit's start limit (StartLimitBurst).
     run systemctl reset-failed "$SERVICE.service" || true
-    # Type=notify: restart returns once the service says it is ready, or fails.
-    if ! run systemctl restart "$SERVICE.service"; then
+    # Type=notify: a plain restart returns only once the service sends READY=1, which it does
+    # after the camera opens; a busy or missing camera is waited for (the service extends its
+    # start timeout meanwhile), so the install would never end. Start it, then wait a bounded time.
+    if ! run systemctl restart --no-block "$SERVICE.service"; then
         die "the service did not start; see: journalctl -u $SERVICE -n 50 --no-pager"
     fi
+    [ $dry_run -eq 1 ] || report_service
 fi
 
 cat <<EOF

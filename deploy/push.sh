@@ -30,8 +30,8 @@ Options:
   -p PORT            ssh port (passed to ssh)
   -h, --help         this help
 
-Exit status (edge/errors.py ExitCode): 0 installed and running; 1 the install or the service
-failed; 2 bad arguments; 7 HOST unreachable over ssh, or the connection was lost.
+Exit status (edge/errors.py ExitCode): 0 installed and running, or still starting (waiting
+for the camera: what it says is printed); 1 the install or the service failed; 2 bad arguments; 7 HOST unreachable over ssh, or the connection was lost.
 EOF
 }
 
@@ -167,5 +167,17 @@ esac
 [ $dry_run -eq 0 ] || exit 0
 
 printf '==> service status on %s\n' "$host"
-"${ssh_cmd[@]}" "$host" "systemctl --no-pager --lines=15 status metascope" </dev/null ||
-    die $EXIT_FAILED "the metascope service on $host is not running; see: ssh $host journalctl -u metascope -n 50"
+# systemctl status exits 3 while the unit is still activating (a Type=notify service waiting for
+# the camera): what the unit is doing decides, not that exit status.
+"${ssh_cmd[@]}" "$host" "systemctl --no-pager --lines=15 status metascope" </dev/null || true
+state_cmd='systemctl is-active metascope; systemctl show --property=StatusText --value metascope'
+state=$("${ssh_cmd[@]}" "$host" "$state_cmd" </dev/null) || true
+status_line=$(printf '%s\n' "$state" | sed -n 2p)
+case $(printf '%s\n' "$state" | sed -n 1p) in
+active) ;;
+activating | reloading)
+    printf '%s: the service on %s is starting: %s (follow it: ssh %s journalctl -u metascope -f)\n' \
+        "$PROG" "$host" "${status_line:-no status line yet}" "$host"
+    ;;
+*) die $EXIT_FAILED "the metascope service on $host is not running; see: ssh $host journalctl -u metascope -n 50" ;;
+esac

@@ -23,7 +23,8 @@ def stub_commands(folder: Path, log: Path, **behaviour: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("apt-get", "useradd", "usermod", "getent", "systemctl", "dpkg"):
         script = folder / name
-        body = behaviour.get(name, "echo arm64" if name == "dpkg" else "exit 0")
+        default = {"dpkg": "echo arm64", "systemctl": 'case "$1" in is-active) echo active ;; esac'}.get(name, "exit 0")
+        body = behaviour.get(name, default)
         script.write_text(f'#!/bin/sh\necho "{name} $*" >> "{log}"\n{body}\n')
         script.chmod(0o755)
     return folder
@@ -78,7 +79,10 @@ def transcript(root: Path, model: Path, *, upgrade: bool, start: bool = True) ->
         drop_in = [["mkdir", "-p", f"{r}/etc/systemd/system/metascope.service.d"], ["write", f"{r}/{DROP_IN}"]]
     pip = [f"{r}/opt/metascope/venv/bin/python", "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     config = "metascope.toml.new" if upgrade else "metascope.toml"
-    restart = [["systemctl", "reset-failed", "metascope.service"], ["systemctl", "restart", "metascope.service"]]
+    restart = [
+        ["systemctl", "reset-failed", "metascope.service"],
+        ["systemctl", "restart", "--no-block", "metascope.service"],
+    ]
     return [
         ["apt-get", "update", "-q"],
         ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q", "--no-install-recommends", *APT],
@@ -167,11 +171,14 @@ def test_install_into_a_scratch_root_then_upgrade(tmp_path: Path, model: Path, p
     assert any(call.startswith("useradd --system") for call in calls)
     assert f"--constraint {project}/deploy/constraints-pi.txt {project}[edge]" in log.read_text()
     assert not (project / "build").exists(), "a stale build/ would put deleted modules into the wheel"
-    assert calls[-4:] == [
+    assert calls[-7:] == [
         "systemctl daemon-reload",
         "systemctl enable metascope.service",
         "systemctl reset-failed metascope.service",
-        "systemctl restart metascope.service",
+        "systemctl restart --no-block metascope.service",
+        "systemctl list-jobs --no-legend metascope.service",
+        "systemctl is-active metascope.service",
+        "systemctl show --property=StatusText --value metascope.service",
     ]
 
     unchanged = install(root, stubs, "--model", str(model), project=project)
