@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-APT = ["python3-picamera2", "python3-venv", "python3-numpy", "python3-pil", "python3-scipy", "rsync"]
+APT = ["python3-picamera2", "libcamera-ipa", "python3-venv", "python3-numpy", "python3-pil", "python3-scipy", "rsync"]
 DROP_IN = "etc/systemd/system/metascope.service.d/model.conf"
 
 
@@ -28,6 +28,13 @@ def stub_commands(folder: Path, log: Path, **behaviour: str) -> Path:
         script.write_text(f'#!/bin/sh\necho "{name} $*" >> "{log}"\n{body}\n')
         script.chmod(0o755)
     return folder
+
+
+def libcamera_installed(root: Path) -> None:
+    """What apt's libcamera-ipa puts in the scratch root: a tuning file of the Pi's IPA."""
+    tuning = root / "usr/share/libcamera/ipa/rpi/pisp/imx477.json"
+    tuning.parent.mkdir(parents=True)
+    tuning.write_text('{"version": 2.0}\n')
 
 
 def install(
@@ -151,6 +158,7 @@ def test_install_into_a_scratch_root_then_upgrade(tmp_path: Path, model: Path, p
     root, log = tmp_path / "root", tmp_path / "log"
     venv_python = root / "opt/metascope/venv/bin/python"
     venv_python.parent.mkdir(parents=True)
+    libcamera_installed(root)
     venv_python.write_text(f'#!/bin/sh\necho "pip $*" >> "{log}"\n')  # pip would need the network
     venv_python.chmod(0o755)
     stubs = stub_commands(tmp_path / "bin", log, getent="exit 2")
@@ -197,6 +205,7 @@ def test_a_service_that_does_not_start_fails_the_install(tmp_path: Path, model: 
     root = tmp_path / "root"
     venv_python = root / "opt/metascope/venv/bin/python"
     venv_python.parent.mkdir(parents=True)
+    libcamera_installed(root)
     venv_python.write_text("#!/bin/sh\n")
     venv_python.chmod(0o755)
     failing = 'case "$1" in restart) exit 1 ;; esac'
@@ -335,6 +344,7 @@ def test_a_service_waiting_for_the_camera_does_not_block_the_install(
     root = tmp_path / "root"
     venv_python = root / "opt/metascope/venv/bin/python"
     venv_python.parent.mkdir(parents=True)
+    libcamera_installed(root)
     venv_python.write_text("#!/bin/sh\n")
     venv_python.chmod(0o755)
     status = "waiting for the camera (camera busy: another program holds it (rpicam-hello ...))"
@@ -349,3 +359,20 @@ def test_a_service_waiting_for_the_camera_does_not_block_the_install(
     assert result.returncode == 0, result.stderr
     assert f"the service is starting: {status}" in result.stdout
     assert "systemctl restart --no-block metascope.service" in (tmp_path / "log").read_text()
+
+
+def test_an_install_that_leaves_no_camera_tuning_file_fails_naming_libcamera_ipa(
+    tmp_path: Path, model: Path, project: Path
+) -> None:
+    """Issue 17.5: libcamera-ipa (the IPA modules and tuning files) was only a Recommends, which
+    --no-install-recommends skips: without a tuning file libcamera registers no camera."""
+    root = tmp_path / "root"
+    venv_python = root / "opt/metascope/venv/bin/python"
+    venv_python.parent.mkdir(parents=True)
+    venv_python.write_text("#!/bin/sh\n")
+    venv_python.chmod(0o755)
+    stubs = stub_commands(tmp_path / "bin", tmp_path / "log", getent="exit 2")
+    result = install(root, stubs, "--model", str(model), project=project)
+    assert result.returncode == 1
+    assert "no camera tuning file" in result.stderr and "libcamera-ipa" in result.stderr, result.stderr
+    assert "systemctl restart" not in (tmp_path / "log").read_text(), "stopped before starting the service"
