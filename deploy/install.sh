@@ -54,6 +54,10 @@ DROP_IN=$UNIT_DIR/$SERVICE.service.d/model.conf
 START_WAIT_S=${METASCOPE_START_WAIT_S:-30}
 APT_PACKAGES=(
     python3-picamera2 # from apt only: it needs libcamera
+    # The IPA modules and camera tuning files: only a Recommends of libcamera in Debian-lineage
+    # packaging until 2025-09, which --no-install-recommends leaves out; without a tuning file
+    # libcamera registers no camera ("no camera found", whatever the cable).
+    libcamera-ipa
     python3-venv
     python3-numpy # 1.24, what picamera2 is built against; pip keeps it (constraints-pi.txt)
     python3-pil
@@ -187,6 +191,13 @@ model_name=$(basename "${models[0]}" .tflite)
 step "apt packages"
 run apt-get update -q
 run env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${APT_PACKAGES[@]}"
+if [ $dry_run -eq 0 ]; then
+    # libcamera-ipa's tuning files (vc4: Pi 4, pisp: Pi 5), or a libcamera built from source.
+    tuning=$(compgen -G "$ROOT/usr/share/libcamera/ipa/rpi/*/*.json" ||
+        compgen -G "$ROOT/usr/local/share/libcamera/ipa/rpi/*/*.json") ||
+        die "no camera tuning file under $ROOT/usr/share/libcamera/ipa/rpi after the apt install: libcamera would find no camera. Install libcamera-ipa (apt-get install libcamera-ipa) and run this again"
+    printf '  camera tuning files: %s in %s\n' "$(printf '%s\n' "$tuning" | wc -l)" "$(dirname "$(dirname "$(printf '%s\n' "$tuning" | head -n 1)")")"
+fi
 
 step "system user $SERVICE_USER (group video: the camera)"
 if getent passwd "$SERVICE_USER" >/dev/null; then
