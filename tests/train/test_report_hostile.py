@@ -79,6 +79,7 @@ def test_a_crop_that_is_a_link_out_of_the_folder_or_not_a_png_is_never_embedded(
         assert f'alt="{crop.name}"' not in page
         assert crop.name in refused, f"the page names {crop.name} as not read"
     assert all(f'alt="{crop.name}"' in page for crop in kept)
+    assert "; 4 could not be read (named under Could not read)" in page, "the gallery's count says so"
 
 
 def png_with_a_chunk_of(size: int, path: Path) -> None:

@@ -37,10 +37,13 @@ class Gallery:
     tiles: list[str] = field(default_factory=list)
     crops: int = 0  # cells with a pulled crop, shown or not
     over_budget: int = 0  # tiles left out when the images reached --max-mb
+    unreadable: int = 0  # crops named under "Could not read"
 
     def summary(self, max_mb: float) -> str:
         shown = len(self.tiles)
         text = f"all {shown}" if shown == self.crops else f"{shown} of {self.crops}, evenly spaced in that order"
+        if self.unreadable:
+            text += f"; {self.unreadable} could not be read (named under Could not read)"
         if self.over_budget:
             text += f"; {self.over_budget} crop(s) left out: the page's images reached --max-mb {max_mb:g}"
         return text
@@ -84,6 +87,7 @@ def gallery(
             image = thumbnail_png(database.read_crop(path))
         except (Unreadable, NotACrop) as exc:
             not_read.append(f"{path.relative_to(database.root)}: {exc}")
+            made.unreadable += 1
             continue
         if not budget.take(len(image)):
             made.over_budget = len(shown) - index
