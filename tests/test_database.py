@@ -256,3 +256,17 @@ def test_a_database_with_planted_objects_is_refused_by_name_untouched(tiny_model
         assert name in result.stderr
     assert database.read_bytes() == content, "nothing written"
     assert committed_frames(database) == [1, 2, 3]
+
+
+def test_a_missing_state_directory_is_made_and_one_that_cannot_be_is_exit_5(tiny_model, tmp_path) -> None:
+    """A state directory that is not there yet is made (a fresh desktop, ./var); one that cannot
+    be made (its parent is a file, an unmounted disk) is an environment error, named."""
+    nested = write_config(tmp_path, state_dir=str(tmp_path / "new" / "state"))
+    made = run(nested, tiny_model[0], "--max-frames", "3")
+    assert made.returncode == 0, made.stderr
+    assert len(committed_frames(tmp_path / "new" / "state" / "metascope.db")) == 3
+    (tmp_path / "not-a-folder").write_text("a file where the state directory's parent should be")
+    blocked = write_config(tmp_path, state_dir=str(tmp_path / "not-a-folder" / "state"))
+    refused = run(blocked, tiny_model[0], "--max-frames", "3")
+    assert refused.returncode == ExitCode.ENVIRONMENT, refused.stderr
+    assert str(tmp_path / "not-a-folder" / "state") in refused.stderr and "Traceback" not in refused.stderr
