@@ -1,0 +1,53 @@
+"""deploy/pull.sh against a Pi that sends what no metascope sends, or never answers (issue 18:
+F10, F11, F26, F27, F29, F30): each test is the attack, through pull.sh and a real sshd, on the
+layout of the results store. A host that lies changes nothing here and says what was wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sshd_harness import SshServer
+from test_deploy_pull import REMOTE_METASCOPE, Store, pull, snapshot_of
+
+from edge.errors import ExitCode
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def store(tmp_path: Path, tiny_model) -> Store:
+    return Store(tmp_path / "pi", Path(tiny_model[0]))
+
+
+def remote_that(tmp_path: Path, cases: str) -> str:
+    """A remote metascope that answers some commands its own way (shell `case` arms on its
+    arguments) and runs the real one for the rest."""
+    script = tmp_path / "liar.sh"
+    script.write_text(f'#!/bin/sh\ncase "$*" in\n{cases}\n*) exec {REMOTE_METASCOPE} "$@" ;;\nesac\n')
+    script.chmod(0o755)
+    return str(script)
+
+
+def pulled_once(sshd: SshServer, store: Store, tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
+    """A folder holding one good pull, and its every byte, for the attack to leave alone."""
+    store.run(frames=2)
+    dest = tmp_path / "results"
+    first = pull(sshd, store, dest, "--no-snapshots")
+    assert first.returncode == 0, first.stderr
+    store.run(frames=2)  # new rows are waiting: a pull that went wrong would have something to write
+    return dest, snapshot_of(dest)
+
+
+def test_a_database_id_that_is_not_hex_is_refused(sshd: SshServer, store: Store, tmp_path: Path) -> None:
+    """F29: the database id names a folder: CURRENT or LAYOUT broke every later pull of the host,
+    and `earlier` merged the rows into the folder set aside for another database's."""
+    dest, held = pulled_once(sshd, store, tmp_path)
+    for database_id in ("CURRENT", "LAYOUT", "earlier", "../up", "0123456789ABCDEF"):
+        replace = f's|"database_id": "[0-9a-f]*"|"database_id": "{database_id}"|'
+        liar = remote_that(tmp_path, f"status*) {REMOTE_METASCOPE} \"$@\" | sed '{replace}' ;;")
+        result = pull(sshd, store, dest, "--no-snapshots", "--remote-command", liar)
+        assert result.returncode == ExitCode.BAD_EXPORT, (database_id, result.stderr)
+        assert f"database id {database_id!r} is not" in result.stderr and "Traceback" not in result.stderr
+        assert snapshot_of(dest) == held, database_id
+    assert pull(sshd, store, dest, "--no-snapshots").returncode == 0, "the next honest pull works"
