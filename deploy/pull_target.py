@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import NamedTuple
 
+from pull_errors import EXIT_BAD_EXPORT, PullError
 from pull_store import ResultsStore
 
 UNIDENTIFIED = "unidentified"  # a database the service has not migrated yet (no id)
+# What a Pi's database id is: uuid4().hex (edge/record/schema.py), lowercase hex digits. Anything
+# else is refused, not cleaned up: the id names a folder beside CURRENT, LAYOUT and earlier/.
+DATABASE_ID = re.compile(r"[0-9a-f]{1,64}")
 
 
 class Target(NamedTuple):
@@ -29,8 +34,16 @@ class Target(NamedTuple):
 
 
 def database_name(database_id: object) -> str:
-    text = str(database_id or "")
-    return text if text.isalnum() and len(text) <= 64 else UNIDENTIFIED
+    """The folder name of the host's database: its id, or UNIDENTIFIED for a database older than
+    ids (none given)."""
+    if database_id is None or database_id == "":
+        return UNIDENTIFIED
+    if not isinstance(database_id, str) or not DATABASE_ID.fullmatch(database_id):
+        shown = database_id[:70] if isinstance(database_id, str) else database_id
+        raise PullError(
+            EXIT_BAD_EXPORT, f"metascope status --json: database id {shown!r} is not one a Pi makes (hex digits)"
+        )
+    return database_id
 
 
 def choose(store: ResultsStore, database_id: str) -> Target:
