@@ -51,3 +51,29 @@ def test_a_database_id_that_is_not_hex_is_refused(sshd: SshServer, store: Store,
         assert f"database id {database_id!r} is not" in result.stderr and "Traceback" not in result.stderr
         assert snapshot_of(dest) == held, database_id
     assert pull(sshd, store, dest, "--no-snapshots").returncode == 0, "the next honest pull works"
+
+
+@pytest.mark.parametrize(
+    ("defect", "bad_id"),
+    [
+        ("F26", "\N{SUPERSCRIPT TWO}"),  # str.isdigit() says yes, int() says no
+        ("F10", str(2**63 - 1)),  # the largest SQLite id: nothing comes after it
+    ],
+)
+def test_an_id_no_pi_makes_changes_nothing(
+    defect: str, bad_id: str, sshd: SshServer, store: Store, tmp_path: Path
+) -> None:
+    """F26: a Unicode digit as an id crashed the merge with a traceback. F10: an id of 2**63-1 was
+    kept, and every later pull asked for the rows after it and found none. The bad id comes as one
+    more row after the Pi's real new views."""
+    dest, held = pulled_once(sshd, store, tmp_path)
+    one_more = f"tail -n 1 \"$0.out\" | sed 's/^[0-9]*,/{bad_id},/'"
+    liar = remote_that(
+        tmp_path, f'export*"--table views"*) {REMOTE_METASCOPE} "$@" >"$0.out"; cat "$0.out"; {one_more} ;;'
+    )
+    result = pull(sshd, store, dest, "--no-snapshots", "--remote-command", liar)
+    assert result.returncode == ExitCode.BAD_EXPORT, result.stderr
+    assert "is not a row id" in result.stderr and "Traceback" not in result.stderr
+    assert snapshot_of(dest) == held
+    honest = pull(sshd, store, dest, "--no-snapshots")
+    assert honest.returncode == 0 and "views: no new rows" not in honest.stdout, "the next pull gets the new rows"
