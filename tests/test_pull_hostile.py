@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from sshd_harness import SshServer
-from test_deploy_pull import REMOTE_METASCOPE, Store, pull, snapshot_of
+from test_deploy_pull import PULLED, REMOTE_METASCOPE, Store, pull, read_csv, snapshot_of
 
 from edge.errors import ExitCode
 
@@ -77,3 +77,21 @@ def test_an_id_no_pi_makes_changes_nothing(
     assert snapshot_of(dest) == held
     honest = pull(sshd, store, dest, "--no-snapshots")
     assert honest.returncode == 0 and "views: no new rows" not in honest.stdout, "the next pull gets the new rows"
+
+
+def test_a_dest_with_a_tab_is_used_and_one_with_a_newline_is_named(
+    sshd: SshServer, store: Store, tmp_path: Path
+) -> None:
+    """F27: `--dest` with a tab ended in a traceback. A tab is a legal character in a folder name:
+    the pull lands there. A newline cannot pass through pull.sh's line-based work files: it is
+    refused by name, before anything is made."""
+    store.run(frames=1)
+    tabbed = tmp_path / "with\ttab" / "results"
+    result = pull(sshd, store, tabbed, "--no-snapshots")
+    assert result.returncode == 0, result.stderr
+    for table in PULLED:
+        assert read_csv(store.pulled(tabbed) / f"{table}.csv") == store.rows(table), table
+    result = pull(sshd, store, tmp_path / "with\nnewline" / "results")
+    assert result.returncode == ExitCode.PULL_TARGET_UNUSABLE, result.stderr
+    assert "--dest" in result.stderr and "newline" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "with\nnewline").exists(), "nothing made"
