@@ -109,6 +109,12 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$host" ] || die $EXIT_USAGE "no HOST given (see --help)"
 
+# pull_merge.py answers in lines (the database folder, then the tables): a path with a newline
+# cannot pass through them. A tab can (a legal, if odd, folder name).
+case $dest in
+*$'\n'* | *$'\r'*) die $EXIT_PULL_TARGET_UNUSABLE "--dest $(printf %q "$dest") holds a newline or carriage return: pull into a folder whose path has none" ;;
+esac
+
 # One folder per microscope, named after the host without any user@.
 host_name=${host##*@}
 case $host_name in
