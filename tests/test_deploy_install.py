@@ -376,3 +376,21 @@ def test_an_install_that_leaves_no_camera_tuning_file_fails_naming_libcamera_ipa
     assert result.returncode == 1
     assert "no camera tuning file" in result.stderr and "libcamera-ipa" in result.stderr, result.stderr
     assert "systemctl restart" not in (tmp_path / "log").read_text(), "stopped before starting the service"
+
+
+def test_a_model_path_starting_with_a_dash_is_a_path(tmp_path: Path, model: Path) -> None:
+    """Issue 18 F31: `install.sh --model -x.tflite` died with 'basename: invalid option'."""
+    dashed = tmp_path / "-x.tflite"
+    dashed.write_bytes(model.read_bytes())
+    dashed.with_suffix(".json").write_text(model.with_suffix(".json").read_text())
+    stubs = stub_commands(tmp_path / "bin", tmp_path / "log", getent="exit 2")
+    env = {key: value for key, value in os.environ.items() if key != "SUDO_USER"}
+    env.update(PATH=f"{stubs}:{os.environ['PATH']}", METASCOPE_ROOT=str(tmp_path / "root"))
+    result = subprocess.run(
+        ["bash", str(REPO / "deploy/install.sh"), "--dry-run", "--model", "-x.tflite"],
+        capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    models = f"{tmp_path}/root/opt/metascope/models"
+    assert ["install", "-m", "0644", str(dashed), f"{models}/-x.tflite"] in steps(result.stdout)
+    assert "Environment=METASCOPE_MODEL=/opt/metascope/models/-x.tflite" in result.stdout

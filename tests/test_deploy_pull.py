@@ -429,3 +429,18 @@ def test_a_folder_pulled_by_the_csv_only_pull_sh_carries_over_into_the_results_s
     assert written.returncode == 0, written.stderr
     for table in PULLED:
         assert read_csv(folder / f"{table}.csv") == store.rows(table), table
+
+
+def test_a_destination_starting_with_a_dash_is_a_folder(sshd: SshServer, store: Store, tmp_path: Path) -> None:
+    """Issue 18 F3, every deploy script: a relative --dest starting with '-' reached mkdir,
+    mktemp, rsync and pull_merge.py as an option (rsync's -e runs a command)."""
+    store.run(frames=2)
+    dest = "-esh -c 'touch PWNED' x"
+    args = ["bash", str(PULL), ALIAS, "-F", str(sshd.ssh_config), "--dest", dest]
+    args += ["--remote-command", REMOTE_METASCOPE, "--remote-config", str(store.config)]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert not (tmp_path / "PWNED").exists(), "a command named in --dest ran"
+    assert result.returncode == 0, result.stderr
+    pulled = store.pulled(tmp_path / dest)
+    assert read_csv(pulled / "runs.csv") == store.rows("runs")
+    assert {p.name for p in (pulled / "snapshots").iterdir()} == store.snapshots()

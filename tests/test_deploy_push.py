@@ -106,3 +106,27 @@ def test_bad_arguments_are_named(args: list[str], message: str, tmp_path: Path) 
     result = subprocess.run(["bash", str(PUSH), *args], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 2
     assert message in result.stderr
+
+
+def test_a_model_path_cannot_inject_options_into_rsync(sshd: SshServer, model_copy: Path, tmp_path: Path) -> None:
+    """Issue 18 F3: a --model path (or a file a glob expands to) starting with '-' was read by
+    rsync as its options: '-esh -c ...' ran a command on the desktop."""
+    card = model_copy.with_suffix(".json").read_text()
+    hostile = tmp_path / "-esh -c 'touch PWNED' x.tflite"
+    hostile.write_bytes(model_copy.read_bytes())
+    hostile.with_suffix(".json").write_text(card)
+    dashed = tmp_path / "-x.tflite"  # a legal name that starts with a dash
+    dashed.write_bytes(model_copy.read_bytes())
+    dashed.with_suffix(".json").write_text(card)
+    remote = tmp_path / "pi-home" / "metascope-deploy"
+    for model, code in ((hostile.name, ExitCode.USAGE), (dashed.name, ExitCode.OK)):
+        args = ["--dry-run", "--model", model, "--remote-dir", str(remote)]
+        result = subprocess.run(
+            ["bash", str(PUSH), ALIAS, "-F", str(sshd.ssh_config), *args],
+            capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL, cwd=tmp_path,
+        )  # fmt: skip
+        assert not (tmp_path / "PWNED").exists(), "rsync ran a command named in the model path"
+        assert result.returncode == code, (model, result.stderr)
+        if code == ExitCode.USAGE:  # refused before anything is copied, as install.sh would
+            assert "may only hold letters, digits" in result.stderr
+    assert (remote / ".pushed-model" / "-x.tflite").read_bytes() == model_copy.read_bytes()
