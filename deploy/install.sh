@@ -75,6 +75,8 @@ while [ $# -gt 0 ]; do
     --model)
         if [ $# -lt 2 ] || [ -z "$2" ]; then die "--model needs a path to a .tflite file"; fi
         model=$2
+        # A relative path starting with '-' would reach basename, install... as options.
+        case $model in -*) model=./$model ;; esac
         shift 2
         ;;
     --no-start)
@@ -163,10 +165,10 @@ for index in "${!models[@]}"; do
     [ -f "$model" ] || die "--model $model: no such file"
     # The name ends up in a systemd drop-in (Environment=): a space would split it, a newline
     # or % could add directives or specifiers. Only names that need no quoting anywhere.
-    case $(basename "$model") in
-    *[!A-Za-z0-9._+-]*) die "--model: the model file name '$(basename "$model")' may only hold letters, digits and . _ + - (rename it)" ;;
+    case $(basename -- "$model") in
+    *[!A-Za-z0-9._+-]*) die "--model: the model file name '$(basename -- "$model")' may only hold letters, digits and . _ + - (rename it)" ;;
     esac
-    model=$(cd "$(dirname "$model")" && pwd)/$(basename "$model")
+    model=$(cd -- "$(dirname -- "$model")" && pwd)/$(basename -- "$model")
     models[index]=$model
     card=${model%.tflite}.json
     [ -f "$card" ] || die "$model has no model card beside it ($card)"

@@ -108,6 +108,9 @@ while [ $# -gt 0 ]; do
     esac
 done
 [ -n "$host" ] || die $EXIT_USAGE "no HOST given (see --help)"
+# A relative DEST starting with '-' would reach mkdir, mktemp, rsync and pull_merge.py as an
+# option (rsync -e runs a command): ./ makes it a path. HOST cannot start with '-' (see above).
+case $dest in -*) dest=./$dest ;; esac
 
 # pull_merge.py answers in lines (the database folder, then the tables): a path with a newline
 # cannot pass through them. A tab can (a legal, if odd, folder name).
@@ -205,7 +208,8 @@ copy_folder() {
     if [ "$(cat "$work/has-$what")" = yes ]; then
         # No --delete: files the Pi has since dropped (size cap) stay here. rsync writes
         # each file under a temp name and renames it, so a broken copy damages nothing.
-        rsync -rt --exclude='.*' -e "$rsh" "$host:$folder/" "$database_dir/$what/" 2>"$work/stderr" ||
+        # "--": pull_merge.py names DATABASE_DIR without the ./ that kept a DEST starting with '-' a path.
+        rsync -rt --exclude='.*' -e "$rsh" -- "$host:$folder/" "$database_dir/$what/" 2>"$work/stderr" ||
             die $EXIT_COPY_FAILED "copying $what from $host:$folder failed: $(tail -n 5 "$work/stderr")"
         printf '%s: %s: copied to %s/%s\n' "$host_name" "$what" "$database_dir" "$what"
     else

@@ -68,6 +68,9 @@ while [ $# -gt 0 ]; do
     esac
 done
 [ -n "$host" ] || die $EXIT_USAGE "no HOST given (see --help)"
+# A relative path starting with '-' would reach rsync, basename... as options (rsync -e runs a
+# command): ./ makes it a path. HOST cannot start with '-' (refused as an unknown option above).
+case $model in -*) model=./$model ;; esac
 # The copy is made with --delete, so it may only ever go into a folder push.sh made: the Pi
 # resolves --remote-dir (no spelling gets past that: ./., metascope-deploy/.., /var/lib...)
 # and the folder must carry push's mark, be new, or be empty (then it is marked).
@@ -76,6 +79,10 @@ if [ -n "$model" ]; then
     case $model in *.tflite) ;; *) die $EXIT_USAGE "--model $model: expected a .tflite file" ;; esac
     [ -f "$model" ] || die $EXIT_USAGE "--model $model: no such file"
     [ -f "${model%.tflite}.json" ] || die $EXIT_USAGE "--model $model: its card ${model%.tflite}.json is missing"
+    # install.sh on the Pi refuses any other name (it goes into a systemd drop-in): say so before copying.
+    case $(basename -- "$model") in
+    *[!A-Za-z0-9._+-]*) die $EXIT_USAGE "--model: the model file name '$(basename -- "$model")' may only hold letters, digits and . _ + - (rename it)" ;;
+    esac
 fi
 
 make_ssh_cmd ${ssh_opts[@]+"${ssh_opts[@]}"}
@@ -140,9 +147,9 @@ esac
 install_args=()
 if [ -n "$model" ]; then
     # Beside the project copy, inside the mirror: the next push removes it again.
-    rsync -t -e "$rsh" "$model" "${model%.tflite}.json" "$host:$remote_dir/.pushed-model/" ||
+    rsync -t -e "$rsh" -- "$model" "${model%.tflite}.json" "$host:$remote_dir/.pushed-model/" ||
         die $EXIT_FAILED "copying $model to $host failed"
-    install_args+=(--model ".pushed-model/$(basename "$model")")
+    install_args+=(--model ".pushed-model/$(basename -- "$model")")
 fi
 [ $dry_run -eq 0 ] || install_args+=(--dry-run)
 quoted_args=""
