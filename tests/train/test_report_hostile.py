@@ -7,13 +7,17 @@ import base64
 import csv
 import html
 import io
+import os
 import re
 import shutil
+import subprocess
+import sys
 import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from conftest import REPO
 from PIL import Image
 from rig_results import pulled_fixture  # noqa: F401 (the fixture `pulled`)
 
@@ -234,3 +238,24 @@ def test_tables_that_cannot_be_read_are_named_and_the_rest_is_reported(pulled: P
     for host in ("cells-no-run-id", "frames-no-run-id", "short-row", "passwd"):
         assert f"{host}, " in page or f", {host}" in page, f"{host} is in the page's title"
     assert page.count('<td class="text">cells-no-run-id</td>') == 1, "its run is listed"
+
+
+def test_a_results_store_that_is_a_fifo_or_a_link_out_is_named_not_waited_on(pulled: Path, tmp_path: Path) -> None:
+    """F20, the results store: sqlite opening a FIFO planted as HOST/results.sqlite waited for a
+    writer forever, and a link out of the folder was opened wherever it led. Each is named, and
+    that host's CSV files are read instead. Run in a child with a time limit: a regression fails
+    here instead of hanging the suite."""
+    results = tmp_path / "results"
+    shutil.copytree(pulled, results)
+    (results / "scope1" / "results.sqlite").unlink()
+    os.mkfifo(results / "scope1" / "results.sqlite")
+    elsewhere = tmp_path / "elsewhere.sqlite"
+    shutil.move(results / "scope2" / "results.sqlite", elsewhere)
+    (results / "scope2" / "results.sqlite").symlink_to(elsewhere)
+    command = [sys.executable, "-m", "train", "report", str(results)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "could not read scope1/results.sqlite: not a regular file" in result.stderr
+    assert "could not read scope2/results.sqlite: a link out of the results folder" in result.stderr
+    page = (results / "report.html").read_text()
+    assert '<td class="text">scope1</td>' in page and '<td class="text">scope2</td>' in page, "read from CSV"
