@@ -41,17 +41,35 @@ class Unreadable(Exception):
     """A file of the pulled folder that was not read (the message says why): the page names it."""
 
 
-def read_inside(root: Path, path: Path, limit: int | None = None) -> bytes:
-    """The bytes of ``path``, a regular file inside ``root``. A pulled folder may hold what
-    someone else put there (a crop that is a link to /etc/shadow): a link that leads out of the
-    folder is refused, the file is opened without following a link swapped in at its last step
-    and without blocking on a FIFO, and a file over ``limit`` bytes is not read."""
+def resolved_inside(root: Path, path: Path) -> Path:
+    """``path`` with every link resolved, when that lies inside ``root``; else Unreadable."""
     try:
         real = path.resolve(strict=True)
     except (OSError, RuntimeError) as exc:  # RuntimeError: a loop of links
         raise Unreadable(f"cannot be opened ({getattr(exc, 'strerror', None) or exc})") from None
     if not real.is_relative_to(root.resolve()):
         raise Unreadable("a link out of the results folder: not read")
+    return real
+
+
+def not_a_file_inside(root: Path, path: Path) -> str | None:
+    """Why ``path`` is not read as a regular file inside ``root``, or None: for a file another
+    library opens by name (sqlite would wait for a FIFO's writer, and follow any link)."""
+    try:
+        mode = os.stat(resolved_inside(root, path), follow_symlinks=False).st_mode
+    except Unreadable as exc:
+        return str(exc)
+    except OSError as exc:
+        return f"cannot be opened ({exc.strerror})"
+    return None if stat.S_ISREG(mode) else "not a regular file: not read"
+
+
+def read_inside(root: Path, path: Path, limit: int | None = None) -> bytes:
+    """The bytes of ``path``, a regular file inside ``root``. A pulled folder may hold what
+    someone else put there (a crop that is a link to /etc/shadow): a link that leads out of the
+    folder is refused, the file is opened without following a link swapped in at its last step
+    and without blocking on a FIFO, and a file over ``limit`` bytes is not read."""
+    real = resolved_inside(root, path)
     try:
         descriptor = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
@@ -144,8 +162,12 @@ def from_stores(results_dir: Path, not_read: list[str]) -> tuple[list[PulledData
     only = None
     if not stores and (results_dir.parent / STORE_NAME).is_file():
         stores, only = [results_dir.parent / STORE_NAME], results_dir.name
-    found = []
+    found, refused = [], set()
     for store in stores:
+        if (problem := not_a_file_inside(results_dir, store)) is not None:
+            not_read.append(f"{store.relative_to(results_dir)}: {problem} (its host's CSV files are read instead)")
+            refused.add(store)
+            continue
         try:
             for name, folder, tables in read_store(store, TABLES):
                 if only not in (None, name):
@@ -156,7 +178,7 @@ def from_stores(results_dir: Path, not_read: list[str]) -> tuple[list[PulledData
                 found.append(database)
         except StoreUnreadable as exc:
             not_read.append(str(exc))
-    return found, {store.parent for store in stores}
+    return found, {store.parent for store in stores if store not in refused}
 
 
 def read_pulled(results_dir: Path) -> PulledFolder:
