@@ -127,6 +127,11 @@ def test_a_corrupt_database_is_moved_aside_and_a_new_one_started(tiny_model, tmp
     assert status["database_set_aside"] == str(aside[0])
     stopped = next(line for line in result.stderr.splitlines() if "stopped:" in line)
     assert aside[0].name in stopped, "the summary names the set-aside database"
+    status_text = subprocess.run(
+        [sys.executable, "-m", "edge", "status", "--config", str(config)], capture_output=True, text=True, cwd=REPO
+    )
+    assert status_text.returncode == 0, status_text.stderr
+    assert str(aside[0]) in status_text.stdout, "`metascope status` names it after the run too"
 
 
 def newer_database(database: Path) -> bytes:
