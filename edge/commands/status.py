@@ -15,6 +15,7 @@ from typing import Any
 
 from edge.commands.common import CommandError, add_config_args, config_from_args
 from edge.paths import doctor_socket_path, live_socket_path
+from edge.record.opening import set_aside_databases
 from edge.record.reading import StoreError, execute, has_table, open_readonly, results_tables, stored_tables
 from edge.record.schema import version_of
 
@@ -111,8 +112,8 @@ def gather(config: Any) -> dict[str, Any]:
         "views": views,
         "runs": runs,
     }
-    wal = Path(f"{database}-wal")
-    report["database_bytes"] = _file_size(database) + _file_size(wal)
+    report["set_aside"] = [str(path) for path in set_aside_databases(database)]
+    report["database_bytes"] = _file_size(database) + _file_size(Path(f"{database}-wal"))
     report["snapshots"] = _folder_report(config.snapshot_dir, "*.jpg")
     report["crops"] = _folder_report(config.crop_dir, "*.png")
     usage = shutil.disk_usage(config.state_path)
@@ -190,6 +191,8 @@ def format_text(report: dict[str, Any]) -> str:
     lines.append(f"last frame:  {totals['last_frame_at'] or 'none'}")
     identity = report.get("database_id") or "not yet given one (starts with the next run)"
     lines.append(f"database:    {report['database']} ({_mb(report['database_bytes'])}; id {identity})")
+    for aside in report["set_aside"]:
+        lines.append(f"set aside:   {aside} (corrupt: kept, never written again; `sqlite3 FILE .recover`)")
     snapshots = report["snapshots"]
     lines.append(f"snapshots:   {snapshots['folder']} ({snapshots['files']} files, {_mb(snapshots['bytes'])})")
     crops = report["crops"]

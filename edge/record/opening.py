@@ -154,6 +154,11 @@ def _unwritable(path: Path) -> str | None:
     return None
 
 
+def set_aside_databases(path: Path) -> list[Path]:
+    """The corrupt databases set aside beside ``path`` (``set_aside``'s names), oldest first."""
+    return sorted(path.parent.glob(f"{path.stem}.corrupt-*{path.suffix}"))
+
+
 def set_aside(path: Path) -> Path:
     """Rename the database and its companions to metascope.corrupt-<UTC time>.db (-wal...): kept
     for recovery (`sqlite3 FILE .recover`), and out of the way of a new database, which must not
