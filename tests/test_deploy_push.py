@@ -130,3 +130,21 @@ def test_a_model_path_cannot_inject_options_into_rsync(sshd: SshServer, model_co
         if code == ExitCode.USAGE:  # refused before anything is copied, as install.sh would
             assert "may only hold letters, digits" in result.stderr
     assert (remote / ".pushed-model" / "-x.tflite").read_bytes() == model_copy.read_bytes()
+
+
+def test_a_git_clone_of_the_project_is_never_taken_for_an_earlier_push(
+    sshd: SshServer, model_copy: Path, tmp_path: Path
+) -> None:
+    """Issue 18 F4: README offers cloning the project on the Pi; push mirrored into the clone
+    with --delete (untracked files deleted, edits reverted)."""
+    clone = tmp_path / "metascope"
+    (clone / "deploy").mkdir(parents=True)
+    (clone / "deploy" / "push.sh").write_text("# the project's push.sh, checked out\n")
+    (clone / "pyproject.toml").write_text('[project]\nname = "metascope"\n')
+    (clone / ".git").mkdir()
+    (clone / "notes.txt").write_text("untracked work\n")
+    result = push(sshd, "--dry-run", "--model", str(model_copy), "--remote-dir", str(clone))
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    assert f"{clone} on {ALIAS} is a git clone" in result.stderr and "rm -rf" in result.stderr, result.stderr
+    assert (clone / "notes.txt").read_text() == "untracked work\n", "nothing deleted"
+    assert not (clone / ".metascope-push").exists() and not (clone / "README.md").exists(), "nothing copied"
