@@ -94,13 +94,15 @@ if ! reply=$("${ssh_cmd[@]}" "$host" true 2>&1 </dev/null); then
 fi
 
 # On the host: make or check the folder, print where it really is. An earlier push.sh made
-# folders without the mark: one holding this project's push.sh and pyproject.toml is taken.
+# folders without the mark: one holding this project's push.sh and pyproject.toml is taken, but
+# never one holding .git (a push leaves .git out): that is a clone, README offers cloning.
 # shellcheck disable=SC2016 # expanded by the shell on the host, not here
 claim='d=$(realpath -m -- "$1") || exit 20; mark=$d/.metascope-push
 if [ ! -e "$d" ]; then mkdir -p "$d" || exit 20; : >"$mark"
 elif [ ! -d "$d" ]; then exit 21
 elif [ ! -f "$mark" ]; then
     if [ -z "$(ls -A "$d")" ]; then : >"$mark"
+    elif [ -e "$d/.git" ]; then exit 23
     elif [ -f "$d/deploy/push.sh" ] && grep -qs "^name = \"metascope\"" "$d/pyproject.toml"; then : >"$mark"
     else exit 22; fi
 fi
@@ -111,6 +113,7 @@ case $status in
 0) ;;
 21) die $EXIT_USAGE "--remote-dir $remote_dir: it is a file on $host, not a folder" ;;
 22) die $EXIT_USAGE "--remote-dir $remote_dir: that folder on $host was not made by push.sh and is not empty; refusing to mirror into it (files there would be deleted)" ;;
+23) die $EXIT_USAGE "--remote-dir $remote_dir: $remote_dir on $host is a git clone (it holds .git), not a copy push.sh made; mirroring would delete its untracked files and undo its edits. Push to another --remote-dir (the default is metascope-deploy), or remove the clone first if nothing in it is needed: ssh $host rm -rf $(sh_quote "$remote_dir")" ;;
 255) die $EXIT_UNREACHABLE "lost the connection to $host" ;;
 *) die $EXIT_FAILED "cannot make $remote_dir on $host (exit $status)" ;;
 esac
