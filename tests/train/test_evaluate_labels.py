@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edge.capture.synthetic_cells import write_synthetic_dataset
@@ -56,3 +57,18 @@ def test_a_label_map_onto_no_label_of_the_model_is_named(tiny_model, cells: Path
     args = ["evaluate", str(tiny_model[0]), str(cells), "--label-map", "round=oval", "--quiet"]
     assert main(args) == ExitCode.USAGE
     assert "oval" in capsys.readouterr().err
+
+
+def test_evaluate_says_when_images_hold_several_cells(tiny_model, cells: Path, tmp_path: Path, capsys) -> None:
+    from PIL import Image
+
+    from edge.capture.synthetic import add_sensor_noise, render_field
+
+    folder = tmp_path / "lab"
+    shutil.copytree(cells, folder)
+    rng = np.random.default_rng(5)
+    canvas, _ = render_field(rng, 240, 320, 6, cluster_fraction=0.0, scale=1.0)
+    Image.fromarray(add_sensor_noise(rng, canvas)).save(folder / "spindle" / "spindle_g0" / "whole_frame.png")
+    assert main(["evaluate", str(tiny_model[0]), str(folder), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "1 image(s) hold several cells (whole_frame.png: " in out

@@ -81,6 +81,9 @@ def test_card_is_complete_and_matches_the_file(fitted: Path) -> None:
     # Issue 13: how crops were masked, the training scale and cell sizes, what the final model learnt from.
     assert data["data"]["crops"]["premasked"] == 240 and data["data"]["crops"]["segmented"] == 0
     assert card.input.pixel_size_um == 0.65 and data["data"]["cell_area_px"]["pixel_size_um"] == 0.65
+    # Issue 19.4: the training cells' grey levels, for classify and evaluate to compare crops with.
+    grey = data["data"]["cell_grey"]
+    assert grey["mean"]["n"] == grey["spread"]["n"] == 240 and 0 < grey["mean"]["median"] < 255
     areas = data["data"]["cell_area_px"]
     assert areas["n"] == 240 and 300 < areas["q10"] < areas["median"] < areas["q90"] < 6000
     trained = data["data"]["trained_on"]
