@@ -66,6 +66,7 @@ class Dataset:
     crop_kinds: dict[str, int] = field(default_factory=dict)  # how many crops went which way (CROP_KINDS)
     digests: list[str] = field(default_factory=list)  # each cell's file_digest
     group_pairs: str = ""  # the groups paired across labels (train/grouping.py), said where they are used
+    crowded: list[tuple[Path, int]] = field(default_factory=list)  # images holding several cells, and how many
 
     def __len__(self) -> int:
         return len(self.y)
@@ -90,6 +91,7 @@ class Dataset:
             crop_kinds=self.crop_kinds,
             digests=[self.digests[i] for i in index] if self.digests else [],
             group_pairs=self.group_pairs,
+            crowded=[entry for entry in self.crowded if entry[0] in {self.paths[i] for i in index}],
         )
 
     def relative_paths(self) -> list[str]:
@@ -260,6 +262,7 @@ def load(
     kinds: Counter[str] = Counter()
     kept: list[LabelledFile] = []
     skipped: list[tuple[Path, str]] = []
+    crowded: list[tuple[Path, int]] = []
     bar = tqdm(files, desc="loading images", unit="img", disable=not progress.shown(), file=sys.stderr, leave=False)
     for item in bar:
         try:
@@ -275,6 +278,8 @@ def load(
         areas.append(cell.area_px)
         kinds[cell.kind] += 1
         kept.append(item)
+        if cell.cells_in_image > 1:
+            crowded.append((item.path, cell.cells_in_image))
     bar.close()
     for path, reason in skipped:
         print(f"skipped {reason}" if str(path) in reason else f"skipped {path}: {reason}", file=sys.stderr)
@@ -304,6 +309,7 @@ def load(
         crop_kinds={kind: kinds[kind] for kind in (*CROP_KINDS, UNSEGMENTABLE)},
         digests=[file_digest(item.path) for item in kept],
         group_pairs=pairs_made(kept),
+        crowded=crowded,
     )
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from edge.cells.scale import area_summary
 from edge.classify.card import ModelCard
 from edge.classify.preprocess import InputSpec
+from edge.classify.survey import grey_summary
 from edge.errors import ExitCode, MetascopeError
 from train.dataset import DEFAULT_MAX_BAD_FRACTION, Dataset, load_folder
 from train.distill import FINAL, Teacher, TeacherOutputs, TeacherRecorder, distill_path_for
@@ -182,6 +183,11 @@ def data_section(request: FitRequest, dataset: Dataset) -> dict[str, Any]:
             "pixel_size_um": request.spec.pixel_size_um,
             "what": "mask area of the training cells in pixels of the training images (run and doctor compare a "
             "rig's cells with the median; detect.cluster_area_px 0 derives from it)",
+        },
+        "cell_grey": {
+            **grey_summary([] if dataset.windows is None else list(dataset.windows)),
+            "what": "each training cell's mean grey and spread over its mask (raw, before any standardisation); "
+            "classify and evaluate say when crops lie far from these medians",
         },
         "group_pairs": dataset.group_pairs or None,
         "provenance": provenance,
@@ -433,7 +439,10 @@ def write_files(request: FitRequest, card: ModelCard, held: HeldOut, recorder: T
         card,
         name=f"{name}.float",
         # The training cells' areas too: the Pi derives its cluster size and scale check from them.
-        extra={"float_version_of": model_path.name, "data": {"cell_area_px": card.extra["data"]["cell_area_px"]}},
+        extra={
+            "float_version_of": model_path.name,
+            "data": {key: card.extra["data"][key] for key in ("cell_area_px", "cell_grey")},
+        },
     )
     write_model(float_path, convert_float(held.final_fit.model), float_card)
     written_files = [model_path.with_suffix(".json").name, float_path.name, f"{name}.report.md"]

@@ -179,6 +179,7 @@ class CropCell:
     window: np.ndarray
     area_px: int  # pixels in the cell's mask, at the image's scale (the whole image when unmasked)
     kind: str  # one of CROP_KINDS
+    cells_in_image: int = 1  # whole cells the image holds (a frame given as a crop holds several)
 
 
 def crop_cell(
@@ -200,18 +201,46 @@ def crop_cell(
         ys, xs = np.nonzero(mask)
         if ys.size:
             use_mask = mask if spec.masked_background else None
-            return CropCell(cell_window(gray, (ys.mean(), xs.mean()), side, use_mask), int(ys.size), PREMASKED)
+            window = cell_window(gray, (ys.mean(), xs.mean()), side, use_mask)
+            return CropCell(window, int(ys.size), PREMASKED, masked_cells(mask, detect_settings))
     if not spec.masked_background:
         centre = ((gray.shape[0] - 1) / 2, (gray.shape[1] - 1) / 2)
         return CropCell(cell_window(gray, centre, side), int(gray.size), UNMASKED)
-    found = nearest_to_centre(without_black_padding(gray), detect_settings)
+    objects = objects_in_crop(without_black_padding(gray), detect_settings)
+    found = nearest_to_centre_of(objects, gray.shape)
     if found is None:
         raise UnsegmentableCrop(
             "unmasked crop in which the detector finds no cell (too little texture against the background, or "
             "smaller than detect.min_area_px); mask it yourself or leave it out"
         )
     window = cell_window(gray, found.centroid_yx, side, found.mask, found.origin_yx)
-    return CropCell(window, found.area, SEGMENTED)
+    # Neighbours cut by the crop's edge, and scraps far smaller than the cell, are what a crop
+    # happens to hold around its cell; whole objects of a cell's size are cells of their own.
+    big_enough = OTHER_CELL_MIN_SHARE * found.area
+    others = [d for d in objects if d is not found and not near_edge(d, gray.shape) and d.area >= big_enough]
+    return CropCell(window, found.area, SEGMENTED, 1 + len(others))
+
+
+# An object besides a crop's cell counts as another cell from this share of the cell's area.
+OTHER_CELL_MIN_SHARE = 0.25
+EDGE_MARGIN_PX = 3
+
+
+def near_edge(found: Detection, shape: tuple[int, ...]) -> bool:
+    y0, x0, y1, x1 = found.bbox
+    m = EDGE_MARGIN_PX
+    return y0 < m or x0 < m or y1 > shape[0] - m or x1 > shape[1] - m
+
+
+def masked_cells(mask: np.ndarray, detect_settings: DetectSettings | None = None) -> int:
+    """Separate cells in a pre-masked image: its lit parts of at least detection's smallest cell."""
+    from scipy import ndimage
+
+    labels, count = ndimage.label(mask)
+    if count <= 1:
+        return 1
+    sizes = np.bincount(labels.ravel())[1:]
+    return max(1, int(np.count_nonzero(sizes >= (detect_settings or DetectSettings()).min_area_px)))
 
 
 def without_black_padding(gray: np.ndarray) -> np.ndarray:
@@ -226,17 +255,24 @@ def without_black_padding(gray: np.ndarray) -> np.ndarray:
     return filled
 
 
-def nearest_to_centre(gray: np.ndarray, detect_settings: DetectSettings | None = None) -> Detection | None:
-    """The detected object nearest the image centre, or None. Objects touching the crop's edge
-    are kept: a crop cuts its background, not only its cell."""
+def objects_in_crop(gray: np.ndarray, detect_settings: DetectSettings | None = None) -> list[Detection]:
+    """Every object the detector finds in a crop. Objects touching the crop's edge are kept: a
+    crop cuts its background, not only its cell."""
     from edge.cells.detect import detect
 
-    settings = replace(detect_settings or DetectSettings(), skip_border=False)
-    found = detect(gray, settings)
+    return detect(gray, replace(detect_settings or DetectSettings(), skip_border=False))
+
+
+def nearest_to_centre_of(found: list[Detection], shape: tuple[int, ...]) -> Detection | None:
     if not found:
         return None
-    cy, cx = (gray.shape[0] - 1) / 2, (gray.shape[1] - 1) / 2
+    cy, cx = (shape[0] - 1) / 2, (shape[1] - 1) / 2
     return min(found, key=lambda d: (d.centroid_yx[0] - cy) ** 2 + (d.centroid_yx[1] - cx) ** 2)
+
+
+def nearest_to_centre(gray: np.ndarray, detect_settings: DetectSettings | None = None) -> Detection | None:
+    """The detected object nearest the image centre, or None."""
+    return nearest_to_centre_of(objects_in_crop(gray, detect_settings), gray.shape)
 
 
 def single_cell_window(gray: np.ndarray, spec: InputSpec, window_px: int | None = None) -> np.ndarray:

@@ -87,6 +87,7 @@ class Rows:
         self.classifier, self.threshold, self.as_json = classifier, threshold, as_json
         self.counts: Counter[str] = Counter()
         self.failed = 0
+        self.cells_in_image: dict[Path, int] = {}  # images holding several cells are said so
         if not as_json:
             print("file\tlabel\tprobability")
 
@@ -110,9 +111,16 @@ class Rows:
                 continue
             label = classifier.label_for(float(probability), self.threshold)
             self.counts[label] += 1
+            several = self.cells_in_image.pop(path, 1)
+            if several > 1:
+                print(f"metascope classify: note: {shown(path)}: holds {several} cells; its row is the one nearest "
+                      "the centre (a frame: `metascope detect` classifies each)", file=sys.stderr)  # fmt: skip
             if self.as_json:
                 row = {"file": shown(path), "label": label, "probability": round(float(probability), 6)}
-                print(json.dumps({**row, "model": classifier.card.name}))
+                row["model"] = classifier.card.name
+                if several > 1:
+                    row["cells_in_image"] = several
+                print(json.dumps(row))
             else:
                 print(f"{shown(path)}\t{label}\t{probability:.4f}")
         sys.stdout.flush()
@@ -129,7 +137,8 @@ class Rows:
 def classify(args: argparse.Namespace) -> int:
     from edge.capture.images import ImageError, read_grayscale
     from edge.cells.detect import DetectSettings, min_frame_side
-    from edge.classify.preprocess import UnsegmentableCrop, single_cell_input
+    from edge.classify.preprocess import UnsegmentableCrop, crop_cell, finish_input
+    from edge.classify.survey import CropSurvey
 
     classifier = load_classifier(args.model, args.threads, args.interpreter)
     rows = Rows(classifier, classifier.threshold if args.threshold is None else args.threshold, args.json)
@@ -138,10 +147,12 @@ def classify(args: argparse.Namespace) -> int:
     cells: list[np.ndarray] = []
     empty_folders: list[Path] = []
     left_out: list[Path] = []
+    survey = CropSurvey()
     min_side = min_frame_side(DetectSettings())  # an unmasked crop goes through detection's defaults
     for path in iter_image_paths(args.inputs, empty_folders, left_out=left_out):
         try:
-            cells.append(single_cell_input(read_grayscale(path, min_side), spec))
+            crop = crop_cell(read_grayscale(path, min_side), spec)
+            cells.append(finish_input(crop.window, spec))
         except UnsegmentableCrop as exc:  # the image was fine; its cell could not be found
             rows.skipped(f"skipped {shown(path)}: {exc}")
             continue
@@ -149,12 +160,16 @@ def classify(args: argparse.Namespace) -> int:
             rows.skipped(f"skipped {str(exc).replace(str(path), shown(path), 1)}")
             continue
         paths.append(path)
+        survey.add(path, crop.area_px, crop.window, crop.cells_in_image)
+        rows.cells_in_image[path] = crop.cells_in_image
         if len(paths) == CLASSIFY_CHUNK:
             rows.classify(paths, cells)
             paths, cells = [], []
     rows.classify(paths, cells)
     for folder in empty_folders:
         rows.skipped(f"{shown(folder)}: no {'image ' if left_out else ''}files in this folder")
+    for note in survey.notes(classifier.card.extra):
+        print(f"metascope classify: note: {note}", file=sys.stderr)
     print(rows.summary() + left_out_note(left_out), file=sys.stderr)
     return ExitCode.FAILED if rows.failed else ExitCode.OK
 

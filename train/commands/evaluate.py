@@ -89,6 +89,8 @@ def evaluate(args: argparse.Namespace) -> int:
     if dataset.group_pairs:
         print(dataset.group_pairs)
     print(format_metrics(metrics, classifier.labels))
+    for note in crop_notes(classifier, dataset):
+        print(f"note: {note}")
     overlap = training_overlap(classifier.card.extra, dataset)
     if overlap:
         print(overlap)
@@ -97,6 +99,15 @@ def evaluate(args: argparse.Namespace) -> int:
     if args.out:
         write_evaluation(args.out, classifier, dataset, metrics, overlap)
     return ExitCode.OK
+
+
+def crop_notes(classifier: Any, dataset: Any) -> list[str]:
+    """Images holding several cells, and crops unlike the training cells (edge/classify/survey.py)."""
+    from edge.classify.survey import CropSurvey
+
+    areas = [] if dataset.areas is None else dataset.areas.tolist()
+    windows = [] if dataset.windows is None else list(dataset.windows)
+    return CropSurvey.of(areas, windows, dataset.crowded).notes(classifier.card.extra)
 
 
 def write_evaluation(
