@@ -289,11 +289,7 @@ def load(
             f"{len(skipped) - kinds[UNSEGMENTABLE]} unreadable, {kinds[UNSEGMENTABLE]} unmasked crops in which the "
             "detector finds no cell; see the files listed above"
         )
-    present = Counter(item.label for item in kept)
-    given = {item.label for item in files}  # evaluate may be given one label's folder alone
-    for label in labels:
-        if label in given and present[label] == 0:
-            raise DatasetError(f"label {label!r} has no readable images")
+    check_every_label_read(files, kept, labels)
     size, side = spec.size, spec.window_px
     return Dataset(
         images=np.stack([finish_input(w, spec) for w in windows]) if windows else np.zeros((0, size, size), np.uint8),
@@ -311,6 +307,14 @@ def load(
         group_pairs=pairs_made(kept),
         crowded=crowded,
     )
+
+
+def check_every_label_read(files: Sequence[LabelledFile], kept: Sequence[LabelledFile], labels: Sequence[str]) -> None:
+    present = Counter(item.label for item in kept)
+    given = {item.label for item in files}  # evaluate may be given one label's folder alone
+    for label in labels:
+        if label in given and present[label] == 0:
+            raise DatasetError(f"label {label!r} has no readable images")
 
 
 def pairs_made(files: Sequence[LabelledFile]) -> str:
