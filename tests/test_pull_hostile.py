@@ -4,6 +4,8 @@ layout of the results store. A host that lies changes nothing here and says what
 
 from __future__ import annotations
 
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -95,3 +97,24 @@ def test_a_dest_with_a_tab_is_used_and_one_with_a_newline_is_named(
     assert result.returncode == ExitCode.PULL_TARGET_UNUSABLE, result.stderr
     assert "--dest" in result.stderr and "newline" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "with\nnewline").exists(), "nothing made"
+
+
+def test_a_remote_step_that_never_ends_is_bounded_and_the_next_pull_runs(
+    sshd: SshServer, store: Store, tmp_path: Path
+) -> None:
+    """F30: an export that never ends hung pull.sh, and every later pull (cron) failed on its lock.
+    Each remote step is bounded (--timeout), on both sides: nothing is left running on the Pi."""
+    dest, held = pulled_once(sshd, store, tmp_path)
+    liar = remote_that(tmp_path, 'export*"--table views"*) exec sleep 313 ;;')
+    started = time.monotonic()
+    hung = pull(sshd, store, dest, "--no-snapshots", "--remote-command", liar, "--timeout", "5")
+    assert time.monotonic() - started < 60
+    assert hung.returncode == ExitCode.BAD_EXPORT, hung.stderr
+    assert "took longer than 5 s" in hung.stderr and "--timeout" in hung.stderr
+    assert snapshot_of(dest) == held
+    deadline = time.monotonic() + 30
+    while subprocess.run(["pgrep", "-f", "sleep 313"], capture_output=True).returncode == 0:
+        assert time.monotonic() < deadline, "the export is still running on the host"
+        time.sleep(0.5)
+    honest = pull(sshd, store, dest, "--no-snapshots")
+    assert honest.returncode == 0, honest.stderr
