@@ -49,6 +49,10 @@ Options:
   --snapshots DIR        HOST's snapshots folder (default: the one `metascope status` names)
   --no-snapshots         do not copy snapshots
   --no-crops             do not copy the cells' crops
+  --timeout SECONDS      the longest each step on HOST (status, each table's export, each copy)
+                         may take (default: $METASCOPE_PULL_TIMEOUT, else 3600); a step that
+                         takes longer is ended, on both sides, and the pull fails with exit 9
+                         (10 for a copy), so a stuck Pi never holds later pulls up
   --no-csv               do not write the CSV files (results.sqlite only); write them later with
                          python3 deploy/pull_merge.py csv DEST/HOST
   -F FILE                ssh config file (passed to ssh)
@@ -65,7 +69,7 @@ results.sqlite).
 EOF
 }
 
-host="" dest="${METASCOPE_PULL_DEST:-results}" since="" snapshots=""
+host="" dest="${METASCOPE_PULL_DEST:-results}" since="" snapshots="" step_timeout="${METASCOPE_PULL_TIMEOUT:-3600}"
 remote_command="${METASCOPE_REMOTE_COMMAND:-}" remote_config="${METASCOPE_REMOTE_CONFIG:-}" copy_snapshots=1
 copy_crops=1 write_csv=1
 ssh_opts=()
@@ -75,7 +79,7 @@ while [ $# -gt 0 ]; do
         usage
         exit 0
         ;;
-    --dest | --since | --remote-command | --remote-config | --snapshots | -F | -o | -i | -p)
+    --dest | --since | --remote-command | --remote-config | --snapshots | --timeout | -F | -o | -i | -p)
         if [ $# -lt 2 ] || [ -z "$2" ]; then die $EXIT_USAGE "$1 needs a value (see --help)"; fi
         case $1 in
         --dest) dest=$2 ;;
@@ -83,6 +87,7 @@ while [ $# -gt 0 ]; do
         --remote-command) remote_command=$2 ;;
         --remote-config) remote_config=$2 ;;
         --snapshots) snapshots=$2 ;;
+        --timeout) step_timeout=$2 ;;
         *) ssh_opts+=("$1" "$2") ;;
         esac
         shift 2
@@ -111,6 +116,13 @@ done
 # A relative DEST starting with '-' would reach mkdir, mktemp, rsync and pull_merge.py as an
 # option (rsync -e runs a command): ./ makes it a path. HOST cannot start with '-' (see above).
 case $dest in -*) dest=./$dest ;; esac
+# ASCII digits only, 1 to 86400 (a [0-9] class could match other digits in some locales).
+case $step_timeout in
+*[!0123456789]* | "" | 0*) die $EXIT_USAGE "--timeout '$step_timeout' is not a whole number of seconds (1 to 86400)" ;;
+esac
+if [ ${#step_timeout} -gt 5 ] || [ "$step_timeout" -gt 86400 ]; then
+    die $EXIT_USAGE "--timeout $step_timeout is over a day (86400 s)"
+fi
 
 # pull_merge.py answers in lines (the database folder, then the tables): a path with a newline
 # cannot pass through them. A tab can (a legal, if odd, folder name).
@@ -130,6 +142,7 @@ mkdir -p "$host_dir" || die $EXIT_PULL_TARGET_UNUSABLE "cannot create $host_dir"
 
 make_ssh_cmd ${ssh_opts[@]+"${ssh_opts[@]}"}
 command -v python3 >/dev/null || die $EXIT_FAILED "python3 is needed on this machine (deploy/pull_merge.py merges the rows)"
+command -v timeout >/dev/null || die $EXIT_FAILED "timeout (coreutils) is needed on this machine (it bounds each step)"
 
 if [ -n "$remote_command" ]; then
     remote_prefix=$remote_command
@@ -157,14 +170,20 @@ if command -v flock >/dev/null; then
     flock -n 9 || die $EXIT_FAILED "another pull into $host_dir is running"
 fi
 
-# Run CMD on the host; stdout to $1. Exits with a message that says what went wrong.
+# Run CMD on the host; stdout to $1. Exits with a message that says what went wrong. Bounded in
+# time on both sides: here by timeout around ssh (ServerAliveInterval notices a dead link), there
+# by timeout around the command when the host has it (coreutils), so a step that never ends
+# neither holds this pull (and the lock later pulls need) nor keeps running on the Pi.
 remote() {
-    local out=$1 what=$2 command=$3 status=0
-    "${ssh_cmd[@]}" "$host" "$command" >"$out" 2>"$work/stderr" </dev/null || status=$?
+    local out=$1 what=$2 command=$3 status=0 bounded quoted
+    quoted=$(sh_quote "$command")
+    bounded="if command -v timeout >/dev/null 2>&1; then exec timeout -k 10 $step_timeout sh -c $quoted; else exec sh -c $quoted; fi"
+    timeout -k 10 "$step_timeout" "${ssh_cmd[@]}" "$host" "$bounded" >"$out" 2>"$work/stderr" </dev/null || status=$?
     [ $status -eq 0 ] && return 0
     local detail
     detail=$(tail -n 5 "$work/stderr")
     case $status in
+    124 | 137) die $EXIT_BAD_EXPORT "$what on $host took longer than $step_timeout s (--timeout) and was ended" ;;
     255) die $EXIT_UNREACHABLE "cannot reach $host over ssh: ${detail:-ssh exited 255}" ;;
     126 | 127) die $EXIT_NOT_INSTALLED "metascope is not installed on $host (run deploy/push.sh $host first, or give --remote-command): ${detail:-exit $status}" ;;
     *) die $EXIT_BAD_EXPORT "$what on $host failed (exit $status): ${detail:-no message}" ;;
@@ -209,7 +228,8 @@ copy_folder() {
         # No --delete: files the Pi has since dropped (size cap) stay here. rsync writes
         # each file under a temp name and renames it, so a broken copy damages nothing.
         # "--": pull_merge.py names DATABASE_DIR without the ./ that kept a DEST starting with '-' a path.
-        rsync -rt --exclude='.*' -e "$rsh" -- "$host:$folder/" "$database_dir/$what/" 2>"$work/stderr" ||
+        timeout -k 10 "$step_timeout" rsync -rt --timeout="$step_timeout" --exclude='.*' -e "$rsh" -- \
+            "$host:$folder/" "$database_dir/$what/" 2>"$work/stderr" ||
             die $EXIT_COPY_FAILED "copying $what from $host:$folder failed: $(tail -n 5 "$work/stderr")"
         printf '%s: %s: copied to %s/%s\n' "$host_name" "$what" "$database_dir" "$what"
     else

@@ -20,10 +20,11 @@ rsync_quote() {
 }
 
 # ssh_cmd (an array): ssh with the user's options first (ssh keeps the first value it sees, so
-# theirs win) and a connect timeout, so a dead network fails fast instead of hanging. rsh: the
-# same command quoted for rsync -e.
+# theirs win), a connect timeout, so a dead network fails fast instead of hanging, and keepalives,
+# so a link that dies mid-transfer ends the connection in about a minute. rsh: the same command
+# quoted for rsync -e.
 make_ssh_cmd() {
-    ssh_cmd=(ssh "$@" -o ConnectTimeout=15)
+    ssh_cmd=(ssh "$@" -o ConnectTimeout=15 -o ServerAliveInterval=15 -o ServerAliveCountMax=4)
     rsh=""
     local word
     for word in "${ssh_cmd[@]}"; do rsh+="$(rsync_quote "$word") "; done
