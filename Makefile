@@ -57,7 +57,8 @@ tiny-model: $(STAMP)
 # All benchmarks, JSON in var/bench/ (640x480 synthetic frames): each shipped model alone at
 # one thread and every core, and the service end to end with 20 cells a frame at both (a new
 # field every frame, a still field, a stage moving every 50 frames); the accurate default also at
-# 100 cells a frame, and with the live view watched by a client at 10 frames a second against none.
+# 100 cells a frame, and with the live view watched by a client at 10 frames a second against none;
+# and deploy/pull.sh's no-op and incremental pulls with 50k, 500k and 5M views held (about 15 min).
 # The cluster flag's accuracy per culture condition, on frames composed from the shared crops (when present).
 FAST_MODEL := models/mda231-pc3-fast.tflite
 bench: $(EDGE_STAMP)
@@ -68,6 +69,7 @@ bench: $(EDGE_STAMP)
 	$(EDGE_PY) -m edge bench pipeline --model $(BENCH_MODEL) --threads 1 --cells 20 --frames 2000 --field still --out var/bench/pipeline-still-20-1thread.json
 	$(EDGE_PY) -m edge bench pipeline --model $(BENCH_MODEL) --threads 1 --cells 20 --frames 2000 --field moving --move-every 50 --out var/bench/pipeline-moving-20-1thread.json
 	$(EDGE_PY) -m edge bench live --model $(BENCH_MODEL) --threads 1 --cells 20 --frames 500 --client-hz 10 --rounds 2 --out var/bench/live-20-1thread.json
+	$(EDGE_PY) deploy/pull_bench.py --views 50000 500000 5000000 --out var/bench/pull.json
 	if [ -d $(MODEL_DATA) ]; then \
 	  $(EDGE_PY) -m edge bench clusters --data $(MODEL_DATA) --group-by '(\d+kD\d)' --per-condition 60 --out var/bench/clusters.json; fi
 	if [ -f $(FAST_MODEL) ]; then \
