@@ -43,9 +43,17 @@ def wal_limits(max_db_mb: float, page_size: int) -> tuple[int, int]:
     return pages, min(WAL_LIMIT_BYTES, wal_bytes)
 
 
-def checkpoint(db: sqlite3.Connection) -> None:
-    """Move the write-ahead log into the database file and truncate the log."""
-    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+def checkpoint(db: sqlite3.Connection) -> bool:
+    """Move the write-ahead log into the database file and truncate the log; False when a reader
+    still needs part of it (a pull's export in one long transaction). Never waits for readers:
+    TRUNCATE would wait out the busy timeout (10 s) inside the service loop."""
+    timeout_ms = db.execute("PRAGMA busy_timeout").fetchone()[0]
+    db.execute("PRAGMA busy_timeout=0")
+    try:
+        busy = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+    finally:
+        db.execute(f"PRAGMA busy_timeout={int(timeout_ms)}")
+    return not busy
 
 
 class RetentionSteps:
@@ -111,10 +119,11 @@ class RetentionSteps:
         return None
 
     def _over_size(self, limit: float) -> int | None:
-        if used_bytes(self._db, self._path) > limit:
-            # Deletions go to the WAL first: move them into the file (and truncate the WAL)
-            # before measuring, or every step would find the data bigger, not smaller.
-            checkpoint(self._db)
+        if used_bytes(self._db, self._path) > limit and not checkpoint(self._db):
+            # Deletions go to the WAL first: they are measured once moved into the file (and the
+            # WAL truncated), or every step would find the data bigger, not smaller. A reader
+            # holds the log: the pass ends and the next commit looks again.
+            return None
         # The write-ahead log grows back to about WAL_FRACTION of the cap between checkpoints:
         # the data leaves it that room, so file and log together stay near the cap.
         data_limit = limit * (1.0 - WAL_FRACTION)
