@@ -5,6 +5,8 @@ is counted."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import shutil
 from collections import deque
@@ -64,11 +66,12 @@ class CappedFolder:
         path = self.folder / name
         temporary = path.with_name(path.name + ".tmp")
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            self._make_folder()
             temporary.write_bytes(data)
             os.replace(temporary, path)  # never a half-written file under the real name
         except OSError as exc:  # disk full, read-only, EIO, no inodes: a lost file, not a lost run
-            temporary.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # the folder may be gone or a file now (ENOTDIR)
+                temporary.unlink(missing_ok=True)
             self.failed += 1
             self.last_error = f"cannot write {path}: {exc}"
             return None
@@ -76,6 +79,14 @@ class CappedFolder:
         self.total_bytes += len(data)
         self.written += 1
         return name
+
+    def _make_folder(self) -> None:
+        """The folder, made again if someone deleted it; a file in its place is ENOTDIR (mkdir's
+        own "File exists" would not say what is wrong)."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(self.folder)) from None
 
     def _make_room(self, size: int) -> bool:
         """Delete the oldest files until ``size`` more bytes fit under the cap. A file that cannot
