@@ -48,6 +48,19 @@ def fill_to_the_cap(folder: Path, suffix: str) -> None:
         (folder / f"20200101T0000{index:02d}_000000Z_run1_frame{index}{suffix}").write_bytes(b"\0" * size)
 
 
+def replace_with_a_file(folder: Path) -> None:
+    """Delete the folder and put a file in its place. The running service makes the folder again
+    when it writes into it, sometimes between the two steps: then try again."""
+    for _ in range(50):
+        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            folder.write_text("someone put a file here\n")
+            return
+        except IsADirectoryError:
+            continue
+    raise AssertionError(f"the service kept making {folder} again")
+
+
 def status(state: Path) -> dict:
     try:
         return json.loads((state / "status.json").read_text())
@@ -68,8 +81,7 @@ def test_a_folder_replaced_by_a_file_mid_run_is_a_warning_and_the_run_goes_on(
     try:
         wait_for(listener, "READY=1", STARTUP_LIMIT_S)
         wait_for_frames(state / "metascope.db", 2)
-        shutil.rmtree(state / name)
-        (state / name).write_text("someone put a file here\n")
+        replace_with_a_file(state / name)
         before = len(committed_frames(state / "metascope.db"))
         wait_for_frames(state / "metascope.db", before + 20)
         failures = wait_until(lambda: status(state).get("counters", {}).get(counter), "a failure count")
