@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from edge.cells.detect_settings import DetectSettings
+from edge.cells.detect_settings import CLUSTER_RULES, DetectSettings
 from edge.classify.interpreter import INTERPRETER_NAMES, MAX_THREADS
 from edge.errors import UsageError
 from edge.paths import read_regular_file
@@ -110,8 +110,10 @@ class PipelineConfig:
 class DetectConfig:
     min_area_px: int = option(DetectSettings.min_area_px, 1, 10_000_000)
     max_area_px: int = option(DetectSettings.max_area_px, 1, 100_000_000)
-    # 0 = from the model card: a multiple of its training cells' median area (edge/cells/scale.py),
-    # or DetectSettings' fixed default for a card that records none
+    cluster_rule: str = option(DetectSettings.cluster_rule, choices=CLUSTER_RULES)
+    cluster_flag_rate: float = option(DetectSettings.cluster_flag_rate, 0.0, 1.0)  # learnt rule's threshold
+    # learnt: 0 = no size beyond the rule's; shape: 0 = from the model card, a multiple of its
+    # training cells' median area (edge/cells/scale.py), or 6000 for a card that records none
     cluster_area_px: int = option(0, 0, 100_000_000)
     min_solidity: float = option(DetectSettings.min_solidity, 0.0, 1.0)
     noise_factor: float = option(DetectSettings.noise_factor, 0.5, 100.0)
@@ -119,11 +121,12 @@ class DetectConfig:
     skip_border: bool = option(DetectSettings.skip_border)
     downscale: int = option(DetectSettings.downscale, 1, 4)
 
-    def settings(self, cluster_area_default: int = DetectSettings.cluster_area_px) -> DetectSettings:
-        """Detection's settings; ``cluster_area_default`` stands in for cluster_area_px 0."""
+    def settings(self, cluster_area_px: int = 0, reference_area_px: float = 0.0) -> DetectSettings:
+        """Detection's settings; ``cluster_area_px`` stands in for a cluster_area_px of 0, and
+        ``reference_area_px`` is a typical single cell's area on this rig (edge.cells.scale.detect_settings)."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
-        values["cluster_area_px"] = self.cluster_area_px or cluster_area_default
-        return DetectSettings(**values)
+        values["cluster_area_px"] = self.cluster_area_px or cluster_area_px
+        return DetectSettings(**values, reference_area_px=reference_area_px)
 
 
 @dataclass(frozen=True)

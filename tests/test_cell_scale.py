@@ -9,7 +9,7 @@ import json
 import statistics
 from pathlib import Path
 
-from edge.cells.detect_settings import DetectSettings
+from edge.cells.detect_settings import FIXED_CLUSTER_AREA_PX
 from edge.cells.scale import CLUSTER_AREA_MULTIPLE, area_summary
 from edge.cli import main
 
@@ -71,22 +71,34 @@ def test_matching_sizes_or_known_pixel_sizes_give_no_warning(model_copy, tmp_pat
 def test_a_card_without_training_areas_skips_the_comparison(tiny_model, tmp_path, capsys) -> None:
     err = run_synthetic(tiny_model[0], tmp_path / "state", capsys)
     assert "the model card records no training cell areas to compare with" in err
-    assert f"clusters: objects over {DetectSettings.cluster_area_px} px (fixed default" in err
+    assert (
+        "clusters: learnt rule flagging 5 % of its training single cells, a single cell's area from the rule's "
+        "training crops (the model card records no training cell areas)" in err
+    )
+    config = tmp_path / "shape.toml"
+    config.write_text('[detect]\ncluster_rule = "shape"\n')
+    err = run_synthetic(tiny_model[0], tmp_path / "shape", capsys, "--config", str(config))
+    assert f"clusters: shape rule: objects over {FIXED_CLUSTER_AREA_PX} px (fixed default" in err
     assert doctor_line(tiny_model[0], tmp_path / "state", capsys).startswith("SKIP  scale: ")
 
 
 def test_the_cluster_size_follows_the_training_cells_unless_the_config_sets_it(model_copy, tmp_path, capsys) -> None:
     model = model_with_areas(model_copy, median=100.0)  # every synthetic cell is over 4 x 100 px
-    err = run_synthetic(model, tmp_path / "small", capsys)
+    err = run_synthetic(model, tmp_path / "learnt", capsys)
+    assert "a single cell's area 100 px from the model card's training cells" in err  # test_cluster_rule.py: its effect
+
+    shape = tmp_path / "shape.toml"
+    shape.write_text('[detect]\ncluster_rule = "shape"\n')
+    err = run_synthetic(model, tmp_path / "small", capsys, "--config", str(shape))
     limit = round(CLUSTER_AREA_MULTIPLE * 100)
-    assert f"clusters: objects over {limit} px ({CLUSTER_AREA_MULTIPLE:g} x the training cells' median area" in err
+    assert f"objects over {limit} px ({CLUSTER_AREA_MULTIPLE:g} x the training cells' median area" in err
     tracks = track_areas(tmp_path / "small", capsys)
     assert tracks and all(row["cluster"] for row in tracks)
 
     config = tmp_path / "rig.toml"
-    config.write_text("[detect]\ncluster_area_px = 100000\n")
+    config.write_text('[detect]\ncluster_rule = "shape"\ncluster_area_px = 100000\n')
     err = run_synthetic(model, tmp_path / "set", capsys, "--config", str(config))
-    assert "clusters: objects over 100000 px (detect.cluster_area_px)" in err
+    assert "clusters: shape rule: objects over 100000 px (detect.cluster_area_px)" in err
     assert not all(row["cluster"] for row in track_areas(tmp_path / "set", capsys))
 
 

@@ -51,12 +51,13 @@ def test_finds_every_drawn_object_at_its_position(cells: int) -> None:
             assert found[j].area == int(found[j].mask.sum())
 
 
-def test_flags_touching_cells_as_clusters() -> None:
+def test_the_shape_rule_flags_touching_synthetic_cells_as_clusters() -> None:
+    """The older rule on synthetic cells (the learnt one, on composed real crops: test_cluster_rule.py)."""
     rng = np.random.default_rng(5)
     agree = total = true_clusters = caught = 0
     for _ in range(12):
         frame, truth = render_frame(rng, cells=20, cluster_fraction=0.4)
-        found = detect(frame)
+        found = detect(frame, DetectSettings(cluster_rule="shape"))
         for i, j in match([t.centroid_yx for t in truth], [f.centroid_yx for f in found], within=3.0).items():
             total += 1
             agree += truth[i].cluster == found[j].cluster

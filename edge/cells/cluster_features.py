@@ -1,15 +1,21 @@
-"""The figures the cluster rule reads from one detected object: its size against a typical single
-cell's, and its shape and inner structure, each scale-free.
+"""The figures the cluster rule reads from one detected object's mask, each free of scale but the
+first, which is measured against a typical single cell (edge.cells.cluster_rule), so that a
+wrong typical size moves only that one figure:
 
-- ``log_area``: log of the object's area over the reference single-cell area (the model card's
-  training cells' median, or the rule's own: edge.cells.clusters).
+- ``log_area``: log of the object's area over the reference single-cell area.
 - ``solidity``: area over the convex hull's; two cells meeting at a waist fall below one.
-- ``defect``: the deepest notch of the outline (deepest point of hull-minus-object), in units of
-  the reference cell's radius: where two cells meet it is deep, for a ragged single cell shallow.
-- ``cores``: distance-transform cores with a real waist between them (edge.cells.detect.count_cores).
-- ``elongation``: the long axis over the short one (second moments).
-- ``dark_cores``: dark blobs (nuclei, the thick centres phase contrast shows darker) in the
-  smoothed grey levels inside the object, each a local minimum over a reference cell's radius.
+- ``defect``: the deepest notch of the outline (the deepest point of hull-minus-object), in
+  units of the object's own radius (that of a disc of its area).
+- ``waist``: 1 - (half-width of the narrowest neck between two thick parts) / (the thinner
+  part's inscribed radius): near 1 where two round cells touch at a point, near 0 for one cell
+  however it bends, since a curved or spread cell keeps its thickness along its length. Found by
+  lowering a level through the distance transform until the object falls apart into two.
+- ``second_core``: that thinner part's inscribed radius over the thickest part's (a thin arm of
+  a cell is low, a second cell of similar size near 1).
+
+Why not a distance-transform core count along a straight line (edge.cells.detect.count_cores):
+a C-shaped or branched single cell has a straight line between its cores through the background,
+so it counts several cores; the waist follows the object itself.
 """
 
 from __future__ import annotations
@@ -18,76 +24,75 @@ import math
 
 import numpy as np
 from scipy import ndimage
-from scipy.spatial import ConvexHull, Delaunay, QhullError
+from scipy.spatial import ConvexHull, QhullError
 
-FEATURES = ("log_area", "solidity", "defect", "cores", "elongation", "dark_cores")
-MAX_COUNT = 4  # counts beyond this say nothing more
+FEATURES = ("log_area", "solidity", "defect", "waist", "second_core")
+WAIST_LEVELS = 16  # levels tried between the thickest part and a 1-pixel neck
+TOP_LEVEL = 0.95  # of the thickest part's radius: the first level looked at
 
 
 def hull_mask(mask: np.ndarray) -> np.ndarray:
-    """The object's convex hull as a mask of the same shape (the mask itself when qhull refuses)."""
-    ys, xs = np.nonzero(mask)
-    if ys.size < 3:
+    """The convex hull of the mask's pixel centres, filled, as a mask of the same shape: each row's
+    span between the hull's edges (no per-pixel point test)."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size < 2:
         return mask
-    points = np.column_stack([ys, xs]).astype(np.float64)
+    first = mask[rows].argmax(axis=1)
+    last = mask.shape[1] - 1 - mask[rows, ::-1].argmax(axis=1)
+    if (first == last).all() and np.ptp(first) == 0:
+        return mask  # a vertical line
+    # The hull of a row's end pixels is the hull of all its pixels.
+    points = np.concatenate([np.column_stack([rows, first]), np.column_stack([rows, last])]).astype(np.float64)
     try:
-        hull = ConvexHull(points)
-        inside = Delaunay(points[hull.vertices])
+        vertices = points[ConvexHull(points).vertices]
     except QhullError:  # collinear points: a line is its own hull
         return mask
-    grid = np.indices(mask.shape).reshape(2, -1).T
-    return (inside.find_simplex(grid) >= 0).reshape(mask.shape) | mask
+    start, end = vertices, np.roll(vertices, -1, axis=0)
+    rows = np.arange(mask.shape[0], dtype=np.float64)[:, None]  # every row of the box
+    low, high = np.minimum(start[:, 0], end[:, 0]), np.maximum(start[:, 0], end[:, 0])
+    crosses = (rows >= low) & (rows <= high) & (high > low)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x_at = start[:, 1] + (rows - start[:, 0]) * (end[:, 1] - start[:, 1]) / (end[:, 0] - start[:, 0])
+    left = np.where(crosses, x_at, np.inf).min(axis=1)
+    right = np.where(crosses, x_at, -np.inf).max(axis=1)
+    columns = np.arange(mask.shape[1])[None, :]
+    return ((columns >= np.ceil(left[:, None] - 1e-6)) & (columns <= np.floor(right[:, None] + 1e-6))) | mask
 
 
-def shape_figures(mask: np.ndarray, reference_radius: float) -> tuple[float, float, float]:
-    """(solidity, deepest notch over the reference radius, elongation) of a bool mask."""
+def distance_inside(mask: np.ndarray) -> np.ndarray:
+    """Each pixel's distance to the nearest pixel outside the mask (the box's edge counts as outside)."""
+    padded = np.zeros((mask.shape[0] + 2, mask.shape[1] + 2), dtype=bool)
+    padded[1:-1, 1:-1] = mask
+    return ndimage.distance_transform_edt(padded)[1:-1, 1:-1]
+
+
+def waist_figures(distance: np.ndarray) -> tuple[float, float]:
+    """(waist, second_core) from the object's distance transform (see the module's docstring)."""
+    peak = float(distance.max())
+    if peak < 2.0:  # a sliver: no two thick parts
+        return 0.0, 0.0
+    waist, second_core = 0.0, 0.0
+    for level in np.linspace(TOP_LEVEL * peak, 1.0, WAIST_LEVELS):
+        labels, count = ndimage.label(distance >= level)
+        if count < 2:
+            continue
+        radii = np.sort(np.asarray(ndimage.maximum(distance, labels, np.arange(1, count + 1))))
+        second = float(radii[-2])
+        if 1.0 - level / second > waist:
+            waist, second_core = 1.0 - level / second, second / peak
+    return waist, second_core
+
+
+def cluster_features(mask: np.ndarray, area_px: float, reference_area_px: float) -> np.ndarray:
+    """The FEATURES of one object from its (binned) mask; ``area_px`` and ``reference_area_px`` are
+    in frame pixels."""
+    radius = math.sqrt(mask.sum() / math.pi)  # in the mask's (binned) pixels
     hull = hull_mask(mask)
-    solidity = float(mask.sum() / max(hull.sum(), 1))
+    solidity = float(mask.sum() / max(int(hull.sum()), 1))
     notch = hull & ~mask
-    depth = 0.0
-    if notch.any():
-        padded = np.pad(hull, 1)
-        depth = float(ndimage.distance_transform_edt(padded)[1:-1, 1:-1][notch].max())
-    ys, xs = np.nonzero(mask)
-    if ys.size < 3:
-        return solidity, depth / reference_radius, 1.0
-    covariance = np.cov(np.vstack([ys, xs]).astype(np.float64))
-    low, high = np.linalg.eigvalsh(covariance)
-    elongation = math.sqrt(high / max(low, 1e-6))
-    return solidity, depth / reference_radius, min(elongation, 10.0)
-
-
-def dark_cores(pixels: np.ndarray, mask: np.ndarray, reference_radius: float) -> int:
-    """Dark blobs of about a nucleus' size inside the object: local minima of the grey levels
-    smoothed over a third of the reference radius, a reference radius apart, darker than the
-    object's median by more than the smoothed grey levels' spread inside it."""
-    sigma = max(reference_radius / 3.0, 1.0)
-    smooth = ndimage.gaussian_filter(pixels.astype(np.float32), sigma)
-    inner = ndimage.binary_erosion(mask, iterations=max(1, round(reference_radius / 4.0)))
-    if not inner.any():
-        return 0
-    size = max(3, 2 * round(reference_radius) + 1)
-    minima = (smooth == ndimage.minimum_filter(smooth, size=size)) & inner
-    values = smooth[inner]
-    dark = minima & (smooth < np.median(values) - values.std())
-    return min(int(ndimage.label(dark)[1]), MAX_COUNT)
-
-
-def cluster_features(
-    mask: np.ndarray, pixels: np.ndarray, cores: int, area_px: float, reference_area_px: float, factor: int
-) -> np.ndarray:
-    """The FEATURES of one object from its (binned) mask and grey levels over the mask's box;
-    ``area_px`` and ``reference_area_px`` are frame pixels, ``factor`` the binning."""
-    radius = math.sqrt(reference_area_px / math.pi) / factor
-    solidity, defect, elongation = shape_figures(mask, radius)
+    depth = float(distance_inside(hull)[notch].max()) if notch.any() else 0.0
+    waist, second_core = waist_figures(distance_inside(mask))
     return np.array(
-        [
-            math.log(max(area_px, 1.0) / reference_area_px),
-            solidity,
-            defect,
-            min(cores, MAX_COUNT),
-            elongation,
-            dark_cores(pixels, mask, radius),
-        ],
+        [math.log(max(area_px, 1.0) / reference_area_px), solidity, depth / radius, waist, second_core],
         dtype=np.float64,
     )

@@ -7,10 +7,16 @@ is estimated from the frame itself each time (the median local deviation: most o
 background). Holes are filled, the few pixels the texture window added at the rim are taken
 off again, and scipy.ndimage labels the objects.
 
-An object is a **cluster** (several cells together) when it is larger than ``cluster_area_px``,
-or when it is clearly larger than the frame's typical object and either its distance transform
-has more than one core (two touching cells leave a waist between their centres, a single
-elongated cell does not) or it is markedly non-convex (area well below its convex hull's).
+An object is a **cluster** (several cells together) by one of two rules (``cluster_rule``):
+
+- ``learnt`` (the default): a logistic regression on the object's size against a typical single
+  cell's, its solidity, its deepest notch and the waist between its two thickest parts
+  (edge/cells/cluster_features.py, edge/cells/cluster_rule.py), learnt from frames composed of
+  real single-cell crops, flagging ``cluster_flag_rate`` of its training single cells; and any
+  object larger than ``cluster_area_px`` when that is set.
+- ``shape`` (the rule before it, kept for comparison): larger than ``cluster_area_px``, or
+  clearly larger than the frame's typical object and either with more than one distance-transform
+  core or markedly non-convex (area well below its convex hull's).
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import ConvexHull
 
-from edge.cells.detect_settings import DetectSettings
+from edge.cells.cluster_features import cluster_features
+from edge.cells.cluster_rule import compact_pairs, shipped_rule
+from edge.cells.detect_settings import FIXED_CLUSTER_AREA_PX, DetectSettings
 
 __all__ = ["DetectSettings", "Detection", "Inspected", "detect", "inspect", "min_frame_side"]
 
@@ -176,6 +184,8 @@ AT_BORDER = "touches the frame edge (detect.skip_border)"
 LARGE = "larger than detect.cluster_area_px"
 CORES = "several cores"
 NOT_CONVEX = "solidity under detect.min_solidity"
+LEARNT = "size and shape of several cells (learnt rule)"
+COMPACT_PAIR = "two compact cells meeting at a waist"
 
 
 @dataclass(frozen=True)
@@ -186,6 +196,7 @@ class Inspected:
     solidity: float  # NaN where it was not measured (a rejected object too small to shape)
     rejected: str  # "" for a cell; else why detection drops it
     cluster_reasons: tuple[str, ...]  # empty for a single cell
+    cluster_score: float = math.nan  # the learnt rule's log-odds of several cells (NaN: the shape rule)
 
 
 def detect(gray: np.ndarray, settings: DetectSettings | None = None) -> list[Detection]:
@@ -228,14 +239,40 @@ def _objects(gray: np.ndarray, settings: DetectSettings, explain: bool) -> list[
         if rejected and not explain:
             continue
         binned_mask = labels[box] == label
-        cores, measured_solidity = _shape(binned_mask, area >= core_check_area, factor, explain)
-        reasons = _cluster_reasons(area, cores, measured_solidity, area >= core_check_area, settings)
+        score = math.nan
+        if settings.cluster_rule == "learnt":
+            cores, measured_solidity = 1, solidity(binned_mask) if explain else math.nan
+            reasons, score = _learnt_reasons(binned_mask, area, settings)
+        else:
+            cores, measured_solidity = _shape(binned_mask, area >= core_check_area, factor, explain)
+            reasons = _cluster_reasons(area, cores, measured_solidity, area >= core_check_area, settings)
         mask = binned_mask.repeat(factor, axis=0).repeat(factor, axis=1) if factor > 1 else binned_mask
         detection = Detection(
             bbox=bbox, centroid_yx=stats.centroid(label), area=area, mask=mask, cluster=bool(reasons), cores=cores
         )
-        found.append(Inspected(detection, measured_solidity, rejected, reasons))
+        found.append(Inspected(detection, measured_solidity, rejected, reasons, score))
     return found
+
+
+def reference_area(settings: DetectSettings) -> float:
+    """A typical single cell's area in frame pixels: the settings', or the learnt rule's own."""
+    return settings.reference_area_px or shipped_rule().reference_area_px
+
+
+def _learnt_reasons(binned_mask: np.ndarray, area: int, settings: DetectSettings) -> tuple[tuple[str, ...], float]:
+    """(why the object is a cluster, the learnt rule's score) by the learnt rule (and the size, if set)."""
+    rule = shipped_rule()
+    figures = cluster_features(binned_mask, area, reference_area(settings))
+    score = float(rule.scores(figures)[0])
+    return tuple(
+        reason
+        for reason, applies in (
+            (LEARNT, score > rule.threshold(settings.cluster_flag_rate)),
+            (COMPACT_PAIR, bool(compact_pairs(figures)[0])),
+            (LARGE, bool(settings.cluster_area_px) and area > settings.cluster_area_px),
+        )
+        if applies
+    ), score
 
 
 @dataclass(frozen=True)
@@ -303,7 +340,7 @@ def _cluster_reasons(
     return tuple(
         reason
         for reason, applies in (
-            (LARGE, area > settings.cluster_area_px),
+            (LARGE, area > (settings.cluster_area_px or FIXED_CLUSTER_AREA_PX)),
             (CORES, cores > 1),
             (NOT_CONVEX, core_test and cores == 1 and measured_solidity < settings.min_solidity),
         )

@@ -15,10 +15,14 @@ from __future__ import annotations
 import statistics
 from collections import deque
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from edge.cells.detect_settings import DetectSettings
+from edge.cells.detect_settings import FIXED_CLUSTER_AREA_PX, DetectSettings
 
-# detect.cluster_area_px = 0 (the default): an object this many times the training cells' median
+if TYPE_CHECKING:
+    from edge.config import DetectConfig
+
+# detect.cluster_rule "shape" with detect.cluster_area_px = 0: an object this many times the training cells' median
 # area is a cluster whatever its shape. Single cells vary widely in area (the shared MDA-MB-231 /
 # PC3 crops: 90th percentile 6x the median), so the area alone flags only what no single cell
 # reaches often; smaller clusters are found by their shape (cores, solidity: edge.cells.detect).
@@ -60,13 +64,38 @@ def area_scale(card_pixel_um: float | None, rig_pixel_um: float | None) -> float
 def cluster_area_default(
     median: float | None, card_pixel_um: float | None, rig_pixel_um: float | None
 ) -> tuple[int, str]:
-    """(cluster_area_px for detect.cluster_area_px = 0, where it came from), from the training
-    cells' median area (CardFacts.training_median_area_px; None: the card does not record it)."""
+    """(cluster_area_px of the shape rule for detect.cluster_area_px = 0, where it came from), from the
+    training cells' median area (CardFacts.training_median_area_px; None: the card does not record it)."""
     if median is None:
-        fixed = DetectSettings.cluster_area_px
+        fixed = FIXED_CLUSTER_AREA_PX
         return fixed, f"{fixed} px (fixed default: the model card records no training cell areas)"
     value = max(1, round(CLUSTER_AREA_MULTIPLE * median * area_scale(card_pixel_um, rig_pixel_um)))
     return value, f"{value} px ({CLUSTER_AREA_MULTIPLE:g} x the training cells' median area {median:g} px)"
+
+
+def detect_settings(
+    config: DetectConfig, median: float | None, card_pixel_um: float | None, rig_pixel_um: float | None
+) -> tuple[DetectSettings, str]:
+    """Detection's settings for this config and model card, and the line that says how clusters are
+    told: the one place `run` and `detect` get them from. ``median``: the card's training cells' median
+    area (None: it records none); the pixel sizes rescale it to the rig's pixels when both are known."""
+    fixed = f"; and objects over {config.cluster_area_px} px (detect.cluster_area_px)" if config.cluster_area_px else ""
+    if config.cluster_rule == "shape":
+        area, where = (
+            (config.cluster_area_px, "")
+            if config.cluster_area_px
+            else cluster_area_default(median, card_pixel_um, rig_pixel_um)
+        )
+        rule = f"shape rule: objects over {where or f'{area} px (detect.cluster_area_px)'}, or large with several cores"
+        return config.settings(cluster_area_px=area), rule + " or under detect.min_solidity"
+    rule = f"learnt rule flagging {100 * config.cluster_flag_rate:g} % of its training single cells"
+    if median is None:
+        reference = 0.0  # the rule's own: its training crops' median area
+        where = "a single cell's area from the rule's training crops (the model card records no training cell areas)"
+    else:
+        reference = median * area_scale(card_pixel_um, rig_pixel_um)
+        where = f"a single cell's area {reference:.0f} px from the model card's training cells"
+    return config.settings(reference_area_px=reference), f"{rule}, {where}{fixed}"
 
 
 def scale_unknown(card_pixel_um: float | None, rig_pixel_um: float | None) -> str | None:

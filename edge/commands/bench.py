@@ -52,6 +52,15 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="clusters: the condition is this expression's first group on the crop's path "
         "(default: the folder below each label folder)",
     )
+    parser.add_argument(
+        "--flag-rate",
+        type=float,
+        default=0.05,
+        help="clusters: the learnt rule's threshold, as the share of its training single cells it flags (default 0.05)",
+    )
+    parser.add_argument(
+        "--write-rule", metavar="PATH", help="clusters: also learn the rule from every condition, and write it"
+    )
     parser.add_argument("--out", help="also write the JSON here")
     parser.set_defaults(handler=bench)
 
@@ -123,7 +132,8 @@ def bench_clusters_command(args: argparse.Namespace) -> int:
         except re.error as exc:
             raise UsageError(f"--group-by {args.group_by!r} is not a valid regular expression: {exc}") from None
     try:
-        result = bench_clusters(args.data, args.per_condition, args.group_by)
+        result = bench_clusters(args.data, args.per_condition, args.group_by, flag_rate=args.flag_rate,
+                                write_rule=args.write_rule)  # fmt: skip
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     print(write_json(result, args.out))

@@ -11,10 +11,14 @@ touching pairs (and triples) split into their cells or flagged. The rules:
 - ``fixed_6000``: the shape rule with the fixed 6,000 px cluster area (a card without training
   cell areas; the rule before the learnt one).
 - ``card_4x_median``: the same with 4 x the crops' median area (a card that records it).
-- ``learnt_shipped``: the learnt rule as shipped (edge/cells/cluster_rule.json), when present.
-  It was learnt from these same crops when the data is the shared set: an in-sample figure.
-- ``learnt_loco``: the learnt rule relearnt with each condition left out and measured on it
-  (leave-one-condition-out, the honest figure for a culture it never saw).
+- ``learnt_shipped``: the learnt rule as shipped (edge/cells/cluster_rule.json) with the crops'
+  median area as its reference. Learnt from the shared crops: on them, an in-sample figure.
+- ``learnt_loco``: the learnt rule relearnt with each condition left out (its reference area
+  the other conditions' median) and measured on it: leave-one-condition-out, the honest figure
+  for a culture it never saw.
+
+``--write-rule PATH`` also learns the rule from every condition's frames and writes it there
+(edge/cells/cluster_rule.json is made so).
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from typing import Any
 import numpy as np
 
 from edge.capture.composed import ComposeSettings, Crop, compose_fields, load_crops, render
+from edge.cells.cluster_features import FEATURES, cluster_features
+from edge.cells.cluster_rule import RULE_PATH, ClusterRule, compact_pairs, learn
 from edge.cells.cluster_truth import FLAGGED, LOST, MISSED, SPLIT, Outcome, judged, outcomes
 from edge.cells.detect import Detection, DetectSettings, detect
 from edge.cells.scale import CLUSTER_AREA_MULTIPLE
@@ -176,6 +182,48 @@ def summary(per_condition: dict[str, dict[str, Any]], rule: str) -> dict[str, An
     }
 
 
+class LeaveOneOut:
+    """The learnt rule relearnt without one condition, its flags on that condition's frames."""
+
+    def __init__(self, groups: dict[str, list[Crop]], median: float, flag_rate: float):
+        self.groups, self.median, self.flag_rate = groups, median, flag_rate
+
+    def learn(self, scored: list[Scored], left_out: str | None, **trained_on: Any) -> ClusterRule:
+        """The rule from every detection of known truth outside ``left_out``, its areas measured
+        against those conditions' median crop."""
+        reference = float(np.median([c.area for name, crops in self.groups.items() if name != left_out for c in crops]))
+        shift = math.log(self.median / reference)  # log_area was measured against every crop's median
+        rows, labels = [], []
+        for frame in scored:
+            if frame.condition == left_out:
+                continue
+            for figures, label in zip(frame.features, frame.labels, strict=True):
+                if label >= 0:
+                    rows.append(figures + _area_shift(shift))
+                    labels.append(label)
+        return learn(np.array(rows), np.array(labels), reference, **trained_on)
+
+    def __call__(self, scored: list[Scored], condition: str) -> Callable[[Scored], Sequence[bool]]:
+        rule = self.learn(scored, condition)
+        shift = _area_shift(math.log(self.median / rule.reference_area_px))
+        threshold = rule.threshold(self.flag_rate)
+
+        def flags(frame: Scored) -> list[bool]:
+            if not frame.features:
+                return []
+            figures = np.array(frame.features)
+            return ((rule.scores(figures + shift) > threshold) | compact_pairs(figures)).tolist()
+
+        return flags
+
+
+def _area_shift(value: float) -> np.ndarray:
+    """Added to a row of figures: log_area against another reference area."""
+    shift = np.zeros(len(FEATURES))
+    shift[FEATURES.index("log_area")] = value
+    return shift
+
+
 def figures(
     scored: list[Scored],
     condition: str,
@@ -194,28 +242,40 @@ def figures(
     return entry
 
 
+def rules_measured(median: float, flag_rate: float) -> dict[str, DetectSettings]:
+    """The rules run through detection (the module's docstring), ``median`` the crops' median area."""
+    rules = {
+        "fixed_6000": DetectSettings(cluster_rule="shape"),
+        "card_4x_median": DetectSettings(cluster_rule="shape", cluster_area_px=round(CLUSTER_AREA_MULTIPLE * median)),
+    }
+    if RULE_PATH.exists():
+        rules["learnt_shipped"] = DetectSettings(cluster_flag_rate=flag_rate, reference_area_px=median)
+    return rules
+
+
 def bench_clusters(
     data: str | Path,
     per_condition: int = 60,
     group_by: str | None = None,
     seed: int = 0,
-    loco: Callable[[list[Scored], str], Callable[[Scored], Sequence[bool]]] | None = None,
-    measure: Callable[[np.ndarray, list[Detection]], list[np.ndarray]] | None = None,
-    extra_rules: dict[str, DetectSettings] | None = None,
+    flag_rate: float = DetectSettings.cluster_flag_rate,
+    write_rule: str | Path | None = None,
 ) -> dict[str, Any]:
     """The benchmark's JSON: per condition and rule, singles flagged or split, clusters split or
-    flagged; ``loco(frames, condition)`` gives the flags of a rule learnt without ``condition``."""
+    flagged (see the module's docstring for the rules)."""
     started = time.perf_counter()
     crops = load_crops(data)
     if not crops:
         raise ValueError(f"{data}: no masked crops found")
     groups = conditions_of(crops, group_by)
     median = float(np.median([c.area for c in crops]))
-    rules = {
-        "fixed_6000": DetectSettings(),
-        "card_4x_median": DetectSettings(cluster_area_px=round(CLUSTER_AREA_MULTIPLE * median)),
-    }
-    rules |= extra_rules or {}
+    rules = rules_measured(median, flag_rate)
+    factor = DetectSettings.downscale
+
+    def measure(frame: np.ndarray, found: list[Detection]) -> list[np.ndarray]:
+        return [cluster_features(d.mask[::factor, ::factor], d.area, median) for d in found]
+
+    loco = LeaveOneOut(groups, median, flag_rate)
     rng = np.random.default_rng(seed)
     scored: list[Scored] = []
     sampled = {}
@@ -223,11 +283,14 @@ def bench_clusters(
         chosen = [members[i] for i in sorted(rng.permutation(len(members))[:per_condition])]
         sampled[name] = len(chosen)
         scored += run_frames(name, chosen, rules, measure, seed)
-    per_condition = {
+    if write_rule:
+        rule = loco.learn(scored, None, data=str(data), crops=len(crops), per_condition=per_condition, seed=seed)
+        Path(write_rule).write_text(rule.to_json())
+    by_condition = {
         name: {"crops": len(groups[name]), "sampled": sampled[name]} | figures(scored, name, list(rules), loco)
         for name in groups
     }
-    names = [*rules, *(["learnt_loco"] if loco is not None else [])]
+    names = [*rules, "learnt_loco"]
     return {
         "benchmark": "clusters",
         "data": str(data),
@@ -236,6 +299,7 @@ def bench_clusters(
         "group_by": group_by or "the folder below each label folder",
         "per_condition_sample": per_condition,
         "seed": seed,
+        "flag_rate": flag_rate,
         "compose": {
             "width": ComposeSettings.width,
             "height": ComposeSettings.height,
@@ -244,8 +308,8 @@ def bench_clusters(
             "jitter_px": JITTER_PX,
         },
         "rules": names,
-        "summary": {rule: summary(per_condition, rule) for rule in names},
-        "conditions": per_condition,
+        "summary": {rule: summary(by_condition, rule) for rule in names},
+        "conditions": by_condition,
         "wall_s": round(time.perf_counter() - started, 1),
         "machine": machine(),
     }

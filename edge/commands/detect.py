@@ -9,9 +9,12 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from edge.cells.detect_settings import DetectSettings
 from edge.commands.classify import iter_image_paths, shown
 from edge.commands.common import CommandError, UsageError, add_config_args, config_from_args
+from edge.config import Config
 from edge.errors import ExitCode
+from edge.paths import default_model_path, find_model
 
 PNG_SUFFIX = ".detect.png"
 OBJECTS_CSV = "objects.csv"
@@ -25,12 +28,38 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "as `run` does, and write DIR/<frame>.detect.png (green: cell, orange: cluster, red: rejected; "
         "numbered as the CSV) and DIR/objects.csv (area, solidity, cores, cluster and why, kept or why "
         "rejected). Change [detect] in the config and run it again to tune detection: the files it wrote "
-        "into DIR are never taken for frames, even with DIR inside a FRAME folder.",
+        "into DIR are never taken for frames, even with DIR inside a FRAME folder. Clusters are told "
+        "exactly as `run` tells them with the same config and model (the model card's training cell areas "
+        "set a single cell's size).",
     )
     parser.add_argument("frames", nargs="+", metavar="FRAME", help="frames or folders of frames (recursive)")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the PNGs and objects.csv")
+    parser.add_argument(
+        "--model", help="NAME.tflite whose card sets the cell size, as for run (overrides [model] path)"
+    )
     add_config_args(parser)
     parser.set_defaults(handler=detect_frames)
+
+
+def settings_for(config: Config, model: str | None) -> tuple[DetectSettings, str]:
+    """Detection's settings as `run` makes them from this config and model's card (read, not loaded:
+    no interpreter is needed); without any model, the learnt rule's own cell size."""
+    from edge.cells.scale import detect_settings
+    from edge.classify.card import ModelCard, ModelError, card_path_for
+
+    chosen = model or config.model.path
+    path = find_model(chosen) if chosen else default_model_path()
+    if path is None:
+        return detect_settings(config.detect, None, None, None)
+    try:
+        card = ModelCard.load(card_path_for(path))
+    except ModelError as exc:
+        raise UsageError(str(exc)) from None
+    rig_pixel_size = config.pipeline.pixel_size_um or None
+    settings, rule = detect_settings(
+        config.detect, card.facts.training_median_area_px, card.input.pixel_size_um, rig_pixel_size
+    )
+    return settings, f"{rule} (model {path.name})"
 
 
 def detect_frames(args: argparse.Namespace) -> int:
@@ -38,7 +67,8 @@ def detect_frames(args: argparse.Namespace) -> int:
     from edge.cells.detect import inspect, min_frame_side
     from edge.commands.detect_view import COLUMNS, annotate, rows
 
-    settings = config_from_args(args).detect.settings()
+    settings, rule = settings_for(config_from_args(args), args.model)
+    print(f"clusters: {rule}")
     if args.out.exists() and not args.out.is_dir():
         raise UsageError(f"--out {args.out}: not a folder")
     empty: list[Path] = []

@@ -15,7 +15,7 @@ CELL_COLOUR = (60, 220, 90)
 CLUSTER_COLOUR = (255, 170, 0)
 REJECTED_COLOUR = (255, 60, 60)
 COLUMNS = ("frame", "object", "kept", "rejected", "cluster", "cluster_reasons", "area_px", "solidity", "cores",
-           "centroid_x", "centroid_y", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1")  # fmt: skip
+           "cluster_score", "centroid_x", "centroid_y", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1")  # fmt: skip
 
 
 def colour_of(item: Inspected) -> tuple[int, int, int]:
@@ -57,6 +57,7 @@ def rows(frame_name: str, objects: list[Inspected]) -> list[dict[str, Any]]:
         values = [frame_name, number, "no" if item.rejected else "yes", item.rejected]
         values += ["yes" if detection.cluster else "no", "; ".join(item.cluster_reasons), detection.area]
         values += ["" if math.isnan(item.solidity) else round(item.solidity, 3), detection.cores]
+        values += ["" if math.isnan(item.cluster_score) else round(item.cluster_score, 3)]
         values += [round(detection.centroid_yx[1], 1), round(detection.centroid_yx[0], 1), x0, y0, x1, y1]
         found.append(dict(zip(COLUMNS, values, strict=True)))
     return found

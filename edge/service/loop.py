@@ -267,7 +267,7 @@ def _log_start(service: Service) -> None:
         service.pipeline.budget_ms,
         service.config.database_path,
     )
-    log.info("%s; clusters: objects over %s", service.scale.start_line(), service.pipeline.cluster_area_rule)
+    log.info("%s; clusters: %s", service.scale.start_line(), service.pipeline.cluster_rule)
 
 
 def _run_info(service: Service) -> RunInfo:

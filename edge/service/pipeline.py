@@ -15,7 +15,7 @@ import numpy as np
 
 from edge.capture.base import Frame
 from edge.cells.detect import Detection, DetectSettings, detect
-from edge.cells.scale import cluster_area_default
+from edge.cells.scale import detect_settings
 from edge.cells.tracking import Track, Tracker, TrackUpdate
 from edge.cells.views import PlannedView, ViewScheduler, dihedral
 from edge.classify.classifier import Classifier
@@ -61,12 +61,10 @@ class Pipeline:
         self.spec = classifier.input_spec
         self.mode = config.pipeline.mode
         rig_pixel_size = config.pipeline.pixel_size_um or None
-        cluster_default, self.cluster_area_rule = cluster_area_default(
-            classifier.card.facts.training_median_area_px, self.spec.pixel_size_um, rig_pixel_size
+        self.settings: DetectSettings
+        self.settings, self.cluster_rule = detect_settings(
+            config.detect, classifier.card.facts.training_median_area_px, self.spec.pixel_size_um, rig_pixel_size
         )
-        if config.detect.cluster_area_px:
-            self.cluster_area_rule = f"{config.detect.cluster_area_px} px (detect.cluster_area_px)"
-        self.settings: DetectSettings = config.detect.settings(cluster_default)
         self.window_px = self.spec.window_for(rig_pixel_size)
         self.whole_window_px = config.pipeline.whole_window_px or self.window_px
         self.threshold = config.model.threshold or classifier.threshold
