@@ -22,9 +22,18 @@ from edge.cells.detect import COMPACT_PAIR, LEARNT, DetectSettings, detect, insp
 from edge.cli import main
 
 
-def round_crops(count: int, seed: int = 3) -> list[Crop]:
+def round_crops(count: int, seed: int = 3, zoom: float = 1.0) -> list[Crop]:
+    """Round synthetic cells; ``zoom`` 1.7 brings them to the shared crops' typical size (3,500 px)."""
     rng = np.random.default_rng(seed)
-    return [Crop.from_image(synthetic_crop(rng, "round", canvas=160), "round", f"round/{i}.png") for i in range(count)]
+    crops = []
+    for index in range(count):
+        image = synthetic_crop(rng, "round", canvas=160)
+        if zoom != 1.0:
+            cell = ndimage.zoom((image > 0).astype(np.uint8), zoom, order=0).astype(bool)
+            image = np.clip(ndimage.zoom(image.astype(np.float32), zoom, order=1), 1, 255).astype(np.uint8)
+            image[~cell] = 0
+        crops.append(Crop.from_image(image, "round", f"round/{index}.png"))
+    return crops
 
 
 def typical_area(crops: list[Crop]) -> float:
@@ -41,11 +50,11 @@ def composed_outcomes(crops: list[Crop], settings: ComposeSettings, detect_setti
 
 
 def test_touching_pairs_of_cells_are_split_or_flagged() -> None:
-    crops = round_crops(24)
-    settings = ComposeSettings(width=800, height=600, per_frame=6, pair_fraction=1.0, max_overlap_px=0)
+    crops = round_crops(24, zoom=1.7)  # touching by 0 to 4 px
+    settings = ComposeSettings(width=800, height=600, per_frame=6, pair_fraction=1.0)
     results = composed_outcomes(crops, settings, DetectSettings(reference_area_px=typical_area(crops)))
     assert len(results) == 12
-    assert sum(result in (SPLIT, FLAGGED) for result in results) >= 11, results
+    assert sum(result in (SPLIT, FLAGGED) for result in results) >= 10, results
 
 
 def test_single_cells_apart_are_not_flagged_even_when_large() -> None:

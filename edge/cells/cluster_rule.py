@@ -9,9 +9,11 @@ cells' median when the card records one (rescaled to the rig's pixels when both 
 known), else the median of the crops the rule learnt from (``reference_area_px``).
 
 Beside it, one fixed clause the composites of real crops rarely show but a rig with compact
-(rounded) cells does: two compact cells meeting at a clear waist (``compact_pairs``), which cost
-0.7 % of the composites' single cells (3 of 416 at 60 crops a condition, likely crops of several
-cells themselves) and which the regression, learnt on irregular spread cells, scores low.
+(rounded) cells does: two compact cells meeting at a clear waist (``compact_pairs``), which the
+regression, learnt on irregular spread cells, scores low. On the composites it flags about 0.5 %
+of the single cells (2 of 416 at 60 crops a condition, likely crops of several cells themselves).
+Its waist of 0.35 keeps clear of a borderline synthetic pair whose waist wanders 0.15-0.32 with
+sensor noise (at 0.3 its flag flickered and restarted its views on a still field).
 
 numpy only, parameters in plain JSON (edge/cells/cluster_rule.json ships with the package).
 """
@@ -114,7 +116,7 @@ def learn(figures: np.ndarray, clusters: np.ndarray, reference_area_px: float, *
 # The compact pair: a waist at least this deep, between parts whose thinner one is at least this
 # thick against the thicker, in an object at least this solid (the outline of two round cells
 # touching: about 0.88 for two equal discs meeting at a point, higher as they press together).
-COMPACT_WAIST = 0.3
+COMPACT_WAIST = 0.35
 COMPACT_SECOND_CORE = 0.6
 COMPACT_SOLIDITY = 0.85
 
