@@ -4,12 +4,14 @@ layout of the results store. A host that lies changes nothing here and says what
 
 from __future__ import annotations
 
+import shutil
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from sshd_harness import SshServer
+from sshd_harness import ALIAS, SshServer
 from test_deploy_pull import PULLED, REMOTE_METASCOPE, Store, pull, read_csv, snapshot_of
 
 from edge.errors import ExitCode
@@ -118,3 +120,35 @@ def test_a_remote_step_that_never_ends_is_bounded_and_the_next_pull_runs(
         time.sleep(0.5)
     honest = pull(sshd, store, dest, "--no-snapshots")
     assert honest.returncode == 0, honest.stderr
+
+
+def test_a_database_restored_from_a_backup_is_kept_apart_as_a_new_epoch(
+    sshd: SshServer, store: Store, tmp_path: Path
+) -> None:
+    """F11: a backup of the same database restored on the Pi repeats ids: the second run 2
+    overwrote the pulled run 2, and its rows, under ids already held, were never pulled. A
+    database whose runs no longer match what was pulled went back in time: both are kept."""
+    store.run(frames=2)
+    backup = tmp_path / "backup.db"
+    with sqlite3.connect(store.state / "metascope.db") as live, sqlite3.connect(backup) as copy:
+        live.backup(copy)
+    store.run(frames=2)
+    dest = tmp_path / "results"
+    assert pull(sshd, store, dest, "--no-snapshots").returncode == 0
+    old = store.pulled(dest)
+    held = snapshot_of(old)
+    for name in ("metascope.db", "metascope.db-wal", "metascope.db-shm"):
+        (store.state / name).unlink(missing_ok=True)
+    shutil.copy(backup, store.state / "metascope.db")
+    store.run(frames=3)  # another run 2, and views under the ids the first run 2's had
+    assert store.rows("runs")[2][1] != read_csv(old / "runs.csv")[2][1], "the two runs 2 started apart"
+    result = pull(sshd, store, dest, "--no-snapshots")
+    assert result.returncode == 0, result.stderr
+    assert "went back in time" in result.stdout
+    assert snapshot_of(old) == held, "what was pulled before is kept as it was"
+    restored = old.parent / f"{old.name}.epoch2"
+    for table in PULLED:
+        assert read_csv(restored / f"{table}.csv") == store.rows(table), table
+    assert (dest / ALIAS / "CURRENT").read_text().strip() == restored.name
+    again = pull(sshd, store, dest, "--no-snapshots")
+    assert "views: no new rows" in again.stdout and "went back" not in again.stdout
