@@ -112,10 +112,17 @@ def prepare(host_dir: Path, status_json: Path, runs_csv: Path, answer: Path) -> 
     try:
         if store.meta(CARRIED_OVER) is None:
             carry_over(store, host_dir, name, runs)
-        target = choose(store, name)
+        target = choose(store, name, runs)
         plan = export_plan(status, store, target.key)
+        previous = store.databases(name)
     finally:
         store.close()
+    if target.note and previous:
+        print(
+            f"the database on the host {target.note} (a backup restored?): what was pulled before stays in "
+            f"{host_dir.name}/{previous[-1].folder}/; this pull starts epoch {target.epoch}, "
+            f"{host_dir.name}/{target.folder}/, with every row the host has"
+        )
     if name == UNIDENTIFIED:
         print(f"the host's database has no id yet (metascope there is older, or has not run since an upgrade): {name}/")
     target.save(answer.parent / "target.json")
