@@ -88,3 +88,23 @@ def test_live_bench_runs_the_loop_unwatched_and_watched_by_a_client(tiny_model, 
     assert result["order"] == ["nobody_watching", "client_at_10_hz"]
     (client,) = result["client"]
     assert client["kind"] == "page" and client["frames_sent"] > 0, "the client was served while the loop ran"
+
+
+def test_the_pipeline_bench_keeps_a_fixed_amount_of_its_own_samples_however_long_it_runs() -> None:
+    """The bench kept every frame's timings: a 50,000-frame bench measured its own lists growing."""
+    from types import SimpleNamespace
+
+    from edge.commands.bench_samples import RESERVOIR_FRAMES, RSS_SAMPLES, PipelineSamples
+    from edge.records import STAGES
+
+    frames = 3 * RESERVOIR_FRAMES
+    samples = PipelineSamples(frames, warmup=0, rss_every=10)
+    for index in range(frames):
+        timings = {stage: float(index % 100) for stage in STAGES}
+        samples.observe(SimpleNamespace(timings_ms=timings, detections=[None] * (index % 7), views=index % 3))
+    assert samples.sample.rows.shape[0] == RESERVOIR_FRAMES and len(samples.rss) <= RSS_SAMPLES
+    latency = samples.latency()
+    assert latency["end_to_end"]["n"] == frames and latency["end_to_end"]["max_ms"] == 99.0
+    assert 40 <= latency["end_to_end"]["p50_ms"] <= 60, "a uniform sample of 0..99"
+    per_frame = samples.per_frame()
+    assert per_frame["cells_per_frame"]["max"] == 6 and per_frame["views_per_frame"]["max"] == 2

@@ -30,7 +30,7 @@ import numpy as np
 
 from edge import __version__
 from edge.classify.classifier import Classifier
-from edge.records import STAGES, FrameResult
+from edge.commands.bench_samples import PipelineSamples
 
 FIELDS = ("new", "still", "moving", "composed")
 
@@ -137,75 +137,6 @@ def write_json(result: dict[str, Any], out: str | os.PathLike[str] | None) -> st
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text + "\n")
     return text
-
-
-def resident_mb() -> float:
-    """This process's resident set size in MB (Linux /proc; 0 elsewhere)."""
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-    except (OSError, IndexError, ValueError):
-        return 0.0
-    return pages * os.sysconf("SC_PAGE_SIZE") / 1024 / 1024
-
-
-class PipelineSamples:
-    """Each measured frame's stage timings, detections and views, and the resident memory every
-    ``rss_every`` frames; the first ``warmup`` frames are seen but not kept. Preallocated, so the
-    benchmark's own bookkeeping does not show up as the service growing."""
-
-    def __init__(self, frames: int, warmup: int, rss_every: int):
-        self.warmup, self.rss_every = warmup, rss_every
-        self.timings = np.zeros((len(STAGES), frames), dtype=np.float64)
-        self.cell_counts = np.zeros(frames, dtype=np.int32)
-        self.view_counts = np.zeros(frames, dtype=np.int32)
-        self.rss: list[tuple[int, float]] = []
-        self.seen = 0
-
-    def observe(self, result: FrameResult) -> None:
-        """The service's observer: called with each frame's result."""
-        self.seen += 1
-        measured = self.seen - self.warmup
-        if measured <= 0:
-            return
-        for row, stage in enumerate(STAGES):
-            self.timings[row, measured - 1] = result.timings_ms[stage] / 1000.0
-        self.cell_counts[measured - 1] = len(result.detections)
-        self.view_counts[measured - 1] = result.views
-        if self.rss_every and (measured == 1 or measured % self.rss_every == 0):
-            self.rss.append((measured, round(resident_mb(), 1)))
-
-    def per_frame(self) -> dict[str, Any]:
-        cells, views = self.cell_counts, self.view_counts
-        return {
-            "cells_per_frame": {
-                "mean": round(float(np.mean(cells)), 2),
-                "min": int(np.min(cells)),
-                "max": int(np.max(cells)),
-            },
-            "views_per_frame": {
-                "mean": round(float(np.mean(views)), 3),
-                "p50": float(np.percentile(views, 50)),
-                "p99": float(np.percentile(views, 99)),
-                "max": int(np.max(views)),
-            },
-        }
-
-    def latency(self) -> dict[str, Any]:
-        """End to end (the "total" stage) and each stage apart."""
-        stages = {stage: summarise_ms(list(self.timings[row])) for row, stage in enumerate(STAGES)}
-        return {"end_to_end": stages.pop("total"), "stages": stages}
-
-    def memory(self) -> dict[str, Any]:
-        if not self.rss:
-            return {}
-        return {
-            "resident_mb": {
-                "start": self.rss[0][1],
-                "end": self.rss[-1][1],
-                "max": max(value for _, value in self.rss),
-                "samples": [{"frame": frame, "mb": value} for frame, value in self.rss],
-            }
-        }
 
 
 def bench_source(

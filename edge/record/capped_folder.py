@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import heapq
 import os
 import shutil
 from collections import deque
@@ -15,6 +16,8 @@ from pathlib import Path
 
 from edge.paths import nearest_existing
 from edge.record.times import iso_utc
+
+OLDEST_BATCH = 1024  # files read from the folder at a time as the next to delete (about 150 kB held)
 
 
 def free_bytes(path: str | os.PathLike[str]) -> int:
@@ -45,9 +48,10 @@ class CappedFolder:
         self.skipped_low_disk = 0
         self.failed = 0  # could not be written (the disk refused)
         self.last_error = ""
-        existing = sorted(path for path in self.folder.glob(f"*{suffix}") if path.is_file())
-        self._files: deque[tuple[Path, int]] = deque((path, path.stat().st_size) for path in existing)
-        self.total_bytes = sum(size for _, size in self._files)
+        self.total_bytes = sum(path.stat().st_size for path in self.folder.glob(f"*{suffix}") if path.is_file())
+        # The next files to delete, oldest first: a batch read from the folder when needed, never a
+        # list of every file written (at 4 crops a frame that list grew without bound under the cap).
+        self._oldest: deque[tuple[str, int]] = deque()
 
     def disk_ok(self) -> bool:
         return self.free_space(self.folder) >= self.min_free_bytes
@@ -75,7 +79,6 @@ class CappedFolder:
             self.failed += 1
             self.last_error = f"cannot write {path}: {exc}"
             return None
-        self._files.append((path, len(data)))
         self.total_bytes += len(data)
         self.written += 1
         return name
@@ -92,17 +95,33 @@ class CappedFolder:
         """Delete the oldest files until ``size`` more bytes fit under the cap. A file that cannot
         be deleted (the folder went read-only, or was replaced by a file) stays counted, and the
         new one is not written: counted as failed, tried again at the next write."""
-        while self._files and self.total_bytes + size > self.cap_bytes:
-            oldest, oldest_size = self._files[0]
+        while self.total_bytes + size > self.cap_bytes:
             try:
-                oldest.unlink(missing_ok=True)
+                if not self._oldest and not self._read_oldest():
+                    self.total_bytes = 0  # nothing left to delete: someone else emptied the folder
+                    return True
+                name, oldest_size = self._oldest[0]
+                (self.folder / name).unlink(missing_ok=True)
             except OSError as exc:
                 self.failed += 1
-                self.last_error = f"cannot delete {oldest} to make room: {exc}"
+                self.last_error = f"cannot delete the oldest files in {self.folder} to make room: {exc}"
                 return False
-            self._files.popleft()
+            self._oldest.popleft()
             self.total_bytes -= oldest_size
         return True
+
+    def _read_oldest(self) -> bool:
+        """Fill ``_oldest`` with the OLDEST_BATCH first names in the folder and their sizes;
+        False when it holds none."""
+        try:
+            with os.scandir(self.folder) as entries:
+                names = heapq.nsmallest(OLDEST_BATCH, (e.name for e in entries if e.name.endswith(self.suffix)))
+        except FileNotFoundError:
+            return False  # no folder, nothing to delete: the write makes it again
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                self._oldest.append((name, (self.folder / name).stat().st_size))
+        return bool(self._oldest)
 
 
 def time_stamp_name(captured_at: float) -> str:
