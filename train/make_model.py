@@ -182,7 +182,7 @@ def data_section(request: FitRequest, dataset: Dataset) -> dict[str, Any]:
             **area_summary([] if dataset.areas is None else dataset.areas.tolist()),
             "pixel_size_um": request.spec.pixel_size_um,
             "what": "mask area of the training cells in pixels of the training images (run and doctor compare a "
-            "rig's cells with the median; detect.cluster_area_px 0 derives from it)",
+            "rig's cells with the median; the cluster rule measures an object's size against it)",
         },
         "cell_grey": {
             **grey_summary([] if dataset.windows is None else list(dataset.windows)),
