@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -196,6 +197,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5, help="no-op and incremental pulls per size (medians kept)")
     parser.add_argument("--out", type=Path, default=Path("var/bench/pull.json"))
     args = parser.parse_args()
+    missing = [tool for tool in ("ssh", "ssh-keygen", "rsync") if shutil.which(tool) is None]
+    if missing or not (Path("/usr/sbin/sshd").exists() or shutil.which("sshd")):
+        raise SystemExit(f"pull bench: needs openssh-server, openssh-client and rsync (missing: {missing or ['sshd']})")
     with tempfile.TemporaryDirectory(prefix="pull-bench-") as temporary, running_sshd(Path(temporary) / "sshd") as sshd:
         sizes = bench(sshd, Path(temporary), args.views, args.new, args.repeat)
     report = {
