@@ -11,7 +11,7 @@ EDGE_PY := $(EDGE_VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 EDGE_STAMP := $(EDGE_VENV)/.installed-stamp
 
-.PHONY: venv demo test test-edge test-train lint bench model tiny-model clean
+.PHONY: venv demo test test-edge test-train lint bench soak model tiny-model clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -78,6 +78,15 @@ bench: $(EDGE_STAMP)
 	  $(EDGE_PY) -m edge bench pipeline --model $(FAST_MODEL) --cells 20 --frames 2000 --out var/bench/pipeline-fast-20.json && \
 	  $(EDGE_PY) -m edge bench pipeline --model $(FAST_MODEL) --threads 1 --cells 20 --frames 2000 --field still --out var/bench/pipeline-fast-still-20-1thread.json && \
 	  $(EDGE_PY) -m edge bench pipeline --model $(FAST_MODEL) --threads 1 --cells 20 --frames 2000 --field moving --move-every 50 --out var/bench/pipeline-fast-moving-20-1thread.json; fi
+
+# The soak (tests/soak.py): `metascope run` under a schedule of faults (a corrupt database, kill -9,
+# the snapshots folder replaced by a file, a full state disk: root only, a stalled process), then one
+# uninterrupted 50,000-frame new-field segment with the fast model at one thread, its resident memory
+# sampled; the account (rows lost, faults recovered, frames not stored by design, memory drift) is
+# JSON in var/soak/soak.json. About an hour on a 2-core VM. `make test` runs its short form
+# (tests/test_soak.py).
+soak: $(EDGE_STAMP)
+	$(EDGE_PY) tests/soak.py --model $(FAST_MODEL) --long-frames 50000 --threads 1 --out var/soak/soak.json
 
 # Reproduces both shipped models from the shared data set, each with one recipe whose
 # cross-validation folds train exactly like its final fit (train/recipe.py):

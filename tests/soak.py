@@ -1,0 +1,368 @@
+"""The soak: a rig's faults compressed into minutes, against `metascope run` as systemd runs it
+(a subprocess, restarted after each stop), with a final account as JSON.
+
+Faults, on a schedule, on the synthetic source (a new field of cells every frame): a corrupt
+database at start (set aside, a new one started), kill -9 mid-run, the snapshots folder replaced
+by a file for a while, the state disk full for a while (a sized tmpfs: root only, else left out and
+said so), the whole process stalled (SIGSTOP) for a few seconds. Then one uninterrupted segment
+whose resident memory is sampled from /proc.
+
+Rows lost = rows (frames, views, cells) committed before a fault and missing after it: must be 0.
+Frames not stored by design are counted apart: those classified while the disk was full must equal
+the service's own `unsaved_frames`; those classified after the last commit before a kill -9 are
+the killed run's last status.json figure minus its stored frames (an upper bound: status.json is
+written every 0.2 s here).
+
+    python tests/soak.py --model models/mda231-pc3-fast.tflite --long-frames 50000 --out var/soak/soak.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+TABLES = ("frames", "views", "cells")
+
+
+def toml(data: dict[str, Any]) -> str:
+    lines = [f"{key} = {json.dumps(value)}" for key, value in data.items() if not isinstance(value, dict)]
+    for section, values in data.items():
+        if isinstance(values, dict):
+            lines += [f"\n[{section}]"] + [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+class Rig:
+    """One state directory and the `metascope run` processes that use it, one at a time."""
+
+    def __init__(self, work: Path, model: str, cells: int, fps: float, threads: int):
+        self.work, self.model = work, model
+        work.mkdir(parents=True, exist_ok=True)
+        self.state = work / "state"
+        self.config = work / "metascope.toml"
+        self.settings = {
+            "state_dir": str(self.state),
+            "source": {"kind": "synthetic", "synthetic_cells": cells, "fps": fps},
+            "model": {"threads": threads},
+            "store": {"commit_interval_s": 0.2, "min_free_mb": 4.0, "retention_days": 0.0, "max_db_mb": 0.0},
+            "snapshots": {"every_n_frames": 5, "min_free_mb": 8.0, "max_mb": 16.0},
+            "crops": {"min_free_mb": 6.0, "max_mb": 16.0},
+            "service": {"status_interval_s": 0.2, "summary_interval_s": 5.0},
+        }
+        self.process: subprocess.Popen | None = None
+        self.log = work / "service.log"
+
+    def start(self, *extra: str, fps: float | None = None) -> None:
+        settings = json.loads(json.dumps(self.settings))
+        if fps is not None:
+            settings["source"]["fps"] = fps
+        self.config.write_text(toml(settings))
+        command = [sys.executable, "-m", "edge", "run", "--config", str(self.config), "--model", self.model, *extra]
+        with self.log.open("a") as log:
+            self.process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                            env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+
+    def stop(self, signum: int = signal.SIGTERM, limit_s: float = 30.0) -> int:
+        assert self.process is not None
+        self.process.send_signal(signum)
+        code = self.process.wait(limit_s)
+        self.process = None
+        return code
+
+    def status(self) -> dict[str, Any]:
+        with contextlib.suppress(OSError, ValueError):
+            return json.loads((self.state / "status.json").read_text())
+        return {}
+
+    def ids(self) -> dict[str, set[int]]:
+        """Every committed row's id, by table (read-only, as a pull would read)."""
+        database = self.state / "metascope.db"
+        if not database.exists():
+            return {table: set() for table in TABLES}
+        db = sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True, timeout=10)
+        try:
+            return {table: {row[0] for row in db.execute(f"SELECT id FROM {table}")} for table in TABLES}
+        finally:
+            db.close()
+
+    def stored_frames(self, run_id: int) -> int:
+        db = sqlite3.connect(f"{(self.state / 'metascope.db').as_uri()}?mode=ro", uri=True, timeout=10)
+        try:
+            return db.execute("SELECT count(*) FROM frames WHERE run_id = ?", (run_id,)).fetchone()[0]
+        finally:
+            db.close()
+
+    def wait_frames(self, more: int, limit_s: float = 120.0) -> None:
+        """Until the running service has classified ``more`` frames beyond now (its status.json)."""
+        target = self.status().get("counters", {}).get("frames", 0) + more
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            assert self.process is not None and self.process.poll() is None, self.log.read_text()[-2000:]
+            status = self.status()
+            if status.get("state") == "running" and status.get("counters", {}).get("frames", 0) >= target:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"the service did not classify {more} more frames in {limit_s} s")
+
+    def wait_running(self, limit_s: float = 120.0) -> None:
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            status = self.status()
+            if status.get("state") == "running" and status.get("pid") == self.process.pid:
+                return
+            assert self.process.poll() is None, self.log.read_text()[-2000:]
+            time.sleep(0.1)
+        raise AssertionError(f"the service did not start in {limit_s} s")
+
+
+class Account:
+    """What the soak did and what came of it."""
+
+    def __init__(self) -> None:
+        self.faults: list[dict[str, Any]] = []
+        self.rows_lost = 0
+        self.unsaved_by_design = {"disk_full": 0, "after_last_commit_at_kill": 0}
+        self.unsaved_counted_by_service = 0
+        self.frames = 0
+        self.cells = 0
+
+    def fault(self, name: str, recovered: bool, **facts: Any) -> None:
+        self.faults.append({"fault": name, "recovered": bool(recovered), **facts})
+
+    def lost(self, before: dict[str, set[int]], after: dict[str, set[int]]) -> int:
+        missing = sum(len(before[table] - after[table]) for table in TABLES)
+        self.rows_lost += missing
+        return missing
+
+    def add_run(self, status: dict[str, Any]) -> None:
+        counters = status.get("counters", {})
+        self.frames += counters.get("frames", 0)
+        self.cells += counters.get("cells", 0)
+        self.unsaved_counted_by_service += counters.get("unsaved_frames", 0)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "frames": self.frames,
+            "cells": self.cells,
+            "faults_injected": len(self.faults),
+            "faults_recovered": sum(fault["recovered"] for fault in self.faults),
+            "rows_lost": self.rows_lost,
+            "frames_not_stored_by_design": self.unsaved_by_design,
+            "frames_unsaved_by_the_services_counters": self.unsaved_counted_by_service,
+            "faults": self.faults,
+        }
+
+
+def corrupt_database(rig: Rig, account: Account, frames: int) -> None:
+    """A database that SQLite calls not a database: set aside (kept), a new one started."""
+    rig.start()
+    rig.wait_running()
+    rig.wait_frames(frames)
+    code = rig.stop()
+    account.add_run(rig.status())
+    database = rig.state / "metascope.db"
+    with database.open("r+b") as handle:
+        handle.write(b"this is not an SQLite database, it was overwritten\0" * 4)
+    rig.start()
+    rig.wait_running()
+    rig.wait_frames(frames)
+    aside = sorted(path.name for path in rig.state.glob("metascope.corrupt-*.db"))
+    account.fault("corrupt database", code == 0 and bool(aside) and len(rig.ids()["frames"]) > 0, set_aside=aside)
+
+
+def kill_9(rig: Rig, account: Account, frames: int) -> None:
+    """kill -9 mid-run, then a restart: nothing committed is lost."""
+    rig.wait_frames(frames)
+    before = rig.ids()
+    rig.process.send_signal(signal.SIGKILL)
+    rig.process.wait(30)
+    rig.process = None
+    killed = rig.status()
+    account.add_run(killed)
+    stored = rig.stored_frames(killed["run_id"])
+    account.unsaved_by_design["after_last_commit_at_kill"] += max(0, killed["counters"]["frames"] - stored)
+    rig.start()
+    rig.wait_running()
+    rig.wait_frames(frames)
+    missing = account.lost(before, rig.ids())
+    account.fault("kill -9", missing == 0, rows_missing=missing)
+
+
+def snapshots_folder_replaced(rig: Rig, account: Account, frames: int) -> None:
+    """The snapshots folder replaced by a file for a while: a counter, and snapshots again after."""
+    folder, kept = rig.state / "snapshots", rig.state / "snapshots.kept"
+    before = rig.ids()
+    folder.rename(kept)
+    folder.write_text("not a folder\n")
+    failures = rig.status()["counters"]["snapshot_failures"]
+    rig.wait_frames(frames)
+    failed = rig.status()["counters"]["snapshot_failures"] - failures
+    folder.unlink()
+    kept.rename(folder)
+    written = rig.status()["counters"]["snapshots"]
+    rig.wait_frames(frames)
+    again = rig.status()["counters"]["snapshots"] > written
+    missing = account.lost(before, rig.ids())
+    account.fault("snapshots folder replaced by a file", failed > 0 and again and missing == 0,
+                  snapshot_failures=failed, rows_missing=missing)  # fmt: skip
+
+
+def disk_full(rig: Rig, account: Account, frames: int) -> None:
+    """The state disk filled to the last byte for a while, then freed."""
+    filler = rig.state / "filler"
+    before = rig.ids()
+    unsaved = rig.status()["counters"]["unsaved_frames"]
+    with contextlib.suppress(OSError), filler.open("wb") as handle:  # its closing flush fails too
+        while True:
+            handle.write(b"\0" * 65536)
+    time.sleep(frames / rig.settings["source"]["fps"])  # status.json cannot be written either meanwhile
+    assert rig.process.poll() is None, "the service runs on through a full disk"
+    filler.unlink()
+    rig.wait_frames(1)
+    during = rig.status()["counters"]["unsaved_frames"] - unsaved
+    stored = len(rig.ids()["frames"])
+    rig.wait_frames(frames)
+    resumed = len(rig.ids()["frames"]) > stored
+    missing = account.lost(before, rig.ids())
+    account.fault("disk full", during > 0 and resumed and missing == 0, frames_unsaved=during, rows_missing=missing)
+
+
+def stall(rig: Rig, account: Account, frames: int, seconds: float = 3.0) -> None:
+    """The whole process stopped (SIGSTOP) for a few seconds, as under an I/O or memory stall."""
+    before = rig.ids()
+    rig.process.send_signal(signal.SIGSTOP)
+    time.sleep(seconds)
+    rig.process.send_signal(signal.SIGCONT)
+    rig.wait_frames(frames)
+    missing = account.lost(before, rig.ids())
+    account.fault(f"process stalled {seconds:g} s", missing == 0, rows_missing=missing)
+
+
+@contextlib.contextmanager
+def state_disk(state: Path, size_mb: int):
+    """A sized tmpfs for the state directory (root only): True when mounted."""
+    state.mkdir(parents=True, exist_ok=True)
+    mounted = (
+        os.geteuid() == 0
+        and subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(state)], capture_output=True
+        ).returncode
+        == 0
+    )
+    try:
+        yield mounted
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(state)], check=False)
+
+
+def faults(rig: Rig, account: Account, frames: int, disk: bool) -> dict[str, Any]:
+    """The fault schedule; the last run's clean stop and its own account of unsaved frames."""
+    corrupt_database(rig, account, frames)
+    kill_9(rig, account, frames)
+    snapshots_folder_replaced(rig, account, frames)
+    if disk:
+        disk_full(rig, account, frames)
+    stall(rig, account, frames)
+    before = rig.ids()
+    code = rig.stop()
+    final = rig.status()
+    account.add_run(final)
+    counters = final["counters"]
+    stored = rig.stored_frames(final["run_id"])
+    account.unsaved_by_design["disk_full"] = counters["frames"] - stored
+    account.lost(before, rig.ids())
+    return {"last_exit_code": code, "last_run_unsaved_frames": counters["unsaved_frames"],
+            "last_run_classified_minus_stored": counters["frames"] - stored}  # fmt: skip
+
+
+def uninterrupted(rig: Rig, frames: int, warmup: int) -> dict[str, Any]:
+    """One run of ``frames`` frames as fast as they come; resident memory from /proc every second."""
+    rig.start("--max-frames", str(frames), fps=0.0)
+    samples: list[tuple[int, float]] = []
+    while rig.process.poll() is None:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            rss_kb = int(Path(f"/proc/{rig.process.pid}/status").read_text().split("VmRSS:")[1].split()[0])
+            samples.append((rig.status().get("counters", {}).get("frames", 0), rss_kb / 1024))
+        time.sleep(1.0)
+    code = rig.process.wait()
+    after = [round(mb, 1) for frame, mb in samples if frame >= warmup]
+    at_warmup = after[0] if after else None
+    return {
+        "frames": frames,
+        "warmup_frames": warmup,
+        "exit_code": code,
+        "resident_mb_at_warmup": at_warmup,
+        "resident_mb_end": after[-1] if after else None,
+        "resident_mb_max_after_warmup": max(after) if after else None,
+        "resident_drift_mb": round(max(after) - at_warmup, 2) if after else None,
+        "samples": [{"frame": frame, "mb": round(mb, 1)} for frame, mb in samples[:: max(1, len(samples) // 200)]],
+    }
+
+
+def run_soak(work: Path, model: str, fault_frames: int, long_frames: int, cells: int, fps: float,
+             threads: int) -> dict[str, Any]:  # fmt: skip
+    rig, account = Rig(work, model, cells, fps, threads), Account()
+    started = time.monotonic()
+    with state_disk(rig.state, 96) as disk:
+        try:
+            ending = faults(rig, account, fault_frames, disk)
+        finally:
+            if rig.process is not None:
+                rig.process.kill()
+                rig.process.wait()
+    if not disk:
+        account.fault("disk full", False, left_out="needs root to mount a sized tmpfs")
+        account.faults.pop()  # said in the result, not counted as injected
+    memory = uninterrupted(Rig(work / "long", model, cells, 0.0, threads), long_frames, long_frames // 10)
+    return {
+        "soak": "metascope run under faults",
+        "model": model,
+        "threads": threads,
+        "cells_per_frame": cells,
+        "fault_schedule_fps": fps,
+        "disk_full_injected": disk,
+        **account.as_dict(),
+        **ending,
+        "uninterrupted": memory,
+        "wall_s": round(time.monotonic() - started, 1),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=str(REPO / "models" / "mda231-pc3-fast.tflite"))
+    parser.add_argument("--work", default=None, help="a folder for the state directories (default: a temporary one)")
+    parser.add_argument("--fault-frames", type=int, default=300, help="frames before and after each fault")
+    parser.add_argument("--long-frames", type=int, default=50_000, help="frames of the uninterrupted segment")
+    parser.add_argument("--cells", type=int, default=20)
+    parser.add_argument("--fps", type=float, default=20.0, help="the fault schedule's frame rate")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="metascope-soak-", dir=args.work) as work:
+        result = run_soak(Path(work), args.model, args.fault_frames, args.long_frames, args.cells, args.fps,
+                          args.threads)  # fmt: skip
+    text = json.dumps(result, indent=2)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+    print(text)
+    ok = result["rows_lost"] == 0 and result["faults_recovered"] == result["faults_injected"]
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
