@@ -122,12 +122,9 @@ def test_a_remote_step_that_never_ends_is_bounded_and_the_next_pull_runs(
     assert honest.returncode == 0, honest.stderr
 
 
-def test_a_database_restored_from_a_backup_is_kept_apart_as_a_new_epoch(
-    sshd: SshServer, store: Store, tmp_path: Path
-) -> None:
-    """F11: a backup of the same database restored on the Pi repeats ids: the second run 2
-    overwrote the pulled run 2, and its rows, under ids already held, were never pulled. A
-    database whose runs no longer match what was pulled went back in time: both are kept."""
+def restore_a_backup_and_pull(sshd: SshServer, store: Store, tmp_path: Path):
+    """Pull runs 1 and 2, put back a backup taken after run 1, run again (another run 2, under
+    ids already pulled), pull: the folder, the first database's folder, its bytes before, the pull."""
     store.run(frames=2)
     backup = tmp_path / "backup.db"
     with sqlite3.connect(store.state / "metascope.db") as live, sqlite3.connect(backup) as copy:
@@ -140,9 +137,18 @@ def test_a_database_restored_from_a_backup_is_kept_apart_as_a_new_epoch(
     for name in ("metascope.db", "metascope.db-wal", "metascope.db-shm"):
         (store.state / name).unlink(missing_ok=True)
     shutil.copy(backup, store.state / "metascope.db")
-    store.run(frames=3)  # another run 2, and views under the ids the first run 2's had
+    store.run(frames=3)
     assert store.rows("runs")[2][1] != read_csv(old / "runs.csv")[2][1], "the two runs 2 started apart"
-    result = pull(sshd, store, dest, "--no-snapshots")
+    return dest, old, held, pull(sshd, store, dest, "--no-snapshots")
+
+
+def test_a_database_restored_from_a_backup_is_kept_apart_as_a_new_epoch(
+    sshd: SshServer, store: Store, tmp_path: Path
+) -> None:
+    """F11: a backup of the same database restored on the Pi repeats ids: the second run 2
+    overwrote the pulled run 2, and its rows, under ids already held, were never pulled. A
+    database whose runs no longer match what was pulled went back in time: both are kept."""
+    dest, old, held, result = restore_a_backup_and_pull(sshd, store, tmp_path)
     assert result.returncode == 0, result.stderr
     assert "went back in time" in result.stdout
     assert snapshot_of(old) == held, "what was pulled before is kept as it was"
@@ -152,3 +158,21 @@ def test_a_database_restored_from_a_backup_is_kept_apart_as_a_new_epoch(
     assert (dest / ALIAS / "CURRENT").read_text().strip() == restored.name
     again = pull(sshd, store, dest, "--no-snapshots")
     assert "views: no new rows" in again.stdout and "went back" not in again.stdout
+
+
+def test_a_lost_results_store_is_made_again_from_the_csv_files_epochs_too(
+    sshd: SshServer, store: Store, tmp_path: Path
+) -> None:
+    """results.sqlite deleted (or lost with a disk): the next pull carries the CSV files over
+    again, each folder as the database and epoch its name says, and goes on where they end."""
+    dest, _, _, restored_pull = restore_a_backup_and_pull(sshd, store, tmp_path)
+    assert restored_pull.returncode == 0, restored_pull.stderr
+    (dest / ALIAS / "results.sqlite").unlink()
+    store.run(frames=2)
+    result = pull(sshd, store, dest, "--no-snapshots")
+    assert result.returncode == 0, result.stderr
+    assert "carried the rows pulled before into" in result.stdout and "went back" not in result.stdout
+    restored = store.pulled(dest).parent / f"{store.database_id()}.epoch2"
+    assert (dest / ALIAS / "CURRENT").read_text().strip() == restored.name
+    for table in PULLED:
+        assert read_csv(restored / f"{table}.csv") == store.rows(table), table
