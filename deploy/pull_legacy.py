@@ -3,15 +3,16 @@
 Layout 1 (the first pull.sh): the CSVs straight in HOST_DIR. They are moved into the folder of
 the database they came from when their runs match that database's, else into HOST_DIR/earlier/.
 Layout 2 (before schema 6): views in cells.csv, cells in tracks.csv, older column names: renamed.
-Layout 3 (CSV files only, HOST_DIR/<database id>/<table>.csv): every folder's rows are imported
-into the results store (layout 4), each folder as one database; its CSV files stay where they
-are, and later pulls append to them.
+Layout 3 (CSV files only, HOST_DIR/<database id>/<table>.csv), or layout 4 whose results.sqlite
+was lost: every folder's rows are imported into the results store, each folder as one database
+(and epoch); its CSV files stay where they are, and later pulls append to them.
 """
 
 from __future__ import annotations
 
 import csv
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -23,6 +24,7 @@ from pull_store import TABLES, CsvState, ResultsStore
 
 FIRST_LAYOUT = ("cells", "frames", "runs")  # what the first layout held straight in HOST_DIR
 EARLIER = "earlier"
+EPOCH_FOLDER = re.compile(r"([0-9a-f]{1,64})\.epoch([0-9]{1,6})")  # pull_target.py names them so
 
 
 def runs_match(held: Path, fresh_header: list[str], fresh: list[list[str]]) -> bool:
@@ -103,9 +105,12 @@ def rename_layout_2(host_dir: Path) -> list[str]:
 
 
 def import_folder(store: ResultsStore, folder: Path) -> int:
-    """One layout-3 database folder's CSVs into the store (its name is the database's id); the
-    files are recorded as written, so the next CSV step appends to them. Returns the rows."""
-    key = store.add_database(folder.name, 1, folder.name, note="imported from the CSV files of an earlier pull.sh")
+    """One database folder's CSVs into the store (its name is the database's id, and its epoch
+    after `.epoch` when a database went back in time: a folder of layout 4 whose store was lost);
+    the files are recorded as written, so the next CSV step appends to them. Returns the rows."""
+    named = EPOCH_FOLDER.fullmatch(folder.name)
+    database_id, epoch = (named[1], int(named[2])) if named else (folder.name, 1)
+    key = store.add_database(database_id, epoch, folder.name, note="imported from the CSV files of this folder")
     total = 0
     for table in TABLES:
         path = folder / f"{table}.csv"
