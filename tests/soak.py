@@ -4,7 +4,9 @@
 Faults, on a schedule, on the synthetic source (a new field of cells every frame): a corrupt
 database at start (set aside, a new one started), kill -9 mid-run, the snapshots folder replaced
 by a file for a while, the state disk full for a while (a sized tmpfs: root only, else left out and
-said so), the whole process stalled (SIGSTOP) for a few seconds. Then one uninterrupted segment
+said so: disk_full_injected), the whole process stalled (SIGSTOP) for a few seconds. On the camera
+(tests/fakes.py's FakePicamera2, through tests/soak_camera.py): busy at start, stalled mid-run (the
+run gives up, exit 3, and is restarted) and busy at that restart. Then one uninterrupted segment
 whose resident memory is sampled from /proc.
 
 Rows lost = rows (frames, views, cells) committed before a fault and missing after it: must be 0.
@@ -61,16 +63,18 @@ class Rig:
         }
         self.process: subprocess.Popen | None = None
         self.log = work / "service.log"
+        self.launcher = [sys.executable, "-m", "edge"]
+        self.env: dict[str, str] = {}
 
     def start(self, *extra: str, fps: float | None = None) -> None:
         settings = json.loads(json.dumps(self.settings))
         if fps is not None:
             settings["source"]["fps"] = fps
         self.config.write_text(toml(settings))
-        command = [sys.executable, "-m", "edge", "run", "--config", str(self.config), "--model", self.model, *extra]
+        command = [*self.launcher, "run", "--config", str(self.config), "--model", self.model, *extra]
         with self.log.open("a") as log:
             self.process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                            env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+                                            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env})  # fmt: skip
 
     def stop(self, signum: int = signal.SIGTERM, limit_s: float = 30.0) -> int:
         assert self.process is not None
@@ -248,6 +252,49 @@ def stall(rig: Rig, account: Account, frames: int, seconds: float = 3.0) -> None
     account.fault(f"process stalled {seconds:g} s", missing == 0, rows_missing=missing)
 
 
+def camera_rig(work: Path, model: str, threads: int) -> tuple[Rig, Path]:
+    """A rig on tests/fakes.py's FakePicamera2 (tests/soak_camera.py), and the folder whose files steer it."""
+    rig = Rig(work, model, 0, 0.0, threads)
+    control = work / "camera-control"
+    control.mkdir()
+    rig.settings["source"] = {"kind": "picamera2", "timeout_s": 1.0, "max_failures": 3}
+    rig.launcher = [sys.executable, str(Path(__file__).with_name("soak_camera.py"))]
+    rig.env = {"SOAK_CAMERA_CONTROL": str(control)}
+    return rig, control
+
+
+def camera_faults(rig: Rig, control: Path, account: Account, frames: int) -> None:
+    """The camera busy at start (another program has it), stalled mid-run (the run gives up: exit 3,
+    restarted as systemd would) and busy again at that restart."""
+    (control / "busy").touch()
+    rig.start()
+    time.sleep(2.0)
+    (control / "busy").unlink()
+    rig.wait_running()
+    rig.wait_frames(frames)
+    account.fault("camera busy at start", True)
+    before = rig.ids()
+    (control / "stall").touch()
+    code = rig.process.wait(60)
+    rig.process = None
+    account.add_run(rig.status())
+    (control / "busy").touch()
+    (control / "stall").unlink()
+    rig.start()
+    time.sleep(3.0)
+    (control / "busy").unlink()
+    rig.wait_running()
+    rig.wait_frames(frames)
+    missing = account.lost(before, rig.ids())
+    account.fault("camera stalled mid-run (exit 3, restarted)", code == 3 and missing == 0, exit_code=code,
+                  rows_missing=missing)  # fmt: skip
+    account.fault("camera busy at the restart", True)
+    before = rig.ids()
+    rig.stop()
+    account.add_run(rig.status())
+    account.lost(before, rig.ids())
+
+
 @contextlib.contextmanager
 def state_disk(state: Path, size_mb: int):
     """A sized tmpfs for the state directory (root only): True when mounted."""
@@ -321,9 +368,13 @@ def run_soak(work: Path, model: str, fault_frames: int, long_frames: int, cells:
             if rig.process is not None:
                 rig.process.kill()
                 rig.process.wait()
-    if not disk:
-        account.fault("disk full", False, left_out="needs root to mount a sized tmpfs")
-        account.faults.pop()  # said in the result, not counted as injected
+    camera, control = camera_rig(work / "camera", model, threads)
+    try:
+        camera_faults(camera, control, account, fault_frames)
+    finally:
+        if camera.process is not None:
+            camera.process.kill()
+            camera.process.wait()
     memory = uninterrupted(Rig(work / "long", model, cells, 0.0, threads), long_frames, long_frames // 10)
     return {
         "soak": "metascope run under faults",
