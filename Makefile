@@ -80,7 +80,8 @@ bench: $(EDGE_STAMP)
 	  $(EDGE_PY) -m edge bench pipeline --model $(FAST_MODEL) --threads 1 --cells 20 --frames 2000 --field moving --move-every 50 --out var/bench/pipeline-fast-moving-20-1thread.json; fi
 
 # The soak (tests/soak.py): `metascope run` under a schedule of faults (a corrupt database, kill -9,
-# the snapshots folder replaced by a file, a full state disk: root only, a stalled process), then one
+# the snapshots folder replaced by a file, a full state disk: root only, a stalled process, the fake
+# camera busy at start, stalled mid-run and busy at the restart), then one
 # uninterrupted 50,000-frame new-field segment with the fast model at one thread, its resident memory
 # sampled; the account (rows lost, faults recovered, frames not stored by design, memory drift) is
 # JSON in var/soak/soak.json. About an hour on a 2-core VM. `make test` runs its short form

@@ -1,7 +1,8 @@
-"""The soak's short form (tests/soak.py; `make soak` is the long one): every scheduled fault (database, kill -9, folder,
-disk, stall, and the camera busy and stalled through the fake) is
-injected into a running `metascope run` and recovered from, no committed row is lost, and the
-frames not stored while the disk was full are exactly the service's own count."""
+"""The soak's short form (tests/soak.py; `make soak` is the long one): every scheduled fault
+(a corrupt database, kill -9, a folder replaced by a file, a full disk, a stalled process, and the
+camera busy and stalled through the fake) is injected into a running `metascope run` and recovered
+from, no committed row is lost, and the frames not stored while the disk was full are exactly the
+service's own count."""
 
 from __future__ import annotations
 
