@@ -56,8 +56,12 @@ def test_fidelity_reports_agreement_and_probability_difference() -> None:
         fidelity(np.array([0.49, 0.9]), np.array([0.51, 0.9]), 0.5)
 
 
-def test_fit_exits_export_refused_and_writes_nothing_when_int8_disagrees(tmp_path: Path, monkeypatch, capsys) -> None:
+def test_a_refused_export_keeps_the_float_model_and_the_report(tmp_path: Path, monkeypatch, capsys) -> None:
+    """A long fit whose int8 version fails the gate is not lost: no int8 model or card is written
+    (the Pi must not run it), but the float model, its card and the report stay, and the message
+    says what to try. Exit 6 (EXPORT_REFUSED) stays."""
     import train.validation
+    from edge.classify.classifier import Classifier
 
     # The int8 model's answers, turned around: the check must stop the export.
     real = train.validation.int8_probabilities
@@ -67,8 +71,12 @@ def test_fit_exits_export_refused_and_writes_nothing_when_int8_disagrees(tmp_pat
     args = ["fit", str(data), "--out", str(out), "--size", "32", "--window-px", "128", "--widths", "4,8",
             "--epochs", "2", "--min-epochs", "1", "--no-leak-check", "--quiet"]  # fmt: skip
     assert main(args) == ExitCode.EXPORT_REFUSED == 6  # its own status: 3 is the camera's
-    assert "export refused" in capsys.readouterr().err
-    assert not list(tmp_path.glob("refused*")), "nothing may be written when the export is refused"
+    err = capsys.readouterr().err
+    assert "export refused" in err and "refused.float.tflite" in err and "try" in err
+    assert not (tmp_path / "refused.tflite").exists() and not (tmp_path / "refused.json").exists()
+    assert Classifier.load(tmp_path / "refused.float.tflite").labels == ("round", "spindle")
+    report = (tmp_path / "refused.report.md").read_text()
+    assert "int8 export refused" in report and "ROC AUC" in report
 
 
 @pytest.mark.slow
