@@ -23,13 +23,13 @@ from edge.errors import ExitCode, MetascopeError
 from train.dataset import DEFAULT_MAX_BAD_FRACTION, Dataset, load_folder
 from train.distill import FINAL, Teacher, TeacherOutputs, TeacherRecorder, distill_path_for
 from train.evaluate import evaluate_classifier
-from train.export import convert_float, write_model
+from train.export import ExportError, convert_float, write_model
 from train.grouping import few_groups_warnings
 from train.plots import evaluation_figure, training_curves_figure
-from train.progress import log, warn
+from train.progress import log, plan, warn
 from train.provenance import command_line, data_provenance, software_versions
 from train.recipe import MIN_INT8_AGREEMENT, TEST_FRACTION, THRESHOLD, VALIDATION_FRACTION
-from train.report import write_report
+from train.report import write_refusal_report, write_report
 from train.robustness import exposure_sensitivity
 from train.speed import count_macs, measured_speed
 from train.split import SplitError, cross_validation_folds, grouped_split
@@ -241,13 +241,13 @@ class HeldOut:
     p: np.ndarray  # and their int8 probabilities
     histories: dict[str, dict[str, list[float]]]  # every fit's training curves, "final" last
     final_fit: FitResult
-    exported: Exported
     epochs: int
     fidelity_cells: str  # which cells the int8 check ran on
     final_description: str
     final_data: Dataset  # where the shipped model's own per-group figures are measured
     final_cells: np.ndarray  # the cells the shipped model learnt from
     rule_name: str  # the figures' caption: "cross-validation" or "test split"
+    exported: Exported | None = None  # the final model's int8 export, once checked (export_or_keep_float)
 
 
 def load_dataset(request: FitRequest) -> Dataset:
@@ -276,10 +276,10 @@ def fit_every_cell(
     how: str,
     teacher: Teacher | None = None,
     recorder: TeacherRecorder | None = None,
-) -> tuple[FitResult, Exported]:
+) -> FitResult:
     """The model shipped: the recipe on every cell (a lab's few cultures are all worth learning
-    from; the held-out figures come from models that did not see theirs), exported to int8.
-    No cell is held out, so the int8 check runs on every cell."""
+    from; the held-out figures come from models that did not see theirs). Exported by
+    ``export_or_keep_float``."""
     log(f"final fit on all {len(dataset)} cells for {epochs} epochs ({how})")
     every = np.arange(len(dataset))
     final_fit = fit_model(
@@ -292,10 +292,50 @@ def fit_every_cell(
     )
     if recorder is not None:
         recorder.record(FINAL, every, lambda images: predict(final_fit.model, images))
-    exported = export_checked(
-        final_fit, dataset, dataset, request.threshold, request.settings.seed, request.min_agreement
+    return final_fit
+
+
+def export_or_keep_float(request: FitRequest, dataset: Dataset, card: ModelCard, held: HeldOut) -> Exported:
+    """The final model's int8 export, checked on every cell (none is held out from it). When the
+    check refuses it, the fit is not thrown away: the float model, its card and a report of the
+    held-out figures are written (never an int8 model the Pi would load), and the refusal says
+    what to try."""
+    settings = request.settings
+    try:
+        return export_checked(held.final_fit, dataset, dataset, request.threshold, settings.seed, request.min_agreement)
+    except ExportError as exc:
+        problem = str(exc).removeprefix("export refused: ")
+        kept = keep_float_model(request, dataset, card, held, problem)
+        raise ExportError(
+            f"{problem}. Kept {', '.join(kept)} beside it: the fit is not lost (evaluate the float model with "
+            f"`metascope-train evaluate {kept[0]} DATA_DIR`). To try: fit again with another --seed (other "
+            "weights and calibration draws), with --intensity standardised (a narrower input range quantises "
+            "more finely), or with --min-agreement set just below the agreement measured (the card records it)"
+        ) from None
+
+
+def keep_float_model(request: FitRequest, dataset: Dataset, card: ModelCard, held: HeldOut, problem: str) -> list[str]:
+    """NAME.float.tflite with its card and NAME.report.md, after a refused int8 export."""
+    name = request.name
+    float_path = request.model_path.with_name(f"{name}.float.tflite")
+    data = data_section(request, dataset)
+    float_card = replace(
+        card,
+        name=f"{name}.float",
+        extra={
+            "int8_export_refused": problem,
+            "data": {key: data[key] for key in ("cell_area_px", "cell_grey")},
+            "evaluation": {
+                **held.evaluation,
+                "held_out": {k: v for k, v in held.metrics.items() if k not in ("calibration", "per_group")},
+            },
+            "training": {"command": command_line(request.argv), "settings": request.settings.to_dict()},
+        },
     )
-    return final_fit, exported
+    write_model(float_path, convert_float(held.final_fit.model), float_card)
+    report = request.model_path.with_name(f"{name}.report.md")
+    write_refusal_report(report, name, problem, held.metrics, list(card.labels), command_line(request.argv))
+    return [float_path.name, float_path.with_suffix(".json").name, report.name]
 
 
 def by_cross_validation(
@@ -311,10 +351,11 @@ def by_cross_validation(
         folds, rule = cross_validation_folds(
             dataset.groups, dataset.y, request.cv_folds, settings.seed, validation_fraction(request), dataset.labels
         )
+    plan(len(folds) + 1 + request.leak_check, settings.epochs, len(dataset))
     cv = cross_validate(dataset, folds, rule, settings, card, teacher, recorder)
     epochs = max(cv.chosen_epochs, 1)
     how = "the median of the folds' early-stopped best epochs" if settings.early_stopping else "as every fold"
-    final_fit, exported = fit_every_cell(request, dataset, epochs, how, teacher, recorder)
+    final_fit = fit_every_cell(request, dataset, epochs, how, teacher, recorder)
     every = np.arange(len(dataset))
     return HeldOut(
         evaluation={"cross_validation": cv.to_dict()},
@@ -323,7 +364,6 @@ def by_cross_validation(
         p=cv.pooled_p,
         histories={**{f"fold {fold.name}": fold.history for fold in cv.folds}, "final": final_fit.history},
         final_fit=final_fit,
-        exported=exported,
         epochs=epochs,
         fidelity_cells="cells (all of them: the final fit holds none out; every fold model was also checked on its "
         "held-out group)",
@@ -350,11 +390,12 @@ def by_split(request: FitRequest, dataset: Dataset, card: ModelCard) -> HeldOut:
     groups = split.groups_of(dataset.groups)
     validation = f" | validation {', '.join(groups['validation'])}" if groups["validation"] else ""
     log(f"split by group: train {', '.join(groups['train'])}{validation} | test {', '.join(groups['test'])}")
+    plan(2 + request.leak_check, settings.epochs, len(dataset))
     # The split's model is measured, never shipped: its int8 agreement is recorded, not enforced.
     split_fit, split_export, outcome = run_split(dataset, split, settings, card, "split", 0.0)
     epochs = split_fit.best_epoch if settings.early_stopping else settings.epochs
     how = "the split model's early-stopped best epoch" if settings.early_stopping else "as the split model"
-    final_fit, exported = fit_every_cell(request, dataset, epochs, how)
+    final_fit = fit_every_cell(request, dataset, epochs, how)
     every = np.arange(len(dataset))
     held_cells = len(split.test)
     return HeldOut(
@@ -372,7 +413,6 @@ def by_split(request: FitRequest, dataset: Dataset, card: ModelCard) -> HeldOut:
         p=outcome.probabilities,
         histories={"split": split_fit.history, "final": final_fit.history},
         final_fit=final_fit,
-        exported=exported,
         epochs=epochs,
         fidelity_cells="cells (all of them: the shipped model learnt from every cell; the split's model agreed on "
         f"{split_export.fidelity['label_agreement']:.2%} of its {held_cells} held-out test cells)",
@@ -503,6 +543,7 @@ def make_model(request: FitRequest) -> ModelCard:
         held = by_cross_validation(request, dataset, card, teacher, recorder)
     else:
         held = by_split(request, dataset, card)
+    held.exported = export_or_keep_float(request, dataset, card, held)
     evaluation = dict(held.evaluation)
     if request.leak_check:
         evaluation["file_level_split"] = leak_check(dataset, request.settings, request.threshold)

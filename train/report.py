@@ -250,3 +250,31 @@ def data_section(data: dict[str, Any], labels: list[str]) -> list[str]:
         ],
         "",
     ]
+
+
+def write_refusal_report(
+    path: Path, name: str, problem: str, held_out: dict[str, Any], labels: list[str], command: str
+) -> Path:
+    """NAME.report.md when the int8 export was refused: the held-out figures (they do not depend
+    on the export) and what was kept, so a long fit is not lost."""
+    lines = [
+        f"# Model report: {name} (int8 export refused)",
+        "",
+        f"Made by `{command}`. **int8 export refused**: {problem}.",
+        "",
+        f"No int8 model was written (the Pi would run a classifier other than the one measured). The float "
+        f"model is kept as `{name}.float.tflite` with its card; `metascope-train evaluate` runs it.",
+        "",
+        "## Held-out performance (measured before the export)",
+        "",
+        *metrics_table(held_out, labels),
+        "",
+        "## What to try",
+        "",
+        "- fit again with another `--seed` (other weights, other calibration draws);",
+        "- `--intensity standardised` (each cell mapped to one mean and spread: a narrower input range);",
+        "- `--min-agreement` just below the agreement measured above, if that many changed calls are acceptable.",
+        "",
+    ]
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path

@@ -4,6 +4,7 @@ warm-up then cosine learning-rate schedule, a fixed number of epochs or early st
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import sys
 import time
@@ -17,6 +18,17 @@ from train.augment import augment_windows
 from train.compact_cnn import build_cnn
 from train.dataset import Dataset
 from train.recipe import BACKBONES, FitSettings
+
+
+class _WithoutRetracingWarnings(logging.Filter):
+    """TensorFlow warns "triggered tf.function retracing" when predict runs on a new model of each
+    fold: expected here (a fresh model per fit), and nothing a user can act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "retracing" not in record.getMessage()
+
+
+logging.getLogger("tensorflow").addFilter(_WithoutRetracingWarnings())
 
 
 @dataclass
@@ -82,19 +94,35 @@ class TrainingBatches(keras.utils.PyDataset):
         self.order = self.rng.permutation(len(self.train))
 
 
+# Keras' names, as a reader needs them: the AUC Keras reports per epoch is on the training batches.
+SHOWN_NAMES = {
+    "loss": "training loss",
+    "auc": "training AUC",
+    "val_loss": "validation loss",
+    "val_auc": "validation AUC",
+}
+
+
 class EpochLine(keras.callbacks.Callback):
     """One short line per epoch on stderr: the progress display of a fit."""
 
     def __init__(self, label: str, epochs: int):
         super().__init__()
         self.label, self.epochs = label, epochs
-        self.started = time.monotonic()
+        self.started = self.epoch_started = time.monotonic()
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        self.epoch_started = time.monotonic()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         logs = logs or {}
-        shown = "  ".join(f"{key} {value:.3f}" for key, value in logs.items() if key != "learning_rate")
-        elapsed = time.monotonic() - self.started
-        print(f"{self.label} epoch {epoch + 1:3d}/{self.epochs}  {shown}  [{elapsed:5.0f} s]", file=sys.stderr)
+        shown = "  ".join(
+            f"{SHOWN_NAMES.get(key, key)} {value:.3f}" for key, value in logs.items() if key != "learning_rate"
+        )
+        now = time.monotonic()
+        left = progress.epoch_done(now - self.epoch_started)
+        stamp = f"[{now - self.started:5.0f} s{', ' + left if left else ''}]"
+        print(f"{self.label} epoch {epoch + 1:3d}/{self.epochs}  {shown}  {stamp}", file=sys.stderr)
 
 
 @functools.cache

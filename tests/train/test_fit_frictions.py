@@ -3,6 +3,7 @@ TensorFlow loads, the recipe in --help, and a refused int8 export that keeps the
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -42,7 +43,7 @@ def test_fit_progress_names_training_auc_estimates_the_time_and_hides_retracing(
     assert result.returncode == 0, result.stderr
     err = result.stderr
     assert "retracing" not in err
-    epoch_lines = [line for line in err.splitlines() if " epoch " in line]
+    epoch_lines = [line for line in err.splitlines() if re.search(r" epoch +\d+/\d+ ", line)]
     assert epoch_lines and all("training AUC" in line and " auc " not in line for line in epoch_lines)
     assert "5 fits of 2 epochs" in err, "the plan at the start: 4 folds and the final fit"
     assert "left" in epoch_lines[0], "each epoch line estimates the time left"

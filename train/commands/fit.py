@@ -98,6 +98,19 @@ def recipe_values(name: str) -> str:
     return "recipe: " + ", ".join(f"{backbone} {value}" for backbone, value in values.items())
 
 
+def recipes_text() -> str:
+    """Every recipe's numbers, those no option changes included, for --help."""
+    lines = ["recipes (each option above defaults to the chosen backbone's):"]
+    for name, r in RECIPES.items():
+        lines.append(
+            f"{name}: {r.epochs} epochs, batch {r.batch_size}, peak learning rate {r.learning_rate:g} after a "
+            f"{r.warmup_fraction:.0%} warm-up then cosine decay, AdamW weight decay {r.weight_decay:g}, dropout "
+            f"{r.dropout:g}, label smoothing {r.label_smoothing:g}, patience {r.patience} (fixed epochs), class "
+            f"weights {'on' if r.class_weighting else 'off'}, seed {r.seed}."
+        )
+    return "  ".join(lines)
+
+
 def add_recipe_options(parser: argparse.ArgumentParser) -> None:
     for name, keywords in RECIPE_OPTIONS.items():
         keywords = dict(keywords)
@@ -112,6 +125,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="train a model from DATA_DIR/<label>/.../<image> and export it",
         description="Train from a folder with exactly two label folders; split by group (never by file); "
         "export int8 + float TFLite, the model card and an evaluation report.",
+        epilog=recipes_text(),
     )
     parser.add_argument("data_dir", type=folder_arg, metavar="DATA_DIR")
     parser.add_argument("--out", type=Path, required=True, help="output NAME or NAME.tflite (e.g. models/mda231-pc3)")
@@ -240,7 +254,10 @@ def fit_settings(args: argparse.Namespace) -> FitSettings:
 
 def fit(args: argparse.Namespace) -> int:
     from edge.classify.native_noise import native_noise_filtered
+    from train.dataset import label_folders, resolve_labels
 
+    # The label folders and --positive are checked before TensorFlow takes its seconds to load.
+    resolve_labels(label_folders(args.data_dir), args.positive)
     with native_noise_filtered():  # TensorFlow's import banner
         from train.make_model import FitRequest, make_model
 
