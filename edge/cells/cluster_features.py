@@ -80,7 +80,7 @@ def waist_figures(distance: np.ndarray) -> tuple[float, float]:
     top_rows, top_columns = np.nonzero(tops)
     waist, second_core = 0.0, 0.0
     for level in np.linspace(TOP_LEVEL * peak, 1.0, WAIST_LEVELS):
-        labels, count = ndimage.label(distance >= level)
+        labels, count = ndimage.label(distance >= level, structure=CROSS)  # its default, made once
         if count < 2:
             continue
         radii = np.zeros(count + 1)
