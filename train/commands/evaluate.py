@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from edge.commands.common import folder_arg
-from edge.errors import ExitCode
+from edge.errors import ExitCode, UsageError
+from train import progress
 from train.progress import add_quiet_option
 
 
@@ -32,9 +34,25 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         metavar="FOLDER=LABEL",
         help="a label folder named apart from the model's label, e.g. MDA231=MDA-MB-231 (repeat for each)",
     )
+    parser.add_argument(
+        "--frames",
+        action="store_true",
+        help="also score per tracked cell: compose the (masked) crops into frames, each field shown --repeats "
+        "times with jitter and fresh noise, run them through the Pi's detection, tracking and views, and score "
+        "each tracked cell's logged call against the crop it was made of, beside the crop-level figures",
+    )
+    parser.add_argument("--repeats", type=positive_int, default=24, help="--frames: frames each field is shown (24)")
+    parser.add_argument("--seed", type=int, default=0, help="--frames: seed of the composition and noise (0)")
     parser.add_argument("--out", type=Path, help="also write OUT.json, OUT.md and OUT.png")
     add_quiet_option(parser)
     parser.set_defaults(handler=evaluate)
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {text}")
+    return value
 
 
 def label_map_arg(text: str) -> tuple[str, str]:
@@ -81,6 +99,8 @@ def evaluate(args: argparse.Namespace) -> int:
     with native_noise_filtered():  # TensorFlow's import banner, where plotting brings it in
         from train.evaluate import evaluate_classifier, load_for_model, training_overlap
 
+    if not args.frames and (args.repeats != 24 or args.seed != 0):
+        raise UsageError("--repeats and --seed go with --frames")
     classifier = Classifier.load(args.model)
     groups = [g.strip() for g in args.groups.split(",") if g.strip()] if args.groups else None
     dataset = load_for_model(classifier, args.data_dir, args.group_by, groups, dict(args.label_map or []))
@@ -96,9 +116,55 @@ def evaluate(args: argparse.Namespace) -> int:
         print(overlap)
     if dataset.skipped:
         print(f"{len(dataset.skipped)} file(s) skipped (listed on stderr)")
+    frames = evaluate_tracked_cells(classifier, dataset, args.repeats, args.seed) if args.frames else None
     if args.out:
-        write_evaluation(args.out, classifier, dataset, metrics, overlap)
+        write_evaluation(args.out, classifier, dataset, metrics, overlap, frames)
     return ExitCode.OK
+
+
+def evaluate_tracked_cells(classifier: Any, dataset: Any, repeats: int, seed: int) -> dict[str, Any]:
+    """--frames: print the per-tracked-cell figures beside the crop-level ones for the same crops;
+    the record (with ``text``, what was printed) for --out."""
+    from tqdm import tqdm
+
+    from train.frames_evaluate import FramesSettings, evaluate_frames, format_counts
+
+    settings = FramesSettings(repeats=repeats, seed=seed)
+    bar = tqdm(desc="composed frames", unit="frame", disable=not progress.shown(), file=sys.stderr, leave=False)
+    try:
+        result = evaluate_frames(classifier, dataset, settings, on_frame=lambda _: bar.update())
+    finally:
+        bar.close()
+    labels = classifier.labels
+    lines = [
+        "per tracked cell (frames through the Pi's detection, tracking and views): "
+        + format_counts(result.counts, result.frames, settings)
+    ]
+    if result.cell_metrics is None or result.matched_crop_metrics is None:
+        lines.append("no tracked cell could be scored")
+    else:
+        lines += [
+            "crop level, the crops a scored cell was matched to:",
+            format_metrics(result.matched_crop_metrics, labels),
+            "per tracked cell (the call the Pi logs: the mean logit of its views):",
+            format_metrics(result.cell_metrics, labels),
+            gap_line(result.matched_crop_metrics, result.cell_metrics),
+        ]
+    text = "\n".join(lines)
+    print(f"\n{text}")
+    return {**result.as_dict(), "text": text}
+
+
+def gap_line(crop: dict[str, Any], cell: dict[str, Any]) -> str:
+    def change(key: str) -> str:
+        if crop[key] is None or cell[key] is None:
+            return "n/a"
+        return f"{cell[key] - crop[key]:+.3f}"
+
+    return (
+        f"per tracked cell minus crop level (same crops): ROC AUC {change('roc_auc')}, "
+        f"balanced accuracy {change('balanced_accuracy')}"
+    )
 
 
 def crop_notes(classifier: Any, dataset: Any) -> list[str]:
@@ -111,7 +177,12 @@ def crop_notes(classifier: Any, dataset: Any) -> list[str]:
 
 
 def write_evaluation(
-    out: Path, classifier: Any, dataset: Any, metrics: dict[str, Any], overlap: str | None = None
+    out: Path,
+    classifier: Any,
+    dataset: Any,
+    metrics: dict[str, Any],
+    overlap: str | None = None,
+    frames: dict[str, Any] | None = None,
 ) -> None:
     from train.evaluate import one_label_recall
     from train.plots import evaluation_figure
@@ -126,6 +197,7 @@ def write_evaluation(
         "crops": dataset.crop_kinds,
         "metrics": metrics,
         "recall": one_label_recall(metrics, classifier.labels),
+        "frames": frames,
     }
     json_path = out.with_name(out.name + ".json")
     json_path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
@@ -135,7 +207,8 @@ def write_evaluation(
     md = out.with_name(out.name + ".md")
     md.write_text(
         f"# {classifier.card.name} on {dataset.root}\n\n```\n{format_metrics(metrics, classifier.labels)}\n```\n\n"
-        f"![ROC, confusion, reliability]({png.name})\n",
+        f"![ROC, confusion, reliability]({png.name})\n"
+        + (f"\n## Per tracked cell\n\n```\n{frames['text']}\n```\n" if frames else ""),
         encoding="utf-8",
     )
     print(f"wrote {json_path}, {md}, {png}")
