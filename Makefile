@@ -1,7 +1,7 @@
 # One entry point. Every target creates or updates the local virtualenvs by itself, so on a
 # fresh machine `make demo` and `make test` are the whole set-up. Two of them, as on the two
 # kinds of machine: .venv-edge has only what a Pi installs (the `edge` extra: no TensorFlow),
-# .venv everything (training too).
+# .venv everything (training, and psycopg for the PostgreSQL pull and report, too).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -16,7 +16,7 @@ EDGE_STAMP := $(EDGE_VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[edge,train,dev]'
+	$(PY) -m pip install --quiet -e '.[edge,train,postgres,dev]'
 	touch $(STAMP)
 
 $(EDGE_STAMP): pyproject.toml

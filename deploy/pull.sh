@@ -55,6 +55,16 @@ Options:
                          (10 for a copy), so a stuck Pi never holds later pulls up
   --no-csv               do not write the CSV files (results.sqlite only); write them later with
                          python3 deploy/pull_merge.py csv DEST/HOST
+  --into URL             land the rows in a PostgreSQL database instead of DEST: a libpq URL,
+                         postgresql://USER@HOST:PORT/DB, or postgresql://USER@/DB?host=/socket/dir&port=N
+                         for a local socket (a password: ~/.pgpass or $PGPASSWORD, not the URL).
+                         Each row lands once, keyed by host, database id, epoch and id, however
+                         many desktops pull the same rig at once; the schema is made on first use
+                         (or by the owner: see README, Many rigs). Runs deploy/pull_postgres.py with
+                         $METASCOPE_PYTHON, a python with metascope's postgres extra (psycopg), e.g.
+                         METASCOPE_PYTHON=/path/to/metascope/.venv/bin/python
+  --crops-dir DIR        with --into: where snapshots and crops go, DIR/HOST/<database id>/
+                         (needed unless --no-snapshots and --no-crops)
   -F FILE                ssh config file (passed to ssh)
   -o OPTION              ssh option, e.g. -o Port=2222 (repeatable; passed to ssh)
   -i FILE                ssh identity file (passed to ssh)
@@ -65,13 +75,14 @@ Exit status (edge/errors.py ExitCode): 0 pulled; 2 bad arguments; 7 HOST unreach
 8 metascope is not installed on HOST; 9 the export on HOST failed or sent something unusable
 (the database is missing or unreadable...); 10 copying snapshots or crops failed; 1 anything
 else (a local file problem); 12 DEST cannot be used (named: not a folder, not writable, a damaged
-results.sqlite).
+results.sqlite), or the --into database (named: $METASCOPE_PYTHON unset or without psycopg, the
+server refused, a schema this role cannot make).
 EOF
 }
 
 host="" dest="${METASCOPE_PULL_DEST:-results}" since="" snapshots="" step_timeout="${METASCOPE_PULL_TIMEOUT:-3600}"
 remote_command="${METASCOPE_REMOTE_COMMAND:-}" remote_config="${METASCOPE_REMOTE_CONFIG:-}" copy_snapshots=1
-copy_crops=1 write_csv=1
+copy_crops=1 write_csv=1 into="" crops_dir=""
 ssh_opts=()
 while [ $# -gt 0 ]; do
     case $1 in
@@ -79,7 +90,7 @@ while [ $# -gt 0 ]; do
         usage
         exit 0
         ;;
-    --dest | --since | --remote-command | --remote-config | --snapshots | --timeout | -F | -o | -i | -p)
+    --dest | --since | --remote-command | --remote-config | --snapshots | --timeout | --into | --crops-dir | -F | -o | -i | -p)
         if [ $# -lt 2 ] || [ -z "$2" ]; then die $EXIT_USAGE "$1 needs a value (see --help)"; fi
         case $1 in
         --dest) dest=$2 ;;
@@ -88,6 +99,8 @@ while [ $# -gt 0 ]; do
         --remote-config) remote_config=$2 ;;
         --snapshots) snapshots=$2 ;;
         --timeout) step_timeout=$2 ;;
+        --into) into=$2 ;;
+        --crops-dir) crops_dir=$2 ;;
         *) ssh_opts+=("$1" "$2") ;;
         esac
         shift 2
@@ -116,6 +129,7 @@ done
 # A relative DEST starting with '-' would reach mkdir, mktemp, rsync and pull_merge.py as an
 # option (rsync -e runs a command): ./ makes it a path. HOST cannot start with '-' (see above).
 case $dest in -*) dest=./$dest ;; esac
+case $crops_dir in -*) crops_dir=./$crops_dir ;; esac
 # ASCII digits only, 1 to 86400 (a [0-9] class could match other digits in some locales).
 case $step_timeout in
 *[!0123456789]* | "" | 0*) die $EXIT_USAGE "--timeout '$step_timeout' is not a whole number of seconds (1 to 86400)" ;;
@@ -129,16 +143,42 @@ fi
 case $dest in
 *$'\n'* | *$'\r'*) die $EXIT_PULL_TARGET_UNUSABLE "--dest $(printf %q "$dest") holds a newline or carriage return: pull into a folder whose path has none" ;;
 esac
+case $crops_dir in
+*$'\n'* | *$'\r'*) die $EXIT_PULL_TARGET_UNUSABLE "--crops-dir $(printf %q "$crops_dir") holds a newline or carriage return: name a folder whose path has none" ;;
+esac
+if [ -n "$into" ]; then
+    case $into in
+    postgresql://* | postgres://*) ;;
+    *) die $EXIT_USAGE "--into takes a PostgreSQL URL (postgresql://USER@HOST:PORT/DB), not '$into'" ;;
+    esac
+    if [ -z "$crops_dir" ] && { [ $copy_snapshots -eq 1 ] || [ $copy_crops -eq 1 ]; }; then
+        die $EXIT_USAGE "--into needs --crops-dir DIR for the snapshots and crops (or --no-snapshots --no-crops)"
+    fi
+    [ -n "${METASCOPE_PYTHON:-}" ] ||
+        die $EXIT_PULL_TARGET_UNUSABLE "--into needs \$METASCOPE_PYTHON: the python of a virtualenv with metascope's postgres extra (psycopg), e.g. METASCOPE_PYTHON=/path/to/metascope/.venv/bin/python"
+    "$METASCOPE_PYTHON" -c 'import psycopg' 2>/dev/null ||
+        die $EXIT_PULL_TARGET_UNUSABLE "\$METASCOPE_PYTHON ($METASCOPE_PYTHON) cannot import psycopg: install metascope's postgres extra there (pip install 'metascope[postgres]')"
+elif [ -n "$crops_dir" ]; then
+    die $EXIT_USAGE "--crops-dir goes with --into (a folder pull keeps crops in DEST/HOST/)"
+fi
 
 # One folder per microscope, named after the host without any user@.
 host_name=${host##*@}
 case $host_name in
 "" | . | .. | */*) die $EXIT_USAGE "HOST '$host' does not make a usable folder name" ;;
 esac
-host_dir=$dest/$host_name
+# With --into, the rows go to PostgreSQL and this folder only gets the snapshots and crops; the
+# work folder is a private temporary one.
+if [ -n "$into" ]; then
+    host_dir=${crops_dir:-.}/$host_name
+else
+    host_dir=$dest/$host_name
+fi
 new_host=0
-[ -d "$host_dir" ] || new_host=1
-mkdir -p "$host_dir" || die $EXIT_PULL_TARGET_UNUSABLE "cannot create $host_dir"
+if [ -z "$into" ]; then
+    [ -d "$host_dir" ] || new_host=1
+    mkdir -p "$host_dir" || die $EXIT_PULL_TARGET_UNUSABLE "cannot create $host_dir"
+fi
 
 make_ssh_cmd ${ssh_opts[@]+"${ssh_opts[@]}"}
 command -v python3 >/dev/null || die $EXIT_FAILED "python3 is needed on this machine (deploy/pull_merge.py merges the rows)"
@@ -154,7 +194,11 @@ fi
 config_arg=""
 [ -z "$remote_config" ] || config_arg=" --config $(sh_quote "$remote_config")"
 
-work=$(mktemp -d "$host_dir/.pull.XXXXXX") || die $EXIT_PULL_TARGET_UNUSABLE "cannot write in $host_dir"
+if [ -n "$into" ]; then
+    work=$(mktemp -d "${TMPDIR:-/tmp}/metascope-pull.XXXXXX") || die $EXIT_FAILED "cannot make a temporary folder"
+else
+    work=$(mktemp -d "$host_dir/.pull.XXXXXX") || die $EXIT_PULL_TARGET_UNUSABLE "cannot write in $host_dir"
+fi
 # A first pull that fails leaves no host folder behind (it made it, so it may remove it).
 cleanup() {
     rm -rf "$work"
@@ -164,8 +208,9 @@ cleanup() {
 }
 trap 'cleanup $?' EXIT
 
-# Two pulls into one folder at once would both append the same rows.
-if command -v flock >/dev/null; then
+# Two pulls into one folder at once would both append the same rows. (PostgreSQL needs no lock:
+# its transactions land each row once.)
+if [ -z "$into" ] && command -v flock >/dev/null; then
     exec 9>"$host_dir/.pull.lock"
     flock -n 9 || die $EXIT_FAILED "another pull into $host_dir is running"
 fi
@@ -204,10 +249,18 @@ merger() {
     python3 "$HERE/pull_merge.py" "$@" || exit $?
 }
 
+lander() {
+    "$METASCOPE_PYTHON" "$HERE/pull_postgres.py" "$@" || exit $?
+}
+
 # Which database the host has now, and where its rows go here (rearranging an old layout).
 remote "$work/status.json" "asking metascope status" "$remote_prefix status$config_arg --json"
 export_table runs runs ""
-merger prepare "$host_dir" "$work/status.json" "$work/runs.csv" "$work/answer"
+if [ -n "$into" ]; then
+    lander prepare "$into" "$host_name" "$work/status.json" "$work/runs.csv" "$work/answer"
+else
+    merger prepare "$host_dir" "$work/status.json" "$work/runs.csv" "$work/answer"
+fi
 # The answer: the database's folder here, then each table to pull in order (cells first, runs
 # last: see pull_merge.py), as its name here, its name on the host (older hosts use older names)
 # and the last id held here.
@@ -217,8 +270,17 @@ merger prepare "$host_dir" "$work/status.json" "$work/runs.csv" "$work/answer"
         export_table "$table" "$remote_table" "$after"
     done
 } <"$work/answer"
-merger merge "$host_dir" "$work" "$host_name/${database_dir##*/}"
-[ $write_csv -eq 0 ] || merger csv "$host_dir"
+if [ -n "$into" ]; then
+    # The answer names the database's folder: under --crops-dir/HOST/ for its snapshots and crops.
+    database_dir=$host_dir/$database_dir
+    lander merge "$into" "$host_name" "$work" "$host_name/${database_dir##*/}"
+    if [ -n "$crops_dir" ]; then
+        mkdir -p "$database_dir" || die $EXIT_PULL_TARGET_UNUSABLE "cannot create $database_dir (--crops-dir)"
+    fi
+else
+    merger merge "$host_dir" "$work" "$host_name/${database_dir##*/}"
+    [ $write_csv -eq 0 ] || merger csv "$host_dir"
+fi
 
 # Copy the host's folder $2 (snapshots or crops) into DATABASE_DIR/$1/.
 copy_folder() {
@@ -253,4 +315,9 @@ if [ $copy_crops -eq 1 ]; then
         printf '%s: crops: none (metascope on %s keeps no crops)\n' "$host_name" "$host"
     fi
 fi
-printf 'pulled %s into %s\n' "$host" "$database_dir"
+if [ -n "$into" ]; then
+    # Not the URL: it may hold a password.
+    printf 'pulled %s into PostgreSQL (%s)\n' "$host" "${database_dir##*/}"
+else
+    printf 'pulled %s into %s\n' "$host" "$database_dir"
+fi

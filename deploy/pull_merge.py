@@ -34,7 +34,7 @@ from pull_csv import write_csvs
 from pull_errors import EXIT_BAD_EXPORT, EXIT_PULL_TARGET_UNUSABLE, EXIT_USAGE, PullError
 from pull_intake import Export, read_small
 from pull_legacy import import_layout_3, migrate_first_layout, rename_layout_2
-from pull_store import LAYOUT, TABLES, ResultsStore
+from pull_store import LAYOUT, TABLES, ResultsStore, Store
 from pull_target import UNIDENTIFIED, Target, choose, database_name
 
 # Pulled in this order: a cell is committed together with or after its views, a view with or
@@ -75,7 +75,7 @@ def carry_over(store: ResultsStore, host_dir: Path, name: str, runs: tuple[list[
         )
 
 
-def export_plan(status: dict[str, object], store: ResultsStore, key: int | None) -> list[str]:
+def export_plan(status: dict[str, object], store: Store, key: int | None) -> list[str]:
     """For each table to pull: its name here, its name on the host and the last id held here
     (empty for runs, pulled whole). A host before schema 6 knows views and cells as cells and
     tracks; one before cells existed (metascope 0.1) has none to pull."""
@@ -129,7 +129,7 @@ def prepare(host_dir: Path, status_json: Path, runs_csv: Path, answer: Path) -> 
     answer.write_text("\n".join([str(host_dir / target.folder), *plan]) + "\n", encoding="utf-8")
 
 
-def merge_table(store: ResultsStore, key: int, table: str, path: Path, label: str) -> list[str]:
+def merge_table(store: Store, key: int, table: str, path: Path, label: str) -> list[str]:
     """One exported table into the store (inside the caller's transaction); what it did."""
     with Export(path, table, f"the export of {table}") as export:
         gained = store.widen(key, table, export.header)
@@ -144,21 +144,28 @@ def merge_table(store: ResultsStore, key: int, table: str, path: Path, label: st
     return [*messages, f"{label}: {table}: {done}"]
 
 
+def land(store: Store, target: Target, work: Path, label: str) -> list[str]:
+    """Every table exported into WORK into ``target``'s database, inside the caller's transaction.
+    Also the PostgreSQL lander's (deploy/pull_postgres.py: a store with the same methods)."""
+    held = store.databases(target.database_id)
+    key = next((db.key for db in held if db.epoch == target.epoch), None)
+    if key is None:
+        key = store.add_database(target.database_id, target.epoch, target.folder, target.note)
+    store.touch(key)
+    messages = []
+    for table in TABLES:
+        if (work / f"{table}.csv").is_file():
+            messages += merge_table(store, key, table, work / f"{table}.csv", label)
+    return messages
+
+
 def merge(host_dir: Path, work: Path, label: str) -> list[str]:
     """Every exported table into the store in one transaction: a bad export changes nothing."""
     target = Target.load(work / "target.json")
     store = ResultsStore(host_dir)
-    messages = []
     try:
         with store.transaction():
-            held = store.databases(target.database_id)
-            key = next((db.key for db in held if db.epoch == target.epoch), None)
-            if key is None:
-                key = store.add_database(target.database_id, target.epoch, target.folder, target.note)
-            store.touch(key)
-            for table in TABLES:
-                if (work / f"{table}.csv").is_file():
-                    messages += merge_table(store, key, table, work / f"{table}.csv", label)
+            messages = land(store, target, work, label)
             store.set_meta("current", target.folder)
     finally:
         store.close()

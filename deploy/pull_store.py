@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from pull_errors import EXIT_PULL_TARGET_UNUSABLE, PullError
 
@@ -61,6 +61,22 @@ class CsvState(NamedTuple):
     last_id: int
     size: int
     names: list[str]
+
+
+class Store(Protocol):
+    """What deciding where a pull goes and landing its rows needs of a store: ResultsStore here,
+    PostgresStore (deploy/pull_postgres.py) for a facility's database."""
+
+    def databases(self, database_id: str | None = None) -> list[Database]: ...
+    def add_database(self, database_id: str, epoch: int, folder: str, note: str | None = None) -> int: ...
+    def touch(self, key: int) -> None: ...
+    def columns(self, key: int, table: str) -> list[str] | None: ...
+    def widen(self, key: int, table: str, names: list[str]) -> list[str]: ...
+    def last_id(self, key: int | None, table: str) -> int: ...
+    def insert(
+        self, key: int, table: str, names: list[str], rows: Iterable[list[str]], replace: bool = False
+    ) -> int: ...
+    def rows(self, key: int, table: str, names: list[str], after: int = 0) -> Iterator[list[str]]: ...
 
 
 def quoted(name: str) -> str:

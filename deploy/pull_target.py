@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from pull_errors import EXIT_BAD_EXPORT, PullError
-from pull_store import ResultsStore
+from pull_store import Store
 
 UNIDENTIFIED = "unidentified"  # a database the service has not migrated yet (no id)
 # What a Pi's database id is: uuid4().hex (edge/record/schema.py), lowercase hex digits. Anything
@@ -65,7 +65,7 @@ def changed(run_id: str, then: dict[str, str], now: dict[str, str]) -> str | Non
     return None
 
 
-def went_back(store: ResultsStore, key: int, header: list[str], rows: list[list[str]]) -> str | None:
+def went_back(store: Store, key: int, header: list[str], rows: list[list[str]]) -> str | None:
     """Why the host's database is no longer the one pulled into ``key`` (None: it is)."""
     names = store.columns(key, "runs")
     if not names or not rows:
@@ -83,7 +83,7 @@ def went_back(store: ResultsStore, key: int, header: list[str], rows: list[list[
     )
 
 
-def choose(store: ResultsStore, database_id: str, runs: tuple[list[str], list[list[str]]]) -> Target:
+def choose(store: Store, database_id: str, runs: tuple[list[str], list[list[str]]]) -> Target:
     """The latest epoch of this database when it is held and has not gone back in time since; a
     new epoch when it has; a new database in its own folder when none is held."""
     held = store.databases(database_id)

@@ -136,6 +136,20 @@ def sshd(tmp_path_factory: pytest.TempPathFactory):
         yield server
 
 
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server on a unix socket (tests/postgres_harness.py), shared by the tests
+    that pull into one or report from one: each makes its own database."""
+    from postgres_harness import running_postgres, unavailable
+
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        unavailable("psycopg is not installed in this python (metascope's postgres extra: make venv)")
+    with running_postgres() as server:
+        yield server
+
+
 # The last release before the tables were renamed (schema 5: views in `cells`, cells in `tracks`).
 RELEASE_0_3 = "22c2942"
 # The last pull.sh that kept pulled rows in CSV files only (layout 3), before results.sqlite.
