@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 from postgres_harness import PostgresServer
 from sshd_harness import ALIAS, SshServer
-from test_deploy_pull import PULL, PULLED, REMOTE_METASCOPE, Store
+from test_deploy_pull import PULL, PULLED, REMOTE_METASCOPE, Store, pull
 
 from edge.errors import ExitCode
+from train.cli import main as metascope_train
 
 pytestmark = pytest.mark.slow
 
@@ -172,6 +173,28 @@ def test_a_restored_backup_lands_as_a_new_epoch(
         assert landed(postgres, database, table, epoch=2) == store.rows(table), table
     again = finished(pull_into(sshd, store, database, None))
     assert "views: no new rows" in again.stdout and "went back" not in again.stdout
+
+
+def page_without_source(page: Path) -> str:
+    """The page less the line naming where it was made from and when."""
+    return re.sub(r"<p>From .*? by metascope-train", "<p>From SOURCE by metascope-train", page.read_text())
+
+
+def test_the_report_from_postgresql_is_the_report_from_the_folder(
+    sshd: SshServer, store: Store, database: str, tmp_path: Path
+) -> None:
+    """The same rig pulled into a folder and into PostgreSQL: `metascope-train report` makes the
+    same page from both (runs, counts, figures and crops)."""
+    store.run(frames=4)
+    dest, crops = tmp_path / "results", tmp_path / "crops"
+    assert pull(sshd, store, dest).returncode == 0
+    assert finished(pull_into(sshd, store, database, crops)).returncode == 0
+    from_folder, from_postgres = tmp_path / "folder.html", tmp_path / "postgres.html"
+    assert metascope_train(["report", str(dest), "--out", str(from_folder)]) == 0
+    assert metascope_train(["report", database, "--crops-dir", str(crops), "--out", str(from_postgres)]) == 0
+    page = page_without_source(from_postgres)
+    assert f"{len(store.rows('cells')) - 1}</td>" in page and "Crops shown: all" in page
+    assert page == page_without_source(from_folder)
 
 
 def test_without_a_usable_python_or_server_the_pull_says_so(

@@ -1,6 +1,6 @@
-"""`metascope-train report`: a folder deploy/pull.sh wrote (one host or many) as one
-self-contained HTML page: runs, figures over time, latency, clusters, dropped frames and a
-gallery of cell crops sorted by probability."""
+"""`metascope-train report`: a folder deploy/pull.sh wrote (one host or many), or the PostgreSQL
+database `pull.sh --into` fills, as one self-contained HTML page: runs, figures over time,
+latency, clusters, dropped frames and a gallery of cell crops sorted by probability."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from edge.commands.common import folder_arg, positive_int
-from edge.errors import CommandError, ExitCode
+from edge.errors import CommandError, ExitCode, UsageError
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -21,10 +21,24 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         description="Read RESULTS_DIR as deploy/pull.sh writes it (HOST/<database id>/{cells,views,frames,runs}.csv, "
         "snapshots/, crops/; one host or many) and write one self-contained HTML page with PNG figures "
         "(cells and positive fraction over time per host and run, probability histogram, latency per stage, "
-        "clusters, dropped frames) and the cells' crops sorted by probability.",
+        "clusters, dropped frames) and the cells' crops sorted by probability. RESULTS_DIR may also be the "
+        "PostgreSQL database deploy/pull.sh --into fills (postgresql://USER@HOST:PORT/DB, or "
+        "postgresql://USER@/DB?host=/socket/dir&port=N), with --crops-dir the folder its --crops-dir named.",
     )
-    parser.add_argument("results_dir", type=folder_arg, metavar="RESULTS_DIR")
-    parser.add_argument("--out", type=Path, help="the HTML file to write (default: RESULTS_DIR/report.html)")
+    parser.add_argument("results_dir", type=results_arg, metavar="RESULTS_DIR")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="the HTML file to write (default: RESULTS_DIR/report.html; from PostgreSQL: CROPS_DIR/report.html, "
+        "else ./report.html)",
+    )
+    parser.add_argument(
+        "--crops-dir",
+        type=folder_arg,
+        metavar="CROPS_DIR",
+        help="from PostgreSQL: the folder pull.sh --crops-dir filled (CROPS_DIR/HOST/<database id>/crops/); "
+        "without it the page has no crops",
+    )
     parser.add_argument(
         "--gallery",
         type=positive_int,
@@ -40,6 +54,15 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="the gallery's images at most MB megabytes; each crop is a thumbnail (default 20)",
     )
     parser.set_defaults(handler=report)
+
+
+def is_postgres_url(text: str) -> bool:
+    return text.startswith(("postgresql://", "postgres://"))
+
+
+def results_arg(text: str) -> Path | str:
+    """A pulled folder (checked while parsing), or a PostgreSQL URL as given."""
+    return text if is_postgres_url(text) else folder_arg(text)
 
 
 def positive_float(text: str) -> float:
@@ -78,12 +101,19 @@ def current_umask() -> int:
 
 
 def report(args: argparse.Namespace) -> int:
-    from train.results.pulled import read_pulled
+    from train.results.pulled import read_pulled, read_pulled_postgres
+    from train.results.pulled_postgres import without_password
     from train.results.report import DEFAULT_GALLERY, DEFAULT_MAX_MB, build_page
 
-    pulled = read_pulled(args.results_dir)
-    out = args.out or args.results_dir / "report.html"
-    made = build_page(pulled, args.results_dir, args.gallery or DEFAULT_GALLERY, args.max_mb or DEFAULT_MAX_MB)
+    if isinstance(args.results_dir, Path):
+        if args.crops_dir is not None:
+            raise UsageError("--crops-dir goes with a PostgreSQL URL: a pulled folder holds its own crops")
+        pulled, source = read_pulled(args.results_dir), str(args.results_dir)
+        out = args.out or args.results_dir / "report.html"
+    else:
+        pulled, source = read_pulled_postgres(args.results_dir, args.crops_dir), without_password(args.results_dir)
+        out = args.out or (args.crops_dir or Path()) / "report.html"
+    made = build_page(pulled, source, args.gallery or DEFAULT_GALLERY, args.max_mb or DEFAULT_MAX_MB)
     write_page(out, made.page)
     for problem in made.not_read:
         print(f"metascope-train report: could not read {problem}", file=sys.stderr)

@@ -1,13 +1,16 @@
 """Reading what deploy/pull.sh writes: DEST/HOST/results.sqlite (every row pulled, read by
 pulled_store.py) and DEST/HOST/<database id>/snapshots/ and crops/ (one folder per results
-database a Pi has had), for one host or many. A folder an older pull.sh wrote and no pull has
-carried over yet is read from its CSV files, DEST/HOST/<database id>/{cells,views,frames,runs}.csv
-(views in cells.csv, cells in tracks.csv before metascope 0.4: read under today's names).
+database a Pi has had), for one host or many; or a facility's PostgreSQL database
+(pulled_postgres.py), its snapshots and crops in --crops-dir DIR/HOST/<database id>/. A folder
+an older pull.sh wrote and no pull has carried over yet is read from its CSV files,
+DEST/HOST/<database id>/{cells,views,frames,runs}.csv (views in cells.csv, cells in tracks.csv
+before metascope 0.4: read under today's names).
 
-read_pulled is the one way in: what it cannot read (a file that is not a regular one inside the
-folder, a table without the columns it needs, a bad row) it names and leaves out, so a report is
-made from the rest. Standard library only; times stay the fixed-width ISO text the Pi writes,
-turned into datetimes where a plot needs them.
+read_pulled and read_pulled_postgres are the ways in, both through a StoreReader for stored
+rows: what they cannot read (a file that is not a regular one inside the folder, a table without
+the columns it needs, a bad row) they name and leave out, so a report is made from the rest.
+Standard library only (psycopg for PostgreSQL); times stay the fixed-width ISO text the Pi
+writes, turned into datetimes where a plot needs them.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge.errors import UsageError
-from train.results.pulled_store import STORE_NAME, StoreUnreadable, read_store
+from train.results.pulled_store import STORE_NAME, SqliteStore, StoreReader, StoreUnreadable
 from train.results.tables import checked_rows, parse_time
 
-__all__ = ["PulledDatabase", "PulledFolder", "PulledFolderError", "Unreadable", "number", "parse_time", "read_pulled"]
+__all__ = ["PulledDatabase", "PulledFolder", "PulledFolderError", "Unreadable", "number", "parse_time", "read_pulled",
+           "read_pulled_postgres"]  # fmt: skip
 
 TABLES = ("runs", "frames", "views", "cells")
 FILES_BEFORE_LAYOUT_3 = {"views": "cells", "cells": "tracks"}  # what pull.sh called them before metascope 0.4
@@ -145,14 +149,37 @@ def read_table(database: PulledDatabase, path: Path, table: str, not_read: list[
     not_read.extend(problems)
 
 
-def stored_table(database: PulledDatabase, table: str, names: list[str], rows: list[list[str]]) -> list[str]:
+def stored_table(
+    database: PulledDatabase, where: str, table: str, names: list[str], rows: list[list[str]]
+) -> list[str]:
     """A table read from a results store into ``database.tables``, through the same checks as a
     CSV file's rows (a Pi's export may hold anything: the store keeps rows as sent)."""
     text = io.StringIO()
     csv.writer(text, lineterminator="\n").writerows([names, *rows])
-    database.tables[table], problems = checked_rows(f"{database.host}/{STORE_NAME} ({database.database_id}, {table})",
-                                                    text.getvalue(), table)  # fmt: skip
+    database.tables[table], problems = checked_rows(
+        f"{where} ({database.database_id}, {table})", text.getvalue(), table
+    )
     return problems
+
+
+def from_store(
+    store: StoreReader, root: Path, folders: Path, not_read: list[str], only: str | None = None
+) -> list[PulledDatabase]:
+    """The databases ``store`` holds (only the one named ``only`` when given), each with its folder
+    of snapshots and crops at FOLDERS/HOST/<folder>, read inside ROOT; what cannot be read into ``not_read``."""
+    found = []
+    try:
+        for stored in store.databases(TABLES):
+            if only not in (None, stored.folder):
+                continue
+            folder = folders / stored.host / stored.folder
+            database = PulledDatabase(stored.host, stored.folder, folder, root=root)
+            for table, (names, rows) in stored.tables.items():
+                not_read.extend(stored_table(database, store.where, table, names, rows))
+            found.append(database)
+    except StoreUnreadable as exc:
+        not_read.append(str(exc))
+    return found
 
 
 def from_stores(results_dir: Path, not_read: list[str]) -> tuple[list[PulledDatabase], set[Path]]:
@@ -168,17 +195,23 @@ def from_stores(results_dir: Path, not_read: list[str]) -> tuple[list[PulledData
             not_read.append(f"{store.relative_to(results_dir)}: {problem} (its host's CSV files are read instead)")
             refused.add(store)
             continue
-        try:
-            for name, folder, tables in read_store(store, TABLES):
-                if only not in (None, name):
-                    continue
-                database = PulledDatabase(store.parent.name, name, folder, root=results_dir)
-                for table, (names, rows) in tables.items():
-                    not_read.extend(stored_table(database, table, names, rows))
-                found.append(database)
-        except StoreUnreadable as exc:
-            not_read.append(str(exc))
+        found += from_store(SqliteStore(store), results_dir, store.parent.parent, not_read, only)
     return found, {store.parent for store in stores if store not in refused}
+
+
+def read_pulled_postgres(url: str, crops_dir: Path | None) -> PulledFolder:
+    """Every database a facility's PostgreSQL database holds, its snapshots and crops read from
+    CROPS_DIR/HOST/<database id>/ (none without one), sorted by host and id."""
+    from train.results.pulled_postgres import PostgresStore
+
+    store = PostgresStore(url)
+    not_read: list[str] = []
+    # Without a crops folder no crop is looked for anywhere: nothing lies under /dev/null.
+    root = crops_dir if crops_dir is not None else Path(os.devnull)
+    found = from_store(store, root, root, not_read)
+    if not found:
+        raise PulledFolderError("; ".join(not_read) or f"{store.where}: no pulled results in this database")
+    return PulledFolder(sorted(found, key=lambda database: (database.host, database.database_id)), not_read)
 
 
 def read_pulled(results_dir: Path) -> PulledFolder:

@@ -105,7 +105,7 @@ def galleries(models: Models, limit: int, max_mb: float, not_read: list[str]) ->
 
 def build_page(
     pulled: PulledFolder,
-    source: Path,
+    source: Path | str,
     gallery_limit: int = DEFAULT_GALLERY,
     max_mb: float = DEFAULT_MAX_MB,
 ) -> Report:
