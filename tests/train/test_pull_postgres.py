@@ -12,6 +12,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -215,3 +216,36 @@ def test_without_a_usable_python_or_server_the_pull_says_so(
     refused = subprocess.run([*args, nowhere], capture_output=True, text=True, env=env, timeout=60)
     assert refused.returncode == ExitCode.PULL_TARGET_UNUSABLE, refused.stderr
     assert "cannot use the PostgreSQL database" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_a_pull_that_waited_for_another_migrating_the_schema_finds_it_made(
+    postgres: PostgresServer, database: str
+) -> None:
+    """Two first pulls at once: the second waits while the first makes the schema, then must find
+    it made (not make it again and fail on the names the first took)."""
+    import psycopg
+
+    sys.path.insert(0, str(PULL.parent))
+    try:
+        from pull_postgres import MIGRATION_LOCK, MIGRATIONS
+    finally:
+        sys.path.remove(str(PULL.parent))
+    env = {**os.environ, "METASCOPE_PYTHON": sys.executable}
+    with psycopg.connect(database) as first:
+        first.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        for statement in MIGRATIONS[1]:
+            first.execute(statement)  # type: ignore[arg-type]
+        first.execute("UPDATE metascope.schema_version SET version = 1")
+        second = subprocess.Popen(
+            [sys.executable, str(PULL.parent / "pull_postgres.py"), "migrate", database],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )  # fmt: skip
+        waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        for _ in range(600):
+            if query(database, waiting) == [(1,)] or second.poll() is not None:
+                break
+            time.sleep(0.1)
+        first.commit()
+    out, err = second.communicate(timeout=60)
+    assert second.returncode == 0, err
+    assert "up to date" in out
