@@ -46,7 +46,7 @@ except ImportError:  # said clearly by main(): this python is not the project's 
 
 SCHEMA = "metascope"  # every table in its own schema: a facility's database may hold others
 SCHEMA_VERSION = 1
-MIGRATION_LOCK = 0x6D657461  # pg_advisory_xact_lock key: two first pulls migrate one at a time
+MIGRATION_LOCK = 0x6D657461  # pg_advisory_lock key: two first pulls migrate one at a time
 
 # Each version's statements, applied in order by the database's owner (or the first pull).
 MIGRATIONS: dict[int, list[str]] = {
@@ -95,9 +95,12 @@ def migrate(connection: psycopg.Connection) -> int | None:
             EXIT_PULL_TARGET_UNUSABLE,
             f"the database's metascope schema is version {found}, newer than this pull.sh knows ({SCHEMA_VERSION})",
         )
+    # The lock is taken before the transaction starts, not inside it: a transaction that began
+    # before another pull's migration committed still sees the catalog without its tables, and
+    # would make them again (and fail on their names).
+    connection.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
     try:
         with connection.transaction():
-            connection.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
             found = schema_version(connection)  # another pull may have migrated while this one waited
             for version in range(found + 1, SCHEMA_VERSION + 1):
                 for statement in MIGRATIONS[version]:
@@ -110,7 +113,9 @@ def migrate(connection: psycopg.Connection) -> int | None:
             f"cannot make it ({exc.diag.message_primary}): have the database's owner run once "
             "$METASCOPE_PYTHON deploy/pull_postgres.py migrate URL",
         ) from None
-    return found
+    finally:
+        connection.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+    return found if found < SCHEMA_VERSION else None
 
 
 class PostgresStore:
