@@ -8,6 +8,7 @@ Pipeline, the code `metascope run` drives: the Pi's detector and mask, the track
 scheduler. A tracked cell's call is the one the Pi logs for it in the cells table: the
 ClosedCell its track ends with, the sigmoid of the mean of its views' logits.
 
+Each group (culture) is composed and run apart, as one run of a rig sees one culture.
 Each tracked cell is matched to a crop by position: in every frame the object its detection
 holds most of (edge.cells.cluster_truth.outcomes, as the cluster bench does) votes, and the
 crop it lay on in most frames is its truth. Cells the detector called clusters are counted, not
@@ -176,7 +177,12 @@ def evaluate_frames(
     """Crop-level and per-tracked-cell figures of ``classifier`` on ``dataset``'s crops."""
     settings = settings or FramesSettings()
     crops = composed_crops(dataset)
-    calls, frames, shown = tracked_calls(classifier, crops, settings, on_frame)
+    calls: list[TrackedCall] = []
+    frames, shown = 0, set()
+    for group in sorted(set(dataset.groups.tolist())):  # a frame holds one culture, as on a rig
+        ours = [crop for crop in crops if dataset.groups[int(crop.source)] == group]
+        group_calls, group_frames, group_shown = tracked_calls(classifier, ours, settings, on_frame)
+        calls, frames, shown = calls + group_calls, frames + group_frames, shown | group_shown
     threshold = classifier.threshold
     p_crop = classifier_probabilities(classifier, dataset.images)
     every = np.array(sorted(shown), dtype=np.int64)
