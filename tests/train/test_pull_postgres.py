@@ -249,3 +249,50 @@ def test_a_pull_that_waited_for_another_migrating_the_schema_finds_it_made(
     out, err = second.communicate(timeout=60)
     assert second.returncode == 0, err
     assert "up to date" in out
+
+
+# What README, Many rigs, tells a facility to grant the role its desktops pull as (the owner
+# migrates the schema): read and add rows; refresh only runs, a database's last pull and a header.
+PULLING_ROLE_GRANTS = """
+GRANT USAGE ON SCHEMA metascope TO {role};
+GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA metascope TO {role};
+GRANT UPDATE ON metascope.runs, metascope.databases, metascope.columns TO {role};
+"""
+
+
+def test_the_owner_migrates_and_a_pulling_role_with_the_readme_grants_pulls(
+    sshd: SshServer, store: Store, postgres: PostgresServer
+) -> None:
+    suffix = f"{os.getpid()}_{next(_names)}"
+    owner, puller, name = f"owner_{suffix}", f"puller_{suffix}", f"facility_{suffix}"
+    for role in (owner, puller):
+        postgres.sql(f'CREATE ROLE "{role}" LOGIN')
+    postgres.create_database(name, owner=owner)
+    as_owner, as_puller = postgres.url(name, owner), postgres.url(name, puller)
+    store.run(frames=2)
+
+    unmigrated = finished(pull_into(sshd, store, as_puller, None))
+    assert unmigrated.returncode == ExitCode.PULL_TARGET_UNUSABLE
+    assert "have the database's owner run" in unmigrated.stderr and "migrate" in unmigrated.stderr
+
+    migrate = [sys.executable, str(PULL.parent / "pull_postgres.py"), "migrate", as_owner]
+    migrated = subprocess.run(migrate, capture_output=True, text=True, timeout=60)
+    assert migrated.returncode == 0, migrated.stderr
+    ungranted = finished(pull_into(sshd, store, as_puller, None))
+    assert ungranted.returncode == ExitCode.PULL_TARGET_UNUSABLE and "permission denied" in ungranted.stderr
+
+    for statement in PULLING_ROLE_GRANTS.format(role=f'"{puller}"').strip().splitlines():
+        postgres.sql(statement, name, owner)
+    granted = finished(pull_into(sshd, store, as_puller, None))
+    assert granted.returncode == 0, granted.stderr
+    store.run(frames=2)
+    again = finished(pull_into(sshd, store, as_puller, None))
+    assert again.returncode == 0, again.stderr
+    for table in PULLED:
+        assert landed(postgres, as_owner, table) == store.rows(table), table
+    delete = "DELETE FROM metascope.views"
+    denied = subprocess.run(
+        [sys.executable, "-c", f"import psycopg; psycopg.connect({as_puller!r}).execute({delete!r})"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert denied.returncode != 0 and "permission denied" in denied.stderr, "the pulling role cannot delete rows"
