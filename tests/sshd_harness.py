@@ -66,7 +66,9 @@ def _keygen(path: Path) -> None:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "metascope-test", "-f", str(path)], check=True)
 
 
-def _write_configs(folder: Path, port: int, dead_port: int, user: str) -> tuple[Path, Path]:
+def _write_configs(
+    folder: Path, port: int, dead_port: int, user: str, environment: dict[str, str]
+) -> tuple[Path, Path]:
     _keygen(folder / "host_key")
     _keygen(folder / "client_key")
     authorized = folder / "authorized_keys"
@@ -90,6 +92,12 @@ PrintLastLog no
 LogLevel VERBOSE
 Subsystem sftp internal-sftp
 """
+        # One SetEnv line: sshd keeps only the first.
+        + (
+            "SetEnv " + " ".join(f'"{name}={value}"' for name, value in environment.items()) + "\n"
+            if environment
+            else ""
+        )
     )
     ssh_config = folder / "ssh_config"
     common = f"""  HostName 127.0.0.1
@@ -109,14 +117,16 @@ Subsystem sftp internal-sftp
 
 
 @contextmanager
-def running_sshd(folder: Path) -> Iterator[SshServer]:
+def running_sshd(folder: Path, environment: dict[str, str] | None = None) -> Iterator[SshServer]:
+    """`environment`: variables every session on this server gets (sshd's SetEnv, which wins
+    over the PATH sshd sets itself: a far side whose system commands are stand-ins)."""
     require_tools("sshd", "ssh", "ssh-keygen")
     user = getpass.getuser()
     if os.geteuid() == 0:
         PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
     port, dead_port = free_port(), free_port()
-    sshd_config, ssh_config = _write_configs(folder, port, dead_port, user)
+    sshd_config, ssh_config = _write_configs(folder, port, dead_port, user, environment or {})
     check = subprocess.run([str(SSHD), "-t", "-f", str(sshd_config)], capture_output=True, text=True)
     assert check.returncode == 0, f"sshd rejects the generated config: {check.stderr}"
     log = folder / "sshd.log"

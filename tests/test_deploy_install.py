@@ -12,29 +12,10 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO
+from pi_standins import libcamera_installed, stub_commands, systemd_unit, venv_installed
 
 APT = ["python3-picamera2", "libcamera-ipa", "python3-venv", "python3-numpy", "python3-pil", "python3-scipy", "rsync"]
 DROP_IN = "etc/systemd/system/metascope.service.d/model.conf"
-
-
-def stub_commands(folder: Path, log: Path, **behaviour: str) -> Path:
-    """Scripts named like system commands that log their arguments; `behaviour` gives one its
-    own shell body (e.g. getent='exit 2')."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in ("apt-get", "useradd", "usermod", "getent", "systemctl", "dpkg"):
-        script = folder / name
-        default = {"dpkg": "echo arm64", "systemctl": 'case "$1" in is-active) echo active ;; esac'}.get(name, "exit 0")
-        body = behaviour.get(name, default)
-        script.write_text(f'#!/bin/sh\necho "{name} $*" >> "{log}"\n{body}\n')
-        script.chmod(0o755)
-    return folder
-
-
-def libcamera_installed(root: Path) -> None:
-    """What apt's libcamera-ipa puts in the scratch root: a tuning file of the Pi's IPA."""
-    tuning = root / "usr/share/libcamera/ipa/rpi/pisp/imx477.json"
-    tuning.parent.mkdir(parents=True)
-    tuning.write_text('{"version": 2.0}\n')
 
 
 def install(
@@ -156,11 +137,8 @@ def test_dry_run_of_an_upgrade_keeps_the_users_config(tmp_path: Path, default_na
 
 def test_install_into_a_scratch_root_then_upgrade(tmp_path: Path, model: Path, project: Path) -> None:
     root, log = tmp_path / "root", tmp_path / "log"
-    venv_python = root / "opt/metascope/venv/bin/python"
-    venv_python.parent.mkdir(parents=True)
+    venv_installed(root, log)
     libcamera_installed(root)
-    venv_python.write_text(f'#!/bin/sh\necho "pip $*" >> "{log}"\n')  # pip would need the network
-    venv_python.chmod(0o755)
     stubs = stub_commands(tmp_path / "bin", log, getent="exit 2")
 
     first = install(root, stubs, "--model", str(model), project=project)
@@ -203,11 +181,8 @@ def test_install_into_a_scratch_root_then_upgrade(tmp_path: Path, model: Path, p
 
 def test_a_service_that_does_not_start_fails_the_install(tmp_path: Path, model: Path, project: Path) -> None:
     root = tmp_path / "root"
-    venv_python = root / "opt/metascope/venv/bin/python"
-    venv_python.parent.mkdir(parents=True)
+    venv_installed(root, tmp_path / "log")
     libcamera_installed(root)
-    venv_python.write_text("#!/bin/sh\n")
-    venv_python.chmod(0o755)
     failing = 'case "$1" in restart) exit 1 ;; esac'
     stubs = stub_commands(tmp_path / "bin", tmp_path / "log", getent="exit 2", systemctl=failing)
     result = install(root, stubs, "--model", str(model), project=project)
@@ -324,32 +299,17 @@ def test_the_pi_gets_the_interpreter_release_bookworm_can_load() -> None:
     assert extra == ["ai-edge-litert>=2.3,<3"]
 
 
-def systemd_waiting_for_the_camera(status: str) -> str:
-    """A systemctl stand-in for a Type=notify service that has not sent READY=1 (the camera is
-    busy): a plain restart waits for it (here 120 s, on a Pi for ever: the service extends its
-    start timeout while it waits), the start job stays listed, the unit is activating."""
-    return f"""case "$1 $2" in
-"restart metascope.service") sleep 120 </dev/null >/dev/null 2>&1 ;;
-"list-jobs "*) echo "1 metascope.service start running" ;;
-"is-active "*) echo activating; exit 3 ;;
-"show "*) echo "{status}" ;;
-esac"""
-
-
 def test_a_service_waiting_for_the_camera_does_not_block_the_install(
     tmp_path: Path, model: Path, project: Path
 ) -> None:
     """Issue 17.3: install.sh starts the service without waiting for READY and reports, after a
     bounded wait, what the service says it is doing."""
     root = tmp_path / "root"
-    venv_python = root / "opt/metascope/venv/bin/python"
-    venv_python.parent.mkdir(parents=True)
+    venv_installed(root, tmp_path / "log")
     libcamera_installed(root)
-    venv_python.write_text("#!/bin/sh\n")
-    venv_python.chmod(0o755)
     status = "waiting for the camera (camera busy: another program holds it (rpicam-hello ...))"
-    stubs = stub_commands(tmp_path / "bin", tmp_path / "log", getent="exit 2",
-                          systemctl=systemd_waiting_for_the_camera(status))  # fmt: skip
+    waiting = systemd_unit("activating", status=status, looks=tmp_path / "looks", start_job_lingers=True)
+    stubs = stub_commands(tmp_path / "bin", tmp_path / "log", getent="exit 2", systemctl=waiting)
     env = {key: value for key, value in os.environ.items() if key != "SUDO_USER"}
     env.update(PATH=f"{stubs}:{os.environ['PATH']}", METASCOPE_ROOT=str(root), METASCOPE_START_WAIT_S="2")
     result = subprocess.run(
@@ -367,10 +327,7 @@ def test_an_install_that_leaves_no_camera_tuning_file_fails_naming_libcamera_ipa
     """Issue 17.5: libcamera-ipa (the IPA modules and tuning files) was only a Recommends, which
     --no-install-recommends skips: without a tuning file libcamera registers no camera."""
     root = tmp_path / "root"
-    venv_python = root / "opt/metascope/venv/bin/python"
-    venv_python.parent.mkdir(parents=True)
-    venv_python.write_text("#!/bin/sh\n")
-    venv_python.chmod(0o755)
+    venv_installed(root, tmp_path / "log")
     stubs = stub_commands(tmp_path / "bin", tmp_path / "log", getent="exit 2")
     result = install(root, stubs, "--model", str(model), project=project)
     assert result.returncode == 1
