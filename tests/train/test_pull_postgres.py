@@ -296,3 +296,28 @@ def test_the_owner_migrates_and_a_pulling_role_with_the_readme_grants_pulls(
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert denied.returncode != 0 and "permission denied" in denied.stderr, "the pulling role cannot delete rows"
+
+
+def test_a_nul_character_in_an_export_is_a_bad_export_and_lands_nothing(
+    sshd: SshServer, store: Store, postgres: PostgresServer, database: str, tmp_path: Path
+) -> None:
+    """A field holding a NUL character (SQLite keeps it; PostgreSQL text cannot) is what the host
+    sent, named as such (exit 9), not a database that cannot be used (12); nothing of it lands."""
+    store.run(frames=2)
+    assert finished(pull_into(sshd, store, database, None)).returncode == 0
+    held = {table: landed(postgres, database, table) for table in PULLED}
+    store.run(frames=2)
+    liar = tmp_path / "nul.sh"
+    liar.write_text(
+        '#!/bin/sh\ncase "$*" in\n*"--table views"*) '
+        f'{REMOTE_METASCOPE} "$@" | {sys.executable} -c '
+        "'import sys; text = sys.stdin.read(); sys.stdout.write(text[:-1] + \"\\0\" + text[-1:])' ;;\n"
+        f'*) exec {REMOTE_METASCOPE} "$@" ;;\nesac\n'
+    )
+    liar.chmod(0o755)
+    result = finished(pull_into(sshd, store, database, None, remote=str(liar)))
+    assert result.returncode == ExitCode.BAD_EXPORT, result.stderr
+    assert "NUL" in result.stderr and "Traceback" not in result.stderr
+    assert {table: landed(postgres, database, table) for table in PULLED} == held
+    honest = finished(pull_into(sshd, store, database, None))
+    assert honest.returncode == 0, honest.stderr
