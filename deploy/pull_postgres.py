@@ -32,7 +32,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pull_errors import EXIT_PULL_TARGET_UNUSABLE, EXIT_USAGE, PullError
+from pull_errors import EXIT_BAD_EXPORT, EXIT_PULL_TARGET_UNUSABLE, EXIT_USAGE, PullError
 from pull_intake import read_small
 from pull_merge import export_plan, land, read_status
 from pull_store import TABLES, Database
@@ -192,6 +192,11 @@ class PostgresStore:
         self.db.execute("TRUNCATE incoming")
         with self.db.cursor().copy("COPY incoming (id, fields) FROM STDIN") as copy:
             for row in rows:
+                if any("\0" in value for value in row):
+                    raise PullError(
+                        EXIT_BAD_EXPORT,
+                        f"the export of {table}, id {row[0]}: a NUL character, which no metascope sends",
+                    )
                 copy.write_row((int(row[0]), Jsonb(dict(zip(names[1:], row[1:], strict=True)))))
         conflict = "DO UPDATE SET fields = EXCLUDED.fields" if replace else "DO NOTHING"
         cursor = self.db.execute(
