@@ -252,11 +252,13 @@ def test_a_pull_that_waited_for_another_migrating_the_schema_finds_it_made(
 
 
 # What README, Many rigs, tells a facility to grant the role its desktops pull as (the owner
-# migrates the schema): read and add rows; refresh only runs, a database's last pull and a header.
+# migrates the schema): read and add rows; refresh only runs, a database's last pull and a header;
+# tables a later migration adds get the same reading and adding.
 PULLING_ROLE_GRANTS = """
 GRANT USAGE ON SCHEMA metascope TO {role};
 GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA metascope TO {role};
 GRANT UPDATE ON metascope.runs, metascope.databases, metascope.columns TO {role};
+ALTER DEFAULT PRIVILEGES IN SCHEMA metascope GRANT SELECT, INSERT ON TABLES TO {role};
 """
 
 
@@ -296,6 +298,8 @@ def test_the_owner_migrates_and_a_pulling_role_with_the_readme_grants_pulls(
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert denied.returncode != 0 and "permission denied" in denied.stderr, "the pulling role cannot delete rows"
+    postgres.sql("CREATE TABLE metascope.added_later (id bigint)", name, owner)  # as a later migration would
+    postgres.sql("INSERT INTO metascope.added_later VALUES (1)", name, puller)
 
 
 def test_a_nul_character_in_an_export_is_a_bad_export_and_lands_nothing(
