@@ -336,3 +336,66 @@ def test_pipeline_results_use_the_shared_preprocessing(classifier, tmp_path: Pat
         )
     )
     np.testing.assert_allclose([c.probability for c in result.detections], expected, atol=1e-6)
+
+
+class CommitsFailWhenFull:
+    """The store's SQLite connection, whose COMMIT fails as on a full disk while ``full`` is set:
+    with write-ahead logging the batch's pages reach the disk at COMMIT, so that is where a full
+    disk is found (the soak's full tmpfs did it); every other statement runs as it is."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection, self.full = connection, False
+
+    def execute(self, sql: str, *parameters):
+        if self.full and sql.strip().upper() == "COMMIT":
+            raise sqlite3.OperationalError("database or disk is full")
+        return self.connection.execute(sql, *parameters)
+
+    def __getattr__(self, name: str):
+        return getattr(self.connection, name)
+
+
+@pytest.mark.parametrize("found_by", ["the disk check", "the run's last commit"])
+def test_every_frame_is_stored_or_counted_unsaved_when_a_full_disk_fails_a_commit(
+    classifier, tmp_path: Path, found_by: str
+) -> None:
+    """A batch lost to a failed COMMIT is counted in unsaved_frames, frame by frame: the counters
+    (status.json, the summary) account for every classified frame. The soak's full disk left 7
+    classified frames neither stored nor counted."""
+    mb = 1024 * 1024
+    free = {"bytes": 5000 * mb}
+    config = make_config(tmp_path, store={"min_free_mb": 100.0, "commit_interval_s": 60.0})  # one batch
+    seen = {"frames": 0}
+    service = Service(
+        config,
+        classifier,
+        open_source(config),
+        max_frames=20,
+        notifier=Notifier(address=""),
+        free_space=lambda path: free["bytes"],
+        observer=lambda result: observe(),
+    )
+
+    def observe() -> None:
+        seen["frames"] += 1
+        store = service.recorder.store
+        if seen["frames"] == 1:
+            store._db = CommitsFailWhenFull(store._db)
+        if found_by == "the disk check":  # frames 10-14 on a full disk, the service sees it
+            store._db.full = 10 <= seen["frames"] < 15
+            free["bytes"] = 50 * mb if store._db.full else 5000 * mb
+        else:  # full from frame 10 on, unseen by the free-space check (a quota, a size limit)
+            store._db.full = seen["frames"] >= 10
+
+    import edge.service.policies
+
+    edge.service.policies.DISK_CHECK_INTERVAL_S, saved = 0.0, edge.service.policies.DISK_CHECK_INTERVAL_S
+    try:
+        assert service.run() == EXIT_OK
+    finally:
+        edge.service.policies.DISK_CHECK_INTERVAL_S = saved
+    counters = service.counters
+    stored = len(frames_in(config.database_path))
+    assert counters.frames == 20
+    assert stored < 20, "the full disk cost frames"
+    assert counters.frames == stored + counters.unsaved_frames, "frames neither stored nor counted unsaved"
