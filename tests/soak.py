@@ -411,7 +411,8 @@ def main() -> int:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text + "\n")
     print(text)
-    ok = result["rows_lost"] == 0 and result["faults_recovered"] == result["faults_injected"]
+    accounted = result["last_run_unsaved_frames"] == result["last_run_classified_minus_stored"]
+    ok = result["rows_lost"] == 0 and result["faults_recovered"] == result["faults_injected"] and accounted
     return 0 if ok else 1
 
 

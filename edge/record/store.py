@@ -126,6 +126,9 @@ class ResultStore:
         self.run_id: int | None = None
         self.written = Written()  # by this run
         self.pending = Written()  # of those, not yet committed
+        # Frames of rolled-back batches, until the service counts them unsaved and zeroes this:
+        # commit() rolls its batch back itself before it raises, so ``pending`` is empty by then.
+        self.dropped_frames = 0
         self.retention = RetentionSteps(self._db, self.path)  # over_size() is cheap enough for every commit
 
     # ---------------------------------------------------------------- runs
@@ -235,6 +238,7 @@ class ResultStore:
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("ROLLBACK")
             self._in_transaction = False
+        self.dropped_frames += self.pending.frames
         self.written.add(self.pending, sign=-1)
         self.pending = Written()
 

@@ -109,16 +109,24 @@ class Recorder:
             except sqlite3.Error as exc:
                 self._failed(self.store, exc)
 
-    def _failed(self, store: ResultStore, exc: sqlite3.Error) -> None:
-        lost = store.pending.frames
-        store.rollback()
+    def _failed(self, store: ResultStore, exc: sqlite3.Error, unstored: int = 0) -> None:
+        """A write or commit failed: the batch is dropped and its frames counted unsaved, with
+        ``unstored`` frames that never reached the batch."""
+        lost = self._drop_batch(store) + unstored
+        self.stats.counters.unsaved_frames += unstored
         self.stats.counters.store_errors += 1
-        self.stats.counters.unsaved_frames += max(lost, 1)
         self._store_warning("store: write failed (%s); %d uncommitted frames lost, classification goes on", exc, lost)
         if is_corrupt(exc):  # found by a write: set aside now, a new database at the next try (STORE_RETRY_S)
             store.close_quietly()
             self.store = None
             self._set_aside(exc)
+
+    def _drop_batch(self, store: ResultStore) -> int:
+        """Roll the uncommitted batch back and count its frames unsaved; how many there were."""
+        store.rollback()
+        lost, store.dropped_frames = store.dropped_frames, 0
+        self.stats.counters.unsaved_frames += lost
+        return lost
 
     # -------------------------------------------------------------- a frame
     def record(self, result: FrameResult, disk_ok: bool) -> int | None:
@@ -131,6 +139,10 @@ class Recorder:
             return None
         try:
             frame_id = store.add_frame(result)
+        except sqlite3.Error as exc:
+            self._failed(store, exc, unstored=1)
+            return None
+        try:
             store.maybe_commit()
         except sqlite3.Error as exc:
             self._failed(store, exc)
@@ -168,7 +180,7 @@ class Recorder:
             if store is not None:
                 store.commit()  # whatever is already batched goes in while there is room
         except sqlite3.Error:
-            store.rollback()
+            self._drop_batch(store)  # the disk filled first: warned about just below
         self._disk_warning(
             "disk: only %.0f MB free under %s (store.min_free_mb %.0f): results are not being written; "
             "classification goes on and writing resumes when space returns",
@@ -178,7 +190,9 @@ class Recorder:
         )
 
     def retention_failed(self, exc: sqlite3.Error) -> None:
-        self._store_warning("store: retention failed: %s", exc)
+        """Retention commits the batch first: a commit that failed there lost its frames."""
+        lost = self._drop_batch(self.store) if self.store is not None else 0
+        self._store_warning("store: retention failed: %s; %d uncommitted frames lost", exc, lost)
 
     def write_status(self, status: dict[str, Any]) -> None:
         try:
@@ -198,8 +212,7 @@ class Recorder:
                 store.add_cells(closed)
                 store.end_run(exit_reason)
             except sqlite3.Error as exc:
-                log.error("store: final commit failed: %s", exc)
-                store.rollback()
+                log.error("store: final commit failed: %s; %d uncommitted frames lost", exc, self._drop_batch(store))
             finally:
                 store.close_quietly()
         self.stats.counters.snapshots = self.snapshots.written
