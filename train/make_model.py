@@ -96,6 +96,7 @@ class FitRequest:
     max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION
     teacher: Path | None = None  # a model whose NAME.distill.npz the student learns from
     distill_views: int | None = None  # record this many views per cell for a later student
+    frames: bool = False  # score each CV fold per tracked cell too (train/frames_evaluate.py)
     argv: list[str] | None = None
 
     @property
@@ -352,7 +353,7 @@ def by_cross_validation(
             dataset.groups, dataset.y, request.cv_folds, settings.seed, validation_fraction(request), dataset.labels
         )
     plan(len(folds) + 1 + request.leak_check, settings.epochs, len(dataset))
-    cv = cross_validate(dataset, folds, rule, settings, card, teacher, recorder)
+    cv = cross_validate(dataset, folds, rule, settings, card, teacher, recorder, request.frames)
     epochs = max(cv.chosen_epochs, 1)
     how = "the median of the folds' early-stopped best epochs" if settings.early_stopping else "as every fold"
     final_fit = fit_every_cell(request, dataset, epochs, how, teacher, recorder)

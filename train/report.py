@@ -137,12 +137,44 @@ def cross_validation_section(
         )
     return [
         *lines,
+        *tracked_cell_lines(cv),
         "",
         "All held-out cells pooled (each scored by the fold model that had not seen its group):",
         "",
         *metrics_table(held_out, labels),
         "",
     ]
+
+
+def tracked_cell_lines(cv: dict[str, Any]) -> list[str]:
+    """fit --frames: each fold's int8 model per tracked cell beside its crop level on the same crops."""
+    s = cv.get("per_tracked_cell_summary")
+    if not s:
+        return []
+    lines = [
+        "",
+        "Per tracked cell (`fit --frames`: each held-out group's crops composed into frames and run through the "
+        "Pi's detection, tracking and views; the call its rig would log for each tracked cell, against the crop-"
+        f"level figure on the same crops): **ROC AUC {_f(s['roc_auc']['mean'])} per tracked cell against "
+        f"{_f(s['crop_roc_auc']['mean'])} per crop, balanced accuracy {_f(s['balanced_accuracy']['mean'])} against "
+        f"{_f(s['crop_balanced_accuracy']['mean'])}** (mean over {s['roc_auc']['folds']} folds; worst per tracked "
+        f"cell {_f(s['roc_auc']['min'])}).",
+        "",
+        "| held out | crop ROC AUC | per tracked cell ROC AUC | crop balanced acc. | per tracked cell balanced acc. "
+        "| cells scored | clusters | crops missed |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for fold in cv["folds"]:
+        cell = fold.get("per_tracked_cell")
+        if cell is None:
+            continue
+        c = cell["counts"]
+        lines.append(
+            f"| {fold['held_out']} | {_f(cell['crop_roc_auc'])} | {_f(cell['roc_auc'])} "
+            f"| {_f(cell['crop_balanced_accuracy'])} | {_f(cell['balanced_accuracy'])} | {c['tracked_cells_scored']} "
+            f"| {c['tracked_cells_flagged_cluster']} | {c['crops_missed']} |"
+        )
+    return lines
 
 
 def split_section(split: dict[str, Any], held_out: dict[str, Any], labels: list[str]) -> list[str]:

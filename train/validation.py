@@ -94,6 +94,7 @@ class FoldOutcome:
     history: dict[str, list[float]]
     held_out_index: np.ndarray
     probabilities: np.ndarray  # int8 model, held-out cells
+    per_tracked_cell: dict[str, Any] | None = None  # fit --frames: the int8 model per tracked cell
 
     def summary(self) -> dict[str, Any]:
         m = self.metrics
@@ -108,7 +109,29 @@ class FoldOutcome:
             "best_epoch": self.best_epoch,
             "epochs_run": self.epochs_run,
             "seconds": round(self.seconds, 1),
+            **({"per_tracked_cell": self.per_tracked_cell} if self.per_tracked_cell is not None else {}),
         }
+
+
+def _shown(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def tracked_cell_figures(content: bytes, card: ModelCard, test: Dataset) -> dict[str, Any]:
+    """The int8 artifact per tracked cell on ``test`` (train/frames_evaluate.py), beside its crop
+    level figures on the same crops: what a lab's rig would log for this held-out group."""
+    from train.frames_evaluate import evaluate_frames
+
+    with artifact_classifier(content, card) as classifier:
+        result = evaluate_frames(classifier, test)
+    cell, crop = result.cell_metrics or {}, result.matched_crop_metrics or {}
+    return {
+        "roc_auc": cell.get("roc_auc"),
+        "balanced_accuracy": cell.get("balanced_accuracy"),
+        "crop_roc_auc": crop.get("roc_auc"),
+        "crop_balanced_accuracy": crop.get("balanced_accuracy"),
+        "counts": result.counts,
+    }
 
 
 def run_split(
@@ -119,6 +142,7 @@ def run_split(
     label: str,
     min_agreement: float | None = None,
     teacher: SoftTargets | None = None,
+    frames: bool = False,
 ) -> tuple[FitResult, Exported, FoldOutcome]:
     """Fit on the split's training part (early stopping on its validation part, if it has
     one and the settings ask for it), export to int8 and measure the artifact on the test part.
@@ -146,6 +170,7 @@ def run_split(
         history=fit.history,
         held_out_index=split.test,
         probabilities=p,
+        per_tracked_cell=tracked_cell_figures(exported.content, card, test) if frames else None,
     )
     return fit, exported, outcome
 
@@ -177,7 +202,16 @@ class CrossValidation:
             "int8_label_agreement": agreeing / fidelity_cells,
             "chosen_epochs": self.chosen_epochs,
             "seconds": round(self.seconds, 1),
+            **self.tracked_cell_summary(),
         }
+
+    def tracked_cell_summary(self) -> dict[str, Any]:
+        """fit --frames: per tracked cell and crop level (same crops), summarised over the folds."""
+        figures = [fold.per_tracked_cell for fold in self.folds if fold.per_tracked_cell is not None]
+        if not figures:
+            return {}
+        keys = ("roc_auc", "balanced_accuracy", "crop_roc_auc", "crop_balanced_accuracy")
+        return {"per_tracked_cell_summary": summarise_folds(figures, keys)}
 
 
 def cross_validate(
@@ -188,6 +222,7 @@ def cross_validate(
     card: ModelCard,
     teacher: Teacher | None = None,
     recorder: TeacherRecorder | None = None,
+    frames: bool = False,
 ) -> CrossValidation:
     """Every fold: fit, export, score the held-out group with the int8 model. ``teacher``: each
     fold's student learns from the same fold's teacher; ``recorder``: each fold's model scores
@@ -199,7 +234,8 @@ def cross_validate(
         validation = f" (validation {', '.join(groups['validation'])})" if groups["validation"] else ""
         log(f"cross-validation fold {number}/{len(folds)}: held out {fold.name}{validation}")
         targets = None if teacher is None else teacher.targets(fold.name, fold.split.train)
-        fit, _, outcome = run_split(dataset, fold.split, settings, card, f"fold {number}/{len(folds)}", 0.0, targets)
+        label = f"fold {number}/{len(folds)}"
+        fit, _, outcome = run_split(dataset, fold.split, settings, card, label, 0.0, targets, frames)
         if recorder is not None:
             recorder.record(fold.name, fold.split.train, lambda images, model=fit.model: predict(model, images))
         outcome.name = fold.name
@@ -210,6 +246,10 @@ def cross_validate(
             f"fold {number}/{len(folds)} {fold.name}: ROC AUC {auc}, balanced accuracy {bal}, "
             f"best epoch {outcome.best_epoch}"
         )
+        if outcome.per_tracked_cell is not None:
+            cell = outcome.per_tracked_cell
+            log(f"fold {number}/{len(folds)} {fold.name} per tracked cell: ROC AUC {_shown(cell['roc_auc'])} "
+                f"(crop level, same crops {_shown(cell['crop_roc_auc'])})")  # fmt: skip
         outcomes.append(outcome)
     index = np.concatenate([o.held_out_index for o in outcomes])
     p = np.concatenate([o.probabilities for o in outcomes])

@@ -106,3 +106,31 @@ def test_real_crops_are_tracked_and_matched(tmp_path: Path) -> None:
     assert result.counts["crops_matched"] >= 16, result.counts
     assert {call.cell.views for call in scored} == {8}
     assert np.isfinite(result.cell_metrics["roc_auc"])
+
+
+# The compact CNN at 32 px, small and quick (as tests/train/test_train_fit.py's TINY).
+TINY_FIT = ["--backbone", "compact", "--size", "32", "--window-px", "128", "--widths", "8,16", "--epochs", "12",
+            "--learning-rate", "0.005", "--min-agreement", "0.95", "--pooling", "avg", "--intensity", "standardised",
+            "--quiet"]  # fmt: skip
+
+
+def test_fit_frames_puts_each_folds_per_tracked_cell_figure_in_the_card_and_report(tmp_path: Path) -> None:
+    data = write_synthetic_dataset(tmp_path / "cells", per_group=8, groups=3, seed=5)
+    out = tmp_path / "cv"
+    fit = ["fit", str(data), "--out", str(out), "--group-by", r"_(g\d+)/", "--cv", "--frames", "--no-leak-check"]
+    assert main([*fit, *TINY_FIT]) == 0
+    cv = json.loads(out.with_suffix(".json").read_text())["evaluation"]["cross_validation"]
+    for fold in cv["folds"]:
+        cell = fold["per_tracked_cell"]
+        assert cell["counts"]["crops_composed"] == fold["n"] == 16
+        assert cell["counts"]["tracked_cells_scored"] >= 14
+        assert cell["crop_roc_auc"] is not None and cell["roc_auc"] is not None
+    summary = cv["per_tracked_cell_summary"]
+    assert summary["roc_auc"]["mean"] == pytest.approx(np.mean([f["per_tracked_cell"]["roc_auc"] for f in cv["folds"]]))
+    report = out.with_name("cv.report.md").read_text()
+    assert f"ROC AUC {summary['roc_auc']['mean']:.3f} per tracked cell" in report
+
+
+def test_fit_frames_without_cv_is_refused(cells: Path, tmp_path: Path, capsys) -> None:
+    assert main(["fit", str(cells), "--out", str(tmp_path / "m"), "--frames", *TINY_FIT]) == 2
+    assert "--frames needs --cv" in capsys.readouterr().err

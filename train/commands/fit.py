@@ -140,6 +140,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--cv-folds", type=positive_int, help="K grouped folds instead of leave-one-group-out")
     parser.add_argument(
+        "--frames",
+        action="store_true",
+        help="with --cv: also score each fold's int8 model per tracked cell on its held-out group (its crops "
+        "composed into frames through the Pi's detection, tracking and views, as `evaluate --frames`); the card "
+        "and report carry it beside the crop-level figure",
+    )
+    parser.add_argument(
         "--backbone",
         choices=BACKBONES,
         default=FitSettings.backbone,
@@ -261,6 +268,8 @@ def fit(args: argparse.Namespace) -> int:
     with native_noise_filtered():  # TensorFlow's import banner
         from train.make_model import FitRequest, make_model
 
+    if args.frames and not (args.cv or args.cv_folds):
+        raise UsageError("--frames needs --cv: each fold's model is scored per tracked cell on its held-out group")
     if (args.teacher or args.distill_views) and not (args.cv or args.cv_folds):
         raise UsageError("--teacher and --distill-views need --cv: each fold's student learns from its own teacher")
     request = FitRequest(
@@ -290,6 +299,7 @@ def fit(args: argparse.Namespace) -> int:
         max_bad_fraction=args.max_bad_fraction,
         teacher=args.teacher,
         distill_views=args.distill_views,
+        frames=args.frames,
         argv=args.argv,
     )
     card = make_model(request)
