@@ -104,7 +104,9 @@ soak: $(EDGE_STAMP)
 # make model ends with status 6 naming what was refused.
 MODEL_DATA ?= ../shared/data/fayyaz-mda231-pc3
 MIN_GROUP_AUC ?= 0.6
-MODEL_ARGS := --positive PC3 --group-by '(\d+kD\d)' --cv --min-group-auc $(MIN_GROUP_AUC)
+# --frames: each fold's model is also scored per tracked cell on its held-out condition (the
+# call a rig logs), recorded in the card beside the crop-level figure (about 1 min a fold here).
+MODEL_ARGS := --positive PC3 --group-by '(\d+kD\d)' --cv --frames --min-group-auc $(MIN_GROUP_AUC)
 REFUSED = { code=$$?; [ $$code -eq 6 ] || exit $$code; refused="$$refused $(1)"; \
   echo "make model: $(1) refused (see $(1).refused.json); the shipped $(1).tflite stays" >&2; }
 model: $(STAMP)
