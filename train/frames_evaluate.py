@@ -31,8 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.capture.base import EndOfSource
-from edge.capture.composed import ComposedSource, ComposeSettings, Crop
+from edge.capture.composed import ComposedSource, ComposeSettings, Crop, every_frame
 from edge.capture.images import read_grayscale
 from edge.cells.cluster_truth import outcomes
 from edge.classify.classifier import Classifier
@@ -133,25 +132,17 @@ def tracked_calls(
     closed: list[ClosedCell] = []
     shown: set[int] = set()
     frames = 0
-    source.open()
-    try:
-        while True:
-            try:
-                frame = source.next_frame(timeout_s=1.0)
-            except EndOfSource:
-                break
-            result = pipeline.process(frame)
-            closed += result.closed
-            frames += 1
-            objects = frame.truth
-            shown.update(int(obj.members[0].source) for obj in objects)
-            for obj, outcome in zip(objects, outcomes(objects, result.found, frame.pixels.shape), strict=True):
-                if outcome.merged >= 0:
-                    votes[result.detections[outcome.merged].track][int(obj.members[0].source)] += 1
-            if on_frame is not None:
-                on_frame(frames)
-    finally:
-        source.close()
+    for frame in every_frame(source):
+        result = pipeline.process(frame)
+        closed += result.closed
+        frames += 1
+        objects = frame.truth
+        shown.update(int(obj.members[0].source) for obj in objects)
+        for obj, outcome in zip(objects, outcomes(objects, result.found, frame.pixels.shape), strict=True):
+            if outcome.merged >= 0:
+                votes[result.detections[outcome.merged].track][int(obj.members[0].source)] += 1
+        if on_frame is not None:
+            on_frame(frames)
     closed += pipeline.close_all()
     calls = []
     for cell in closed:

@@ -464,6 +464,20 @@ class ComposedSource:
         self._field = None
 
 
+def every_frame(source: ComposedSource) -> Iterator[Frame]:
+    """Each frame of a source that ends (``loop`` off), in order; the source is opened here and
+    closed when the frames end or the caller stops early."""
+    source.open()
+    try:
+        while True:
+            try:
+                yield source.next_frame(timeout_s=1.0)
+            except EndOfSource:
+                return
+    finally:
+        source.close()
+
+
 def write_frames(dest: str | os.PathLike[str], source: ComposedSource) -> Path:
     """Every frame of ``source`` as DEST/frame_NNNNNN.png, and DEST/truth.json: one entry per
     field with its frames and objects (masks run-length encoded, see ``encode_mask``). The
@@ -473,20 +487,12 @@ def write_frames(dest: str | os.PathLike[str], source: ComposedSource) -> Path:
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     fields: list[dict] = []
-    source.open()
-    try:
-        while True:
-            try:
-                frame = source.next_frame(timeout_s=1.0)
-            except EndOfSource:
-                break
-            name = f"frame_{frame.index:06d}.png"
-            Image.fromarray(frame.pixels).save(dest / name)
-            number = source.field_of(frame.index)
-            if not fields or fields[-1]["field"] != number:
-                fields.append({"field": number, "frames": [], "objects": [obj.to_dict() for obj in frame.truth]})
-            fields[-1]["frames"].append(name)
-    finally:
-        source.close()
+    for frame in every_frame(source):
+        name = f"frame_{frame.index:06d}.png"
+        Image.fromarray(frame.pixels).save(dest / name)
+        number = source.field_of(frame.index)
+        if not fields or fields[-1]["field"] != number:
+            fields.append({"field": number, "frames": [], "objects": [obj.to_dict() for obj in frame.truth]})
+        fields[-1]["frames"].append(name)
     (dest / "truth.json").write_text(json.dumps({"format": "metascope-composed/1", "fields": fields}))
     return dest
