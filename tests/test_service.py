@@ -155,8 +155,29 @@ def test_frames_that_keep_failing_end_the_run(classifier, tmp_path: Path, monkey
     assert service.counters.bad_frames == 3
 
 
+@pytest.fixture
+def disk_looked_at_every_frame(monkeypatch) -> None:
+    import edge.service.policies
+
+    monkeypatch.setattr(edge.service.policies, "DISK_CHECK_INTERVAL_S", 0.0)
+
+
+def twenty_frames_on_a_disk(config, classifier, free: dict[str, int], observe) -> Service:
+    """A service of 20 frames whose free disk space is ``free["bytes"]``, which ``observe``
+    (called after each frame is recorded) may change."""
+    return Service(
+        config,
+        classifier,
+        open_source(config),
+        max_frames=20,
+        notifier=Notifier(address=""),
+        free_space=lambda path: free["bytes"],
+        observer=observe,
+    )
+
+
 def test_disk_filling_stops_snapshots_first_then_results_and_never_the_classification(
-    classifier, tmp_path: Path, caplog
+    classifier, tmp_path: Path, caplog, disk_looked_at_every_frame
 ) -> None:
     mb = 1024 * 1024
     free = {"bytes": 5000 * mb}
@@ -172,22 +193,8 @@ def test_disk_filling_stops_snapshots_first_then_results_and_never_the_classific
         # 5 frames with room for everything, 5 too low for snapshots, 5 too low for results, 5 with room again
         free["bytes"] = {5: 500 * mb, 10: 50 * mb, 15: 5000 * mb}.get(frame_count["n"], free["bytes"])
 
-    service = Service(
-        config,
-        classifier,
-        open_source(config),
-        max_frames=20,
-        notifier=Notifier(address=""),
-        free_space=lambda path: free["bytes"],
-        observer=observe,
-    )
-    import edge.service.policies
-
-    edge.service.policies.DISK_CHECK_INTERVAL_S, saved = 0.0, edge.service.policies.DISK_CHECK_INTERVAL_S
-    try:
-        assert service.run() == EXIT_OK
-    finally:
-        edge.service.policies.DISK_CHECK_INTERVAL_S = saved
+    service = twenty_frames_on_a_disk(config, classifier, free, observe)
+    assert service.run() == EXIT_OK
     counters = service.counters
     assert counters.frames == 20, "classification went on throughout"
     assert counters.unsaved_frames == 5
@@ -357,7 +364,7 @@ class CommitsFailWhenFull:
 
 @pytest.mark.parametrize("found_by", ["the disk check", "the run's last commit"])
 def test_every_frame_is_stored_or_counted_unsaved_when_a_full_disk_fails_a_commit(
-    classifier, tmp_path: Path, found_by: str
+    classifier, tmp_path: Path, found_by: str, disk_looked_at_every_frame
 ) -> None:
     """A batch lost to a failed COMMIT is counted in unsaved_frames, frame by frame: the counters
     (status.json, the summary) account for every classified frame. The soak's full disk left 7
@@ -366,15 +373,7 @@ def test_every_frame_is_stored_or_counted_unsaved_when_a_full_disk_fails_a_commi
     free = {"bytes": 5000 * mb}
     config = make_config(tmp_path, store={"min_free_mb": 100.0, "commit_interval_s": 60.0})  # one batch
     seen = {"frames": 0}
-    service = Service(
-        config,
-        classifier,
-        open_source(config),
-        max_frames=20,
-        notifier=Notifier(address=""),
-        free_space=lambda path: free["bytes"],
-        observer=lambda result: observe(),
-    )
+    service = twenty_frames_on_a_disk(config, classifier, free, lambda result: observe())
 
     def observe() -> None:
         seen["frames"] += 1
@@ -387,13 +386,7 @@ def test_every_frame_is_stored_or_counted_unsaved_when_a_full_disk_fails_a_commi
         else:  # full from frame 10 on, unseen by the free-space check (a quota, a size limit)
             store._db.full = seen["frames"] >= 10
 
-    import edge.service.policies
-
-    edge.service.policies.DISK_CHECK_INTERVAL_S, saved = 0.0, edge.service.policies.DISK_CHECK_INTERVAL_S
-    try:
-        assert service.run() == EXIT_OK
-    finally:
-        edge.service.policies.DISK_CHECK_INTERVAL_S = saved
+    assert service.run() == EXIT_OK
     counters = service.counters
     stored = len(frames_in(config.database_path))
     assert counters.frames == 20
