@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 
 from pull_csv import write_csvs
-from pull_errors import EXIT_BAD_EXPORT, EXIT_PULL_TARGET_UNUSABLE, EXIT_USAGE, PullError
+from pull_errors import EXIT_BAD_EXPORT, EXIT_PULL_TARGET_UNUSABLE, EXIT_USAGE, PullError, exit_status
 from pull_intake import Export, read_small
 from pull_legacy import import_layout_3, migrate_first_layout, rename_layout_2
 from pull_store import LAYOUT, TABLES, ResultsStore, Store
@@ -214,18 +214,7 @@ def run(argv: list[str]) -> None:
 
 
 def main(argv: list[str]) -> int:
-    try:
-        run(argv)
-    except PullError as exc:
-        print(f"pull.sh: {exc}", file=sys.stderr)
-        return exc.code
-    except sqlite3.Error as exc:  # the store's disk is full, its file damaged...
-        print(f"pull.sh: the results store cannot be used: {exc}", file=sys.stderr)
-        return EXIT_PULL_TARGET_UNUSABLE
-    except OSError as exc:
-        print(f"pull.sh: the results folder cannot be used: {exc}", file=sys.stderr)
-        return EXIT_PULL_TARGET_UNUSABLE
-    return 0
+    return exit_status(run, argv, sqlite3.Error, "the results store", "the results folder")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pull_errors import EXIT_BAD_EXPORT, EXIT_PULL_TARGET_UNUSABLE, EXIT_USAGE, PullError
+from pull_errors import EXIT_BAD_EXPORT, EXIT_PULL_TARGET_UNUSABLE, EXIT_USAGE, PullError, exit_status
 from pull_intake import read_small
 from pull_merge import export_plan, land, read_status
 from pull_store import TABLES, Database
@@ -277,18 +277,7 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return EXIT_PULL_TARGET_UNUSABLE
-    try:
-        run(argv)
-    except PullError as exc:
-        print(f"pull.sh: {exc}", file=sys.stderr)
-        return exc.code
-    except psycopg.Error as exc:  # the server went away, refused a statement, the disk is full...
-        print(f"pull.sh: the PostgreSQL database cannot be used: {exc}", file=sys.stderr)
-        return EXIT_PULL_TARGET_UNUSABLE
-    except OSError as exc:
-        print(f"pull.sh: the pull's work folder cannot be used: {exc}", file=sys.stderr)
-        return EXIT_PULL_TARGET_UNUSABLE
-    return 0
+    return exit_status(run, argv, psycopg.Error, "the PostgreSQL database", "the pull's work folder")
 
 
 if __name__ == "__main__":
