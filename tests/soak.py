@@ -4,7 +4,10 @@
 Faults, on a schedule, on the synthetic source (a new field of cells every frame): a corrupt
 database at start (set aside, a new one started), kill -9 mid-run, the snapshots folder replaced
 by a file for a while, the state disk full for a while (a sized tmpfs: root only, else left out and
-said so: disk_full_injected), the whole process stalled (SIGSTOP) for a few seconds. On the camera
+said so: disk_full_injected), the whole process stalled (SIGSTOP) for a few seconds, the
+snapshots folder read-only for a while (a read-only bind mount as root, else its mode bits). On
+the still source (the same cells frame after frame, moving and dividing now and then): kill -9
+and a stall. On the camera
 (tests/fakes.py's FakePicamera2, through tests/soak_camera.py): busy at start, stalled mid-run (the
 run gives up, exit 3, and is restarted) and busy at that restart. Then one uninterrupted segment
 whose resident memory is sampled from /proc.
@@ -184,7 +187,7 @@ def corrupt_database(rig: Rig, account: Account, frames: int) -> None:
     account.fault("corrupt database", code == 0 and bool(aside) and len(rig.ids()["frames"]) > 0, set_aside=aside)
 
 
-def kill_9(rig: Rig, account: Account, frames: int) -> None:
+def kill_9(rig: Rig, account: Account, frames: int, where: str = "") -> None:
     """kill -9 mid-run, then a restart: nothing committed is lost."""
     rig.wait_frames(frames)
     before = rig.ids()
@@ -199,7 +202,7 @@ def kill_9(rig: Rig, account: Account, frames: int) -> None:
     rig.wait_running()
     rig.wait_frames(frames)
     missing = account.lost(before, rig.ids())
-    account.fault("kill -9", missing == 0, rows_missing=missing)
+    account.fault(f"kill -9{where}", missing == 0, rows_missing=missing)
 
 
 def snapshots_folder_replaced(rig: Rig, account: Account, frames: int) -> None:
@@ -219,6 +222,54 @@ def snapshots_folder_replaced(rig: Rig, account: Account, frames: int) -> None:
     missing = account.lost(before, rig.ids())
     account.fault("snapshots folder replaced by a file", failed > 0 and again and missing == 0,
                   snapshot_failures=failed, rows_missing=missing)  # fmt: skip
+
+
+@contextlib.contextmanager
+def read_only(folder: Path):
+    """``folder`` read-only for a while: a read-only bind mount as root (whom permissions do not
+    stop), else its mode bits. Yields whether a write there now fails; put back afterwards."""
+    mounted = os.geteuid() == 0 and all(
+        subprocess.run(command, capture_output=True).returncode == 0
+        for command in (["mount", "--bind", str(folder), str(folder)],
+                        ["mount", "-o", "remount,bind,ro", str(folder)])
+    )  # fmt: skip
+    mode = folder.stat().st_mode
+    if not mounted:
+        folder.chmod(0o555)
+    probe = folder / ".soak-probe"
+    try:
+        probe.write_text("")
+        probe.unlink()
+        refused = False
+    except OSError:
+        refused = True
+    try:
+        yield refused
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(folder)], check=False)
+        else:
+            folder.chmod(mode)
+
+
+def snapshots_folder_read_only(rig: Rig, account: Account, frames: int) -> bool:
+    """The snapshots folder read-only (EROFS as root, EACCES otherwise) for a while: a counter,
+    and snapshots again after. False when the folder could not be made read-only here."""
+    folder = rig.state / "snapshots"
+    before = rig.ids()
+    with read_only(folder) as refused:
+        if not refused:
+            return False
+        failures = rig.status()["counters"]["snapshot_failures"]
+        rig.wait_frames(frames)
+        failed = rig.status()["counters"]["snapshot_failures"] - failures
+    written = rig.status()["counters"]["snapshots"]
+    rig.wait_frames(frames)
+    again = rig.status()["counters"]["snapshots"] > written
+    missing = account.lost(before, rig.ids())
+    account.fault("snapshots folder read-only", failed > 0 and again and missing == 0,
+                  snapshot_failures=failed, rows_missing=missing)  # fmt: skip
+    return True
 
 
 def disk_full(rig: Rig, account: Account, frames: int) -> None:
@@ -241,7 +292,7 @@ def disk_full(rig: Rig, account: Account, frames: int) -> None:
     account.fault("disk full", during > 0 and resumed and missing == 0, frames_unsaved=during, rows_missing=missing)
 
 
-def stall(rig: Rig, account: Account, frames: int, seconds: float = 3.0) -> None:
+def stall(rig: Rig, account: Account, frames: int, seconds: float = 3.0, where: str = "") -> None:
     """The whole process stopped (SIGSTOP) for a few seconds, as under an I/O or memory stall."""
     before = rig.ids()
     rig.process.send_signal(signal.SIGSTOP)
@@ -249,7 +300,24 @@ def stall(rig: Rig, account: Account, frames: int, seconds: float = 3.0) -> None
     rig.process.send_signal(signal.SIGCONT)
     rig.wait_frames(frames)
     missing = account.lost(before, rig.ids())
-    account.fault(f"process stalled {seconds:g} s", missing == 0, rows_missing=missing)
+    account.fault(f"process stalled {seconds:g} s{where}", missing == 0, rows_missing=missing)
+
+
+def still_field(rig: Rig, account: Account, frames: int) -> int:
+    """The still source: the same cells frame after frame, the stage moving and cells dividing
+    now and then, so cells are followed for long across a kill -9 and a stall. The clean stop's
+    exit code."""
+    source = rig.settings["source"]
+    source.update(kind="still", still_move_every=4 * frames, still_divide_every=max(1, frames // 2))
+    rig.start()
+    rig.wait_running()
+    kill_9(rig, account, frames, where=" (still field)")
+    stall(rig, account, frames, where=" (still field)")
+    before = rig.ids()
+    code = rig.stop()
+    account.add_run(rig.status())
+    account.lost(before, rig.ids())
+    return code
 
 
 def camera_rig(work: Path, model: str, threads: int) -> tuple[Rig, Path]:
@@ -318,6 +386,7 @@ def faults(rig: Rig, account: Account, frames: int, disk: bool) -> dict[str, Any
     corrupt_database(rig, account, frames)
     kill_9(rig, account, frames)
     snapshots_folder_replaced(rig, account, frames)
+    read_only_injected = snapshots_folder_read_only(rig, account, frames)
     if disk:
         disk_full(rig, account, frames)
     stall(rig, account, frames)
@@ -329,7 +398,8 @@ def faults(rig: Rig, account: Account, frames: int, disk: bool) -> dict[str, Any
     stored = rig.stored_frames(final["run_id"])
     account.unsaved_by_design["disk_full"] = counters["frames"] - stored
     account.lost(before, rig.ids())
-    return {"last_exit_code": code, "last_run_unsaved_frames": counters["unsaved_frames"],
+    return {"last_exit_code": code, "read_only_injected": read_only_injected,
+            "last_run_unsaved_frames": counters["unsaved_frames"],
             "last_run_classified_minus_stored": counters["frames"] - stored}  # fmt: skip
 
 
@@ -368,6 +438,13 @@ def run_soak(work: Path, model: str, fault_frames: int, long_frames: int, cells:
             if rig.process is not None:
                 rig.process.kill()
                 rig.process.wait()
+    still = Rig(work / "still", model, cells, fps, threads)
+    try:
+        still_exit_code = still_field(still, account, fault_frames)
+    finally:
+        if still.process is not None:
+            still.process.kill()
+            still.process.wait()
     camera, control = camera_rig(work / "camera", model, threads)
     try:
         camera_faults(camera, control, account, fault_frames)
@@ -385,6 +462,7 @@ def run_soak(work: Path, model: str, fault_frames: int, long_frames: int, cells:
         "disk_full_injected": disk,
         **account.as_dict(),
         **ending,
+        "still_field_exit_code": still_exit_code,
         "uninterrupted": memory,
         "wall_s": round(time.monotonic() - started, 1),
     }
@@ -412,7 +490,8 @@ def main() -> int:
         Path(args.out).write_text(text + "\n")
     print(text)
     accounted = result["last_run_unsaved_frames"] == result["last_run_classified_minus_stored"]
-    ok = result["rows_lost"] == 0 and result["faults_recovered"] == result["faults_injected"] and accounted
+    stopped = result["last_exit_code"] == 0 and result["still_field_exit_code"] == 0
+    ok = result["rows_lost"] == 0 and result["faults_recovered"] == result["faults_injected"] and accounted and stopped
     return 0 if ok else 1
 
 
