@@ -205,23 +205,17 @@ def kill_9(rig: Rig, account: Account, frames: int, where: str = "") -> None:
     account.fault(f"kill -9{where}", missing == 0, rows_missing=missing)
 
 
-def snapshots_folder_replaced(rig: Rig, account: Account, frames: int) -> None:
-    """The snapshots folder replaced by a file for a while: a counter, and snapshots again after."""
-    folder, kept = rig.state / "snapshots", rig.state / "snapshots.kept"
-    before = rig.ids()
+@contextlib.contextmanager
+def replaced_by_a_file(folder: Path):
+    """``folder`` replaced by a file for a while, then put back. Yields True: that always works."""
+    kept = folder.with_name(folder.name + ".kept")
     folder.rename(kept)
     folder.write_text("not a folder\n")
-    failures = rig.status()["counters"]["snapshot_failures"]
-    rig.wait_frames(frames)
-    failed = rig.status()["counters"]["snapshot_failures"] - failures
-    folder.unlink()
-    kept.rename(folder)
-    written = rig.status()["counters"]["snapshots"]
-    rig.wait_frames(frames)
-    again = rig.status()["counters"]["snapshots"] > written
-    missing = account.lost(before, rig.ids())
-    account.fault("snapshots folder replaced by a file", failed > 0 and again and missing == 0,
-                  snapshot_failures=failed, rows_missing=missing)  # fmt: skip
+    try:
+        yield True
+    finally:
+        folder.unlink()
+        kept.rename(folder)
 
 
 @contextlib.contextmanager
@@ -252,13 +246,12 @@ def read_only(folder: Path):
             folder.chmod(mode)
 
 
-def snapshots_folder_read_only(rig: Rig, account: Account, frames: int) -> bool:
-    """The snapshots folder read-only (EROFS as root, EACCES otherwise) for a while: a counter,
-    and snapshots again after. False when the folder could not be made read-only here."""
-    folder = rig.state / "snapshots"
+def snapshots_folder_unusable(rig: Rig, account: Account, frames: int, fault: str, unusable) -> bool:
+    """The snapshots folder made unusable by ``unusable`` (a context manager yielding whether it
+    worked) for a while: a counter, and snapshots again after. False when it could not be done here."""
     before = rig.ids()
-    with read_only(folder) as refused:
-        if not refused:
+    with unusable(rig.state / "snapshots") as done:
+        if not done:
             return False
         failures = rig.status()["counters"]["snapshot_failures"]
         rig.wait_frames(frames)
@@ -267,8 +260,7 @@ def snapshots_folder_read_only(rig: Rig, account: Account, frames: int) -> bool:
     rig.wait_frames(frames)
     again = rig.status()["counters"]["snapshots"] > written
     missing = account.lost(before, rig.ids())
-    account.fault("snapshots folder read-only", failed > 0 and again and missing == 0,
-                  snapshot_failures=failed, rows_missing=missing)  # fmt: skip
+    account.fault(fault, failed > 0 and again and missing == 0, snapshot_failures=failed, rows_missing=missing)
     return True
 
 
@@ -385,8 +377,8 @@ def faults(rig: Rig, account: Account, frames: int, disk: bool) -> dict[str, Any
     """The fault schedule; the last run's clean stop and its own account of unsaved frames."""
     corrupt_database(rig, account, frames)
     kill_9(rig, account, frames)
-    snapshots_folder_replaced(rig, account, frames)
-    read_only_injected = snapshots_folder_read_only(rig, account, frames)
+    snapshots_folder_unusable(rig, account, frames, "snapshots folder replaced by a file", replaced_by_a_file)
+    read_only_injected = snapshots_folder_unusable(rig, account, frames, "snapshots folder read-only", read_only)
     if disk:
         disk_full(rig, account, frames)
     stall(rig, account, frames)
