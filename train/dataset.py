@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -67,6 +68,12 @@ class Dataset:
     digests: list[str] = field(default_factory=list)  # each cell's file_digest
     group_pairs: str = ""  # the groups paired across labels (train/grouping.py), said where they are used
     crowded: list[tuple[Path, int]] = field(default_factory=list)  # images holding several cells, and how many
+    # With served inputs (train/served.py): each cell's renderings as the Pi masks them (uint8,
+    # N x K x window_px x window_px; a cell's first ``rendering_counts`` slots hold them, the rest
+    # are never drawn), and what making them found, for the card.
+    renderings: np.ndarray | None = None
+    rendering_counts: np.ndarray | None = None
+    served: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.y)
@@ -92,7 +99,18 @@ class Dataset:
             digests=[self.digests[i] for i in index] if self.digests else [],
             group_pairs=self.group_pairs,
             crowded=[entry for entry in self.crowded if entry[0] in {self.paths[i] for i in index}],
+            renderings=None if self.renderings is None else self.renderings[index],
+            rendering_counts=None if self.rendering_counts is None else self.rendering_counts[index],
+            served=self.served,
         )
+
+    def drawn_windows(self, members: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One window per member to train on: its window, or with served inputs one of its
+        renderings at random. The one place training batches and distillation views take their
+        cells from, so both see what the fit trains on (without renderings ``rng`` is untouched)."""
+        if self.renderings is None or self.rendering_counts is None:
+            return self.windows[members]
+        return self.renderings[members, rng.integers(self.rendering_counts[members])]
 
     def relative_paths(self) -> list[str]:
         """Each cell's file, relative to the data folder (how a distillation file names cells)."""

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.classify.preprocess import InputSpec, finish_input
+from edge.classify.preprocess import finish_input
 from train.augment import AugmentSettings, augment_window
 from train.dataset import Dataset, DatasetError
 from train.trainer import SoftTargets
@@ -44,13 +44,16 @@ def cell_digests(windows: np.ndarray) -> list[str]:
     return [hashlib.blake2b(window.tobytes(), digest_size=8).hexdigest() for window in windows]
 
 
-def fixed_views(windows: np.ndarray, count: int, seed: int, augment: AugmentSettings, spec: InputSpec) -> np.ndarray:
+def fixed_views(dataset: Dataset, count: int, seed: int, augment: AugmentSettings) -> np.ndarray:
     """(N, count, size, size) uint8: view v of cell i is drawn from its own seed (seed, i, v), so
-    any subset of cells, and any input size, gets exactly the same augmented windows."""
-    views = np.empty((len(windows), count, spec.size, spec.size), dtype=np.uint8)
-    for index, window in enumerate(windows):
+    any subset of cells, and any input size, gets exactly the same augmented windows; each from
+    the window the fit trains on (Dataset.drawn_windows: with served inputs, one rendering)."""
+    spec = dataset.spec
+    views = np.empty((len(dataset), count, spec.size, spec.size), dtype=np.uint8)
+    for index in range(len(dataset)):
         for view in range(count):
             rng = np.random.default_rng([seed, index, view])
+            window = dataset.drawn_windows(np.array([index]), rng)[0]
             views[index, view] = finish_input(augment_window(window, rng, augment), spec)
     return views
 
@@ -169,7 +172,7 @@ class Teacher:
         if dataset.windows is None:
             raise ValueError("learning from a teacher needs the cells' windows")
         self.outputs = outputs
-        self.views = fixed_views(dataset.windows, outputs.views, outputs.seed, outputs.augment, dataset.spec)
+        self.views = fixed_views(dataset, outputs.views, outputs.seed, outputs.augment)
 
     def targets(self, model: str, cells: np.ndarray) -> SoftTargets:
         """What the student of ``model`` (a fold name, or FINAL) learns from on ``cells``."""
@@ -183,7 +186,7 @@ class TeacherRecorder:
         if dataset.windows is None:
             raise ValueError("recording teacher outputs needs the cells' windows")
         self.teacher, self.dataset, self.seed, self.augment = teacher, dataset, seed, augment
-        self.views = fixed_views(dataset.windows, views, seed, augment, dataset.spec)
+        self.views = fixed_views(dataset, views, seed, augment)
         self.models: list[str] = []
         self.rows: list[np.ndarray] = []
 

@@ -47,6 +47,18 @@ def training_overlap(card_extra: dict[str, Any], dataset: Dataset) -> str | None
     )
 
 
+def inputs_note(card_extra: dict[str, Any]) -> str | None:
+    """What a model trained on served inputs (fit --inputs served) is scored on here, when that
+    is not what it learnt from: the crop-level figures use the data set's masks."""
+    settings = (card_extra.get("training") or {}).get("settings") or {}
+    if settings.get("inputs") != "served":
+        return None
+    return (
+        "this model learnt from the Pi's masks (fit --inputs served: each crop on its own background, masked by "
+        "the Pi's detector); the figures above use the data set's masks, --frames scores it as the Pi serves it"
+    )
+
+
 def load_for_model(
     classifier: Classifier,
     data_dir: str | os.PathLike[str],

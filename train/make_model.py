@@ -28,9 +28,10 @@ from train.grouping import few_groups_warnings
 from train.plots import evaluation_figure, training_curves_figure
 from train.progress import log, plan, warn
 from train.provenance import command_line, data_provenance, software_versions
-from train.recipe import MIN_INT8_AGREEMENT, TEST_FRACTION, THRESHOLD, VALIDATION_FRACTION
+from train.recipe import MIN_INT8_AGREEMENT, SERVED_RENDERINGS, TEST_FRACTION, THRESHOLD, VALIDATION_FRACTION
 from train.report import write_refusal_report, write_report
 from train.robustness import exposure_sensitivity
+from train.served import served_inputs
 from train.speed import count_macs, measured_speed
 from train.split import SplitError, cross_validation_folds, grouped_split
 from train.trainer import FitResult, FitSettings, build_network, fit_model, predict
@@ -191,6 +192,7 @@ def data_section(request: FitRequest, dataset: Dataset) -> dict[str, Any]:
             "classify and evaluate say when crops lie far from these medians",
         },
         "group_pairs": dataset.group_pairs or None,
+        "served_inputs": dataset.served or None,  # with --inputs served: how the renderings went
         "provenance": provenance,
         "licence": licence,
     }
@@ -253,6 +255,13 @@ class HeldOut:
 
 def load_dataset(request: FitRequest) -> Dataset:
     dataset = load_folder(request.data_dir, request.spec, request.group_by, request.positive, request.max_bad_fraction)
+    if request.settings.inputs == "served":
+        dataset = served_inputs(dataset, SERVED_RENDERINGS)
+        log(
+            f"served inputs: {dataset.served['renderings']} renderings as the Pi masks them; "
+            f"{dataset.served['unsegmentable_renderings']} the detector found no cell in left out, and "
+            f"{dataset.served['cells_left_out']} cell(s) with none"
+        )
     counts = ", ".join(f"{k} {v}" for k, v in dataset.class_counts().items())
     kinds = ", ".join(f"{kind} {count}" for kind, count in dataset.crop_kinds.items() if count)
     log(

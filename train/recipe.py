@@ -26,6 +26,15 @@ VALIDATION_FRACTION = 0.15
 # A cell is called positive at or above this probability (the card's threshold).
 THRESHOLD = 0.5
 
+# What a fit trains on (FitSettings.inputs). "dataset": each crop's window as the data set masked
+# it. "served": as the Pi serves it: the crop put back on its own estimated background and masked
+# by the Pi's detector (edge.classify.preprocess.crop_cell), SERVED_RENDERINGS renderings a crop
+# with fresh noise and sub-pixel jitter, one drawn at random each epoch (train/served.py).
+INPUTS = ("dataset", "served")
+# Two, as the lever sweep that measured served inputs used (docs/accuracy-levers.md); each more
+# costs 37 KB a cell in memory and one more detection a cell at load time.
+SERVED_RENDERINGS = 2
+
 
 @dataclass(frozen=True)
 class FitSettings:
@@ -50,6 +59,7 @@ class FitSettings:
     class_weighting: bool = True
     teacher_weight: float = 0.7  # with a teacher: its probability's share of the target
     seed: int = 0
+    inputs: str = "dataset"  # one of INPUTS
     augment: AugmentSettings = field(default_factory=AugmentSettings)
 
     @property

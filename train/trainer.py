@@ -82,7 +82,8 @@ class TrainingBatches(keras.utils.PyDataset):
         members = self.order[index * size : (index + 1) * size]
         y = self.train.y[members].astype(np.float32)
         if self.teacher is None:
-            batch = augment_windows(self.train.windows[members], self.rng, self.settings.augment, self.train.spec)
+            windows = self.train.drawn_windows(members, self.rng)
+            batch = augment_windows(windows, self.rng, self.settings.augment, self.train.spec)
             return as_model_input(batch), y, self.sample_weights[members]
         view = self.rng.integers(self.teacher.views.shape[1], size=len(members))
         batch = self.teacher.views[members, view]

@@ -97,7 +97,7 @@ def evaluate(args: argparse.Namespace) -> int:
     from edge.classify.native_noise import native_noise_filtered
 
     with native_noise_filtered():  # TensorFlow's import banner, where plotting brings it in
-        from train.evaluate import evaluate_classifier, load_for_model, training_overlap
+        from train.evaluate import evaluate_classifier, inputs_note, load_for_model, training_overlap
 
     if not args.frames and (args.repeats != 24 or args.seed != 0):
         raise UsageError("--repeats and --seed go with --frames")
@@ -109,8 +109,9 @@ def evaluate(args: argparse.Namespace) -> int:
     if dataset.group_pairs:
         print(dataset.group_pairs)
     print(format_metrics(metrics, classifier.labels))
-    for note in crop_notes(classifier, dataset):
-        print(f"note: {note}")
+    for note in [*crop_notes(classifier, dataset), inputs_note(classifier.card.extra)]:
+        if note:
+            print(f"note: {note}")
     overlap = training_overlap(classifier.card.extra, dataset)
     if overlap:
         print(overlap)

@@ -16,8 +16,10 @@ from train.dataset import DEFAULT_MAX_BAD_FRACTION
 from train.progress import add_quiet_option
 from train.recipe import (
     BACKBONES,
+    INPUTS,
     MIN_INT8_AGREEMENT,
     RECIPES,
+    SERVED_RENDERINGS,
     TEST_FRACTION,
     THRESHOLD,
     VALIDATION_FRACTION,
@@ -81,6 +83,13 @@ RECIPE_OPTIONS: dict[str, dict[str, Any]] = {
         "help": "train on the images as they are",
     },
     "seed": {"type": int, "help": "seed of weights, augmentation and splits"},
+    "inputs": {
+        "choices": INPUTS,
+        "help": "what the model learns from: each crop as the data set masked it (dataset), or as the Pi serves "
+        f"it (served: the crop on its own estimated background, masked by the Pi's detector, "
+        f"{SERVED_RENDERINGS} renderings a crop with fresh noise and jitter, one drawn each epoch; renderings the "
+        "detector misses are left out). Calibration, distillation views, folds and the final fit all use it",
+    },
 }
 
 
