@@ -14,6 +14,7 @@ from edge.capture.composed import Crop, on_background
 from edge.capture.images import read_grayscale
 from edge.capture.synthetic_cells import write_synthetic_dataset
 from edge.classify.preprocess import InputSpec, UnsegmentableCrop, crop_cell
+from edge.errors import ExitCode
 from train import served as served_module
 from train.cli import main
 from train.dataset import load_folder
@@ -115,3 +116,18 @@ def test_the_default_fit_trains_on_the_data_sets_masks(cells: Path, tmp_path: Pa
     capsys.readouterr()
     assert main(["evaluate", str(out.with_suffix(".tflite")), str(cells), "--group-by", GROUPS, "--quiet"]) == 0
     assert "learnt from the Pi's masks" not in capsys.readouterr().out
+
+
+def test_a_refused_export_keeps_the_setting_on_the_float_models_card(cells: Path, tmp_path: Path, monkeypatch) -> None:
+    """A served fit whose int8 export is refused is evaluated as its float model: that card must
+    say how it was trained too."""
+    import train.validation
+
+    real = train.validation.int8_probabilities
+    monkeypatch.setattr(train.validation, "int8_probabilities", lambda content, images: 1.0 - real(content, images))
+    out = tmp_path / "refused"
+    args = ["fit", str(cells), "--out", str(out), "--group-by", GROUPS, "--inputs", "served", *SMALL]
+    assert main(args) == ExitCode.EXPORT_REFUSED
+    card = json.loads((tmp_path / "refused.float.json").read_text())
+    assert card["training"]["settings"]["inputs"] == "served"
+    assert card["data"]["served_inputs"]["renderings"] == 2 * 48
