@@ -334,7 +334,7 @@ def keep_float_model(request: FitRequest, dataset: Dataset, card: ModelCard, hel
         name=f"{name}.float",
         extra={
             "int8_export_refused": problem,
-            "data": {key: data[key] for key in ("cell_area_px", "cell_grey")},
+            "data": {key: data[key] for key in ("cell_area_px", "cell_grey", "served_inputs")},
             "evaluation": {
                 **held.evaluation,
                 "held_out": {k: v for k, v in held.metrics.items() if k not in ("calibration", "per_group")},
