@@ -13,7 +13,9 @@ from PIL import Image
 from edge.capture.composed import Crop, on_background
 from edge.capture.images import read_grayscale
 from edge.capture.synthetic_cells import write_synthetic_dataset
-from edge.classify.preprocess import InputSpec, UnsegmentableCrop, crop_cell
+from edge.cells.scale import area_summary
+from edge.classify.preprocess import InputSpec, UnsegmentableCrop, crop_cell, finish_input
+from edge.classify.survey import grey_summary
 from edge.errors import ExitCode
 from train import served as served_module
 from train.cli import main
@@ -43,9 +45,9 @@ def test_served_windows_are_the_pis_mask_of_the_crop_on_its_background(cells: Pa
         expected = [crop_cell(on_background(crop, rng), SPEC).window for _ in range(2)]
         assert np.array_equal(served.renderings[index, 0], expected[0])
         assert np.array_equal(served.renderings[index, 1], expected[1])
-        assert np.array_equal(served.windows[index], expected[0]), "evaluation and calibration see a rendering"
+        assert np.array_equal(served.images[index], finish_input(expected[0], SPEC)), "evaluated as served"
         # Not the data set's mask: the Pi's mask keeps background the data set cut away, or cuts cell it kept.
-        assert not np.array_equal(served.windows[index] > 0, dataset.windows[index] > 0)
+        assert not np.array_equal(expected[0] > 0, dataset.windows[index] > 0)
         assert not np.array_equal(expected[0], expected[1]), "each rendering has its own noise and jitter"
 
 
@@ -103,6 +105,11 @@ def test_a_fit_on_served_inputs_runs_and_its_card_and_evaluate_say_so(cells: Pat
     assert card["training"]["settings"]["inputs"] == "served"
     made = card["data"]["served_inputs"]
     assert made["renderings_per_cell"] == 2 and made["renderings"] == 2 * 48 and made["cells_left_out"] == 0
+    # The card's cell statistics stay the data set's: the Pi's cluster rule and scale check measure
+    # against them, and the setting changes what the model learns from, not the rig's behaviour.
+    dataset = load_folder(cells, SPEC, GROUPS)
+    assert card["data"]["cell_area_px"]["median"] == area_summary(dataset.areas.tolist())["median"]
+    assert card["data"]["cell_grey"]["spread"] == grey_summary(list(dataset.windows))["spread"]
     capsys.readouterr()
     assert main(["evaluate", str(out.with_suffix(".tflite")), str(cells), "--group-by", GROUPS, "--quiet"]) == 0
     assert "learnt from the Pi's masks" in capsys.readouterr().out
