@@ -70,7 +70,8 @@ class Dataset:
     crowded: list[tuple[Path, int]] = field(default_factory=list)  # images holding several cells, and how many
     # With served inputs (train/served.py): each cell's renderings as the Pi masks them (uint8,
     # N x K x window_px x window_px; a cell's first ``rendering_counts`` slots hold them, the rest
-    # are never drawn), and what making them found, for the card.
+    # are never drawn), and what making them found, for the card. ``images`` are then the first
+    # renderings' model inputs; ``windows`` and ``areas`` stay the data set's (the card's statistics).
     renderings: np.ndarray | None = None
     rendering_counts: np.ndarray | None = None
     served: dict[str, Any] = field(default_factory=dict)
@@ -103,6 +104,11 @@ class Dataset:
             rendering_counts=None if self.rendering_counts is None else self.rendering_counts[index],
             served=self.served,
         )
+
+    def trained_windows(self) -> np.ndarray:
+        """Every window a fit draws from (renderings, or the windows): what a teacher's views are
+        made of, so a student must see the very same pixels."""
+        return self.windows if self.renderings is None else self.renderings
 
     def drawn_windows(self, members: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One window per member to train on: its window, or with served inputs one of its

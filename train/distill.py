@@ -104,13 +104,12 @@ class TeacherOutputs:
                 f"only the teacher's: {missing or 'none'}; only the student's: {extra or 'none'}): "
                 "fit both from the same data folder"
             )
-        changed = [
-            path for path, a, b in zip(paths, cell_digests(dataset.windows), self.digests, strict=True) if a != b
-        ]
+        digests = cell_digests(dataset.trained_windows())
+        changed = [path for path, a, b in zip(paths, digests, self.digests, strict=True) if a != b]
         if changed:
             raise DatasetError(
                 f"the student's cells are not the teacher's: {len(changed)} file(s) have other pixels "
-                f"(e.g. {', '.join(changed[:3])}): fit both from the same data folder"
+                f"(e.g. {', '.join(changed[:3])}): fit both from the same data folder, with the same --inputs"
             )
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -205,7 +204,7 @@ class TeacherRecorder:
         return TeacherOutputs(
             teacher=self.teacher,
             paths=self.dataset.relative_paths(),
-            digests=cell_digests(self.dataset.windows),
+            digests=cell_digests(self.dataset.trained_windows()),
             window_px=self.dataset.spec.window_px,
             seed=self.seed,
             augment=self.augment,

@@ -49,13 +49,14 @@ def renderings_of(
 
 
 def served_inputs(dataset: Dataset, count: int) -> Dataset:
-    """``dataset`` with each cell's renderings as the Pi masks them; its windows, model inputs and
-    areas those of each cell's first rendering (what evaluation, int8 calibration and the card
-    use). Cells with no rendering are left out and listed in ``skipped``."""
+    """``dataset`` with each cell's renderings as the Pi masks them, and its model inputs those of
+    each cell's first rendering (what held-out figures and int8 calibration use). Its windows and
+    areas stay the data set's: the card's cell statistics are the reference the Pi's cluster rule
+    and scale check were tuned against, and the setting changes what the model learns from, not
+    them. Cells with no rendering are left out and listed in ``skipped``."""
     side = dataset.spec.window_px
     renderings = np.zeros((len(dataset), count, side, side), dtype=np.uint8)
     counts = np.zeros(len(dataset), dtype=np.int64)
-    areas = np.zeros(len(dataset), dtype=np.int64)
     failed = 0
     for index, path in enumerate(dataset.paths):
         # Seeded by the file's content: a cell gets the same renderings in every fit and every subset.
@@ -65,15 +66,12 @@ def served_inputs(dataset: Dataset, count: int) -> Dataset:
         counts[index] = len(cells)
         for slot, cell in enumerate(cells):
             renderings[index, slot] = cell.window
-        areas[index] = cells[0].area_px if cells else 0
-    made = renderings[:, 0]
+    first = renderings[:, 0]
     served = replace(
         dataset,
         renderings=renderings,
         rendering_counts=counts,
-        windows=made,
-        images=np.stack([finish_input(window, dataset.spec) for window in made]) if len(made) else dataset.images,
-        areas=areas,
+        images=np.stack([finish_input(window, dataset.spec) for window in first]) if len(first) else dataset.images,
         served={
             "renderings_per_cell": count,
             "renderings": int(counts.sum()),
