@@ -1,0 +1,102 @@
+"""Fit bench: what one `metascope-train fit` costs a lab desktop, in peak memory, wall time and
+CPU (issue 19.9: a fit of the shared data once peaked at 16-21 GB resident).
+
+Each backbone's fit runs as its own child process (`python -m train fit DATA --out TMP/NAME
+--backbone B --epochs E` plus the options after ``--``), so its peak resident memory is the
+kernel's own figure for that process (ru_maxrss from wait4), not a sample that can miss the peak.
+The fit's files go to a temporary folder and are removed; the JSON keeps the command, the exit
+code, the cells trained on (from the card) and the figures.
+
+    python -m train.fit_bench --data ../shared/data/fayyaz-mda231-pc3 --out var/bench/fit.json \\
+        -- --positive PC3 --group-by '(\\d+kD\\d)'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from edge.commands.benchmarks import machine, write_json
+
+BACKBONES = ("lite0", "compact")
+
+
+def cells_trained(out: Path) -> int | None:
+    """The cells the fit's card says it learnt from (None when the fit wrote no card)."""
+    card = out.with_suffix(".json")
+    if not card.is_file():
+        return None
+    counts = json.loads(card.read_text()).get("data", {}).get("cells")
+    return sum(counts.values()) if isinstance(counts, dict) else None
+
+
+def measure_fit(data: str, backbone: str, epochs: int, fit_options: list[str]) -> dict[str, Any]:
+    """One fit in a child process: exit code, cells, peak RSS, wall and CPU seconds."""
+    with tempfile.TemporaryDirectory(prefix="metascope-fit-bench-") as tmp:
+        out = Path(tmp) / f"bench-{backbone}"
+        command = [sys.executable, "-m", "train", "fit", data, "--out", str(out), "--backbone", backbone]
+        command += ["--epochs", str(epochs), *fit_options]
+        log = Path(tmp) / "fit.log"
+        start = time.perf_counter()
+        with log.open("w") as stderr:
+            child = subprocess.Popen(command, stdout=stderr, stderr=subprocess.STDOUT)
+            # wait4, not Popen.wait: its rusage is this child's own (with any children it reaped),
+            # and ru_maxrss the kernel's high-water mark of resident memory, in KiB on Linux.
+            _, status, usage = os.wait4(child.pid, 0)
+        wall_s = time.perf_counter() - start
+        child.returncode = os.waitstatus_to_exitcode(status)
+        return {
+            "backbone": backbone,
+            "epochs": epochs,
+            "command": shlex.join(command).replace(tmp, "TMP"),
+            "exit_code": child.returncode,
+            "cells": cells_trained(out),
+            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+            "wall_s": round(wall_s, 1),
+            "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+            "log_tail": log.read_text(errors="replace").strip().splitlines()[-3:],
+        }
+
+
+def summary_line(result: dict[str, Any]) -> str:
+    return "; ".join(
+        f"{run['backbone']} {run['epochs']} epochs on {run['cells']} cells: peak {run['peak_rss_mb'] / 1024:.1f} GB "
+        f"resident, {run['wall_s'] / 60:.1f} min wall, {run['cpu_s'] / 60:.1f} min CPU (exit {run['exit_code']})"
+        for run in result["fits"]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m train.fit_bench",
+        description="Peak memory, wall and CPU time of `metascope-train fit`, each backbone in its own process.",
+        epilog="Options after -- go to every fit unchanged (e.g. -- --positive PC3 --group-by '(\\d+kD\\d)').",
+    )
+    parser.add_argument("--data", required=True, help="the labelled folder to fit")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs per fit (default 2: the cost per epoch shows)")
+    parser.add_argument("--backbones", nargs="+", choices=BACKBONES, default=list(BACKBONES))
+    parser.add_argument("--out", help="write the JSON here too")
+    args, fit_options = parser.parse_known_args(argv)
+    if fit_options[:1] == ["--"]:
+        fit_options = fit_options[1:]
+    elif fit_options:
+        parser.error(f"unrecognised arguments before --: {' '.join(fit_options)}")
+    if not Path(args.data).is_dir():
+        parser.error(f"--data {args.data}: not a folder")
+    fits = [measure_fit(args.data, backbone, args.epochs, fit_options) for backbone in args.backbones]
+    result = {"bench": "fit", "machine": machine(), "fits": fits}
+    print(write_json(result, args.out))
+    print(f"bench fit: {summary_line(result)}", file=sys.stderr)
+    return 1 if any(run["exit_code"] for run in fits) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
