@@ -62,3 +62,12 @@ def epoch_done(seconds: float) -> str:
     if not _Plan.epochs:
         return ""
     return f"about {left / 60:.0f} min left" if left >= 90 else f"about {left:.0f} s left"
+
+
+def state() -> tuple[bool, int, int, float]:
+    """What a child process needs to go on showing progress as this one would (train/isolated.py)."""
+    return _Switch.shown, _Plan.epochs, _Plan.done, _Plan.seconds
+
+
+def restore(saved: tuple[bool, int, int, float]) -> None:
+    _Switch.shown, _Plan.epochs, _Plan.done, _Plan.seconds = saved

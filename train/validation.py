@@ -20,6 +20,7 @@ from train.dataset import Dataset
 from train.distill import Teacher, TeacherRecorder
 from train.evaluate import evaluate_classifier
 from train.export import ExportError, convert_int8, fidelity, int8_probabilities, write_model
+from train.isolated import in_fresh_process
 from train.metrics import binary_metrics, summarise_folds
 from train.progress import log, warn
 from train.split import Fold, Split, file_level_split
@@ -175,6 +176,22 @@ def run_split(
     return fit, exported, outcome
 
 
+def train_fold(
+    dataset: Dataset,
+    split: Split,
+    settings: FitSettings,
+    card: ModelCard,
+    label: str,
+    teacher: SoftTargets | None,
+    frames: bool,
+    views: np.ndarray | None,
+) -> tuple[FoldOutcome, np.ndarray | None]:
+    """One cross-validation fold, run in a process of its own (train/isolated.py): its outcome,
+    and its model's answers on ``views`` (a recorder's fixed views of its training cells) if given."""
+    fit, _, outcome = run_split(dataset, split, settings, card, label, 0.0, teacher, frames)
+    return outcome, None if views is None else predict(fit.model, views)
+
+
 @dataclass
 class CrossValidation:
     rule: str
@@ -235,9 +252,14 @@ def cross_validate(
         log(f"cross-validation fold {number}/{len(folds)}: held out {fold.name}{validation}")
         targets = None if teacher is None else teacher.targets(fold.name, fold.split.train)
         label = f"fold {number}/{len(folds)}"
-        fit, _, outcome = run_split(dataset, fold.split, settings, card, label, 0.0, targets, frames)
+        views = None if recorder is None else recorder.views[fold.split.train].reshape(-1, *recorder.views.shape[2:])
+        outcome, answers = in_fresh_process(
+            f"cross-validation {label} ({fold.name})",
+            train_fold,
+            *(dataset, fold.split, settings, card, label, targets, frames, views),
+        )
         if recorder is not None:
-            recorder.record(fold.name, fold.split.train, lambda images, model=fit.model: predict(model, images))
+            recorder.record(fold.name, fold.split.train, lambda images, answers=answers: answers)
         outcome.name = fold.name
         m = outcome.metrics
         auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.3f}"
