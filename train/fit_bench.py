@@ -2,8 +2,11 @@
 CPU (issue 19.9: a fit of the shared data once peaked at 16-21 GB resident).
 
 Each backbone's fit runs as its own child process (`python -m train fit DATA --out TMP/NAME
---backbone B --epochs E` plus the options after ``--``), so its peak resident memory is the
-kernel's own figure for that process (ru_maxrss from wait4), not a sample that can miss the peak.
+--backbone B --epochs E` plus the options after ``--``). Two memory figures: the kernel's own
+high-water mark of its largest process (ru_maxrss from wait4: a fit's own process, or one of the
+processes its cross-validation folds train in, train/isolated.py), and the peak of all its
+processes' resident memory together, sampled from /proc every quarter second (what the machine
+must hold at once; a sample can miss a peak shorter than that).
 The fit's files go to a temporary folder and are removed; the JSON keeps the command, the exit
 code, the cells trained on (from the card) and the figures.
 
@@ -20,6 +23,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +31,39 @@ from typing import Any
 from edge.commands.benchmarks import machine, write_json
 
 BACKBONES = ("lite0", "compact")
+SAMPLE_S = 0.25
+PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def tree_rss_kib(root: int) -> int:
+    """Resident memory of ``root`` and every process below it, now (KiB, from /proc/PID/stat)."""
+    parent, rss = {}, {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # the command name may hold spaces
+        except (OSError, IndexError):
+            continue  # a process that ended while it was read
+        pid = int(stat.parent.name)
+        parent[pid], rss[pid] = int(fields[1]), int(fields[21]) * PAGE_KIB
+    total = 0
+    for pid, kib in rss.items():
+        ancestor = pid
+        while ancestor not in (root, 0, 1) and ancestor in parent:
+            ancestor = parent[ancestor]
+        total += kib if ancestor == root else 0
+    return total
+
+
+class TreePeak(threading.Thread):
+    """Samples a process tree's total resident memory until stopped; ``peak_kib`` the largest."""
+
+    def __init__(self, root: int):
+        super().__init__(daemon=True)
+        self.root, self.peak_kib, self.stopped = root, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(SAMPLE_S):
+            self.peak_kib = max(self.peak_kib, tree_rss_kib(self.root))
 
 
 def cells_trained(out: Path) -> int | None:
@@ -48,9 +85,13 @@ def measure_fit(data: str, backbone: str, epochs: int, fit_options: list[str]) -
         start = time.perf_counter()
         with log.open("w") as stderr:
             child = subprocess.Popen(command, stdout=stderr, stderr=subprocess.STDOUT)
-            # wait4, not Popen.wait: its rusage is this child's own (with any children it reaped),
-            # and ru_maxrss the kernel's high-water mark of resident memory, in KiB on Linux.
+            sampler = TreePeak(child.pid)
+            sampler.start()
+            # wait4, not Popen.wait: its rusage is this child's own (with the children it reaped),
+            # and ru_maxrss the kernel's high-water mark of its largest process, in KiB on Linux.
             _, status, usage = os.wait4(child.pid, 0)
+            sampler.stopped.set()
+            sampler.join()
         wall_s = time.perf_counter() - start
         child.returncode = os.waitstatus_to_exitcode(status)
         return {
@@ -60,6 +101,7 @@ def measure_fit(data: str, backbone: str, epochs: int, fit_options: list[str]) -
             "exit_code": child.returncode,
             "cells": cells_trained(out),
             "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+            "peak_rss_all_processes_mb": round(sampler.peak_kib / 1024, 1),
             "wall_s": round(wall_s, 1),
             "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
             "log_tail": log.read_text(errors="replace").strip().splitlines()[-3:],
@@ -69,7 +111,8 @@ def measure_fit(data: str, backbone: str, epochs: int, fit_options: list[str]) -
 def summary_line(result: dict[str, Any]) -> str:
     return "; ".join(
         f"{run['backbone']} {run['epochs']} epochs on {run['cells']} cells: peak {run['peak_rss_mb'] / 1024:.1f} GB "
-        f"resident, {run['wall_s'] / 60:.1f} min wall, {run['cpu_s'] / 60:.1f} min CPU (exit {run['exit_code']})"
+        f"resident (largest process; {run['peak_rss_all_processes_mb'] / 1024:.1f} GB all together), "
+        f"{run['wall_s'] / 60:.1f} min wall, {run['cpu_s'] / 60:.1f} min CPU (exit {run['exit_code']})"
         for run in result["fits"]
     )
 

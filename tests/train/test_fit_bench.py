@@ -27,10 +27,13 @@ def test_each_fit_reports_its_own_peak_memory_time_and_cells(tmp_path: Path, cap
     assert run["cells"] == 2 * 3 * 12  # both labels, every group: what the card says it learnt from
     # The child's own high-water mark: a process that has loaded TensorFlow holds hundreds of MB.
     assert run["peak_rss_mb"] > 200
+    # All of the fit's processes together, sampled: what the machine held at once.
+    assert run["peak_rss_all_processes_mb"] > 200
     assert run["wall_s"] > 0 and run["cpu_s"] > 0
     assert "--epochs 1" in run["command"] and "TMP/bench-compact" in run["command"]
     summary = capsys.readouterr().err.strip().splitlines()[-1]
-    assert summary.startswith("bench fit: compact 1 epochs on 72 cells: peak ") and "GB resident" in summary
+    assert summary.startswith("bench fit: compact 1 epochs on 72 cells: peak ")
+    assert "GB resident (largest process; " in summary and "GB all together)" in summary
 
 
 def test_a_fit_that_fails_is_reported_with_its_message_and_a_non_zero_exit(tmp_path: Path) -> None:
