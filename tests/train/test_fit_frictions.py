@@ -43,6 +43,8 @@ def test_fit_progress_names_training_auc_estimates_the_time_and_hides_retracing(
     assert result.returncode == 0, result.stderr
     err = result.stderr
     assert "retracing" not in err
+    # Nor TensorFlow's import banner, in the fit's process or in those its folds train in.
+    assert "absl::InitializeLog" not in err and "oneDNN" not in err
     epoch_lines = [line for line in err.splitlines() if re.search(r" epoch +\d+/\d+ ", line)]
     assert epoch_lines and all("training AUC" in line and " auc " not in line for line in epoch_lines)
     assert "5 fits of 2 epochs" in err, "the plan at the start: 4 folds and the final fit"
