@@ -26,6 +26,15 @@ from train import progress
 Result = TypeVar("Result")
 
 
+def _import_tensorflow() -> None:
+    """The child's first step, before any work reaches it (unpickling a fit's step imports
+    TensorFlow): the import's banner filtered, as `fit` does in its own process."""
+    from edge.classify.native_noise import native_noise_filtered
+
+    with native_noise_filtered():
+        import tensorflow  # noqa: F401
+
+
 def _in_child(saved: tuple[bool, int, int, float], step: Callable[..., Result], args: tuple[Any, ...]):
     progress.restore(saved)
     return step(*args), progress.state()
@@ -35,7 +44,7 @@ def in_fresh_process(what: str, step: Callable[..., Result], *args: Any) -> Resu
     """``step(*args)`` in a new process (``step`` a module-level function, arguments and result
     picklable); its exceptions are raised here as they were there."""
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+    with ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_import_tensorflow) as pool:
         try:
             result, saved = pool.submit(_in_child, progress.state(), step, args).result()
         except BrokenProcessPool:
