@@ -67,12 +67,14 @@ class TreePeak(threading.Thread):
 
 
 def cells_trained(out: Path) -> int | None:
-    """The cells the fit's card says it learnt from (None when the fit wrote no card)."""
-    card = out.with_suffix(".json")
-    if not card.is_file():
-        return None
-    counts = json.loads(card.read_text()).get("data", {}).get("cells")
-    return sum(counts.values()) if isinstance(counts, dict) else None
+    """The cells the fit's card says it learnt from: its label counts, or where the int8 export was
+    refused the float model's card, which counts the training cells' areas (None: no card)."""
+    card, float_card = out.with_suffix(".json"), out.with_name(f"{out.name}.float.json")
+    if card.is_file():
+        return sum(json.loads(card.read_text())["data"]["cells"].values())
+    if float_card.is_file():
+        return json.loads(float_card.read_text())["data"]["cell_area_px"]["n"]
+    return None
 
 
 def measure_fit(data: str, backbone: str, epochs: int, fit_options: list[str]) -> dict[str, Any]:
