@@ -58,11 +58,11 @@ tiny-model: $(STAMP)
 # one thread and every core, and the service end to end with 20 cells a frame at both (a new
 # field every frame, a still field, a stage moving every 50 frames); the accurate default also at
 # 100 cells a frame, and with the live view watched by a client at 10 frames a second against none;
-# and deploy/pull.sh's no-op and incremental pulls with 50k, 500k and 5M views held (about 15 min).
+# and deploy/pull.sh's no-op and incremental pulls with 50k, 500k and 5M views held (about 20 min).
 # The cluster flag's accuracy per culture condition, on frames composed from the shared crops, and
 # what a 2-epoch fit of them costs the desktop (peak resident memory, wall and CPU time, each
-# backbone in its own process: train/fit_bench.py), when the shared data is present. Its int8
-# agreement is recorded, not enforced (--min-agreement 0): two epochs measure the cost, not a model to ship.
+# backbone in its own process: train/fit_bench.py), when the shared data is present (a fit that
+# refuses its int8 export, as a 2-epoch compact fit from scratch may, is reported, not a failure).
 FAST_MODEL := models/mda231-pc3-fast.tflite
 bench: $(EDGE_STAMP) $(STAMP)
 	$(EDGE_PY) -m edge bench model --model $(BENCH_MODEL) --out var/bench/model.json
@@ -76,7 +76,7 @@ bench: $(EDGE_STAMP) $(STAMP)
 	if [ -d $(MODEL_DATA) ]; then \
 	  $(EDGE_PY) -m edge bench clusters --data $(MODEL_DATA) --group-by '(\d+kD\d)' --per-condition 60 --out var/bench/clusters.json; fi
 	if [ -d $(MODEL_DATA) ]; then \
-	  $(PY) -m train.fit_bench --data $(MODEL_DATA) --epochs 2 --out var/bench/fit.json -- --positive PC3 --group-by '(\d+kD\d)' --min-agreement 0; fi
+	  $(PY) -m train.fit_bench --data $(MODEL_DATA) --epochs 2 --out var/bench/fit.json -- --positive PC3 --group-by '(\d+kD\d)'; fi
 	if [ -f $(FAST_MODEL) ]; then \
 	  $(EDGE_PY) -m edge bench model --model $(FAST_MODEL) --out var/bench/model-fast.json && \
 	  $(EDGE_PY) -m edge bench pipeline --model $(FAST_MODEL) --threads 1 --cells 20 --frames 2000 --out var/bench/pipeline-fast-20-1thread.json && \

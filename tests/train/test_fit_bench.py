@@ -4,6 +4,7 @@ process, as `make bench` reports them for the shared data."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,21 @@ def test_a_fit_that_fails_is_reported_with_its_message_and_a_non_zero_exit(tmp_p
     (run,) = json.loads(out.read_text())["fits"]
     assert run["exit_code"] != 0 and run["cells"] is None
     assert any("no-such-label" in line for line in run["log_tail"])
+
+
+def test_a_fit_that_refuses_its_model_is_measured_and_reported_not_failed(tmp_path: Path, capsys) -> None:
+    """A fit that refuses its model at the end (exit 6) still spent what the bench measures; its
+    cells come from the card in NAME.refused.json, what a refused fit writes. Both labels hold the
+    same cells here, so the held-out group scores AUC 0.5, below the bar asked for."""
+    data = write_synthetic_dataset(tmp_path / "cells", per_group=12, groups=3, seed=4)
+    shutil.rmtree(data / "spindle")
+    shutil.copytree(data / "round", data / "spindle")
+    code = main(["--data", str(data), "--epochs", "1", "--backbones", "compact", "--out", str(tmp_path / "f.json"),
+                 "--", "--positive", "spindle", *TINY, "--min-group-auc", "0.9"])  # fmt: skip
+    assert code == 0
+    (run,) = json.loads((tmp_path / "f.json").read_text())["fits"]
+    assert run["exit_code"] == 6 and run["cells"] == 72 and run["peak_rss_mb"] > 200
+    assert "(exit 6: the fit finished and refused its model)" in capsys.readouterr().err
 
 
 def test_options_before_the_separator_and_a_missing_folder_are_usage_errors(tmp_path: Path, capsys) -> None:
