@@ -105,6 +105,11 @@ class Live:
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
         self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=lambda: [self.lines.put(line) for line in self.process.stdout], daemon=True).start()
+        # Its stderr is read as it comes, as a terminal would: left unread, a full pipe (ssh's
+        # messages passed on) blocks the command's writes, and then its exit on Ctrl-C.
+        self.errors: list[str] = []
+        self.error_reader = threading.Thread(target=lambda: self.errors.extend(self.process.stderr), daemon=True)
+        self.error_reader.start()
 
     def url(self) -> str:
         deadline = time.monotonic() + 90
@@ -112,16 +117,20 @@ class Live:
             try:
                 line = self.lines.get(timeout=1)
             except queue.Empty:
-                assert self.process.poll() is None, self.process.stderr.read()
+                assert self.process.poll() is None, self.stderr()
                 continue
             if "http://" in line:
                 return line[line.index("http://") :].split()[0]
         raise AssertionError("metascope live printed no URL")
 
+    def stderr(self) -> str:
+        self.error_reader.join(10)
+        return "".join(self.errors)
+
     def ctrl_c(self) -> tuple[int, str]:
         self.process.send_signal(signal.SIGINT)
         code = self.process.wait(30)
-        return code, self.process.stderr.read()
+        return code, self.stderr()
 
 
 def fetch_json(url: str) -> dict[str, Any]:
