@@ -102,7 +102,11 @@ class Live:
     def __init__(self, sshd: SshServer, config: Path, *extra: str, remote: str = REMOTE_METASCOPE):
         command = [sys.executable, "-m", "edge", "live", ALIAS, "-F", str(sshd.ssh_config),
                    "--remote-command", remote, "--remote-config", str(config), *extra]  # fmt: skip
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+        # Ctrl-C works in the terminal a person runs it from, whatever the test runner was started
+        # with (a runner started in the background by a non-interactive shell ignores SIGINT, and its
+        # children inherit that: then Ctrl-C here would never end it).
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                                        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
         self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=lambda: [self.lines.put(line) for line in self.process.stdout], daemon=True).start()
         # Its stderr is read as it comes, as a terminal would: left unread, a full pipe (ssh's
@@ -241,10 +245,16 @@ def test_doctor_live_is_reached_from_the_desktop(sshd: SshServer, fake_camera, t
         finally:
             os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C in doctor's terminal
 
-    thread = threading.Thread(target=desktop, daemon=True)
-    thread.start()
-    code = main(["doctor", "--config", str(config), "--model", str(tiny_model[0]), "--capture", "3", "--live"])
-    thread.join(30)
+    # Ctrl-C in doctor's terminal raises KeyboardInterrupt, even where this runner was started
+    # ignoring SIGINT (in the background by a non-interactive shell).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        thread = threading.Thread(target=desktop, daemon=True)
+        thread.start()
+        code = main(["doctor", "--config", str(config), "--model", str(tiny_model[0]), "--capture", "3", "--live"])
+        thread.join(30)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert code == 0
     assert seen["first"]["run"]["state"].startswith("doctor") and seen["later"]["frame"]["width"] == 320
     assert seen["ended"][0] == 0, seen["ended"][1]
