@@ -73,10 +73,30 @@ def test_a_refused_export_keeps_the_float_model_and_the_report(tmp_path: Path, m
     assert main(args) == ExitCode.EXPORT_REFUSED == 6  # its own status: 3 is the camera's
     err = capsys.readouterr().err
     assert "export refused" in err and "refused.float.tflite" in err and "try" in err
+    # 80 cells: every calibration draw would hold all of them and calibrate alike, so one is tried.
+    assert "calibration draw" not in err
     assert not (tmp_path / "refused.tflite").exists() and not (tmp_path / "refused.json").exists()
     assert Classifier.load(tmp_path / "refused.float.tflite").labels == ("round", "spindle")
     report = (tmp_path / "refused.report.md").read_text()
     assert "int8 export refused" in report and "ROC AUC" in report
+
+
+def test_with_more_cells_than_one_draw_holds_each_calibration_draw_is_tried(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """Draws differ only where there are more training cells than one draw holds: then a refused
+    draw is followed by another, each said, up to three."""
+    import train.validation
+
+    real = train.validation.int8_probabilities
+    monkeypatch.setattr(train.validation, "int8_probabilities", lambda content, images: 1.0 - real(content, images))
+    monkeypatch.setattr(train.validation, "REPRESENTATIVE_SAMPLES", 16)
+    data = write_synthetic_dataset(tmp_path / "cells", per_group=10, groups=4, seed=1)
+    args = ["fit", str(data), "--out", str(tmp_path / "refused"), "--size", "32", "--window-px", "128",
+            "--widths", "4,8", "--epochs", "1", "--no-leak-check", "--quiet"]  # fmt: skip
+    assert main(args) == ExitCode.EXPORT_REFUSED
+    err = capsys.readouterr().err
+    assert [f"int8 calibration draw {n}/3" in err for n in (1, 2, 3)] == [True, True, True]
 
 
 @pytest.mark.slow
