@@ -35,7 +35,9 @@ def _import_tensorflow() -> None:
         import tensorflow  # noqa: F401
 
 
-def _in_child(saved: tuple[bool, int, int, float], step: Callable[..., Result], args: tuple[Any, ...]):
+def _in_child(
+    saved: tuple[bool, int, int, float], step: Callable[..., Result], args: tuple[Any, ...]
+) -> tuple[Result, tuple[bool, int, int, float]]:
     progress.restore(saved)
     return step(*args), progress.state()
 

@@ -265,10 +265,9 @@ def cross_validate(
         targets = None if teacher is None else teacher.targets(fold.name, fold.split.train)
         label = f"fold {number}/{len(folds)}"
         views = None if recorder is None else recorder.views[fold.split.train].reshape(-1, *recorder.views.shape[2:])
+        what = f"cross-validation {label} ({fold.name})"
         outcome, answers = in_fresh_process(
-            f"cross-validation {label} ({fold.name})",
-            train_fold,
-            *(dataset, fold.split, settings, card, label, targets, frames, views),
+            what, train_fold, dataset, fold.split, settings, card, label, targets, frames, views
         )
         if recorder is not None:
             recorder.record(fold.name, fold.split.train, lambda images, answers=answers: answers)
