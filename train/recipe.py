@@ -59,7 +59,7 @@ class FitSettings:
     class_weighting: bool = True
     teacher_weight: float = 0.7  # with a teacher: its probability's share of the target
     seed: int = 0
-    inputs: str = "dataset"  # one of INPUTS
+    inputs: str = "served"  # one of INPUTS: served scored higher per tracked cell (docs/accuracy-levers.md)
     augment: AugmentSettings = field(default_factory=AugmentSettings)
 
     @property
