@@ -105,8 +105,9 @@ soak: $(EDGE_STAMP)
 # About 2 hours on 2 CPU cores; the cards record the wall time.
 # A model that scores any held-out condition below MIN_GROUP_AUC would call a culture like it
 # backwards or at random: its fit exits 6 and writes nothing over the shipped one (install.sh
-# needs both files), which stays; the fast fit still runs (taught by the shipped teacher), and
-# make model ends with status 6 naming what was refused.
+# needs both files), which stays; the fast fit still runs, taught by the refused teacher's views
+# (models/mda231-pc3.refused.distill.npz: the shipped teacher's may come from another recipe, and
+# a student refuses views of other inputs), and make model ends with status 6 naming what was refused.
 MODEL_DATA ?= ../shared/data/fayyaz-mda231-pc3
 MIN_GROUP_AUC ?= 0.6
 # --frames: each fold's model is also scored per tracked cell on its held-out condition (the
@@ -115,11 +116,11 @@ MODEL_ARGS := --positive PC3 --group-by '(\d+kD\d)' --cv --frames --min-group-au
 REFUSED = { code=$$?; [ $$code -eq 6 ] || exit $$code; refused="$$refused $(1)"; \
   echo "make model: $(1) refused (see $(1).refused.json); the shipped $(1).tflite stays" >&2; }
 model: $(STAMP)
-	refused=""; \
+	refused=""; teacher=models/mda231-pc3; \
 	$(PY) -m train fit $(MODEL_DATA) --out models/mda231-pc3 $(MODEL_ARGS) --distill-views 8 || \
-	  $(call REFUSED,models/mda231-pc3); \
+	  { $(call REFUSED,models/mda231-pc3); teacher=models/mda231-pc3.refused; }; \
 	$(PY) -m train fit $(MODEL_DATA) --out models/mda231-pc3-fast $(MODEL_ARGS) --backbone compact --size 96 \
-	  --widths 24,48,96,128 --teacher models/mda231-pc3 --no-leak-check || $(call REFUSED,models/mda231-pc3-fast); \
+	  --widths 24,48,96,128 --teacher $$teacher --no-leak-check || $(call REFUSED,models/mda231-pc3-fast); \
 	if [ -n "$$refused" ]; then echo "make model: refused:$$refused" >&2; exit 6; fi
 
 clean:

@@ -202,11 +202,12 @@ def teacher_section(path: Path, teacher: Teacher, settings: FitSettings) -> dict
     """Which model taught this one, and how (the card's record)."""
     model_path = path if path.suffix == ".tflite" else path.with_name(path.name + ".tflite")
     sha256 = None
-    if model_path.with_suffix(".json").is_file():
+    if model_path.is_file():  # a refused teacher (NAME.refused) has views but no model file or card
         sha256 = ModelCard.load(model_path.with_suffix(".json")).sha256
     return {
         "model": teacher.outputs.teacher,
-        "sha256": sha256,
+        "sha256": sha256,  # None: the teacher was refused (its views are NAME.refused.distill.npz)
+        "views": distill_path_for(path).name,
         "views_per_cell": teacher.outputs.views,
         "teacher_weight": settings.teacher_weight,
         "rule": "each fold learns from the same fold's teacher (which never saw the held-out group); the final "
@@ -531,9 +532,25 @@ def refuse_weak_groups(request: FitRequest, held: HeldOut, card: ModelCard) -> N
     named = ", ".join(f"{group} {auc:.3f}" for group, auc in sorted(weak.items(), key=lambda item: item[1]))
     reason = f"held-out ROC AUC below {floor:g} ({held.rule_name}): {named}"
     figures = request.model_path.with_name(f"{request.name}.refused.json")
+    figures.parent.mkdir(parents=True, exist_ok=True)
     refused = {"refused": reason, "min_group_auc": floor, "per_group": per_group, "card": card.to_dict()}
     figures.write_text(json.dumps(refused, indent=2))
     raise ModelRefused(f"{reason}; nothing was written to {request.model_path}, the figures are in {figures}")
+
+
+@contextmanager
+def refused_views_kept(request: FitRequest, recorder: TeacherRecorder | None) -> Iterator[None]:
+    """A refused model's teacher views go to NAME.refused.distill.npz, never over the shipped
+    model's: the student fit after it (make model's fast model) learns from them with --teacher
+    NAME.refused, since the shipped teacher's views may come from another recipe."""
+    try:
+        yield
+    except (ExportError, ModelRefused):
+        if recorder is not None:
+            kept = recorder.outputs().save(distill_path_for(request.model_path.with_name(f"{request.name}.refused")))
+            warn(f"the refused model's teacher views are in {kept}: a student learns from them with "
+                 f"--teacher {kept.parent / (request.name + '.refused')}")  # fmt: skip
+        raise
 
 
 def make_model(request: FitRequest) -> ModelCard:
@@ -553,13 +570,13 @@ def make_model(request: FitRequest) -> ModelCard:
         held = by_cross_validation(request, dataset, card, teacher, recorder)
     else:
         held = by_split(request, dataset, card)
-    held.exported = export_or_keep_float(request, dataset, card, held)
-    evaluation = dict(held.evaluation)
-    if request.leak_check:
-        evaluation["file_level_split"] = leak_check(dataset, request.settings, request.threshold)
-
-    card = finished_card(request, dataset, card, held, evaluation, teacher, started)
-    refuse_weak_groups(request, held, card)
+    with refused_views_kept(request, recorder):
+        held.exported = export_or_keep_float(request, dataset, card, held)
+        evaluation = dict(held.evaluation)
+        if request.leak_check:
+            evaluation["file_level_split"] = leak_check(dataset, request.settings, request.threshold)
+        card = finished_card(request, dataset, card, held, evaluation, teacher, started)
+        refuse_weak_groups(request, held, card)
     written_files = write_files(request, card, held, recorder)
     log(
         f"wrote {request.model_path} ({len(held.exported.content):,} bytes), {', '.join(written_files)} "
