@@ -17,6 +17,7 @@ import numpy as np
 from edge.classify.classifier import Classifier
 from train.dataset import Dataset, DatasetError, files_under, load, select_groups
 from train.metrics import binary_metrics
+from train.served import served_inputs
 
 
 def classifier_probabilities(classifier: Classifier, images: np.ndarray) -> np.ndarray:
@@ -47,15 +48,21 @@ def training_overlap(card_extra: dict[str, Any], dataset: Dataset) -> str | None
     )
 
 
+def served_renderings(card_extra: dict[str, Any]) -> int | None:
+    """How many renderings a crop had in the fit of a model trained as the Pi serves (fit --inputs
+    served), from its card; None for a model trained on the data set's masks."""
+    served = (card_extra.get("data") or {}).get("served_inputs")
+    return served["renderings_per_cell"] if served else None
+
+
 def inputs_note(card_extra: dict[str, Any]) -> str | None:
-    """What a model trained on served inputs (fit --inputs served) is scored on here, when that
-    is not what it learnt from: the crop-level figures use the data set's masks."""
-    settings = (card_extra.get("training") or {}).get("settings") or {}
-    if settings.get("inputs") != "served":
+    """What a model trained as the Pi serves is scored on here."""
+    if served_renderings(card_extra) is None:
         return None
     return (
-        "this model learnt from the Pi's masks (fit --inputs served: each crop on its own background, masked by "
-        "the Pi's detector); the figures above use the data set's masks, --frames scores it as the Pi serves it"
+        "this model learnt from the Pi's masks (fit --inputs served), so each pre-masked crop was scored as the Pi "
+        "serves it: on its own background, masked by the Pi's detector, the rendering its fit's figures used; "
+        "--frames scores whole tracked cells"
     )
 
 
@@ -66,9 +73,11 @@ def load_for_model(
     groups: list[str] | None = None,
     label_map: dict[str, str] | None = None,
 ) -> Dataset:
-    """The folder's cells as this model's inputs. Its label folders are the card's labels, or
-    map onto them (``label_map``: folder name -> label); one label alone is a new culture of
-    one line (its recall is what can be measured)."""
+    """The folder's cells as this model's inputs, made as its fit made them (a model trained as the
+    Pi serves scores each crop's first rendering, seeded by the file: evaluate reproduces the
+    card's figures). Its label folders are the card's labels, or map onto them (``label_map``:
+    folder name -> label); one label alone is a new culture of one line (its recall is what can
+    be measured)."""
     labels = classifier.labels
     files = files_under(Path(data_dir), model_label_folders(Path(data_dir), labels, label_map or {}), labels, group_by)
     if groups:
@@ -79,7 +88,9 @@ def load_for_model(
             raise DatasetError(f"unknown group(s) {', '.join(unknown)}; the groups are: {known}")
         files = [f for f in files if f.group in wanted]
     dataset = load(files, labels, classifier.input_spec, data_dir)
-    return select_groups(dataset, groups) if groups else dataset
+    dataset = select_groups(dataset, groups) if groups else dataset
+    renderings = served_renderings(classifier.card.extra)
+    return dataset if renderings is None else served_inputs(dataset, renderings)
 
 
 def model_label_folders(root: Path, labels: tuple[str, str], label_map: dict[str, str]) -> dict[Path, str]:

@@ -489,10 +489,11 @@ def write_files(request: FitRequest, card: ModelCard, held: HeldOut, recorder: T
     float_card = replace(
         card,
         name=f"{name}.float",
-        # The training cells' areas too: the Pi derives its cluster size and scale check from them.
+        # The training cells' areas too: the Pi derives its cluster size and scale check from them;
+        # and how its inputs were made, for evaluate to score them the same way.
         extra={
             "float_version_of": model_path.name,
-            "data": {key: card.extra["data"][key] for key in ("cell_area_px", "cell_grey")},
+            "data": {key: card.extra["data"][key] for key in ("cell_area_px", "cell_grey", "served_inputs")},
         },
     )
     write_model(float_path, convert_float(held.final_fit.model), float_card)
