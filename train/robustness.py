@@ -30,6 +30,7 @@ def exposure_sensitivity(
     """Share of ``dataset``'s cells whose label changes under each exposure gain."""
     spec = classifier.input_spec
     grays = [read_grayscale(path) for path in dataset.paths]
+
     def calls_at(gain: float) -> np.ndarray:
         # Every gain, 1 included, through the same path from the file: a model trained as the Pi
         # serves has other inputs in ``dataset.images``, and comparing them would count that change.
