@@ -58,8 +58,9 @@ def test_fidelity_reports_agreement_and_probability_difference() -> None:
 
 def test_a_refused_export_keeps_the_float_model_and_the_report(tmp_path: Path, monkeypatch, capsys) -> None:
     """A long fit whose int8 version fails the gate is not lost: no int8 model or card is written
-    (the Pi must not run it), but the float model, its card and the report stay, and the message
-    says what to try. Exit 6 (EXPORT_REFUSED) stays."""
+    (the Pi must not run it), but the float model, its card and the report stay, as NAME.refused.*
+    beside the model already at --out, which stays whole (make model's shipped one: its report
+    included); the message says what to try. Exit 6 (EXPORT_REFUSED) stays."""
     import train.validation
     from edge.classify.classifier import Classifier
 
@@ -67,17 +68,22 @@ def test_a_refused_export_keeps_the_float_model_and_the_report(tmp_path: Path, m
     real = train.validation.int8_probabilities
     monkeypatch.setattr(train.validation, "int8_probabilities", lambda content, images: 1.0 - real(content, images))
     data = write_synthetic_dataset(tmp_path / "cells", per_group=10, groups=4, seed=1)
-    out = tmp_path / "refused"
+    out = tmp_path / "models" / "cells"
+    out.parent.mkdir()
+    shipped = {out.with_name(f"cells{suffix}"): f"shipped {suffix}" for suffix in
+               (".tflite", ".json", ".report.md", ".float.tflite", ".float.json")}  # fmt: skip
+    for path, text in shipped.items():
+        path.write_text(text)
     args = ["fit", str(data), "--out", str(out), "--size", "32", "--window-px", "128", "--widths", "4,8",
             "--epochs", "2", "--min-epochs", "1", "--no-leak-check", "--quiet"]  # fmt: skip
     assert main(args) == ExitCode.EXPORT_REFUSED == 6  # its own status: 3 is the camera's
     err = capsys.readouterr().err
-    assert "export refused" in err and "refused.float.tflite" in err and "try" in err
+    assert "export refused" in err and "cells.refused.float.tflite" in err and "try" in err
     # 80 cells: every calibration draw would hold all of them and calibrate alike, so one is tried.
     assert "int8 calibration draw" not in err
-    assert not (tmp_path / "refused.tflite").exists() and not (tmp_path / "refused.json").exists()
-    assert Classifier.load(tmp_path / "refused.float.tflite").labels == ("round", "spindle")
-    report = (tmp_path / "refused.report.md").read_text()
+    assert {path: path.read_text() for path in shipped} == shipped, "the model at --out stays whole"
+    assert Classifier.load(out.with_name("cells.refused.float.tflite")).labels == ("round", "spindle")
+    report = out.with_name("cells.refused.report.md").read_text()
     assert "int8 export refused" in report and "ROC AUC" in report
 
 
