@@ -114,7 +114,7 @@ MIN_GROUP_AUC ?= 0.6
 # call a rig logs), recorded in the card beside the crop-level figure (about 1 min a fold here).
 MODEL_ARGS := --positive PC3 --group-by '(\d+kD\d)' --cv --frames --min-group-auc $(MIN_GROUP_AUC)
 REFUSED = { code=$$?; [ $$code -eq 6 ] || exit $$code; refused="$$refused $(1)"; \
-  echo "make model: $(1) refused (see $(1).refused.json); the shipped $(1).tflite stays" >&2; }
+  echo "make model: $(1) refused (see $(1).refused.*); the shipped $(1).tflite stays" >&2; }
 model: $(STAMP)
 	refused=""; teacher=models/mda231-pc3; \
 	$(PY) -m train fit $(MODEL_DATA) --out models/mda231-pc3 $(MODEL_ARGS) --distill-views 8 || \

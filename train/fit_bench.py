@@ -76,7 +76,7 @@ class TreePeak(threading.Thread):
 CELL_COUNTS = {
     ".json": ("data", "cells"),
     ".refused.json": ("card", "data", "cells"),
-    ".float.json": ("data", "cell_area_px", "n"),
+    ".refused.float.json": ("data", "cell_area_px", "n"),
 }
 
 

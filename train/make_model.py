@@ -326,8 +326,9 @@ def export_or_keep_float(request: FitRequest, dataset: Dataset, card: ModelCard,
 
 
 def keep_float_model(request: FitRequest, dataset: Dataset, card: ModelCard, held: HeldOut, problem: str) -> list[str]:
-    """NAME.float.tflite with its card and NAME.report.md, after a refused int8 export."""
-    name = request.name
+    """NAME.refused.float.tflite with its card and NAME.refused.report.md, after a refused int8
+    export: beside the model already at --out (make model's shipped one), never over its files."""
+    name = f"{request.name}.refused"
     float_path = request.model_path.with_name(f"{name}.float.tflite")
     data = data_section(request, dataset)
     float_card = replace(
@@ -345,7 +346,7 @@ def keep_float_model(request: FitRequest, dataset: Dataset, card: ModelCard, hel
     )
     write_model(float_path, convert_float(held.final_fit.model), float_card)
     report = request.model_path.with_name(f"{name}.report.md")
-    write_refusal_report(report, name, problem, held.metrics, list(card.labels), command_line(request.argv))
+    write_refusal_report(report, request.name, problem, held.metrics, list(card.labels), command_line(request.argv))
     return [float_path.name, float_path.with_suffix(".json").name, report.name]
 
 

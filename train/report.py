@@ -295,7 +295,8 @@ def write_refusal_report(
         f"Made by `{command}`. **int8 export refused**: {problem}.",
         "",
         f"No int8 model was written (the Pi would run a classifier other than the one measured). The float "
-        f"model is kept as `{name}.float.tflite` with its card; `metascope-train evaluate` runs it.",
+        f"model is kept as `{name}.refused.float.tflite` with its card; `metascope-train evaluate` runs it. "
+        f"A model already named {name} is left as it was.",
         "",
         "## Held-out performance (measured before the export)",
         "",

@@ -145,6 +145,6 @@ def test_a_refused_export_keeps_the_setting_on_the_float_models_card(cells: Path
     out = tmp_path / "refused"
     args = ["fit", str(cells), "--out", str(out), "--group-by", GROUPS, "--inputs", "served", *SMALL]
     assert main(args) == ExitCode.EXPORT_REFUSED
-    card = json.loads((tmp_path / "refused.float.json").read_text())
+    card = json.loads((tmp_path / "refused.refused.float.json").read_text())
     assert card["training"]["settings"]["inputs"] == "served"
     assert card["data"]["served_inputs"]["renderings"] == 2 * 48
