@@ -102,7 +102,8 @@ soak: $(EDGE_STAMP)
 #                         of each cell (mda231-pc3.distill.npz) for the student below;
 # models/mda231-pc3-fast  a compact CNN (96 px, widths 24-48-96-128: 16 M MACs) taught by it,
 #                         each CV fold by the same fold's teacher.
-# About 2 hours on 2 CPU cores; the cards record the wall time.
+# About 45 minutes on 2 CPU cores (the default 28, the fast model 12 when its export is refused);
+# the cards record the wall time.
 # A model that scores any held-out condition below MIN_GROUP_AUC would call a culture like it
 # backwards or at random: its fit exits 6 and writes nothing over the shipped one (install.sh
 # needs both files), which stays; the fast fit still runs, taught by the refused teacher's views
