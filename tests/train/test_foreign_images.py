@@ -19,7 +19,7 @@ from edge.classify.classifier import Classifier
 from edge.classify.preprocess import single_cell_input
 from edge.cli import main
 from edge.paths import DEFAULT_MODEL_NAME
-from train.robustness import scaled_exposure
+from train.robustness import lit
 
 FOREIGN = SHARED_DATA / "meng-atom"
 MODEL = REPO / "models" / f"{DEFAULT_MODEL_NAME}.tflite"
@@ -45,15 +45,17 @@ def test_every_foreign_image_is_classified(capsys) -> None:
 def test_a_lamp_change_rarely_changes_a_call(gain: float) -> None:
     """The default model reads raw grey levels and was trained with lamp-like offsets, gains and
     contrast changes: a 20 % dimmer or 25 % brighter lamp moves a typical probability by under
-    0.02 and changes at most 2 of the 30 calls here; its card records the same measure on the
-    1306 training cells, which must stay under 5 % (3.5 % / 4.7 % for the shipped model)."""
+    0.02 and changes at most 2 of the 30 calls here. Its card records the same measure on its
+    training cells as the Pi sees them (the whole frame relit, then the Pi's detector and mask),
+    beside the share a second frame of the same cell changes at the same lamp (sensor noise and
+    a sub-pixel shift: the cells near the threshold): the lamp adds at most 2 % of calls to that."""
     classifier = Classifier.load(MODEL)
     grays = [read_grayscale(path) for path in foreign_images()]
     spec = classifier.input_spec
     as_seen = classifier.predict(np.stack([single_cell_input(gray, spec) for gray in grays]))
-    relit = classifier.predict(np.stack([single_cell_input(scaled_exposure(gray, gain), spec) for gray in grays]))
+    relit = classifier.predict(np.stack([single_cell_input(lit(gray, gain), spec) for gray in grays]))
     assert np.median(np.abs(as_seen - relit)) < 0.02
     threshold = classifier.threshold
     assert int(((as_seen >= threshold) != (relit >= threshold)).sum()) <= 2
-    recorded = classifier.card.to_dict()["evaluation"]["exposure"]["label_changed_at_gain"]
-    assert recorded[str(gain)] < 0.05
+    recorded = classifier.card.to_dict()["evaluation"]["exposure"]
+    assert recorded["label_changed_at_gain"][str(gain)] <= recorded["label_changed_by_a_second_frame"] + 0.02

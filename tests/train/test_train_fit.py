@@ -95,6 +95,9 @@ def test_card_is_complete_and_matches_the_file(fitted: Path) -> None:
     assert card.input.intensity == exposure["intensity"] == "standardised"
     assert set(exposure["label_changed_at_gain"]) == {"0.8", "0.9", "1.1", "1.25"}
     assert round(max(exposure["label_changed_at_gain"].values()) * exposure["cells"]) <= 1
+    # Measured as the Pi sees a lamp change (the frame relit, then its detector), beside what a
+    # second frame of the same cell changes at the same lamp.
+    assert "Pi's detector" in exposure["cells_are"] and 0 <= exposure["label_changed_by_a_second_frame"] <= 1
     # The float comparison model has its own card pointing at the int8 one.
     float_card = ModelCard.load(fitted.with_name("cells.float.json"))
     assert float_card.sha256 == sha256_file(fitted.with_name("cells.float.tflite"))
