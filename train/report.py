@@ -215,8 +215,10 @@ def exposure_section(exposure: dict[str, Any] | None) -> list[str]:
     return [
         "## Lamp and exposure",
         "",
-        f"Share of the {exposure['cells']} cells whose label changes when their grey levels are scaled, as a "
-        f"dimmer or brighter lamp would (input intensity: {exposure['intensity']}): {changed}.",
+        f"Share of the {exposure['cells']} cells whose label changes under a dimmer or brighter lamp "
+        f"(input intensity: {exposure['intensity']}): {changed}; a second frame of the same cell under the same "
+        f"lamp changes {exposure['label_changed_by_a_second_frame']:.1%} of them (sensor noise and a sub-pixel "
+        f"shift, on the cells near the threshold). Cells are {exposure['cells_are']}.",
         "",
     ]
 
