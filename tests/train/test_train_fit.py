@@ -127,6 +127,19 @@ def test_evaluate_reproduces_the_shipped_models_own_figures(
     assert out.with_name("eval.png").is_file() and out.with_name("eval.md").is_file()
 
 
+def test_evaluate_measures_the_lamp_on_a_labs_own_cells(
+    fitted: Path, synthetic_data: Path, tmp_path: Path, capsys
+) -> None:
+    """`evaluate --lamp` on a lab's own cells: the share of calls a dimmer or brighter lamp changes,
+    beside a second frame's, as the card measures it (here on the cells the card measured it on)."""
+    exposure = json.loads(fitted.with_suffix(".json").read_text())["evaluation"]["exposure"]
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(fitted), str(synthetic_data), "--lamp", "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "lamp: 80% lamp:" in printed and "a second frame of the same cell" in printed
+    assert json.loads(out.with_name("eval.json").read_text())["lamp"] == exposure
+
+
 def test_evaluate_on_cells_the_model_was_trained_on_says_so(fitted: Path, synthetic_data: Path, capsys) -> None:
     card = json.loads(fitted.with_suffix(".json").read_text())
     train_groups = card["evaluation"]["split"]["groups"]["train"]
