@@ -209,18 +209,27 @@ def leak_section(leak: dict[str, Any] | None) -> list[str]:
 def exposure_section(exposure: dict[str, Any] | None) -> list[str]:
     if not exposure:
         return []
-    changed = ", ".join(
-        f"{float(gain):.0%} lamp: {share:.1%}" for gain, share in exposure["label_changed_at_gain"].items()
-    )
     return [
         "## Lamp and exposure",
         "",
-        f"Share of the {exposure['cells']} cells whose label changes under a dimmer or brighter lamp "
-        f"(input intensity: {exposure['intensity']}): {changed}; a second frame of the same cell under the same "
-        f"lamp changes {exposure['label_changed_by_a_second_frame']:.1%} of them (sensor noise and a sub-pixel "
-        f"shift, on the cells near the threshold). Cells are {exposure['cells_are']}.",
+        f"The {lamp_sentence(exposure)}. Cells are {exposure['cells_are']}.",
         "",
     ]
+
+
+def lamp_sentence(exposure: dict[str, Any]) -> str:
+    """The lamp check in a sentence, for the report and `evaluate --lamp`."""
+    changed = ", ".join(
+        f"{float(gain):.0%} lamp: {share:.1%}" for gain, share in exposure["label_changed_at_gain"].items()
+    )
+    lost = sum(exposure["cells_lost_at_gain"].values())
+    return (
+        f"share of the {exposure['cells']} cells whose label changes under a dimmer or brighter lamp (input "
+        f"intensity: {exposure['intensity']}): {changed}; a second frame of the same cell under the same lamp "
+        f"changes {exposure['label_changed_by_a_second_frame']:.1%} of them (sensor noise and a sub-pixel shift, on "
+        f"the cells near the threshold)"
+        + (f"; the detector lost {lost} cell frame(s) under another lamp" if lost else "")
+    )
 
 
 def shipped_model_section(card: dict[str, Any]) -> list[str]:

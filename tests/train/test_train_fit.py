@@ -136,7 +136,11 @@ def test_evaluate_measures_the_lamp_on_a_labs_own_cells(
     out = tmp_path / "eval"
     assert main(["evaluate", str(fitted), str(synthetic_data), "--lamp", "--out", str(out), "--quiet"]) == 0
     printed = capsys.readouterr().out
-    assert "lamp: 80% lamp:" in printed and "a second frame of the same cell" in printed
+    assert (
+        "lamp check: the share of the 240 cells" in printed
+        and "80% lamp:" in printed
+        and "a second frame of the same cell" in printed
+    )
     assert json.loads(out.with_name("eval.json").read_text())["lamp"] == exposure
 
 

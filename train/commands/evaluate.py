@@ -43,6 +43,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--repeats", type=positive_int, default=24, help="--frames: frames each field is shown (24)")
     parser.add_argument("--seed", type=int, default=0, help="--frames: seed of the composition and noise (0)")
+    parser.add_argument(
+        "--lamp",
+        action="store_true",
+        help="also measure the share of calls a 20 %% dimmer to 25 %% brighter lamp changes (each crop on its "
+        "background, the whole frame relit, then the Pi's detector), beside the share a second frame of the same "
+        "cell changes, as the model card does",
+    )
     parser.add_argument("--out", type=Path, help="also write OUT.json, OUT.md and OUT.png")
     add_quiet_option(parser)
     parser.set_defaults(handler=evaluate)
@@ -117,10 +124,21 @@ def evaluate(args: argparse.Namespace) -> int:
         print(overlap)
     if dataset.skipped:
         print(f"{len(dataset.skipped)} file(s) skipped (listed on stderr)")
+    lamp = lamp_check(classifier, dataset) if args.lamp else None
     frames = evaluate_tracked_cells(classifier, dataset, args.repeats, args.seed) if args.frames else None
     if args.out:
-        write_evaluation(args.out, classifier, dataset, metrics, overlap, frames)
+        write_evaluation(args.out, classifier, dataset, metrics, overlap, frames, lamp)
     return ExitCode.OK
+
+
+def lamp_check(classifier: Any, dataset: Any) -> dict[str, Any]:
+    """--lamp: print how many calls another lamp changes on these cells; the record for --out."""
+    from train.report import lamp_sentence
+    from train.robustness import exposure_sensitivity
+
+    exposure = exposure_sensitivity(classifier, dataset)
+    print(f"lamp check: the {lamp_sentence(exposure)}")
+    return exposure
 
 
 def evaluate_tracked_cells(classifier: Any, dataset: Any, repeats: int, seed: int) -> dict[str, Any]:
@@ -184,9 +202,11 @@ def write_evaluation(
     metrics: dict[str, Any],
     overlap: str | None = None,
     frames: dict[str, Any] | None = None,
+    lamp: dict[str, Any] | None = None,
 ) -> None:
     from train.evaluate import one_label_recall
     from train.plots import evaluation_figure
+    from train.report import lamp_sentence
 
     out.parent.mkdir(parents=True, exist_ok=True)
     record = {
@@ -199,6 +219,7 @@ def write_evaluation(
         "metrics": metrics,
         "recall": one_label_recall(metrics, classifier.labels),
         "frames": frames,
+        "lamp": lamp,
     }
     json_path = out.with_name(out.name + ".json")
     json_path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
@@ -209,7 +230,8 @@ def write_evaluation(
     md.write_text(
         f"# {classifier.card.name} on {dataset.root}\n\n```\n{format_metrics(metrics, classifier.labels)}\n```\n\n"
         f"![ROC, confusion, reliability]({png.name})\n"
-        + (f"\n## Per tracked cell\n\n```\n{frames['text']}\n```\n" if frames else ""),
+        + (f"\n## Per tracked cell\n\n```\n{frames['text']}\n```\n" if frames else "")
+        + (f"\n## Lamp and exposure\n\nThe {lamp_sentence(lamp)}.\n" if lamp else ""),
         encoding="utf-8",
     )
     print(f"wrote {json_path}, {md}, {png}")
