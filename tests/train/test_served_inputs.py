@@ -122,6 +122,9 @@ def test_the_default_fit_trains_as_the_pi_serves(cells: Path, tmp_path: Path) ->
     assert main(["fit", str(cells), "--out", str(out), "--group-by", GROUPS, *SMALL]) == 0
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["training"]["settings"]["inputs"] == "served" and card["data"]["served_inputs"]["renderings"] > 0
+    # The report a person reads says it in words, with the rule and the cells it left out.
+    report = out.with_suffix(".report.md").read_text()
+    assert f"- Inputs: each cell as the Pi serves it: {card['data']['served_inputs']['rule']}" in report
 
 
 def test_a_fit_on_the_data_sets_masks_says_nothing_of_the_pis(cells: Path, tmp_path: Path, capsys) -> None:
@@ -133,6 +136,7 @@ def test_a_fit_on_the_data_sets_masks_says_nothing_of_the_pis(cells: Path, tmp_p
     capsys.readouterr()
     assert main(["evaluate", str(out.with_suffix(".tflite")), str(cells), "--group-by", GROUPS, "--quiet"]) == 0
     assert "learnt from the Pi's masks" not in capsys.readouterr().out
+    assert "- Inputs: each cell as the data set masked it" in out.with_suffix(".report.md").read_text()
 
 
 def test_a_refused_export_keeps_the_setting_on_the_float_models_card(cells: Path, tmp_path: Path, monkeypatch) -> None:
