@@ -280,6 +280,7 @@ def data_section(data: dict[str, Any], labels: list[str]) -> list[str]:
         "",
         f"- Folder: `{data['root']}`; group rule: {data['group_rule']}",
         "- Cells: " + ", ".join(f"{k} {v}" for k, v in data["cells"].items()),
+        inputs_line(data.get("served_inputs")),
         f"- Unreadable files skipped: {data['skipped_files']}"
         + (" (" + "; ".join(data["skipped_examples"]) + ")" if data["skipped_examples"] else ""),
         f"- Provenance: {data['provenance'] or 'not given (no SOURCE.txt in the data folder)'}",
@@ -293,6 +294,15 @@ def data_section(data: dict[str, Any], labels: list[str]) -> list[str]:
         ],
         "",
     ]
+
+
+def inputs_line(served: dict[str, Any] | None) -> str:
+    if not served:
+        return "- Inputs: each cell as the data set masked it (fit --inputs dataset), not as the Pi's detector masks it"
+    return (
+        f"- Inputs: each cell as the Pi serves it: {served['rule']} ({served['renderings']} renderings, "
+        f"{served['unsegmentable_renderings']} left out; {served['cells_left_out']} cell(s) with none)"
+    )
 
 
 def write_refusal_report(
