@@ -3,10 +3,17 @@ does not grow with its folds: what a fold returns, raises or dies of reaches the
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from edge.errors import CommandError
 from train import progress
@@ -39,3 +46,52 @@ def test_the_progress_display_carries_on_across_the_step() -> None:
         assert in_fresh_process("a step", progress.shown) is False
     finally:
         progress.restore(saved)
+
+
+def test_a_step_ends_when_the_fit_that_started_it_is_killed(tmp_path) -> None:
+    """`kill` on a fit (not Ctrl-C, which reaches the whole process group) must not leave a fold
+    training on for minutes in an orphaned process that holds gigabytes and a core."""
+    script = "import time; from train.isolated import in_fresh_process; in_fresh_process('a fold', time.sleep, 120)"
+    fit = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, start_new_session=True)
+    try:
+        child = None
+        deadline = time.monotonic() + 120  # the child imports TensorFlow before its step starts
+        while child is None and time.monotonic() < deadline:
+            child = next((pid for pid in children_of(fit.pid) if "spawn_main" in cmdline(pid)), None)
+            time.sleep(0.2)
+        assert child is not None, "the step's process never started"
+        time.sleep(2)
+        fit.send_signal(signal.SIGTERM)
+        fit.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while alive(child) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not alive(child), f"the step's process {child} outlived the fit that started it"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(fit.pid, signal.SIGKILL)
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie waiting for a parent that is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
