@@ -14,7 +14,11 @@ on with the parent's progress display: the epoch count and the time-left estimat
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
+import os
+import signal
+import sys
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -26,9 +30,19 @@ from train import progress
 Result = TypeVar("Result")
 
 
-def _import_tensorflow() -> None:
-    """The child's first step, before any work reaches it (unpickling a fit's step imports
-    TensorFlow): the import's banner filtered, as `fit` does in its own process."""
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _start_child(parent: int) -> None:
+    """The child's first steps, before any work reaches it: end with the fit that started it, then
+    import TensorFlow (unpickling a fit's step imports it) with its banner filtered, as `fit` does."""
+    if sys.platform == "linux":
+        # A fit stopped by `kill` (Ctrl-C reaches the whole process group, kill only the fit) would
+        # leave its fold training on for minutes, gigabytes and a core held: the kernel sends the
+        # child SIGTERM when its parent dies. A parent gone before this line is checked by pid.
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:
+            os._exit(1)
     from edge.classify.native_noise import native_noise_filtered
 
     with native_noise_filtered():
@@ -46,7 +60,9 @@ def in_fresh_process(what: str, step: Callable[..., Result], *args: Any) -> Resu
     """``step(*args)`` in a new process (``step`` a module-level function, arguments and result
     picklable); its exceptions are raised here as they were there."""
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_import_tensorflow) as pool:
+    with ProcessPoolExecutor(
+        max_workers=1, mp_context=context, initializer=_start_child, initargs=(os.getpid(),)
+    ) as pool:
         try:
             result, saved = pool.submit(_in_child, progress.state(), step, args).result()
         except BrokenProcessPool:
