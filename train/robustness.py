@@ -52,28 +52,33 @@ def exposure_sensitivity(
     grays = [read_grayscale(path) for path in dataset.paths]
     seeds = [int(digest, 16) for digest in dataset.digests]  # by the file: the same frames in every fit
 
-    def calls_at(gain: float, frame: int) -> tuple[np.ndarray, np.ndarray]:
-        inputs, found = np.zeros((len(grays), spec.size, spec.size), dtype=np.uint8), np.ones(len(grays), dtype=bool)
-        for index, (gray, seed) in enumerate(zip(grays, seeds, strict=True)):
-            shown = camera_frame(gray, np.random.default_rng([seed, frame]))
+    def frames(draw: int) -> list[np.ndarray]:
+        return [
+            camera_frame(gray, np.random.default_rng([seed, draw])) for gray, seed in zip(grays, seeds, strict=True)
+        ]
+
+    def calls_on(shown: list[np.ndarray], gain: float) -> tuple[np.ndarray, np.ndarray]:
+        inputs, found = np.zeros((len(shown), spec.size, spec.size), dtype=np.uint8), np.ones(len(shown), dtype=bool)
+        for index, frame in enumerate(shown):
             try:
-                inputs[index] = single_cell_input(lit(shown, gain), spec)
+                inputs[index] = single_cell_input(lit(frame, gain), spec)
             except UnsegmentableCrop:  # the detector lost the cell: no call to compare, counted below
                 found[index] = False
         return classifier.predict(inputs) >= classifier.threshold, found
 
-    calls, found = calls_at(1.0, 0)
+    first = frames(0)  # rendered once: every gain relights the same frame
+    calls, found = calls_on(first, 1.0)
 
     def changed(other: tuple[np.ndarray, np.ndarray]) -> float:
         both = found & other[1]
         return round(float(np.mean(other[0][both] != calls[both])), 4) if both.any() else 0.0
 
-    relit = {f"{gain:g}": calls_at(gain, 0) for gain in gains}
+    relit = {f"{gain:g}": calls_on(first, gain) for gain in gains}
     return {
         "cells": len(dataset),
         "cells_are": CELLS_ARE,
         "intensity": spec.intensity,
         "label_changed_at_gain": {gain: changed(result) for gain, result in relit.items()},
-        "label_changed_by_a_second_frame": changed(calls_at(1.0, 1)),
+        "label_changed_by_a_second_frame": changed(calls_on(frames(1), 1.0)),
         "cells_lost_at_gain": {gain: int(np.sum(found & ~result[1])) for gain, result in relit.items()},
     }

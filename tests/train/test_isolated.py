@@ -48,7 +48,7 @@ def test_the_progress_display_carries_on_across_the_step() -> None:
         progress.restore(saved)
 
 
-def test_a_step_ends_when_the_fit_that_started_it_is_killed(tmp_path) -> None:
+def test_a_step_ends_when_the_fit_that_started_it_is_killed() -> None:
     """`kill` on a fit (not Ctrl-C, which reaches the whole process group) must not leave a fold
     training on for minutes in an orphaned process that holds gigabytes and a core."""
     script = "import time; from train.isolated import in_fresh_process; in_fresh_process('a fold', time.sleep, 120)"
