@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge.classify.preprocess import INTENSITY_MODES, InputSpec
 from edge.commands.common import folder_arg, positive_int, probability_arg
@@ -26,6 +26,9 @@ from train.recipe import (
     FitSettings,
     recipe,
 )
+
+if TYPE_CHECKING:
+    from train.make_model import FitRequest
 
 
 def widths_arg(text: str) -> tuple[int, ...]:
@@ -268,20 +271,21 @@ def fit_settings(args: argparse.Namespace) -> FitSettings:
     return settings
 
 
-def fit(args: argparse.Namespace) -> int:
+def fit_request(args: argparse.Namespace) -> FitRequest:
+    """The FitRequest (train/make_model.py) the command line asks for, checked; its labels are
+    checked before TensorFlow takes its seconds to load."""
     from edge.classify.native_noise import native_noise_filtered
     from train.dataset import label_folders, resolve_labels
 
-    # The label folders and --positive are checked before TensorFlow takes its seconds to load.
     resolve_labels(label_folders(args.data_dir), args.positive)
     with native_noise_filtered():  # TensorFlow's import banner
-        from train.make_model import FitRequest, make_model
+        from train.make_model import FitRequest
 
     if args.frames and not (args.cv or args.cv_folds):
         raise UsageError("--frames needs --cv: each fold's model is scored per tracked cell on its held-out group")
     if (args.teacher or args.distill_views) and not (args.cv or args.cv_folds):
         raise UsageError("--teacher and --distill-views need --cv: each fold's student learns from its own teacher")
-    request = FitRequest(
+    return FitRequest(
         data_dir=args.data_dir,
         out=args.out,
         # Every cell is masked: a pre-masked crop by its black background, an unmasked one by the
@@ -311,6 +315,12 @@ def fit(args: argparse.Namespace) -> int:
         frames=args.frames,
         argv=args.argv,
     )
+
+
+def fit(args: argparse.Namespace) -> int:
+    request = fit_request(args)
+    from train.make_model import make_model  # loaded by fit_request
+
     card = make_model(request)
     print(headline(card.to_dict()))
     return ExitCode.OK
