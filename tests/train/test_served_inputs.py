@@ -78,6 +78,20 @@ def test_a_cell_the_detector_never_finds_is_left_out_and_counted(cells: Path, tm
     assert any("flat.png" in reason and "no cell" in reason for _, reason in served.skipped)
 
 
+def test_the_report_says_which_files_were_unreadable_and_which_had_no_cell(cells: Path, tmp_path: Path) -> None:
+    mixed = tmp_path / "mixed"
+    shutil.copytree(cells, mixed)
+    flat_crop(mixed / "round" / "round_g9" / "flat.png")
+    (mixed / "round" / "round_g9" / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "m"
+    assert main(["fit", str(mixed), "--out", str(out), "--group-by", GROUPS, *SMALL]) == 0
+    report = out.with_suffix(".report.md").read_text()
+    # A crop the detector finds no cell in is readable: calling it unreadable sends a person
+    # looking for a broken file that is not there.
+    assert "- Files skipped: 2: 1 unreadable, 1 crop(s) the Pi's detector finds no cell in" in report
+    assert "Unreadable files skipped" not in report
+
+
 def test_an_unsegmentable_rendering_is_dropped_not_drawn_as_a_blank(cells: Path, monkeypatch) -> None:
     calls = {"n": 0}
 
