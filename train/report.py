@@ -281,8 +281,7 @@ def data_section(data: dict[str, Any], labels: list[str]) -> list[str]:
         f"- Folder: `{data['root']}`; group rule: {data['group_rule']}",
         "- Cells: " + ", ".join(f"{k} {v}" for k, v in data["cells"].items()),
         inputs_line(data.get("served_inputs")),
-        f"- Unreadable files skipped: {data['skipped_files']}"
-        + (" (" + "; ".join(data["skipped_examples"]) + ")" if data["skipped_examples"] else ""),
+        skipped_line(data),
         f"- Provenance: {data['provenance'] or 'not given (no SOURCE.txt in the data folder)'}",
         f"- Licence of the images: {data['licence'] or 'not stated'}",
         "",
@@ -294,6 +293,18 @@ def data_section(data: dict[str, Any], labels: list[str]) -> list[str]:
         ],
         "",
     ]
+
+
+def skipped_line(data: dict[str, Any]) -> str:
+    """How many files the fit left out, and why: unreadable, or readable with no cell the Pi's
+    detector finds (an unmasked crop at load, or a masked one in none of its served renderings)."""
+    no_cell = (data.get("crops") or {}).get("unsegmentable", 0) + (data.get("served_inputs") or {}).get(
+        "cells_left_out", 0
+    )
+    line = f"- Files skipped: {data['skipped_files']}"
+    if data["skipped_files"]:
+        line += f": {data['skipped_files'] - no_cell} unreadable, {no_cell} crop(s) the Pi's detector finds no cell in"
+    return line + (" (" + "; ".join(data["skipped_examples"]) + ")" if data["skipped_examples"] else "")
 
 
 def inputs_line(served: dict[str, Any] | None) -> str:
