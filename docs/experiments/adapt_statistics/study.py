@@ -88,7 +88,7 @@ def tracked_calls(evaluation: Any, dataset: Any) -> list[tuple[int, float]]:
 
 
 def one_fold(dataset: Any, split: Any, settings: Any, card: Any, label: str) -> dict[str, Any]:
-    from train.export import convert_int8
+    from train.export import convert_int8, fidelity
     from train.frames_evaluate import evaluate_frames
     from train.metrics import binary_metrics
     from train.trainer import predict
@@ -98,13 +98,11 @@ def one_fold(dataset: Any, split: Any, settings: Any, card: Any, label: str) -> 
     fit, exported, _ = run_split(dataset, split, settings, card, label, 0.0, None, False)
     keys = ("roc_auc", "balanced_accuracy", "sensitivity", "specificity")
     result: dict[str, Any] = {"cells": len(test), "positives": int(test.y.sum())}
+    adapted_model = adapted(fit.model, train.images, test.images)
     for name, model, content in (
         ("before", fit.model, exported.content),
-        ("adapted", None, None),
+        ("adapted", adapted_model, convert_int8(adapted_model, test.images, settings.seed)),
     ):
-        if model is None:
-            model = adapted(fit.model, train.images, test.images)
-            content = convert_int8(model, test.images, settings.seed)
         float_p = predict(model, test.images)
         crop, int8_p = artifact_metrics(content, card, test)
         with artifact_classifier(content, card) as classifier:
@@ -113,7 +111,7 @@ def one_fold(dataset: Any, split: Any, settings: Any, card: Any, label: str) -> 
         result[name] = {
             "float_crop": {k: binary_metrics(test.y, float_p, card.threshold).get(k) for k in keys},
             "int8_crop": {k: crop.get(k) for k in keys},
-            "int8_agreement": float(np.mean((float_p >= card.threshold) == (int8_p >= card.threshold))),
+            "int8_agreement": fidelity(float_p, int8_p, card.threshold, minimum=0.0)["label_agreement"],
             "per_tracked_cell": {k: cell.get(k) for k in keys},
             "tracked_calls": tracked_calls(frames, test),
         }
