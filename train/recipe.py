@@ -13,7 +13,9 @@ from typing import Any
 
 from train.augment import AugmentSettings
 
-BACKBONES = ("lite0", "compact")
+# The ImageNet EfficientNet-Lite backbones (train/efficientnet_lite.py), then the compact CNN.
+LITE_BACKBONES = ("lite0", "lite1", "lite2")
+BACKBONES = (*LITE_BACKBONES, "compact")
 
 # int8 and float must call the same label on at least this share of the checked cells, or the
 # Pi would run a different classifier than the one evaluated (the export is refused).
@@ -41,7 +43,7 @@ class FitSettings:
     """How one model is trained. ``recipe(backbone)`` gives each backbone's defaults."""
 
     backbone: str = "lite0"
-    # The compact CNN's shape (ignored by lite0, whose shape is fixed by its weights).
+    # The compact CNN's shape (ignored by the Lite backbones, whose shape is fixed by their weights).
     widths: tuple[int, ...] = (16, 32, 64, 96)
     convs_per_stage: int = 1
     pooling: str = "avg+max"
@@ -77,7 +79,8 @@ class FitSettings:
 RECIPES: dict[str, FitSettings] = {
     # Fine-tuning every layer of the ImageNet weights: short, gentle, warm-up first so the new
     # head's first large gradients do not wreck the pretrained features.
-    "lite0": FitSettings(backbone="lite0"),
+    # Lite1 and Lite2 take Lite0's recipe (measured at the same settings: docs/accuracy-levers.md).
+    **{name: FitSettings(backbone=name) for name in LITE_BACKBONES},
     # From scratch (or distilled): many more, cheaper epochs at a higher rate.
     "compact": FitSettings(
         backbone="compact",

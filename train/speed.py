@@ -20,8 +20,8 @@ from edge.classify.classifier import Classifier
 from edge.commands.benchmarks import machine, summarise_ms, time_calls
 
 PI4_REFERENCE_MS = 50.0
-# count_macs(build_lite0_imagenet(224)): the reference network as this project counts MACs
-# (tests/train/test_lite0.py checks it), so the ratio compares like with like.
+# count_macs(build_lite_imagenet("lite0", 224)): the reference network as this project counts MACs
+# (tests/train/test_efficientnet_lite.py checks it), so the ratio compares like with like.
 PI4_REFERENCE_MACS = 385_187_552
 PI4_BASIS = (
     "EfficientNet-Lite0 int8 at 224 px is about 50 ms per image on a Raspberry Pi 4 CPU (public figures); "

@@ -17,7 +17,7 @@ from train import progress
 from train.augment import augment_windows
 from train.compact_cnn import build_cnn
 from train.dataset import Dataset
-from train.recipe import BACKBONES, FitSettings
+from train.recipe import BACKBONES, LITE_BACKBONES, FitSettings
 
 
 class _WithoutRetracingWarnings(logging.Filter):
@@ -127,18 +127,19 @@ class EpochLine(keras.callbacks.Callback):
 
 
 @functools.cache
-def _imagenet_weights() -> dict[str, np.ndarray]:
-    from train.lite0 import imagenet_weights
+def _imagenet_weights(name: str) -> dict[str, np.ndarray]:
+    from train.efficientnet_lite import imagenet_weights
 
-    return imagenet_weights()
+    return imagenet_weights(name)
 
 
 def build_network(size: int, settings: FitSettings) -> keras.Model:
-    """The untrained network of ``settings.backbone`` (lite0 with its ImageNet weights)."""
-    if settings.backbone == "lite0":
-        from train.lite0 import build_lite0
+    """The untrained network of ``settings.backbone`` (an EfficientNet-Lite with its ImageNet weights)."""
+    if settings.backbone in LITE_BACKBONES:
+        from train.efficientnet_lite import build_lite
 
-        return build_lite0(size, settings.dropout, settings.seed, weights=_imagenet_weights())
+        weights = _imagenet_weights(settings.backbone)
+        return build_lite(settings.backbone, size, settings.dropout, settings.seed, weights=weights)
     if settings.backbone == "compact":
         return build_cnn(
             size,

@@ -114,8 +114,8 @@ def test_lite0_fit_exports_a_full_int8_model_with_a_per_tensor_head(tmp_path: Pa
     from edge.classify.card import CARD_FORMAT, ModelCard
     from edge.classify.classifier import Classifier
     from edge.classify.interpreter import find_interpreter
+    from train.efficientnet_lite import VARIANTS
     from train.export import dense_weight_quantization
-    from train.lite0 import WEIGHTS_SHA256
 
     data = write_synthetic_dataset(tmp_path / "cells", per_group=20, groups=4, seed=2)
     out = tmp_path / "lite"
@@ -127,7 +127,7 @@ def test_lite0_fit_exports_a_full_int8_model_with_a_per_tensor_head(tmp_path: Pa
     card = ModelCard.load(out.with_suffix(".json")).to_dict()
     assert card["format"] == CARD_FORMAT == "metascope-model-card/2"
     architecture = card["training"]["architecture"]
-    assert architecture["backbone"] == "lite0" and architecture["weights"]["sha256"] == WEIGHTS_SHA256
+    assert architecture["backbone"] == "lite0" and architecture["weights"]["sha256"] == VARIANTS["lite0"].sha256
     assert architecture["weights"]["licence"] == "Apache-2.0"
     assert 0 < architecture["macs_per_cell"] < 20_000_000  # Lite0 at 32 px
     assert card["quantization"]["input"] == {"dtype": "int8", "scale": 1.0, "zero_point": -128}
@@ -142,3 +142,19 @@ def test_lite0_fit_exports_a_full_int8_model_with_a_per_tensor_head(tmp_path: Pa
     assert not ops & {"QUANTIZE", "DEQUANTIZE"}, f"not full-integer: {sorted(ops)}"
     classifier = Classifier.load(model)
     assert classifier.input_spec.size == 32 and len(classifier.predict(np.zeros((3, 32, 32), np.uint8))) == 3
+
+
+@pytest.mark.parametrize("backbone", ["lite1", "lite2"])
+def test_a_card_of_a_larger_lite_backbone_names_its_own_weights(backbone: str) -> None:
+    """`fit --backbone lite1/lite2` must not ship a card that credits Lite0's file (a lab checks
+    the weights' source and licence there)."""
+    from train.efficientnet_lite import VARIANTS
+    from train.make_model import architecture
+    from train.recipe import recipe
+
+    described = architecture(InputSpec(size=64), recipe(backbone))
+    lite = VARIANTS[backbone]
+    assert described["backbone"] == backbone
+    assert described["description"].startswith(f"EfficientNet-{backbone.title()} ")
+    assert described["weights"]["sha256"] == lite.sha256 and lite.package in described["weights"]["source"]
+    assert described["macs_per_cell"] > architecture(InputSpec(size=64), recipe("lite0"))["macs_per_cell"]

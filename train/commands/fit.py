@@ -17,6 +17,7 @@ from train.progress import add_quiet_option
 from train.recipe import (
     BACKBONES,
     INPUTS,
+    LITE_BACKBONES,
     MIN_INT8_AGREEMENT,
     RECIPES,
     SERVED_RENDERINGS,
@@ -104,22 +105,27 @@ def recipe_values(name: str) -> str:
             return ",".join(str(part) for part in value)
         return f"{value:g}" if isinstance(value, float) else str(value)
 
-    values = {backbone: shown(getattr(settings, name)) for backbone, settings in RECIPES.items()}
-    if len(set(values.values())) == 1:
-        return f"recipe: {next(iter(values.values()))}"
-    return "recipe: " + ", ".join(f"{backbone} {value}" for backbone, value in values.items())
+    backbones_of: dict[str, list[str]] = {}
+    for backbone, settings in RECIPES.items():
+        backbones_of.setdefault(shown(getattr(settings, name)), []).append(backbone)
+    if len(backbones_of) == 1:
+        return f"recipe: {next(iter(backbones_of))}"
+    return "recipe: " + ", ".join(f"{'/'.join(backbones)} {value}" for value, backbones in backbones_of.items())
 
 
 def recipes_text() -> str:
     """Every recipe's numbers, those no option changes included, for --help."""
-    lines = ["recipes (each option above defaults to the chosen backbone's):"]
+    backbones_of: dict[str, list[str]] = {}
     for name, r in RECIPES.items():
-        lines.append(
-            f"{name}: {r.epochs} epochs, batch {r.batch_size}, peak learning rate {r.learning_rate:g} after a "
+        numbers = (
+            f"{r.epochs} epochs, batch {r.batch_size}, peak learning rate {r.learning_rate:g} after a "
             f"{r.warmup_fraction:.0%} warm-up then cosine decay, AdamW weight decay {r.weight_decay:g}, dropout "
             f"{r.dropout:g}, label smoothing {r.label_smoothing:g}, patience {r.patience} (fixed epochs), class "
             f"weights {'on' if r.class_weighting else 'off'}, seed {r.seed}."
         )
+        backbones_of.setdefault(numbers, []).append(name)
+    lines = ["recipes (each option above defaults to the chosen backbone's):"]
+    lines += [f"{'/'.join(backbones)}: {numbers}" for numbers, backbones in backbones_of.items()]
     return "  ".join(lines)
 
 
@@ -163,7 +169,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         choices=BACKBONES,
         default=FitSettings.backbone,
         help="lite0: EfficientNet-Lite0 fine-tuned from ImageNet (the default; accurate, ~70 M MACs at 96 px); "
-        "compact: a small CNN from scratch or taught by --teacher (fast, a few M MACs)",
+        "lite1, lite2: the deeper (and, lite2, wider) EfficientNet-Lite1/Lite2, the same way (~1.5x and ~2x "
+        "Lite0's MACs at the same size); compact: a small CNN from scratch or taught by --teacher (fast, a few M MACs)",
     )
     add_input_options(parser)
     add_teacher_options(parser)
@@ -266,8 +273,8 @@ def fit_settings(args: argparse.Namespace) -> FitSettings:
         settings = replace(settings, min_epochs=settings.epochs - 1)
     if settings.backbone == "compact" and args.size < 2 ** len(settings.widths):
         raise UsageError(f"--size {args.size} is too small for {len(settings.widths)} stride-2 stages")
-    if settings.backbone == "lite0" and args.size < 32:
-        raise UsageError(f"--size {args.size} is too small for lite0 (5 stride-2 stages; at least 32)")
+    if settings.backbone in LITE_BACKBONES and args.size < 32:
+        raise UsageError(f"--size {args.size} is too small for {settings.backbone} (5 stride-2 stages; at least 32)")
     return settings
 
 
