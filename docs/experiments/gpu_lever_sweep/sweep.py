@@ -131,7 +131,7 @@ def fit(train_windows, train_labels, cfg, seed):
         model.train()
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
-                m.eval()  # the ImageNet statistics stay (as train/lite0.py)
+                m.eval()  # the ImageNet statistics stay (as train/efficientnet_lite.py)
         perm = torch.randperm(n, device=dev, generator=gen)
         for i in range(0, n, bs):
             idx = perm[i : i + bs]
