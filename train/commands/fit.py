@@ -169,7 +169,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         choices=BACKBONES,
         default=FitSettings.backbone,
         help="lite0: EfficientNet-Lite0 fine-tuned from ImageNet (the default; accurate, ~70 M MACs at 96 px); "
-        "lite1, lite2: the deeper (and, lite2, wider) EfficientNet-Lite1/Lite2, the same way (~1.5x and ~2x "
+        "lite1, lite2: the deeper (and, lite2, wider) EfficientNet-Lite1/Lite2, the same way (~1.3x and ~1.5x "
         "Lite0's MACs at the same size); compact: a small CNN from scratch or taught by --teacher (fast, a few M MACs)",
     )
     add_input_options(parser)
