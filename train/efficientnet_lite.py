@@ -47,6 +47,10 @@ class Variant:
     sha256: str
     licence: str = "Apache-2.0"
 
+    @property
+    def title(self) -> str:
+        return f"EfficientNet-{self.name.title()}"  # "EfficientNet-Lite1", as cards and messages name it
+
 
 VARIANTS = {
     variant.name: variant
@@ -310,9 +314,7 @@ def imagenet_weights(name: str = "lite0", path: str | os.PathLike[str] | None = 
     except OSError as exc:
         raise WeightsError(f"{path}: cannot read the weights: {exc}") from exc
     if digest != wanted.sha256:
-        raise WeightsError(
-            f"{path}: sha256 {digest} is not the EfficientNet-{name.title()} ImageNet file ({wanted.sha256})"
-        )
+        raise WeightsError(f"{path}: sha256 {digest} is not the {wanted.title} ImageNet file ({wanted.sha256})")
     try:
         return read_state_dict(path)
     except CheckpointError as exc:

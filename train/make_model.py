@@ -123,7 +123,7 @@ def architecture(spec: InputSpec, settings: FitSettings) -> dict[str, Any]:
 
         lite = variant(settings.backbone)
         description = (
-            f"EfficientNet-{lite.name.title()} (ImageNet weights, every layer fine-tuned; ReLU6, no squeeze-excite; "
+            f"{lite.title} (ImageNet weights, every layer fine-tuned; ReLU6, no squeeze-excite; "
             "grey input scaled to (p - 127) / 128 and copied to the three colour channels inside the model, folded "
             f"into the stem); global average pooling, dropout {settings.dropout}, one sigmoid unit"
         )

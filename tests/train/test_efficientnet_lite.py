@@ -181,3 +181,12 @@ def test_lite1_and_lite2_see_in_the_reference_pattern_what_lite0_sees(name: str)
     load_backbone_weights(model, imagenet_weights(name), grey_input=False)
     _, logits = model(reference["input_nhwc"], training=False)
     assert int(np.asarray(logits)[0].argmax()) == int(reference["logits"].argmax())
+
+
+def test_every_lite_backbone_fit_offers_is_a_variant_the_port_builds() -> None:
+    """train/recipe.py names the Lite backbones without importing Keras; this port holds their
+    weights. A name in one and not the other would offer a backbone that cannot be built."""
+    from train.efficientnet_lite import VARIANTS
+    from train.recipe import LITE_BACKBONES
+
+    assert tuple(VARIANTS) == LITE_BACKBONES

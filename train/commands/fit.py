@@ -4,6 +4,7 @@ and a report out (train/make_model.py does the work)."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -97,6 +98,15 @@ RECIPE_OPTIONS: dict[str, dict[str, Any]] = {
 }
 
 
+def _backbones_by(shown: Callable[[FitSettings], str]) -> dict[str, list[str]]:
+    """The backbones of each distinct value ``shown`` gives their recipes, in RECIPES order (so
+    --help names lite0/lite1/lite2 once where their recipes agree)."""
+    backbones_of: dict[str, list[str]] = {}
+    for backbone, settings in RECIPES.items():
+        backbones_of.setdefault(shown(settings), []).append(backbone)
+    return backbones_of
+
+
 def recipe_values(name: str) -> str:
     """Each backbone recipe's value of one FitSettings field, as --help shows it."""
 
@@ -105,9 +115,7 @@ def recipe_values(name: str) -> str:
             return ",".join(str(part) for part in value)
         return f"{value:g}" if isinstance(value, float) else str(value)
 
-    backbones_of: dict[str, list[str]] = {}
-    for backbone, settings in RECIPES.items():
-        backbones_of.setdefault(shown(getattr(settings, name)), []).append(backbone)
+    backbones_of = _backbones_by(lambda settings: shown(getattr(settings, name)))
     if len(backbones_of) == 1:
         return f"recipe: {next(iter(backbones_of))}"
     return "recipe: " + ", ".join(f"{'/'.join(backbones)} {value}" for value, backbones in backbones_of.items())
@@ -115,17 +123,17 @@ def recipe_values(name: str) -> str:
 
 def recipes_text() -> str:
     """Every recipe's numbers, those no option changes included, for --help."""
-    backbones_of: dict[str, list[str]] = {}
-    for name, r in RECIPES.items():
-        numbers = (
+
+    def numbers(r: FitSettings) -> str:
+        return (
             f"{r.epochs} epochs, batch {r.batch_size}, peak learning rate {r.learning_rate:g} after a "
             f"{r.warmup_fraction:.0%} warm-up then cosine decay, AdamW weight decay {r.weight_decay:g}, dropout "
             f"{r.dropout:g}, label smoothing {r.label_smoothing:g}, patience {r.patience} (fixed epochs), class "
             f"weights {'on' if r.class_weighting else 'off'}, seed {r.seed}."
         )
-        backbones_of.setdefault(numbers, []).append(name)
+
     lines = ["recipes (each option above defaults to the chosen backbone's):"]
-    lines += [f"{'/'.join(backbones)}: {numbers}" for numbers, backbones in backbones_of.items()]
+    lines += [f"{'/'.join(backbones)}: {text}" for text, backbones in _backbones_by(numbers).items()]
     return "  ".join(lines)
 
 
