@@ -79,6 +79,8 @@ def test_a_refused_export_keeps_the_float_model_and_the_report(tmp_path: Path, m
     assert main(args) == ExitCode.EXPORT_REFUSED == 6  # its own status: 3 is the camera's
     err = capsys.readouterr().err
     assert "export refused" in err and "cells.refused.float.tflite" in err and "try" in err
+    # The final model holds no cell out: the agreement names the cells it was measured on.
+    assert "of 80 training cells (every cell: the final model holds none out)" in err and "held-out" not in err
     # 80 cells: every calibration draw would hold all of them and calibrate alike, so one is tried.
     assert "int8 calibration draw" not in err
     assert {path: path.read_text() for path in shipped} == shipped, "the model at --out stays whole"
