@@ -158,9 +158,14 @@ def int8_probabilities(content: bytes, images: np.ndarray) -> np.ndarray:
 
 
 def fidelity(
-    float_probabilities: np.ndarray, int8_probs: np.ndarray, threshold: float, minimum: float = MIN_INT8_AGREEMENT
+    float_probabilities: np.ndarray,
+    int8_probs: np.ndarray,
+    threshold: float,
+    minimum: float = MIN_INT8_AGREEMENT,
+    cells: str = "held-out cells",
 ) -> dict[str, Any]:
-    """Label agreement and probability differences between the float and int8 models.
+    """Label agreement and probability differences between the float and int8 models, on
+    ``cells`` (what they are, for the message).
 
     Raises ExportError when agreement is below ``minimum``: such a model must not ship.
     """
@@ -180,7 +185,7 @@ def fidelity(
     if result["label_agreement"] < minimum:
         raise ExportError(
             f"int8 model agrees with the float model on only {result['label_agreement']:.2%} of "
-            f"{len(agree)} held-out cells (minimum {minimum:.0%}; mean |dp| "
+            f"{len(agree)} {cells} (minimum {minimum:.0%}; mean |dp| "
             f"{result['mean_abs_probability_difference']:.3f}); the model was not written"
         )
     return result

@@ -321,7 +321,10 @@ def export_or_keep_float(request: FitRequest, dataset: Dataset, card: ModelCard,
     what to try."""
     settings = request.settings
     try:
-        return export_checked(held.final_fit, dataset, dataset, request.threshold, settings.seed, request.min_agreement)
+        return export_checked(
+            held.final_fit, dataset, dataset, request.threshold, settings.seed, request.min_agreement,
+            checked_on="training cells (every cell: the final model holds none out)",
+        )  # fmt: skip
     except ExportError as exc:
         problem = str(exc).removeprefix("export refused: ")
         kept = keep_float_model(request, dataset, card, held, problem)

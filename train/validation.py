@@ -48,10 +48,16 @@ class Exported:
 
 
 def export_checked(
-    fit: FitResult, train: Dataset, held_out: Dataset, threshold: float, seed: int, minimum: float | None = None
+    fit: FitResult,
+    train: Dataset,
+    held_out: Dataset,
+    threshold: float,
+    seed: int,
+    minimum: float | None = None,
+    checked_on: str = "held-out cells",
 ) -> Exported:
     """int8 conversion (calibrated on training cells) + agreement with the float model on
-    ``held_out``; raises ExportError below the bar.
+    ``held_out`` (``checked_on`` says what those cells are); raises ExportError below the bar.
 
     The calibration cells are a random draw of at most REPRESENTATIVE_SAMPLES training cells;
     when one draw misses the bar, up to CALIBRATION_DRAWS draws are tried and the first that
@@ -61,7 +67,7 @@ def export_checked(
     is tried.
     """
     float_p = predict(fit.model, held_out.images)
-    kwargs = {} if minimum is None else {"minimum": minimum}
+    kwargs: dict[str, Any] = {"cells": checked_on} | ({} if minimum is None else {"minimum": minimum})
     draws = CALIBRATION_DRAWS if len(train) > REPRESENTATIVE_SAMPLES else 1
     failure: ExportError | None = None
     for draw in range(draws):
