@@ -160,3 +160,45 @@ def test_a_card_of_a_larger_lite_backbone_names_its_own_weights(backbone: str) -
     assert described["description"].startswith(f"EfficientNet-{backbone.title()} ")
     assert described["weights"]["sha256"] == lite.sha256 and lite.package in described["weights"]["source"]
     assert described["macs_per_cell"] > architecture(InputSpec(size=64), recipe("lite0"))["macs_per_cell"]
+
+
+def test_int8_calls_change_where_the_float_calls_do_not_half_a_logit_step_early() -> None:
+    """The int8 logit is a multiple of its step, and the grid point 0 is exactly p = 0.5: left as
+    calibrated, every cell whose float logit lies within half a step below zero is called
+    positive by the Pi's model (7 of the shared data's 1,287 cells; the gate refused fits for
+    14). Cells of one grey level m each give the logit 0.05 m - 6.41 exactly (the pooled mean of a
+    flat image is exact in int8), so m = 128 sits 0.01 below zero, inside that band."""
+    import keras
+
+    from train.export import convert_int8, int8_probabilities
+
+    inputs = keras.Input((32, 32, 1))
+    outputs = keras.layers.Dense(1, activation="sigmoid", name="head")(keras.layers.GlobalAveragePooling2D()(inputs))
+    model = keras.Model(inputs, outputs)
+    model.get_layer("head").set_weights([np.array([[0.05]], np.float32), np.array([-6.41], np.float32)])
+    levels = np.arange(256)
+    images = np.repeat(levels.astype(np.uint8), 32 * 32).reshape(256, 32, 32)
+    float_p = model.predict(images[..., None].astype(np.float32), verbose=0).reshape(-1)
+    assert float_p[128] < 0.5 <= float_p[129]
+    int8_p = int8_probabilities(convert_int8(model, images), images)
+    assert ((int8_p >= 0.5) == (float_p >= 0.5)).all(), levels[(int8_p >= 0.5) != (float_p >= 0.5)]
+    # Its probabilities move by at most half a logit step (0.025: 0.006 at p = 0.5) and one 1/256 output step.
+    assert np.abs(int8_p - float_p).max() <= 0.25 * 0.026 + 1 / 256
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.3, 0.8, 0.97])
+def test_the_logit_grid_shift_puts_the_int8_boundary_on_the_float_one(threshold: float) -> None:
+    """Whatever the card's threshold: a float logit is called positive by the int8 table (its
+    logit rounded to the grid, the sigmoid rounded to 1/256) exactly when the float model calls
+    it so, up to float rounding at the boundary itself."""
+    from train.export import logit_grid_shift
+
+    step = 0.0497
+    shift = logit_grid_shift(step, threshold)
+    assert abs(shift) <= step
+    logits = np.linspace(-6, 6, 200_001)
+    grid = np.floor((logits + shift) / step + 0.5)
+    int8_p = np.floor(256 / (1 + np.exp(-grid * step)) + 0.5) / 256
+    float_p = 1 / (1 + np.exp(-logits))
+    wrong = (int8_p >= threshold) != (float_p >= threshold)
+    assert not wrong[np.abs(float_p - threshold) > 1e-9].any(), logits[wrong]
