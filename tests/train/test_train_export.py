@@ -162,28 +162,48 @@ def test_a_card_of_a_larger_lite_backbone_names_its_own_weights(backbone: str) -
     assert described["macs_per_cell"] > architecture(InputSpec(size=64), recipe("lite0"))["macs_per_cell"]
 
 
-def test_int8_calls_change_where_the_float_calls_do_not_half_a_logit_step_early() -> None:
+def flat_level_model(ending: str):
+    """P(positive) = sigmoid(0.05 m - 6.41) of a flat image of grey level m, ending as the Lite
+    models do (a sigmoid Dense) or as the compact CNN's avg+max (two linear heads summed, then a
+    sigmoid; the max head silent here)."""
+    import keras
+
+    inputs = keras.Input((32, 32, 1))
+    mean = keras.layers.GlobalAveragePooling2D()(inputs)
+    if ending == "dense":
+        outputs = keras.layers.Dense(1, activation="sigmoid", name="head")(mean)
+    else:
+        heads = [keras.layers.Dense(1, name="head_avg")(mean),
+                 keras.layers.Dense(1, name="head_max")(keras.layers.GlobalMaxPooling2D()(inputs))]  # fmt: skip
+        outputs = keras.layers.Activation("sigmoid")(keras.layers.Add()(heads))
+    model = keras.Model(inputs, outputs)
+    for layer in model.layers:
+        if layer.name.startswith("head"):
+            weight = 0.05 if layer.name in ("head", "head_avg") else 0.0
+            layer.set_weights([np.array([[weight]], np.float32), np.array([-6.41 if weight else 0.0], np.float32)])
+    return model
+
+
+@pytest.mark.parametrize("ending", ["dense", "avg+max"])
+def test_int8_calls_change_where_the_float_calls_do_not_half_a_logit_step_early(ending: str) -> None:
     """The int8 logit is a multiple of its step, and the grid point 0 is exactly p = 0.5: left as
     calibrated, every cell whose float logit lies within half a step below zero is called
     positive by the Pi's model (7 of the shared data's 1,287 cells; the gate refused fits for
     14). Cells of one grey level m each give the logit 0.05 m - 6.41 exactly (the pooled mean of a
     flat image is exact in int8), so m = 128 sits 0.01 below zero, inside that band."""
-    import keras
+    from train.export import convert_int8, int8_probabilities, logit_step
 
-    from train.export import convert_int8, int8_probabilities
-
-    inputs = keras.Input((32, 32, 1))
-    outputs = keras.layers.Dense(1, activation="sigmoid", name="head")(keras.layers.GlobalAveragePooling2D()(inputs))
-    model = keras.Model(inputs, outputs)
-    model.get_layer("head").set_weights([np.array([[0.05]], np.float32), np.array([-6.41], np.float32)])
+    model = flat_level_model(ending)
     levels = np.arange(256)
     images = np.repeat(levels.astype(np.uint8), 32 * 32).reshape(256, 32, 32)
     float_p = model.predict(images[..., None].astype(np.float32), verbose=0).reshape(-1)
     assert float_p[128] < 0.5 <= float_p[129]
-    int8_p = int8_probabilities(convert_int8(model, images), images)
+    content = convert_int8(model, images)
+    int8_p = int8_probabilities(content, images)
     assert ((int8_p >= 0.5) == (float_p >= 0.5)).all(), levels[(int8_p >= 0.5) != (float_p >= 0.5)]
-    # Its probabilities move by at most half a logit step (0.025: 0.006 at p = 0.5) and one 1/256 output step.
-    assert np.abs(int8_p - float_p).max() <= 0.25 * 0.026 + 1 / 256
+    # The price: a logit now reads up to one step low (not half a step either way): at most
+    # step / 4 in probability (0.0125 here, at p = 0.5), and the output's own 1/512.
+    assert np.abs(int8_p - float_p).max() <= 0.25 * logit_step(content) + 1 / 512 + 1e-6
 
 
 @pytest.mark.parametrize("threshold", [0.5, 0.3, 0.8, 0.97])

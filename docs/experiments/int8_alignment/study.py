@@ -1,0 +1,67 @@
+"""Study: how much of the int8 gate's disagreement is the logit grid's boundary, measured on
+final fits of the default recipe (every cell, the gate's own check: its cells are the training
+cells, as `fit` measures them).
+
+Each seed fits the default recipe once on the shared data (the `make model` default's options),
+then converts that one model twice: as calibrated (``threshold=None``) and with the logit grid
+aligned to the threshold (train.export.logit_grid_shift). The comparison is paired: the same
+weights and calibration cells, only the shift differs. Also counted: cells whose float logit lies
+in the band half a step below zero that the alignment is for.
+
+    PYTHONPATH=$PWD .venv/bin/python docs/experiments/int8_alignment/study.py \\
+        ../shared/data/fayyaz-mda231-pc3 --seed 0 >> docs/experiments/int8_alignment/results.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("data")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    from train.cli import build_parser
+    from train.commands.fit import fit_request
+
+    argv = ["fit", args.data, "--out", "/tmp/int8-alignment/m", "--positive", "PC3", "--group-by", r"(\d+kD\d)",
+            "--seed", str(args.seed), "--no-leak-check", "--quiet"]  # fmt: skip
+    fit_args = build_parser().parse_args(argv)
+    fit_args.argv = argv
+    request = fit_request(fit_args)
+    from train.export import convert_int8, fidelity, int8_probabilities, logit_step
+    from train.make_model import fit_every_cell, load_dataset
+    from train.trainer import predict
+
+    started = time.time()
+    dataset = load_dataset(request)
+    fit = fit_every_cell(request, dataset, request.settings.epochs, "study")
+    float_p = predict(fit.model, dataset.images)
+    row = {"seed": args.seed, "cells": len(dataset), "fit_s": round(time.time() - started)}
+    for name, threshold in (("as_calibrated", None), ("aligned", request.threshold)):
+        content = convert_int8(fit.model, dataset.images, args.seed, threshold)
+        int8_p = int8_probabilities(content, dataset.images)
+        checked = fidelity(float_p, int8_p, request.threshold, minimum=0.0)
+        row[name] = {
+            "label_agreement": round(checked["label_agreement"], 5),
+            "cells_changed": int(((float_p >= request.threshold) != (int8_p >= request.threshold)).sum()),
+            "mean_abs_dp": round(checked["mean_abs_probability_difference"], 5),
+            "mean_dp": round(float(np.mean(int8_p - float_p)), 5),
+            "logit_step": round(logit_step(content), 5),
+        }
+    step = row["as_calibrated"]["logit_step"]
+    logits = np.log(np.clip(float_p, 1e-7, 1 - 1e-7) / np.clip(1 - float_p, 1e-7, 1))
+    row["cells_in_band"] = int(((logits > -step / 2) & (logits < 0)).sum())
+    row["wall_s"] = round(time.time() - started)
+    print(json.dumps(row), flush=True)
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
