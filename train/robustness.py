@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from edge.capture.composed import Crop, on_background
 from edge.capture.images import read_grayscale
 from edge.classify.classifier import Classifier
-from edge.classify.preprocess import UnsegmentableCrop, is_premasked, single_cell_input
+from edge.classify.preprocess import UnsegmentableCrop, single_cell_input
 from train.dataset import Dataset
+from train.served import camera_frame
 
 EXPOSURE_GAINS = (0.8, 0.9, 1.1, 1.25)
 CELLS_ARE = (
@@ -34,13 +34,6 @@ CELLS_ARE = (
 def lit(gray: np.ndarray, gain: float) -> np.ndarray:
     """The frame as a lamp ``gain`` times as bright would give it (uint8, clipped)."""
     return np.clip(np.rint(gray.astype(np.float32) * gain), 0, 255).astype(np.uint8)
-
-
-def camera_frame(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """What a camera shows of a crop: a pre-masked crop back on its own estimated background (as
-    served inputs render it: edge.capture.composed.on_background), an unmasked crop as it is."""
-    crop = Crop.from_image(gray, "", "") if is_premasked(gray) else None
-    return gray if crop is None else on_background(crop, rng)
 
 
 def exposure_sensitivity(
