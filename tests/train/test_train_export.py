@@ -222,3 +222,16 @@ def test_the_logit_grid_shift_puts_the_int8_boundary_on_the_float_one(threshold:
     float_p = 1 / (1 + np.exp(-logits))
     wrong = (int8_p >= threshold) != (float_p >= threshold)
     assert not wrong[np.abs(float_p - threshold) > 1e-9].any(), logits[wrong]
+
+
+def test_the_int8_logits_mean_error_near_the_boundary_is_measured() -> None:
+    """The grey levels' logits all sit 0.01 below a grid point of the calibrated int8 model (step
+    0.05), so its logit reads 0.01 high for every cell: the export measures that (and takes it
+    off before it aligns the grid)."""
+    from train.export import _converted, int8_logit_bias, logit_step
+
+    model = flat_level_model("dense")
+    images = np.repeat(np.arange(256).astype(np.uint8), 32 * 32).reshape(256, 32, 32, 1)
+    content = _converted(model, images, seed=0)
+    assert logit_step(content) == pytest.approx(0.05, rel=0.01)
+    assert int8_logit_bias(content, model, images[..., 0], seed=0) == pytest.approx(0.01, abs=0.002)
