@@ -115,8 +115,7 @@ def int8_logits(content: bytes, images: np.ndarray) -> np.ndarray:
     with warnings.catch_warnings():  # keeping every tensor "is intended for debugging": bounded here
         warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")
         interpreter = quiet_interpreter(content, preserve_all_tensors=True)
-    logistic = [op for op in interpreter._get_ops_details() if op["op_name"] == "LOGISTIC"]
-    logit_index = int(logistic[0]["inputs"][0])
+    logit_index = _logit_tensor(interpreter)
     logits = []
     for start in range(0, len(images), LOGIT_BATCH):
         _run(interpreter, images[start : start + LOGIT_BATCH])
@@ -165,10 +164,15 @@ def logit_step(content: bytes) -> float:
     """The int8 model's logit step: the scale of the tensor its sigmoid reads."""
     interpreter = quiet_interpreter(content)
     tensors = {detail["index"]: detail for detail in interpreter.get_tensor_details()}
+    return float(tensors[_logit_tensor(interpreter)]["quantization"][0])
+
+
+def _logit_tensor(interpreter: Any) -> int:
+    """The index of the tensor the model's one sigmoid reads (its logit)."""
     logistic = [op for op in interpreter._get_ops_details() if op["op_name"] == "LOGISTIC"]
     if len(logistic) != 1:
         raise ExportError(f"expected one sigmoid in the int8 model, found {len(logistic)}")
-    return float(tensors[int(logistic[0]["inputs"][0])]["quantization"][0])
+    return int(logistic[0]["inputs"][0])
 
 
 def _logit_bias_layer(model: Any) -> Any:
