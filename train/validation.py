@@ -71,7 +71,7 @@ def export_checked(
     draws = CALIBRATION_DRAWS if len(train) > REPRESENTATIVE_SAMPLES else 1
     failure: ExportError | None = None
     for draw in range(draws):
-        content = convert_int8(fit.model, train.images, seed + draw, threshold)
+        content = convert_int8(fit.model, train.images, seed + draw)
         int8_p = int8_probabilities(content, held_out.images)
         try:
             checked = fidelity(float_p, int8_p, threshold, **kwargs)

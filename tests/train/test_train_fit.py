@@ -72,10 +72,7 @@ def test_card_is_complete_and_matches_the_file(fitted: Path) -> None:
     assert data["data"]["group_pairs"].endswith("g4 = round_g4 + spindle_g4")
     assert split_groups["validation"] == [], "without early stopping no group is held back to validate on"
     held_out = evaluation["held_out"]
-    # This 12-epoch 32 px fit scores about 0.90 on its ~50 test cells (0.900 with the int8 logit as
-    # calibrated, 0.898 aligned to the threshold: its 1/256 output steps tie other cells); a fit
-    # that does not work scores near 0.5.
-    assert held_out["roc_auc"] > 0.85, "round vs spindle is easy; a working fit separates them"
+    assert held_out["roc_auc"] > 0.9, "round vs spindle is easy; a working fit separates them"
     fidelity = data["int8_fidelity"]
     assert fidelity["minimum_agreement"] == 0.95 and fidelity["label_agreement"] >= 0.95
     assert 0 <= fidelity["mean_abs_probability_difference"] < 0.05
@@ -92,14 +89,12 @@ def test_card_is_complete_and_matches_the_file(fitted: Path) -> None:
     trained = data["data"]["trained_on"]
     # The shipped model learns from every cell; the held-out figures are the split model's.
     assert trained["groups"] == sorted(everything) and len(trained["file_sha256_16"]) == 240
-    # Standardised input: a 20% dimmer or 25% brighter lamp changes almost no call: at most 2 of
-    # these 240 cells (those that sit on the int8 boundary: 1 with the logit as calibrated, 2
-    # aligned to the threshold), fewer than a second frame of the same cells changes (9-10).
+    # Standardised input: a 20% dimmer or 25% brighter lamp changes almost no call (at most the
+    # one of these 48 test cells that sits on the threshold).
     exposure = evaluation["exposure"]
     assert card.input.intensity == exposure["intensity"] == "standardised"
     assert set(exposure["label_changed_at_gain"]) == {"0.8", "0.9", "1.1", "1.25"}
-    most = max(exposure["label_changed_at_gain"].values())
-    assert round(most * exposure["cells"]) <= 2 and most < exposure["label_changed_by_a_second_frame"]
+    assert round(max(exposure["label_changed_at_gain"].values()) * exposure["cells"]) <= 1
     # Measured as the Pi sees a lamp change (the frame relit, then its detector), beside what a
     # second frame of the same cell changes at the same lamp.
     assert "Pi's detector" in exposure["cells_are"] and 0 <= exposure["label_changed_by_a_second_frame"] <= 1
