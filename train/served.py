@@ -32,10 +32,16 @@ RULE = (
 )
 
 
+def premasked_cell(gray: np.ndarray) -> Crop | None:
+    """The cell of a pre-masked crop, ready to go back on its own background; None for an
+    unmasked crop (a camera already shows it as it is)."""
+    return Crop.from_image(gray, "", "") if is_premasked(gray) else None
+
+
 def camera_frame(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """What a camera shows of a crop: a pre-masked crop back on its own estimated background
     (edge.capture.composed.on_background), an unmasked crop as it is."""
-    crop = Crop.from_image(gray, "", "") if is_premasked(gray) else None
+    crop = premasked_cell(gray)
     return gray if crop is None else on_background(crop, rng)
 
 
@@ -43,12 +49,13 @@ def renderings_of(
     gray: np.ndarray, spec: InputSpec, count: int, rng: np.random.Generator
 ) -> tuple[list[CropCell], int]:
     """The cell of one crop as the Pi masks it, ``count`` times, and how many renderings failed."""
-    if not is_premasked(gray):  # an unmasked crop was masked by the Pi's detector when it was loaded
+    crop = premasked_cell(gray)  # cut out once: each rendering only redraws the background
+    if crop is None:  # an unmasked crop was masked by the Pi's detector when it was loaded
         return [crop_cell(gray, spec)], 0
     cells: list[CropCell] = []
     for _ in range(count):
         with contextlib.suppress(UnsegmentableCrop):  # left out, counted by the caller
-            cells.append(crop_cell(camera_frame(gray, rng), spec))
+            cells.append(crop_cell(on_background(crop, rng), spec))
     return cells, count - len(cells)
 
 
